@@ -1,0 +1,50 @@
+# stylecast: `make serve` and `make test` work on a fresh clone.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 50051
+METRICS_PORT ?= 9090
+
+.PHONY: serve test bench bench-model train eval-model proto clean help
+
+help:
+	@echo "make serve | test | bench | bench-model | train | eval-model | proto"
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# Edge install: LiteRT only, no TensorFlow.
+$(VENV)/.serve-stamp: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e ".[litert,video]"
+	touch $@
+
+# Everything the suite, training and export need.
+$(VENV)/.dev-stamp: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e ".[litert,tf,onnx,video,dev]"
+	touch $@ $(VENV)/.serve-stamp
+
+serve: $(VENV)/.serve-stamp
+	$(BIN)/stylecast serve --port $(PORT) --metrics-port $(METRICS_PORT)
+
+test: $(VENV)/.dev-stamp
+	$(BIN)/python -m pytest -q -ra
+
+bench: $(VENV)/.dev-stamp
+	$(BIN)/python -m benchmarks.serving
+
+bench-model: $(VENV)/.dev-stamp
+	$(BIN)/python -m stylecast.model.bench
+
+train: $(VENV)/.dev-stamp
+	$(BIN)/python -m stylecast.model.distill
+
+eval-model: $(VENV)/.dev-stamp
+	$(BIN)/python -m stylecast.model.evaluate
+
+proto: $(VENV)/.dev-stamp
+	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=protos --pyi_out=protos \
+		--grpc_python_out=protos protos/stylecast/v1/*.proto
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,235 @@
+"""Model packages: ``NAME/VERSION/manifest.json`` plus chunk-verified artifacts.
+
+A package holds one model (style predictor + transformer) in several formats.
+Every artifact file is listed with its size, sha256 and the sha256 of each
+1 MiB chunk; a package is usable only when every chunk verifies.  This module
+has no TensorFlow dependency: the server and every backend import it.
+
+Manifest layout (``manifest.json``)::
+
+    {"format_version": 1, "name": "builtin", "version": "1", "style_dim": 100,
+     "artifacts": {
+        "tflite-int8": {
+            "files": [{"path": "tflite/int8.tflite", "size": 123, "sha256": "...",
+                       "chunks": ["...", ...]}],
+            "endpoints": {
+                "predict_style": {"file": "tflite/int8.tflite", "signature": "predict_style",
+                                  "inputs": {"image": "style_image"}, "output": "style_vector"},
+                "stylize": {"file": "tflite/int8.tflite", "signature": "stylize",
+                            "inputs": {"content": "content", "style": "style"},
+                            "output": "stylized", "fixed_hw": null}}},
+        "savedmodel": {"files": [...], "root": "savedmodel", "endpoints": {...}}}}
+
+``endpoints`` tells a backend which file, signature (or, for signature-less
+TFLite files, which tensor names) implement the two networks of the model
+contract.  ``fixed_hw`` is set for files baked to one content size, which
+backends feed by scaling.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+CHUNK_SIZE = 1 << 20
+MANIFEST = "manifest.json"
+FORMATS = ("tflite-fp32", "tflite-fp16", "tflite-int8", "savedmodel", "onnx")
+FORMAT_VERSION = 1
+
+
+class PackageError(Exception):
+    """A package is malformed, incomplete or fails verification."""
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    path: str
+    size: int
+    sha256: str
+    chunks: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "size": self.size, "sha256": self.sha256,
+                "chunks": list(self.chunks)}
+
+
+@dataclass(frozen=True)
+class Artifact:
+    format: str
+    files: tuple[FileEntry, ...]
+    endpoints: dict[str, dict[str, Any]]
+    root: str | None = None  # directory artifacts (SavedModel): their root folder
+
+    @property
+    def size(self) -> int:
+        return sum(f.size for f in self.files)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"files": [f.to_json() for f in self.files],
+                               "endpoints": self.endpoints}
+        if self.root is not None:
+            out["root"] = self.root
+        return out
+
+
+@dataclass(frozen=True)
+class ModelPackage:
+    """A parsed, path-checked manifest rooted at ``path`` (``NAME/VERSION/``)."""
+
+    path: Path
+    name: str
+    version: str
+    style_dim: int
+    artifacts: dict[str, Artifact]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}:{self.version}"
+
+    def artifact(self, fmt: str) -> Artifact:
+        try:
+            return self.artifacts[fmt]
+        except KeyError:
+            raise PackageError(
+                f"model {self.key} has no {fmt!r} artifact (has: {', '.join(sorted(self.artifacts))})"
+            ) from None
+
+    def file_path(self, rel: str) -> Path:
+        return self.path / safe_relpath(rel)
+
+    def endpoint_path(self, fmt: str, endpoint: str) -> Path:
+        art = self.artifact(fmt)
+        rel = art.root if art.root is not None else art.endpoints[endpoint]["file"]
+        return self.file_path(rel)
+
+    def verify(self, formats: Iterable[str] | None = None,
+               progress: Callable[[str, int, int], None] | None = None) -> None:
+        """Check every chunk of the given formats (all by default).
+
+        ``progress(format, done_bytes, total_bytes)`` is called after each chunk.
+        Raises :class:`PackageError` naming the first bad file and chunk.
+        """
+        for fmt in formats if formats is not None else self.artifacts:
+            art = self.artifact(fmt)
+            total, done = art.size, 0
+            for entry in art.files:
+                for n in verify_file(self.file_path(entry.path), entry):
+                    done += n
+                    if progress:
+                        progress(fmt, done, total)
+
+
+def safe_relpath(rel: str) -> PurePosixPath:
+    """Reject absolute paths, ``..`` and empty components in manifest paths."""
+    p = PurePosixPath(rel)
+    if not rel or p.is_absolute() or "\\" in rel or any(part in ("", "..") for part in rel.split("/")):
+        raise PackageError(f"unsafe path in manifest: {rel!r}")
+    return p
+
+
+def iter_chunks(path: Path, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
+    with open(path, "rb") as f:
+        while chunk := f.read(chunk_size):
+            yield chunk
+
+
+def hash_file(path: Path, rel: str) -> FileEntry:
+    whole, chunks, size = hashlib.sha256(), [], 0
+    for chunk in iter_chunks(path):
+        whole.update(chunk)
+        chunks.append(hashlib.sha256(chunk).hexdigest())
+        size += len(chunk)
+    return FileEntry(rel, size, whole.hexdigest(), tuple(chunks))
+
+
+def verify_file(path: Path, entry: FileEntry) -> Iterator[int]:
+    """Yield the byte count of each verified chunk; raise on the first mismatch."""
+    if not path.is_file():
+        raise PackageError(f"{entry.path}: missing")
+    actual = path.stat().st_size
+    if actual != entry.size:
+        raise PackageError(f"{entry.path}: size {actual} != manifest {entry.size}")
+    expected_chunks = max(1, -(-entry.size // CHUNK_SIZE)) if entry.size else 0
+    if len(entry.chunks) != expected_chunks:
+        raise PackageError(f"{entry.path}: manifest lists {len(entry.chunks)} chunks, size needs {expected_chunks}")
+    whole = hashlib.sha256()
+    for i, chunk in enumerate(iter_chunks(path)):
+        whole.update(chunk)
+        if hashlib.sha256(chunk).hexdigest() != entry.chunks[i]:
+            raise PackageError(f"{entry.path}: chunk {i} sha256 mismatch (corrupt or truncated)")
+        yield len(chunk)
+    if whole.hexdigest() != entry.sha256:
+        raise PackageError(f"{entry.path}: sha256 mismatch")
+
+
+def parse_manifest(data: dict[str, Any], path: Path) -> ModelPackage:
+    try:
+        name, version, dim = str(data["name"]), str(data["version"]), int(data["style_dim"])
+        arts = {}
+        for fmt, spec in data["artifacts"].items():
+            if fmt not in FORMATS:
+                raise PackageError(f"unknown artifact format {fmt!r}")
+            files = tuple(FileEntry(str(f["path"]), int(f["size"]), str(f["sha256"]),
+                                    tuple(str(c) for c in f["chunks"])) for f in spec["files"])
+            for f in files:
+                safe_relpath(f.path)
+                if f.size < 0:
+                    raise PackageError(f"{f.path}: negative size")
+            root = spec.get("root")
+            if root is not None:
+                safe_relpath(root)
+            endpoints = dict(spec.get("endpoints", {}))
+            for ep in endpoints.values():
+                if "file" in ep:
+                    safe_relpath(ep["file"])
+            arts[fmt] = Artifact(fmt, files, endpoints, root)
+    except PackageError:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:
+        raise PackageError(f"malformed manifest: {exc!r}") from exc
+    for part in (name, version):
+        if not part or "/" in part or part in (".", ".."):
+            raise PackageError(f"bad model name/version {part!r}")
+    extra = {k: v for k, v in data.items()
+             if k not in ("format_version", "name", "version", "style_dim", "artifacts")}
+    return ModelPackage(path, name, version, dim, arts, extra)
+
+
+def load_package(path: str | os.PathLike[str]) -> ModelPackage:
+    """Read ``path/manifest.json`` (no chunk verification; call ``verify``)."""
+    path = Path(path)
+    try:
+        data = json.loads((path / MANIFEST).read_text())
+    except FileNotFoundError:
+        raise PackageError(f"{path}: no {MANIFEST}") from None
+    except json.JSONDecodeError as exc:
+        raise PackageError(f"{path}/{MANIFEST}: invalid JSON: {exc}") from exc
+    return parse_manifest(data, path)
+
+
+def write_manifest(path: Path, name: str, version: str, style_dim: int,
+                   artifacts: dict[str, dict[str, Any]], **extra: Any) -> ModelPackage:
+    """Hash the artifact files under ``path`` and write ``manifest.json``.
+
+    ``artifacts`` maps a format to ``{"files": [rel, ...] | "root": reldir, "endpoints": {...}}``;
+    a ``root`` folder contributes every file below it.
+    """
+    path = Path(path)
+    out: dict[str, Any] = {}
+    for fmt, spec in artifacts.items():
+        rels = list(spec.get("files", []))
+        if spec.get("root"):
+            base = path / spec["root"]
+            rels += sorted(p.relative_to(path).as_posix() for p in base.rglob("*") if p.is_file())
+        entries = [hash_file(path / r, r) for r in rels]
+        out[fmt] = Artifact(fmt, tuple(entries), spec.get("endpoints", {}), spec.get("root")).to_json()
+    data = {"format_version": FORMAT_VERSION, "name": name, "version": version,
+            "style_dim": style_dim, "artifacts": out, **extra}
+    (path / MANIFEST).write_text(json.dumps(data, indent=1) + "\n")
+    return parse_manifest(data, path)
