@@ -1,0 +1,40 @@
+"""The one preprocessing path shared by training, evaluation and serving."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+STYLE_SIZE = 256
+
+
+def center_crop_square(img: Image.Image) -> Image.Image:
+    w, h = img.size
+    s = min(w, h)
+    left, top = (w - s) // 2, (h - s) // 2
+    return img.crop((left, top, left + s, top + s))
+
+
+def style_image(img: Image.Image, size: int = STYLE_SIZE) -> np.ndarray:
+    """Centre-crop to a square, bilinear-resize to ``size``², scale to float32 [0,1]: size×size×3."""
+    img = center_crop_square(img.convert("RGB")).resize((size, size), Image.BILINEAR)
+    return np.asarray(img, dtype=np.float32) / 255.0
+
+
+def style_image_uint8(img: Image.Image, size: int = STYLE_SIZE) -> np.ndarray:
+    """The normalised style image as uint8 (what the style library stores and hashes)."""
+    img = center_crop_square(img.convert("RGB")).resize((size, size), Image.BILINEAR)
+    return np.asarray(img, dtype=np.uint8)
+
+
+def content_image(img: Image.Image, size: tuple[int, int] | None = None) -> np.ndarray:
+    """RGB float32 [0,1] H×W×3, optionally bilinear-resized to ``size`` = (width, height)."""
+    img = img.convert("RGB")
+    if size is not None and img.size != size:
+        img = img.resize(size, Image.BILINEAR)
+    return np.asarray(img, dtype=np.float32) / 255.0
+
+
+def to_uint8(x: np.ndarray) -> np.ndarray:
+    """float [0,1] → uint8 with rounding and clipping."""
+    return np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
