@@ -1,0 +1,152 @@
+"""Export a predictor + transformer pair to a model package (``stylecast model export``).
+
+Formats (see DESIGN §1 "Model packages"):
+
+- ``savedmodel``: two signatures, ``predict_style`` (``style_image`` → ``style_vector``)
+  and ``stylize`` (``content``, ``style`` → ``stylized``), dynamic batch, H and W;
+- ``tflite-fp32`` / ``tflite-fp16`` / ``tflite-int8``: one file each, converted from
+  that SavedModel with both signatures kept (int8 = weights-only dynamic range);
+- ``onnx``: one file per endpoint via tf2onnx, same input names.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from stylecast.model.networks import STYLE_DIM
+from stylecast.model.package import FORMATS, ModelPackage, write_manifest
+
+TFLITE_FORMATS = {"tflite-fp32": "fp32", "tflite-fp16": "fp16", "tflite-int8": "int8"}
+SIGNATURE_IO = {
+    "predict_style": ({"image": "style_image"}, "style_vector"),
+    "stylize": ({"content": "content", "style": "style"}, "stylized"),
+}
+
+
+class _Endpoints(tf.Module):
+    def __init__(self, predictor: keras.Model, transformer: keras.Model, style_dim: int):
+        super().__init__()
+        self.predictor, self.transformer = predictor, transformer
+        self.predict_style = tf.function(
+            self._predict_style,
+            input_signature=[tf.TensorSpec([None, 256, 256, 3], tf.float32, name="style_image")])
+        self.stylize = tf.function(
+            self._stylize,
+            input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32, name="content"),
+                             tf.TensorSpec([None, style_dim], tf.float32, name="style")])
+
+    def _predict_style(self, style_image):
+        return {"style_vector": self.predictor(style_image, training=False)}
+
+    def _stylize(self, content, style):
+        return {"stylized": self.transformer([content, style], training=False)}
+
+
+def _endpoints_for(file: str | None, signature: bool) -> dict:
+    out = {}
+    for ep, (inputs, output) in SIGNATURE_IO.items():
+        spec = {"inputs": inputs, "output": output, "fixed_hw": None}
+        if file is not None:
+            spec["file"] = file
+        if signature:
+            spec["signature"] = ep
+        out[ep] = spec
+    return out
+
+
+def _write_savedmodel(module: _Endpoints, path: Path) -> None:
+    tf.saved_model.save(module, str(path), signatures={
+        "predict_style": module.predict_style, "stylize": module.stylize})
+
+
+def _write_tflite(savedmodel: Path, path: Path, precision: str) -> None:
+    conv = tf.lite.TFLiteConverter.from_saved_model(str(savedmodel), signature_keys=list(SIGNATURE_IO))
+    if precision in ("fp16", "int8"):
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    if precision == "fp16":
+        conv.target_spec.supported_types = [tf.float16]
+    path.write_bytes(conv.convert())
+
+
+def _write_onnx(module: _Endpoints, out_dir: Path) -> dict:
+    import tf2onnx  # noqa: PLC0415 - optional, only for this format
+
+    endpoints = {}
+    for ep in SIGNATURE_IO:
+        fn = getattr(module, ep)
+        rel = f"onnx/{ep}.onnx"
+        proto, _ = tf2onnx.convert.from_function(fn, input_signature=fn.input_signature, opset=17,
+                                                 output_path=str(out_dir / rel))
+        inputs, output = SIGNATURE_IO[ep]
+        graph_inputs = {i.name.split(":")[0]: i.name for i in proto.graph.input}
+        endpoints[ep] = {"file": rel, "fixed_hw": None, "output": proto.graph.output[0].name,
+                         "inputs": {k: graph_inputs[v] for k, v in inputs.items()}}
+    return endpoints
+
+
+def export_package(predictor: keras.Model, transformer: keras.Model, out_dir: str | Path, name: str,
+                   version: str, formats: Sequence[str] = FORMATS, **extra) -> ModelPackage:
+    """Write ``out_dir/NAME/VERSION/`` with the requested formats and a verified manifest."""
+    unknown = set(formats) - set(FORMATS)
+    if unknown:
+        raise ValueError(f"unknown formats {sorted(unknown)}; choose from {FORMATS}")
+    root = Path(out_dir) / name / version
+    if root.exists():
+        shutil.rmtree(root)
+    root.mkdir(parents=True)
+    style_dim = int(transformer.inputs[1].shape[-1])
+    module = _Endpoints(predictor, transformer, style_dim)
+    artifacts: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        sm = root / "savedmodel" if "savedmodel" in formats else Path(tmp) / "savedmodel"
+        _write_savedmodel(module, sm)
+        if "savedmodel" in formats:
+            artifacts["savedmodel"] = {"root": "savedmodel", "endpoints": _endpoints_for(None, True)}
+        for fmt, precision in TFLITE_FORMATS.items():
+            if fmt in formats:
+                rel = f"tflite/{precision}.tflite"
+                (root / "tflite").mkdir(exist_ok=True)
+                _write_tflite(sm, root / rel, precision)
+                artifacts[fmt] = {"files": [rel], "endpoints": _endpoints_for(rel, True)}
+    if "onnx" in formats:
+        (root / "onnx").mkdir()
+        eps = _write_onnx(module, root)
+        artifacts["onnx"] = {"files": [e["file"] for e in eps.values()], "endpoints": eps}
+    return write_manifest(root, name, version, style_dim, artifacts, **extra)
+
+
+def tiny_test_package(out_dir: str | Path, formats: Sequence[str] = FORMATS, seed: int = 0) -> ModelPackage:
+    """A small randomly initialised model exported like the real one: a fixture for tests
+    of serving mechanics (never the built-in model).  Its style projections are scaled up
+    so that different style vectors give visibly different outputs."""
+    from stylecast.model.networks import (  # noqa: PLC0415
+        ConditionalInstanceNorm, PredictorSpec, TransformerSpec, build_predictor, build_transformer)
+
+    keras.utils.set_random_seed(seed)
+    transformer = build_transformer(TransformerSpec(stem=8, mid=8, deep=16, blocks=1, expand=1))
+    predictor = build_predictor(PredictorSpec(widths=(8, 16, 16, 32), strides=(2, 4, 4, 2), hidden=32))
+    rng = np.random.default_rng(seed)
+    for layer in transformer.layers:
+        if isinstance(layer, ConditionalInstanceNorm):
+            k = layer.proj.kernel
+            k.assign(rng.normal(0, 0.3, k.shape).astype("float32"))
+    return export_package(predictor, transformer, out_dir, "tiny", "1", formats, purpose="test fixture")
+
+
+def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, name: str, version: str,
+                      formats: Sequence[str] = FORMATS) -> ModelPackage:
+    """Export a training checkpoint folder (``predictor.keras`` + ``transformer.keras`` + ``meta.json``)."""
+    ckpt = Path(checkpoint)
+    predictor = keras.saving.load_model(ckpt / "predictor.keras", compile=False)
+    transformer = keras.saving.load_model(ckpt / "transformer.keras", compile=False)
+    meta = json.loads((ckpt / "meta.json").read_text()) if (ckpt / "meta.json").exists() else {}
+    assert int(transformer.inputs[1].shape[-1]) == STYLE_DIM
+    return export_package(predictor, transformer, out_dir, name, version, formats, training=meta)

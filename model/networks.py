@@ -1,0 +1,222 @@
+"""Keras builders for the built-in model: a style predictor and a style transformer.
+
+Both follow the model contract (DESIGN §1): the predictor maps a 256×256 RGB style
+image in [0,1] to a D=100 style vector; the transformer maps content N×H×W×3 in
+[0,1] plus N×D style vectors to a stylized image of the same size (H, W multiples
+of 16).  The transformer is built for XNNPACK on CPUs:
+
+- zero ("same") padding everywhere, no MIRROR_PAD;
+- a space-to-depth stem and a depth-to-space head, so no convolution runs at full
+  resolution; upsampling is 1×1 conv + depth-to-space (no dynamic-size resize);
+- conditional instance norm (CIN): instance statistics over H, W, scale and shift
+  predicted from the style vector by one linear layer per block (as in Ghiasi et al.).
+
+Raw TF ops appear only inside the custom layers below (Keras 3 rejects them on
+symbolic inputs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import keras
+import tensorflow as tf
+from keras import layers, ops
+
+STYLE_DIM = 100
+
+
+@dataclass(frozen=True)
+class TransformerSpec:
+    """Widths of the transformer; the defaults are the built-in model."""
+
+    stem: int = 16        # at H/2 after space-to-depth
+    mid: int = 32         # at H/4
+    deep: int = 64        # at H/8, the residual trunk
+    blocks: int = 4       # inverted-residual blocks at H/8
+    expand: int = 2       # expansion factor inside each block
+    style_dim: int = STYLE_DIM
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class PredictorSpec:
+    widths: tuple[int, ...] = (24, 48, 96, 96, 192, 192, 256)
+    strides: tuple[int, ...] = (2, 2, 2, 1, 2, 1, 2)
+    hidden: int = 256
+    style_dim: int = STYLE_DIM
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@keras.saving.register_keras_serializable("stylecast")
+class SpaceToDepth(layers.Layer):
+    def __init__(self, block: int, **kw):
+        super().__init__(**kw)
+        self.block = block
+
+    def call(self, x):
+        return tf.nn.space_to_depth(x, self.block)
+
+    def compute_output_shape(self, s):
+        b = self.block
+        return (s[0], None if s[1] is None else s[1] // b, None if s[2] is None else s[2] // b, s[3] * b * b)
+
+    def get_config(self):
+        return {**super().get_config(), "block": self.block}
+
+
+@keras.saving.register_keras_serializable("stylecast")
+class DepthToSpace(layers.Layer):
+    def __init__(self, block: int, **kw):
+        super().__init__(**kw)
+        self.block = block
+
+    def call(self, x):
+        return tf.nn.depth_to_space(x, self.block)
+
+    def compute_output_shape(self, s):
+        b = self.block
+        return (s[0], None if s[1] is None else s[1] * b, None if s[2] is None else s[2] * b, s[3] // (b * b))
+
+    def get_config(self):
+        return {**super().get_config(), "block": self.block}
+
+
+@keras.saving.register_keras_serializable("stylecast")
+class ConditionalInstanceNorm(layers.Layer):
+    """Instance norm whose per-channel scale and shift come from the style vector.
+
+    Inputs ``[x, style]``; the projection is initialised so that an all-zero style
+    gives scale 1 and shift 0.
+    """
+
+    def __init__(self, epsilon: float = 1e-3, **kw):
+        super().__init__(**kw)
+        self.epsilon = epsilon
+
+    def build(self, shapes):
+        channels, dim = shapes[0][-1], shapes[1][-1]
+        self.proj = layers.Dense(2 * channels, kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
+                                 name="proj")
+        self.proj.build((None, dim))
+        self.channels = channels
+
+    def call(self, inputs):
+        x, style = inputs
+        mean = ops.mean(x, axis=(1, 2), keepdims=True)
+        centred = x - mean
+        var = ops.mean(ops.square(centred), axis=(1, 2), keepdims=True)
+        params = self.proj(style)
+        gamma = ops.reshape(params[:, : self.channels], (-1, 1, 1, self.channels)) + 1.0
+        beta = ops.reshape(params[:, self.channels:], (-1, 1, 1, self.channels))
+        return centred * (gamma * ops.rsqrt(var + self.epsilon)) + beta
+
+    def compute_output_shape(self, shapes):
+        return shapes[0]
+
+    def get_config(self):
+        return {**super().get_config(), "epsilon": self.epsilon}
+
+
+def _cin_relu(x, style, name, relu=True):
+    x = ConditionalInstanceNorm(name=f"{name}_cin")([x, style])
+    return layers.ReLU(name=f"{name}_relu")(x) if relu else x
+
+
+def _inverted_residual(x, style, channels, expand, name):
+    h = layers.Conv2D(channels * expand, 1, name=f"{name}_expand")(x)
+    h = _cin_relu(h, style, f"{name}_expand")
+    h = layers.DepthwiseConv2D(3, padding="same", name=f"{name}_dw")(h)
+    h = layers.ReLU(name=f"{name}_dw_relu")(h)
+    h = layers.Conv2D(channels, 1, name=f"{name}_project")(h)
+    h = _cin_relu(h, style, f"{name}_project", relu=False)
+    return layers.Add(name=f"{name}_add")([x, h])
+
+
+def _upsample(x, style, channels, name):
+    """×2 upsampling: 1×1 conv to 4·C channels, depth-to-space, depthwise 3×3 + 1×1 refine."""
+    h = layers.Conv2D(channels * 4, 1, name=f"{name}_conv")(x)
+    h = DepthToSpace(2, name=f"{name}_d2s")(h)
+    h = layers.DepthwiseConv2D(3, padding="same", name=f"{name}_dw")(h)
+    h = layers.Conv2D(channels, 1, name=f"{name}_pw")(h)
+    return _cin_relu(h, style, name)
+
+
+def build_transformer(spec: TransformerSpec = TransformerSpec(), name: str = "transformer") -> keras.Model:
+    """Content N×H×W×3 [0,1] + style N×D → stylized N×H×W×3 [0,1]; H, W multiples of 16."""
+    content = keras.Input((None, None, 3), name="content")
+    style = keras.Input((spec.style_dim,), name="style")
+    x = layers.Rescaling(2.0, offset=-1.0, name="to_signed")(content)
+    x = SpaceToDepth(2, name="stem_s2d")(x)                                   # H/2, 12
+    x = layers.Conv2D(spec.stem, 3, padding="same", name="stem_conv")(x)
+    stem = _cin_relu(x, style, "stem")
+    x = layers.Conv2D(spec.mid, 3, strides=2, padding="same", name="down1_conv")(stem)   # H/4
+    mid = _cin_relu(x, style, "down1")
+    x = layers.Conv2D(spec.deep, 3, strides=2, padding="same", name="down2_conv")(mid)   # H/8
+    x = _cin_relu(x, style, "down2")
+    for i in range(spec.blocks):
+        x = _inverted_residual(x, style, spec.deep, spec.expand, f"res{i}")
+    x = _upsample(x, style, spec.mid, "up1")                                  # H/4
+    x = layers.Add(name="skip_mid")([x, mid])
+    x = _upsample(x, style, spec.stem, "up2")                                 # H/2
+    x = layers.Add(name="skip_stem")([x, stem])
+    x = layers.Conv2D(12, 3, padding="same", name="head_conv")(x)
+    x = DepthToSpace(2, name="head_d2s")(x)                                   # H, 3
+    out = layers.Activation("sigmoid", name="stylized")(x)
+    return keras.Model([content, style], out, name=name)
+
+
+def build_predictor(spec: PredictorSpec = PredictorSpec(), name: str = "predictor") -> keras.Model:
+    """Style image N×256×256×3 [0,1] → style vector N×D (a small MobileNet-style net)."""
+    image = keras.Input((256, 256, 3), name="style_image")
+    x = layers.Rescaling(2.0, offset=-1.0, name="to_signed")(image)
+    x = layers.Conv2D(spec.widths[0], 3, strides=spec.strides[0], padding="same", use_bias=False, name="stem")(x)
+    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = layers.ReLU(6.0, name="stem_relu")(x)
+    for i, (w, s) in enumerate(zip(spec.widths[1:], spec.strides[1:])):
+        x = layers.DepthwiseConv2D(3, strides=s, padding="same", use_bias=False, name=f"b{i}_dw")(x)
+        x = layers.BatchNormalization(name=f"b{i}_dw_bn")(x)
+        x = layers.ReLU(6.0, name=f"b{i}_dw_relu")(x)
+        x = layers.Conv2D(w, 1, use_bias=False, name=f"b{i}_pw")(x)
+        x = layers.BatchNormalization(name=f"b{i}_pw_bn")(x)
+        x = layers.ReLU(6.0, name=f"b{i}_pw_relu")(x)
+    # Mean and standard deviation pooling: style lives in feature statistics.
+    mean = layers.GlobalAveragePooling2D(name="gap")(x)
+    std = StdPool(name="std_pool")(x)
+    x = layers.Concatenate(name="stats")([mean, std])
+    x = layers.Dense(spec.hidden, activation="relu", name="hidden")(x)
+    out = layers.Dense(spec.style_dim, name="style_vector")(x)
+    return keras.Model(image, out, name=name)
+
+
+@keras.saving.register_keras_serializable("stylecast")
+class StdPool(layers.Layer):
+    """Per-channel standard deviation over H, W (N×H×W×C → N×C)."""
+
+    def call(self, x):
+        mean = ops.mean(x, axis=(1, 2), keepdims=True)
+        return ops.sqrt(ops.mean(ops.square(x - mean), axis=(1, 2)) + 1e-6)
+
+    def compute_output_shape(self, s):
+        return (s[0], s[3])
+
+
+def count_macs(model: keras.Model, height: int, width: int) -> int:
+    """Multiply-accumulates of the convolution and dense layers for one H×W input."""
+    convs = [l for l in model.layers if isinstance(l, (layers.Conv2D, layers.DepthwiseConv2D))]
+    probe = keras.Model(model.inputs, [l.output for l in convs])
+    feeds = [ops.zeros((1, height, width, 3))] + [ops.zeros((1, STYLE_DIM))] * (len(model.inputs) - 1)
+    total = 0
+    for l, out in zip(convs, probe(feeds)):
+        k = l.kernel_size[0] * l.kernel_size[1] * out.shape[1] * out.shape[2]
+        total += k * l.input.shape[-1] * (1 if isinstance(l, layers.DepthwiseConv2D) else l.filters)
+    for l in model.layers:
+        if isinstance(l, layers.Dense):
+            total += l.kernel.shape[0] * l.kernel.shape[1]
+        elif isinstance(l, ConditionalInstanceNorm):
+            total += l.proj.kernel.shape[0] * l.proj.kernel.shape[1]
+    return int(total)
