@@ -1,0 +1,5 @@
+"""``python -m stylecast.client`` runs the CLI."""
+
+from stylecast.client.cli import app
+
+app()

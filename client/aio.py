@@ -1,0 +1,181 @@
+"""``AsyncClient``: the one implementation of the SDK, on grpc.aio.
+
+``Client`` (``sdk.py``) runs this same code on a private event loop; nothing
+here is duplicated there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
+from typing import Any, TypeVar
+
+import grpc
+
+from stylecast.client.channel import DEFAULT_TARGET, MAX_MESSAGE_BYTES, TLS, aio_channel
+from stylecast.client.errors import StylecastError, Unavailable, from_rpc_error
+from stylecast.client.messages import (ImageLike, StreamOptions, StyleSpec, encoded_bytes, parse_frame,
+                                       parse_matches, parse_response, parse_style, response_id,
+                                       search_request, to_config, to_image, upload_messages)
+from stylecast.client.types import FrameResult, Output, Style, StyleMatch
+from stylecast.v1 import stylecast_pb2 as pb
+from stylecast.v1 import stylecast_pb2_grpc as pb_grpc
+
+T = TypeVar("T")
+_END = object()
+_DEFAULT: Any = object()  # "use the client's default timeout"
+
+
+async def _aiter(items: Iterable[T] | AsyncIterable[T]) -> AsyncIterator[T]:
+    """Iterate sync or async iterables; a sync iterator that is not a plain sequence is pulled
+    in an executor thread, so a slow producer (a video decoder) never blocks the event loop."""
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            yield item
+    elif isinstance(items, Sequence):
+        for item in items:
+            yield item
+    else:
+        loop = asyncio.get_running_loop()
+        it = iter(items)
+        while (item := await loop.run_in_executor(None, next, it, _END)) is not _END:
+            yield item
+
+
+class AsyncClient:
+    """Asynchronous stylecast client.
+
+    ``tls``: ``True`` (system roots) or a :class:`TLS`; ``token``: a bearer token sent with every
+    call; ``timeout``: seconds for unary calls (streams have none unless given).
+    """
+
+    def __init__(self, target: str = DEFAULT_TARGET, *, tls: TLS | bool | None = None, token: str | None = None,
+                 metadata: Sequence[tuple[str, str]] = (), timeout: float | None = 60.0,
+                 max_message_bytes: int = MAX_MESSAGE_BYTES) -> None:
+        self.target = target
+        self.timeout = timeout
+        self._channel = aio_channel(target, tls, max_message_bytes)
+        self._stub = pb_grpc.StyleTransferStub(self._channel)
+        self._metadata = tuple(metadata) + ((("authorization", f"Bearer {token}"),) if token else ())
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def wait_ready(self, timeout: float = 10.0) -> None:
+        """Wait until the channel connects; raise :class:`Unavailable` after ``timeout`` seconds."""
+        try:
+            await asyncio.wait_for(self._channel.channel_ready(), timeout)
+        except asyncio.TimeoutError:
+            raise Unavailable(f"no stylecast server reachable at {self.target} after {timeout:g} s") from None
+
+    async def _unary(self, method: Any, request: Any, timeout: float | None = _DEFAULT) -> Any:
+        try:
+            return await method(request, metadata=self._metadata,
+                                timeout=self.timeout if timeout is _DEFAULT else timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from None
+
+    # ------------------------------------------------------------ styles
+
+    async def register_style(self, source: ImageLike, name: str = "") -> Style:
+        """Upload a style image (path, encoded bytes, ndarray or PIL image) in 1 MiB chunks.
+        Idempotent: the id is the content hash; ``Style.created`` says whether it was new."""
+        resp = await self._unary(self._stub.RegisterStyle, upload_messages(encoded_bytes(source), name))
+        return parse_style(resp.style, created=resp.created)
+
+    async def get_style(self, style_id: str, *, thumbnail: bool = False) -> Style:
+        return parse_style(await self._unary(self._stub.GetStyle,
+                                             pb.GetStyleRequest(id=style_id, include_thumbnail=thumbnail)))
+
+    async def list_styles(self, page_size: int = 100) -> AsyncIterator[Style]:
+        """Every registered style, fetching pages of ``page_size`` as iteration goes."""
+        token = ""
+        while True:
+            resp = await self._unary(self._stub.ListStyles,
+                                     pb.ListStylesRequest(page_size=page_size, page_token=token))
+            for style in resp.styles:
+                yield parse_style(style)
+            token = resp.next_page_token
+            if not token:
+                return
+
+    async def delete_style(self, style_id: str) -> bool:
+        """Delete a style; False when it did not exist."""
+        return (await self._unary(self._stub.DeleteStyle, pb.DeleteStyleRequest(id=style_id))).deleted
+
+    async def search_styles(self, style: str | Style | None = None, *, image: ImageLike | None = None,
+                            limit: int = 10, model: str = "") -> list[StyleMatch]:
+        """Styles nearest to a stored style (``style=``) or to an image's style (``image=``)."""
+        return parse_matches(await self._unary(self._stub.SearchStyles, search_request(style, image, limit, model)))
+
+    # ------------------------------------------------------------ stylize
+
+    async def stylize(self, image: ImageLike, style: StyleSpec, *, strength: float | None = None,
+                      output: Output | str | None = None, process_max_side: int = 0, model: str = "",
+                      timeout: float | None = _DEFAULT) -> FrameResult:
+        """Stylize one image; the result holds the encoded (or raw) image and server timings."""
+        config = to_config(StreamOptions(style, strength, output, "every_frame", process_max_side, model))
+        resp = await self._unary(self._stub.StylizeImage,
+                                 pb.StylizeImageRequest(config=config, image=to_image(image)), timeout)
+        return parse_frame(resp.result)
+
+    async def stream(self, frames: Iterable[Any] | AsyncIterable[Any], style: StyleSpec, *,
+                     strength: float | None = None, output: Output | str | None = None,
+                     mode: str = "every_frame", process_max_side: int = 0, model: str = "",
+                     timeout: float | None = None) -> AsyncIterator[FrameResult]:
+        """Stream frames (ndarrays travel as raw RGB, bytes as encoded images) and yield one
+        result per frame, in send order; frame ids count from 0.  A :class:`StreamOptions` item
+        in ``frames`` switches the stream's options from that point on."""
+        config = to_config(StreamOptions(style, strength, output, mode, process_max_side, model))
+        call = self._stub.Stylize(metadata=self._metadata, timeout=timeout)
+        sent: dict[int, float] = {}
+        writer = asyncio.create_task(self._write_frames(call, config, frames, sent))
+        try:
+            while True:
+                try:
+                    msg = await call.read()
+                except (grpc.aio.AioRpcError, asyncio.CancelledError) as exc:
+                    if writer.done() and not writer.cancelled() and writer.exception() is not None:
+                        raise writer.exception() from None  # the producer or a frame failed
+                    if isinstance(exc, asyncio.CancelledError):
+                        raise
+                    raise from_rpc_error(exc) from None
+                if msg is grpc.aio.EOF:
+                    break
+                start = sent.pop(response_id(msg), None)
+                yield parse_response(msg, None if start is None else (time.perf_counter() - start) * 1e3)
+            await writer
+        finally:
+            writer.cancel()
+            call.cancel()
+
+    @staticmethod
+    async def _write_frames(call: Any, config: pb.StreamConfig, frames: Iterable[Any] | AsyncIterable[Any],
+                            sent: dict[int, float]) -> None:
+        try:
+            await call.write(pb.StylizeRequest(config=config))
+            frame_id = 0
+            async for item in _aiter(frames):
+                if isinstance(item, StreamOptions):
+                    await call.write(pb.StylizeRequest(config=to_config(item)))
+                    continue
+                request = pb.StylizeRequest(frame=pb.Frame(id=frame_id, image=to_image(item)))
+                sent[frame_id] = time.perf_counter()
+                await call.write(request)
+                frame_id += 1
+            await call.done_writing()
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            return  # the call ended first; the reader reports why
+        except BaseException:
+            call.cancel()  # a bad frame or a failing producer: stop the RPC and let the reader re-raise
+            raise
+
+
+__all__ = ["AsyncClient", "StylecastError"]

@@ -1,0 +1,242 @@
+"""The ``stylecast`` command line: stylize images and videos, manage styles, benchmark, serve.
+
+Heavy modules (PyAV, the server, TensorFlow) are imported inside the commands
+that need them, so ``stylecast --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from stylecast.client.channel import DEFAULT_TARGET
+from stylecast.client.errors import StylecastError
+from stylecast.client.sdk import Client
+
+app = typer.Typer(name="stylecast", no_args_is_help=True, add_completion=False,
+                  help="Real-time arbitrary style transfer over gRPC.")
+styles_app = typer.Typer(no_args_is_help=True, help="Register, list and delete styles.")
+model_app = typer.Typer(no_args_is_help=True, help="Build model packages.")
+app.add_typer(styles_app, name="styles")
+app.add_typer(model_app, name="model")
+
+Target = Annotated[str, typer.Option("--target", "-t", help="Server address HOST:PORT.",
+                                     envvar="STYLECAST_TARGET")]
+Token = Annotated[Optional[str], typer.Option("--token", help="Bearer token.", envvar="STYLECAST_TOKEN")]
+StyleOpt = Annotated[str, typer.Option("--style", "-s", help="A style image path (registered on the fly) "
+                                                                "or a registered style id.")]
+Strength = Annotated[Optional[float], typer.Option("--strength", min=0.0, max=1.0,
+                                                    help="1 = full style, 0 = the content only.")]
+Size = Annotated[int, typer.Option("--size", min=0, help="Longer side used for inference "
+                                                         "(0 = server default, 512); output keeps the input size.")]
+_SUFFIX_ENCODING = {".jpg": "jpeg", ".jpeg": "jpeg", ".png": "png", ".webp": "webp"}
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    return typer.Exit(1)
+
+
+@contextmanager
+def _client(target: str, token: str | None) -> Iterator[Client]:
+    """A connected client; SDK errors become a one-line message and exit status 1."""
+    try:
+        with Client(target, token=token) as client:
+            yield client
+    except StylecastError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _resolve_style(client: Client, style: str) -> str:
+    """A style id: registers ``style`` first when it names an image file."""
+    path = Path(style)
+    if path.is_file():
+        return client.register_style(path, name=path.stem).id
+    return style
+
+
+@app.command()
+def image(
+    source: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Input image.")],
+    style: StyleOpt,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output image (.jpg, .png or .webp).")],
+    strength: Strength = None,
+    size: Size = 0,
+    quality: Annotated[int, typer.Option(min=0, max=100, help="JPEG/WebP quality (0 = server default).")] = 0,
+    target: Target = DEFAULT_TARGET,
+    token: Token = None,
+) -> None:
+    """Stylize one image; writes a picture of the input's size."""
+    from stylecast.client.types import Output
+
+    encoding = _SUFFIX_ENCODING.get(output.suffix.lower(), "jpeg")
+    with _client(target, token) as client:
+        result = client.stylize(source, _resolve_style(client, style), strength=strength,
+                                output=Output(encoding, quality), process_max_side=size)
+    result.save(output)
+    t = result.timings
+    typer.echo(f"{output}  {result.width}x{result.height}  infer {t.infer_ms:.1f} ms  "
+               f"total {t.total_ms:.1f} ms  ({result.backend})" if t else str(output))
+
+
+@app.command()
+def video(
+    source: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Input video.")],
+    style: StyleOpt,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output video (container from the suffix).")],
+    strength: Strength = None,
+    size: Size = 0,
+    wire: Annotated[str, typer.Option(help="Frames on the wire: raw (lossless) or jpeg.")] = "raw",
+    target: Target = DEFAULT_TARGET,
+    token: Token = None,
+) -> None:
+    """Stylize every frame of a video (audio passed through), streaming frames to the server."""
+    import av
+    from tqdm import tqdm
+
+    from stylecast.client.video import stylize_video
+
+    if wire not in ("raw", "jpeg"):
+        raise _fail(f"--wire must be raw or jpeg, not {wire!r}")
+    with av.open(str(source)) as probe:
+        if not probe.streams.video:
+            raise _fail(f"{source} has no video stream")
+        total = probe.streams.video[0].frames or None
+    with _client(target, token) as client, tqdm(total=total, unit="frame", desc=source.name) as bar:
+        report = stylize_video(client, source, output, _resolve_style(client, style), strength=strength,
+                               process_max_side=size, wire=wire, progress=bar)
+    typer.echo(f"{output}  {report.frames} frames, audio {report.audio}")
+
+
+@styles_app.command("add")
+def styles_add(
+    path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Style image.")],
+    name: Annotated[Optional[str], typer.Option(help="Display name (default: the file name).")] = None,
+    target: Target = DEFAULT_TARGET,
+    token: Token = None,
+) -> None:
+    """Register a style image; prints its id (idempotent: the id is the content hash)."""
+    with _client(target, token) as client:
+        style = client.register_style(path, name=name if name is not None else path.stem)
+    typer.echo(f"{style.id}\t{style.name}\t{'registered' if style.created else 'already registered'}")
+
+
+@styles_app.command("list")
+def styles_list(target: Target = DEFAULT_TARGET, token: Token = None) -> None:
+    """List registered styles: id, name, registration time."""
+    with _client(target, token) as client:
+        for style in client.list_styles():
+            when = style.created_at.isoformat(timespec="seconds") if style.created_at else "-"
+            typer.echo(f"{style.id}\t{style.name}\t{when}")
+
+
+@styles_app.command("rm")
+def styles_rm(
+    style_id: Annotated[str, typer.Argument(metavar="ID", help="Style id.")],
+    target: Target = DEFAULT_TARGET,
+    token: Token = None,
+) -> None:
+    """Delete a style."""
+    with _client(target, token) as client:
+        if not client.delete_style(style_id):
+            raise _fail(f"no style {style_id}")
+    typer.echo(f"deleted {style_id}")
+
+
+@app.command()
+def bench(
+    streams: Annotated[int, typer.Option(min=1, help="Concurrent streams.")] = 1,
+    seconds: Annotated[float, typer.Option(min=0.5, help="Measured seconds (after a warm-up).")] = 10.0,
+    size: Annotated[int, typer.Option(min=16, help="Square frame side in pixels.")] = 384,
+    wire: Annotated[str, typer.Option(help="raw (RGB24) or jpeg frames, both ways.")] = "raw",
+    mode: Annotated[str, typer.Option(help="every_frame or live.")] = "every_frame",
+    fps: Annotated[float, typer.Option(min=0.0, help="Frames per second per stream (0 = as fast as possible).")] = 0.0,
+    warmup: Annotated[float, typer.Option(min=0.0, help="Warm-up seconds not measured.")] = 2.0,
+    style: Annotated[str, typer.Option(help="Style id (default: a generated style).")] = "",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    target: Target = DEFAULT_TARGET,
+    token: Token = None,
+) -> None:
+    """Stream synthetic pre-encoded frames and print throughput and latency."""
+    from stylecast.client.loadgen import run_load
+
+    try:
+        report = asyncio.run(run_load(target, streams=streams, seconds=seconds, size=size, wire=wire, mode=mode,
+                                      fps=fps, warmup_s=warmup, style_id=style, token=token))
+    except (StylecastError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    if as_json:
+        typer.echo(json.dumps(report.to_dict()))
+        return
+    typer.echo(f"{report.streams} stream(s) {report.size}x{report.size} {report.wire} {report.mode}: "
+               f"{report.fps:.1f} FPS  p50 {report.p50_ms:.1f} ms  p99 {report.p99_ms:.1f} ms  "
+               f"infer {report.infer_ms:.1f} ms  dropped {report.dropped}  errors {report.errors}")
+    if report.first_error:
+        typer.echo(f"first error: {report.first_error}", err=True)
+
+
+@app.command()
+def serve(
+    port: Annotated[Optional[int], typer.Option(help="gRPC port (0 = any free port).")] = None,
+    metrics_port: Annotated[Optional[int], typer.Option(help="Prometheus port (0 = off).")] = None,
+    backend: Annotated[Optional[str], typer.Option(help="auto, litert, savedmodel, onnx or tensorrt.")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="Inference threads per worker.")] = None,
+    models_dir: Annotated[Optional[str], typer.Option(help="Model packages folder (default: built-in).")] = None,
+    styles_db: Annotated[Optional[str], typer.Option(help="Style library SQLite file.")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="TOML config file.")] = None,
+    format: Annotated[Optional[str], typer.Option(help="Artifact format, e.g. tflite-int8.")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Model name in the models folder.")] = None,
+) -> None:
+    """Run the gRPC server (flags > STYLECAST_* environment > TOML config)."""
+    from stylecast.server.app import main
+
+    flags = {"port": port, "metrics_port": metrics_port, "backend": backend, "threads": threads,
+             "models_dir": models_dir, "styles_db": styles_db, "format": format, "model": model}
+    raise typer.Exit(main(flags, env=os.environ, config_path=config))
+
+
+@model_app.command("export")
+def model_export(
+    checkpoint: Annotated[Path, typer.Argument(exists=True, file_okay=False,
+                                               help="Training checkpoint folder (predictor.keras, transformer.keras).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Packages folder.")] = Path("models"),
+    name: Annotated[str, typer.Option(help="Model name.")] = "builtin",
+    version: Annotated[str, typer.Option(help="Model version.")] = "1",
+    formats: Annotated[Optional[list[str]], typer.Option("--format", help="Formats to write (repeatable; default all).")] = None,
+) -> None:
+    """Export a training checkpoint to a model package (needs TensorFlow)."""
+    from stylecast.model.export import export_checkpoint
+    from stylecast.model.package import FORMATS
+
+    package = export_checkpoint(checkpoint, output, name, version, tuple(formats or FORMATS))
+    typer.echo(f"{package.path}  formats: {', '.join(package.artifacts)}")
+
+
+@model_app.command("import-magenta")
+def model_import_magenta(
+    predict: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Magenta style_predict *.tflite.")],
+    transfer: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Magenta style_transfer *.tflite.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Packages folder.")] = Path("models"),
+    name: Annotated[str, typer.Option(help="Model name.")] = "magenta",
+) -> None:
+    """Wrap a user's own Magenta TFLite pair as a model package."""
+    from stylecast.model.magenta import import_magenta
+
+    package = import_magenta(predict, transfer, output, name=name)
+    typer.echo(f"{package.path}  formats: {', '.join(package.artifacts)}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""``Client``: the blocking SDK, a thin facade that runs :class:`AsyncClient` on a private
+event loop thread.  Every method delegates; no request logic lives here."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Awaitable, Iterable, Iterator, Sequence
+from typing import Any, TypeVar
+
+from stylecast.client.aio import _DEFAULT, AsyncClient
+from stylecast.client.channel import DEFAULT_TARGET, MAX_MESSAGE_BYTES, TLS
+from stylecast.client.messages import ImageLike, StyleSpec
+from stylecast.client.types import FrameResult, Output, Style, StyleMatch
+
+T = TypeVar("T")
+
+
+class Client:
+    """Blocking stylecast client; same arguments and methods as :class:`AsyncClient`.
+
+    Safe to share between threads.  Use as a context manager or call :meth:`close`.
+    """
+
+    def __init__(self, target: str = DEFAULT_TARGET, *, tls: TLS | bool | None = None, token: str | None = None,
+                 metadata: Sequence[tuple[str, str]] = (), timeout: float | None = 60.0,
+                 max_message_bytes: int = MAX_MESSAGE_BYTES) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="stylecast-client", daemon=True)
+        self._thread.start()
+
+        async def make() -> AsyncClient:  # the aio channel must be created on its own loop
+            return AsyncClient(target, tls=tls, token=token, metadata=metadata, timeout=timeout,
+                               max_message_bytes=max_message_bytes)
+
+        self._async = self._run(make())
+        self.target = target
+
+    def _run(self, coro: Awaitable[T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()  # type: ignore[arg-type]
+
+    def _iterate(self, agen: AsyncIterator[T]) -> Iterator[T]:
+        try:
+            while True:
+                try:
+                    yield self._run(agen.__anext__())
+                except StopAsyncIteration:
+                    return
+        finally:
+            if self._loop.is_running():
+                self._run(agen.aclose())  # type: ignore[attr-defined]
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if not self._loop.is_running():
+            return
+        self._run(self._async.close())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+    def wait_ready(self, timeout: float = 10.0) -> None:
+        self._run(self._async.wait_ready(timeout))
+
+    def register_style(self, source: ImageLike, name: str = "") -> Style:
+        return self._run(self._async.register_style(source, name))
+
+    def get_style(self, style_id: str, *, thumbnail: bool = False) -> Style:
+        return self._run(self._async.get_style(style_id, thumbnail=thumbnail))
+
+    def list_styles(self, page_size: int = 100) -> Iterator[Style]:
+        return self._iterate(self._async.list_styles(page_size))
+
+    def delete_style(self, style_id: str) -> bool:
+        return self._run(self._async.delete_style(style_id))
+
+    def search_styles(self, style: str | Style | None = None, *, image: ImageLike | None = None,
+                      limit: int = 10, model: str = "") -> list[StyleMatch]:
+        return self._run(self._async.search_styles(style, image=image, limit=limit, model=model))
+
+    def stylize(self, image: ImageLike, style: StyleSpec, *, strength: float | None = None,
+                output: Output | str | None = None, process_max_side: int = 0, model: str = "",
+                timeout: float | None = _DEFAULT) -> FrameResult:
+        return self._run(self._async.stylize(image, style, strength=strength, output=output,
+                                             process_max_side=process_max_side, model=model, timeout=timeout))
+
+    def stream(self, frames: Iterable[Any], style: StyleSpec, *, strength: float | None = None,
+               output: Output | str | None = None, mode: str = "every_frame", process_max_side: int = 0,
+               model: str = "", timeout: float | None = None) -> Iterator[FrameResult]:
+        """Results in send order; ``frames`` is consumed on a worker thread as the server asks for more."""
+        return self._iterate(self._async.stream(frames, style, strength=strength, output=output, mode=mode,
+                                                process_max_side=process_max_side, model=model, timeout=timeout))
+

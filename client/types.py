@@ -1,0 +1,143 @@
+"""Plain result and option types the SDK returns and accepts (no protobuf in user code)."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+
+from stylecast.client.errors import StylecastError
+
+if TYPE_CHECKING:
+    from PIL import Image as PILImage
+
+ENCODINGS = ("jpeg", "png", "webp", "raw")
+MODES = ("every_frame", "live")
+
+
+@dataclass(frozen=True)
+class Output:
+    """What the server should send back: encoding (jpeg|png|webp|raw), quality 1..100 (0 = default),
+    and size (0 = the input's)."""
+
+    encoding: str = "jpeg"
+    quality: int = 0
+    width: int = 0
+    height: int = 0
+
+    def __post_init__(self) -> None:
+        enc = {"jpg": "jpeg", "rgb24": "raw"}.get(self.encoding.lower(), self.encoding.lower())
+        if enc not in ENCODINGS:
+            raise ValueError(f"unknown output encoding {self.encoding!r}; choose one of {', '.join(ENCODINGS)}")
+        object.__setattr__(self, "encoding", enc)
+
+
+@dataclass(frozen=True)
+class Style:
+    """A registered style.  ``created`` is True only on the call that first registered it."""
+
+    id: str
+    name: str
+    created_at: datetime | None
+    model_versions: tuple[str, ...] = ()
+    thumbnail_jpeg: bytes | None = None
+    created: bool = False
+
+
+@dataclass(frozen=True)
+class StyleMatch:
+    style: Style
+    score: float
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Server-side stage times in milliseconds."""
+
+    queue_ms: float
+    decode_ms: float
+    infer_ms: float
+    encode_ms: float
+    total_ms: float
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """The answer for one frame: ``status`` is ``ok`` (``data`` holds the image), ``error``
+    (``error`` holds the typed exception) or ``dropped`` (LIVE mode skipped it).
+    ``latency_ms`` is measured by the client from send to receipt (streams only)."""
+
+    id: int
+    status: Literal["ok", "error", "dropped"]
+    data: bytes = b""
+    raw: bool = False
+    width: int = 0
+    height: int = 0
+    timings: Timings | None = None
+    backend: str = ""
+    model: str = ""
+    model_version: str = ""
+    batch_size: int = 0
+    error: StylecastError | None = None
+    drop_reason: str = ""
+    latency_ms: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def format(self) -> str:
+        """``raw`` for RGB24 pixels, else the sniffed encoding (jpeg|png|webp)."""
+        if self.raw:
+            return "raw"
+        head = self.data[:12]
+        if head.startswith(b"\xff\xd8"):
+            return "jpeg"
+        if head.startswith(b"\x89PNG"):
+            return "png"
+        if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+            return "webp"
+        return "unknown"
+
+    def raise_for_status(self) -> FrameResult:
+        """Raise the frame's typed error (a ``StylecastError`` for a dropped frame); return self if ok."""
+        if self.error is not None:
+            raise self.error
+        if self.status == "dropped":
+            raise StylecastError(f"frame {self.id} dropped: {self.drop_reason}")
+        return self
+
+    def to_array(self) -> np.ndarray:
+        """The image as an H×W×3 uint8 RGB array."""
+        self.raise_for_status()
+        if self.raw:
+            return np.frombuffer(self.data, np.uint8).reshape(self.height, self.width, 3)
+        return np.asarray(self.to_pil().convert("RGB"))
+
+    def to_pil(self) -> PILImage.Image:
+        from PIL import Image
+
+        self.raise_for_status()
+        if self.raw:
+            return Image.fromarray(self.to_array())
+        img = Image.open(io.BytesIO(self.data))
+        img.load()
+        return img
+
+    def save(self, path: str | Path, quality: int = 95) -> Path:
+        """Write the image; bytes are copied as-is when the suffix matches their encoding."""
+        path = Path(path)
+        suffix = path.suffix.lower().lstrip(".")
+        if {"jpg": "jpeg"}.get(suffix, suffix) == self.format:
+            path.write_bytes(self.data)
+        else:
+            self.to_pil().convert("RGB").save(path, quality=quality)
+        return path
+
+
+Mode = Literal["every_frame", "live"]
