@@ -1,0 +1,127 @@
+"""Building, running and gracefully stopping the gRPC server (``stylecast serve``)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from stylecast.backends.base import BackendError
+from stylecast.model.package import PackageError
+from stylecast.server.config import ConfigError, ServerConfig, load_config
+from stylecast.server.engine import Engine
+from stylecast.server.errors import StylecastError
+from stylecast.server.interceptors import AdmissionInterceptor
+from stylecast.server.servicer import StyleTransferServicer
+from stylecast.v1 import stylecast_pb2 as pb
+from stylecast.v1 import stylecast_pb2_grpc as pb_grpc
+
+log = logging.getLogger("stylecast.server")
+SERVICE = pb.DESCRIPTOR.services_by_name["StyleTransfer"].full_name
+
+
+def grpc_options(config: ServerConfig) -> list[tuple[str, int]]:
+    """Message size limits and keepalive for long streams."""
+    return [
+        ("grpc.max_send_message_length", config.max_message_bytes),
+        ("grpc.max_receive_message_length", config.max_message_bytes),
+        ("grpc.keepalive_time_ms", int(config.keepalive_time_s * 1000)),
+        ("grpc.keepalive_timeout_ms", int(config.keepalive_timeout_s * 1000)),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", 5000),
+        ("grpc.http2.max_ping_strikes", 0),
+    ]
+
+
+@dataclass
+class RunningServer:
+    """A started server: its bound ``port``, the engine, and :meth:`stop`."""
+
+    server: grpc.aio.Server
+    port: int
+    engine: Engine
+    health: health.aio.HealthServicer
+    shutdown: asyncio.Event
+    _stopped: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Health NOT_SERVING → refuse new calls → let streams answer what they read → close."""
+        if self.shutdown.is_set():
+            await self._stopped.wait()
+            return
+        log.info("shutting down (grace %.1fs)", grace or 0)
+        await self.health.enter_graceful_shutdown()
+        self.shutdown.set()
+        await self.server.stop(grace)
+        await self.engine.close()
+        self._stopped.set()
+
+
+def _limits(config: ServerConfig):
+    stylize = f"/{SERVICE}/Stylize"
+    own = f"/{SERVICE}/"
+
+    def limit_for(method: str) -> int | None:
+        if method == stylize:
+            return config.max_streams
+        return config.max_calls if method.startswith(own) else None
+
+    return limit_for
+
+
+async def start(config: ServerConfig) -> RunningServer:
+    """Load the model, start serving on ``config.address`` (port 0 = any) and return the handle."""
+    engine = await Engine.create(config)
+    shutdown = asyncio.Event()
+    server = grpc.aio.server(interceptors=[AdmissionInterceptor(_limits(config), shutdown)],
+                             options=grpc_options(config))
+    pb_grpc.add_StyleTransferServicer_to_server(StyleTransferServicer(engine, shutdown), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server)
+    try:
+        port = server.add_insecure_port(config.address)
+    except RuntimeError as exc:
+        await engine.close()
+        raise StylecastError(f"cannot listen on {config.address}: {exc}") from None
+    await server.start()
+    for name in ("", SERVICE):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("stylecast serving %s with %s on %s:%d", engine.package.key, engine.backend.name, config.host, port)
+    return RunningServer(server, port, engine, health_servicer, shutdown)
+
+
+async def serve(config: ServerConfig) -> None:
+    """Serve until SIGTERM or SIGINT, then stop gracefully within ``config.grace_s``."""
+    running = await start(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await running.stop(config.grace_s)
+
+
+def run(config: ServerConfig) -> None:
+    asyncio.run(serve(config))
+
+
+def main(flags: Mapping[str, Any]) -> None:
+    """Entry point of ``stylecast serve``: ``flags`` are CLI values (None = unset), ``config`` a TOML path."""
+    try:
+        config = load_config(flags, os.environ, flags.get("config"))
+        logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        run(config)
+    except (ConfigError, StylecastError, PackageError, BackendError) as exc:
+        print(f"stylecast serve: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None

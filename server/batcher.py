@@ -1,0 +1,130 @@
+"""Cross-stream batching of frames with the same key (model, version, format, H, W).
+
+After Ray Serve's ``_BatchQueue``: one future per request, a batch closes at
+``max_batch`` items or ``max_wait`` seconds after its oldest item, and every
+waiter of a failed batch gets the error.  At most ``workers`` batches run at
+once, each on the inference executor.  Cancelled requests are skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable, Hashable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+RunBatch = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    image: np.ndarray     # H×W×3 float32
+    batch_size: int
+    queue_s: float        # waiting for a batch slot
+    infer_s: float        # the batch's inference time
+
+
+@dataclass
+class _Item:
+    content: np.ndarray
+    vector: np.ndarray
+    future: asyncio.Future
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+class Batcher:
+    def __init__(self, run_batch: RunBatch, executor: Executor, *, workers: int,
+                 max_batch: int, max_wait_s: float) -> None:
+        self._run_batch, self._executor = run_batch, executor
+        self._max_batch, self._max_wait = max_batch, max_wait_s
+        self._queues: dict[Hashable, deque[_Item]] = {}
+        self._slots = asyncio.Semaphore(workers)
+        self._arrived = asyncio.Event()
+        self._loop_task: asyncio.Task | None = None
+        self._running: set[asyncio.Task] = set()
+
+    async def submit(self, key: Hashable, content: np.ndarray, vector: np.ndarray) -> BatchResult:
+        """Queue one H×W×3 frame with its style vector; resolves when its batch has run."""
+        if self._loop_task is None:
+            self._loop_task = asyncio.create_task(self._dispatch(), name="stylecast-batcher")
+        item = _Item(content, vector, asyncio.get_running_loop().create_future())
+        self._queues.setdefault(key, deque()).append(item)
+        self._arrived.set()
+        return await item.future
+
+    async def close(self) -> None:
+        """Stop dispatching, fail queued requests and wait for running batches."""
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            await asyncio.gather(self._loop_task, return_exceptions=True)
+        for q in self._queues.values():
+            for item in q:
+                if not item.future.done():
+                    item.future.set_exception(RuntimeError("batcher closed"))
+        self._queues.clear()
+        await asyncio.gather(*self._running, return_exceptions=True)
+
+    def _prune(self) -> None:
+        for key in list(self._queues):
+            q = self._queues[key]
+            while q and q[0].future.done():  # cancelled by its stream
+                q.popleft()
+            if not q:
+                del self._queues[key]
+
+    async def _next_batch(self) -> tuple[Hashable, list[_Item]]:
+        while True:
+            self._prune()
+            if not self._queues:
+                self._arrived.clear()
+                await self._arrived.wait()
+                continue
+            key = min(self._queues, key=lambda k: self._queues[k][0].enqueued)
+            q = self._queues[key]
+            deadline = q[0].enqueued + self._max_wait
+            while len(q) < self._max_batch and (wait := deadline - time.perf_counter()) > 0:
+                self._arrived.clear()
+                try:
+                    await asyncio.wait_for(self._arrived.wait(), wait)
+                except TimeoutError:
+                    break
+            items = [q.popleft() for _ in range(min(self._max_batch, len(q)))]
+            items = [i for i in items if not i.future.done()]
+            if items:
+                return key, items
+
+    async def _dispatch(self) -> None:
+        while True:
+            await self._slots.acquire()
+            try:
+                _, items = await self._next_batch()
+            except BaseException:
+                self._slots.release()
+                raise
+            task = asyncio.create_task(self._run(items))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _run(self, items: list[_Item]) -> None:
+        try:
+            start = time.perf_counter()
+            content = np.stack([i.content for i in items])
+            vectors = np.stack([i.vector for i in items])
+            try:
+                out = await asyncio.get_running_loop().run_in_executor(
+                    self._executor, self._run_batch, content, vectors)
+            except Exception as exc:  # every waiter gets the batch's error
+                for i in items:
+                    if not i.future.done():
+                        i.future.set_exception(exc)
+                return
+            infer = time.perf_counter() - start
+            for n, i in enumerate(items):
+                if not i.future.done():
+                    i.future.set_result(BatchResult(out[n], len(items), start - i.enqueued, infer))
+        finally:
+            self._slots.release()

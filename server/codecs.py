@@ -1,0 +1,140 @@
+"""Image decoding and encoding for frames: raw pixels or JPEG/PNG/WebP → RGB uint8 and back.
+
+Every decoded image is H×W×3 uint8 RGB.  Encoded images are checked against the
+pixel limit from their header, before any pixel is decoded (decompression bombs).
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from stylecast.server.errors import InvalidArgument
+
+RAW_CHANNELS = {"rgb24": 3, "rgba32": 4, "gray8": 1}
+ENCODED_FORMATS = ("JPEG", "PNG", "WEBP")
+DEFAULT_QUALITY = 90
+
+
+def _check_pixels(width: int, height: int, max_pixels: int) -> None:
+    if width <= 0 or height <= 0:
+        raise InvalidArgument(f"image has zero size ({width}x{height})")
+    if width * height > max_pixels:
+        raise InvalidArgument(
+            f"image is {width}x{height} = {width * height / 1e6:.1f} MP; the server accepts at most "
+            f"{max_pixels / 1e6:.1f} MP per image (max_pixels): scale it down before sending")
+
+
+def _on_white(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    a = alpha.astype(np.uint16)[..., None]
+    return ((rgb.astype(np.uint16) * a + 255 * (255 - a) + 127) // 255).astype(np.uint8)
+
+
+def _decode_raw(data: bytes, pixel_format: str, width: int, height: int, max_pixels: int) -> np.ndarray:
+    _check_pixels(width, height, max_pixels)
+    channels = RAW_CHANNELS[pixel_format]
+    expected = width * height * channels
+    if len(data) != expected:
+        raise InvalidArgument(f"{pixel_format} image {width}x{height} needs {expected} bytes, got {len(data)}")
+    arr = np.frombuffer(data, np.uint8).reshape(height, width, channels)
+    if channels == 1:
+        return np.repeat(arr, 3, axis=2)
+    if channels == 4:
+        return _on_white(arr[..., :3], arr[..., 3])
+    return arr
+
+
+def _to_rgb(img: Image.Image) -> np.ndarray:
+    if img.mode in ("I", "I;16", "I;16B", "I;16L"):  # 16-bit greyscale PNG
+        grey = (np.asarray(img, dtype=np.uint32) >> 8).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = np.asarray(img.convert("RGBA"))
+        return _on_white(rgba[..., :3], rgba[..., 3])
+    return np.asarray(img.convert("RGB"))  # grey, palette, CMYK, YCbCr...
+
+
+def _decode_encoded(data: bytes, max_pixels: int, draft_side: int | None) -> tuple[np.ndarray, tuple[int, int]]:
+    if not data:
+        raise InvalidArgument("image is empty (0 bytes)")
+    try:
+        with Image.open(io.BytesIO(data), formats=ENCODED_FORMATS) as img:
+            _check_pixels(*img.size, max_pixels)   # header only: nothing decoded yet
+            transposed = ImageOps.exif_transpose(img) if img.getexif().get(0x0112, 1) != 1 else None
+            size = (transposed or img).size
+            if transposed is None and draft_side and img.format == "JPEG":
+                scale = draft_side / max(img.size)
+                if scale < 1:  # let libjpeg decode at a reduced size (DCT scaling)
+                    img.draft("RGB", (int(img.size[0] * scale) + 1, int(img.size[1] * scale) + 1))
+            return _to_rgb(transposed or img), size
+    except InvalidArgument:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise InvalidArgument(f"image rejected as a decompression bomb: {exc}") from None
+    except Image.UnidentifiedImageError:
+        raise InvalidArgument("image bytes are not a JPEG, PNG or WebP image (or set pixel_format "
+                              "for raw pixels)") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise InvalidArgument(f"corrupt image: {exc}") from None
+
+
+def decode(data: bytes, pixel_format: str = "encoded", width: int = 0, height: int = 0, *,
+           max_pixels: int, draft_side: int | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+    """Decode to H×W×3 uint8 RGB; return it and the image's full (width, height).
+
+    ``draft_side`` lets JPEG decoding stop at a reduced resolution no smaller than
+    that longer side (the array may then be smaller than the returned size).
+    """
+    if pixel_format == "encoded":
+        return _decode_encoded(data, max_pixels, draft_side)
+    if pixel_format not in RAW_CHANNELS:
+        raise InvalidArgument(f"unknown pixel format {pixel_format!r}")
+    return _decode_raw(data, pixel_format, width, height, max_pixels), (width, height)
+
+
+def resize(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of H×W×3 uint8 to ``size`` = (width, height); no copy when equal."""
+    if (img.shape[1], img.shape[0]) == size:
+        return img
+    return np.asarray(Image.fromarray(img).resize(size, Image.BILINEAR))
+
+
+def fit_within(size: tuple[int, int], max_side: int) -> tuple[int, int]:
+    """Scale (width, height) so the longer side is at most ``max_side``, keeping aspect."""
+    w, h = size
+    scale = max_side / max(w, h)
+    if scale >= 1:
+        return w, h
+    return max(1, round(w * scale)), max(1, round(h * scale))
+
+
+def output_size(source: tuple[int, int], width: int, height: int) -> tuple[int, int]:
+    """Requested output size; a zero side follows the source aspect, both zero = source size."""
+    sw, sh = source
+    if width and height:
+        return width, height
+    if width:
+        return width, max(1, round(sh * width / sw))
+    if height:
+        return max(1, round(sw * height / sh)), height
+    return sw, sh
+
+
+def encode(img: np.ndarray, encoding: str = "jpeg", quality: int = 0) -> bytes:
+    """Encode H×W×3 uint8 RGB as ``jpeg`` | ``png`` | ``webp`` | ``raw`` (RGB24 bytes)."""
+    if encoding == "raw":
+        return np.ascontiguousarray(img).tobytes()
+    buf = io.BytesIO()
+    q = quality or DEFAULT_QUALITY
+    pil = Image.fromarray(img)
+    if encoding == "jpeg":
+        pil.save(buf, "JPEG", quality=q)
+    elif encoding == "png":
+        pil.save(buf, "PNG", compress_level=1)
+    elif encoding == "webp":
+        pil.save(buf, "WEBP", quality=q, method=2)
+    else:
+        raise InvalidArgument(f"unknown output encoding {encoding!r}")
+    return buf.getvalue()

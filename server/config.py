@@ -1,0 +1,132 @@
+"""The one server configuration object, built in one place.
+
+Precedence: CLI flags > environment (``STYLECAST_<FIELD>``) > TOML file > defaults.
+Nothing here reads the environment at import time: :func:`load_config` is handed
+the mapping to read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "STYLECAST_"
+MiB = 1 << 20
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or malformed."""
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Every knob of ``stylecast serve``; passed down explicitly, never global."""
+
+    host: str = "[::]"
+    port: int = 50051                 # 0 = any free port (tests)
+    metrics_port: int = 9090          # 0 = no metrics endpoint
+    backend: str = "auto"             # "auto" | litert | savedmodel | onnx | tensorrt
+    format: str = ""                  # package artifact; "" = the backend's default
+    threads: int = 2                  # intra-op threads per inference worker
+    workers: int = 1                  # inference workers (interpreters / sessions)
+    codec_threads: int = 2            # image decode/encode threads
+    xla: bool = False                 # savedmodel: jit_compile
+    models_dir: str = ""              # "" = the package's built-in models
+    model: str = ""                   # model name; "" = the only model in models_dir
+    model_version: str = ""           # "" = the latest version
+    styles_db: str = ""               # "" = ~/.stylecast/styles.db
+    max_batch: int = 1                # frames per inference batch
+    max_wait_ms: float = 0.0          # how long a batch may wait to fill
+    queue_depth: int = 8              # frames in flight per EVERY_FRAME stream
+    max_streams: int = 64             # concurrent Stylize streams
+    max_calls: int = 128              # concurrent calls per other method
+    max_message_bytes: int = 64 * MiB
+    max_pixels: int = 40_000_000      # per image, checked before decoding
+    process_max_side: int = 512       # default longer side for inference
+    content_vector_refresh: int = 30  # frames between content-vector refreshes
+    grace_s: float = 10.0             # shutdown grace for in-flight calls
+    keepalive_time_s: float = 30.0
+    keepalive_timeout_s: float = 10.0
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        positive = ("threads", "workers", "codec_threads", "max_batch", "queue_depth", "max_streams",
+                    "max_calls", "max_message_bytes", "max_pixels", "process_max_side",
+                    "content_vector_refresh")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.port < 65536 or not 0 <= self.metrics_port < 65536:
+            raise ConfigError("ports must be in 0..65535")
+        if self.max_wait_ms < 0 or self.grace_s < 0:
+            raise ConfigError("max_wait_ms and grace_s must be >= 0")
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(ServerConfig)}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    kind = type(getattr(ServerConfig, name))
+    try:
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if kind is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError(value)
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}: expected {kind.__name__}, got {value!r}") from None
+
+
+def _layer(source: str, values: Mapping[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in values.items():
+        name = key.replace("-", "_")
+        if name not in _FIELDS:
+            raise ConfigError(f"{source}: unknown setting {key!r} (known: {', '.join(_FIELDS)})")
+        out[name] = _coerce(name, value)
+    return out
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """Settings from a TOML file: a ``[server]`` table, or top-level keys."""
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path}: {exc}") from None
+    return data.get("server", data)
+
+
+def load_config(cli_overrides: Mapping[str, Any], env: Mapping[str, str],
+                toml_path: str | Path | None = None) -> ServerConfig:
+    """Merge defaults < TOML < environment < CLI flags (``None`` flags are unset).
+
+    The TOML path may also come from ``STYLECAST_CONFIG``; a ``config`` key in
+    ``cli_overrides`` is ignored (pass it as ``toml_path``).
+    """
+    toml_path = toml_path or env.get(f"{ENV_PREFIX}CONFIG")
+    values: dict[str, Any] = {}
+    if toml_path:
+        values |= _layer(str(toml_path), read_toml(toml_path))
+    values |= _layer("environment", {k[len(ENV_PREFIX):].lower(): v for k, v in env.items()
+                                     if k.startswith(ENV_PREFIX) and k != f"{ENV_PREFIX}CONFIG"})
+    values |= _layer("flags", {k: v for k, v in cli_overrides.items() if v is not None and k != "config"})
+    if not values.get("styles_db"):
+        values["styles_db"] = str(Path.home() / ".stylecast" / "styles.db")
+    return ServerConfig(**values)

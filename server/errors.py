@@ -1,0 +1,61 @@
+"""The server's one exception hierarchy and the one function mapping errors to gRPC status."""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+
+from stylecast.backends.base import BackendError
+from stylecast.model.package import PackageError
+
+log = logging.getLogger(__name__)
+
+
+class StylecastError(Exception):
+    """Base of every error the server reports on purpose; ``code`` is its gRPC status."""
+
+    code = grpc.StatusCode.INTERNAL
+
+
+class InvalidArgument(StylecastError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class NotFound(StylecastError):
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class ResourceExhausted(StylecastError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class FailedPrecondition(StylecastError):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class Unavailable(StylecastError):
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+class ShuttingDown(Unavailable):
+    def __init__(self) -> None:
+        super().__init__("server shutting down; retry on another replica or after restart")
+
+
+def to_status(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    """Map any exception to ``(status code, message)``; unknown ones are logged as INTERNAL."""
+    if isinstance(exc, StylecastError):
+        return exc.code, str(exc)
+    if isinstance(exc, PackageError):
+        return grpc.StatusCode.FAILED_PRECONDITION, f"model package: {exc}"
+    if isinstance(exc, BackendError):
+        log.error("backend failure", exc_info=exc)
+        return grpc.StatusCode.INTERNAL, f"inference failed: {exc}"
+    log.error("unhandled server error", exc_info=exc)
+    return grpc.StatusCode.INTERNAL, "internal server error (logged on the server)"
+
+
+def code_number(code: grpc.StatusCode) -> int:
+    """The numeric google.rpc.Code of a status (for in-band ``FrameError.code``)."""
+    return code.value[0]

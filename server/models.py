@@ -1,0 +1,77 @@
+"""Finding the model package to serve and choosing the backend and artifact format for it."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from stylecast.backends.base import backend_names, is_installed
+from stylecast.model import BUILTIN_DIR
+from stylecast.model.package import MANIFEST, ModelPackage, load_package
+from stylecast.server.config import ServerConfig
+from stylecast.server.errors import FailedPrecondition
+
+# Artifact formats each backend can load, best first.
+BACKEND_FORMATS = {
+    "litert": ("tflite-int8", "tflite-fp16", "tflite-fp32"),
+    "savedmodel": ("savedmodel",),
+    "onnx": ("onnx",),
+    "tensorrt": ("onnx",),
+}
+
+
+def _version_key(version: str) -> tuple:
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in version.replace("-", ".").split("."))
+
+
+def find_package(models_dir: str | Path, name: str = "", version: str = "") -> ModelPackage:
+    """The package ``models_dir/NAME/VERSION``: the only model when ``name`` is empty,
+    the latest version when ``version`` is empty."""
+    root = Path(models_dir) if models_dir else BUILTIN_DIR
+    models = sorted(d.name for d in root.iterdir() if d.is_dir() and any(
+        (v / MANIFEST).is_file() for v in d.iterdir())) if root.is_dir() else []
+    if not name:
+        if len(models) != 1:
+            found = ", ".join(models) or "none"
+            raise FailedPrecondition(f"{root}: expected exactly one model package (NAME/VERSION/{MANIFEST}), "
+                                     f"found {found}; choose one with --model")
+        name = models[0]
+    if name not in models:
+        raise FailedPrecondition(f"model {name!r} not found in {root} (have: {', '.join(models) or 'none'})")
+    versions = sorted((v.name for v in (root / name).iterdir() if (v / MANIFEST).is_file()), key=_version_key)
+    if version and version not in versions:
+        raise FailedPrecondition(f"model {name} has no version {version!r} (have: {', '.join(versions)})")
+    return load_package(root / name / (version or versions[-1]))
+
+
+def _has_gpu_runtime() -> str | None:
+    """``tensorrt`` or ``onnx`` when ONNX Runtime can reach an NVIDIA GPU, else None."""
+    if not is_installed("onnx") or not Path("/dev/nvidiactl").exists():
+        return None
+    providers = importlib.import_module("onnxruntime").get_available_providers()
+    if "TensorrtExecutionProvider" in providers:
+        return "tensorrt"
+    return "onnx" if "CUDAExecutionProvider" in providers else None
+
+
+def choose_backend(config: ServerConfig, package: ModelPackage) -> tuple[str, str]:
+    """(backend name, artifact format) for this config and package; ``auto`` prefers a GPU."""
+    name = config.backend
+    if name == "auto":
+        gpu = _has_gpu_runtime() if "onnx" in package.artifacts else None
+        fallbacks = [n for n in ("litert", "savedmodel") if is_installed(n)]
+        if not gpu and not fallbacks:
+            raise FailedPrecondition("no inference runtime installed: pip install 'stylecast[litert]'")
+        name = gpu or fallbacks[0]
+    if name not in BACKEND_FORMATS:
+        raise FailedPrecondition(f"unknown backend {name!r}; choose auto or one of {', '.join(backend_names())}")
+    if config.format:
+        if config.format not in BACKEND_FORMATS[name]:
+            raise FailedPrecondition(f"backend {name} cannot load format {config.format!r} "
+                                     f"(it loads {', '.join(BACKEND_FORMATS[name])})")
+        return name, config.format
+    for fmt in BACKEND_FORMATS[name]:
+        if fmt in package.artifacts:
+            return name, fmt
+    raise FailedPrecondition(f"model {package.key} has no artifact backend {name} can load "
+                             f"(needs one of {', '.join(BACKEND_FORMATS[name])})")

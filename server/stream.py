@@ -1,0 +1,161 @@
+"""One ``Stylize`` stream: a reader task admitting frames and a writer answering them in order.
+
+Every frame id is answered exactly once, in send order (a :class:`StylizedFrame`,
+a :class:`FrameError` or a :class:`FrameDropped`).  EVERY_FRAME holds at most
+``queue_depth`` unanswered frames and then stops reading, so HTTP/2 flow control
+pushes back on the client.  LIVE never stops reading: at most ``workers`` frames
+run at once, one more waits, and a newer frame replaces (drops) the waiting one.
+A fatal condition (bad or missing StreamConfig, shutdown) is raised after every
+frame read before it has been answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from stylecast.server import protocol
+from stylecast.server.engine import Engine, Session
+from stylecast.server.errors import InvalidArgument, ShuttingDown, code_number, to_status
+from stylecast.v1 import stylecast_pb2 as pb
+
+LIVE_BACKLOG = 256  # unwritten LIVE answers (mostly tiny FrameDropped) before reading pauses
+
+
+@dataclass
+class _Job:
+    frame: pb.Frame
+    session: Session
+    received: float
+    permit: asyncio.Semaphore
+    future: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    task: asyncio.Task | None = None
+
+    def answer(self, response: pb.StylizeResponse) -> None:
+        if not self.future.done():
+            self.future.set_result(response)
+
+
+@dataclass
+class _End:
+    error: BaseException | None = None
+
+
+class StylizeStream:
+    """Runs one stream over ``read()`` (returns a request or ``eof``) and ``write(response)``."""
+
+    def __init__(self, engine: Engine, read: Callable[[], Awaitable], write: Callable[[pb.StylizeResponse], Awaitable],
+                 eof: object, shutdown: asyncio.Event) -> None:
+        self._engine, self._read, self._write, self._eof = engine, read, write, eof
+        self._shutdown = shutdown
+        self._queue: asyncio.Queue[_Job | _End] = asyncio.Queue()
+        self._every_frame = asyncio.Semaphore(engine.config.queue_depth)
+        self._live_backlog = asyncio.Semaphore(LIVE_BACKLOG)
+        self._session: Session | None = None
+        self._live = False
+        self._running: set[_Job] = set()
+        self._waiting: _Job | None = None
+        self._closed = False
+
+    async def run(self) -> None:
+        """Serve the stream to its end; raises the fatal error that ended it, if any."""
+        reader = asyncio.create_task(self._reader(), name="stylecast-stream-reader")
+        try:
+            while True:
+                item = await self._queue.get()
+                if isinstance(item, _End):
+                    if item.error is not None:
+                        raise item.error
+                    return
+                response = await item.future
+                await self._write(response)
+                item.permit.release()
+        finally:
+            self._closed = True
+            reader.cancel()
+            jobs = [j.task for j in self._running if j.task is not None]
+            for task in jobs:
+                task.cancel()
+            await asyncio.gather(reader, *jobs, return_exceptions=True)
+
+    # ------------------------------------------------------------------ reader
+
+    async def _next(self, shutdown: asyncio.Future):
+        read = asyncio.ensure_future(self._read())
+        await asyncio.wait((read, shutdown), return_when=asyncio.FIRST_COMPLETED)
+        if not read.done():
+            read.cancel()
+            raise ShuttingDown()
+        return read.result()
+
+    async def _reader(self) -> None:
+        shutdown = asyncio.ensure_future(self._shutdown.wait())
+        try:
+            first = True
+            while (msg := await self._next(shutdown)) is not self._eof:
+                kind = msg.WhichOneof("msg")
+                if first and kind != "config":
+                    raise InvalidArgument("the first message of a Stylize stream must be a StreamConfig")
+                first = False
+                if kind == "config":
+                    await self._configure(msg.config)
+                elif kind == "frame":
+                    await self._admit(msg.frame, time.perf_counter())
+                else:
+                    raise InvalidArgument("empty StylizeRequest: set config or frame")
+            end = _End()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # fatal for the stream: reported after earlier frames
+            end = _End(exc)
+        finally:
+            shutdown.cancel()
+        self._queue.put_nowait(end)
+
+    async def _configure(self, cfg: pb.StreamConfig) -> None:
+        protocol.check_model(cfg.model, self._engine.package.name)
+        self._session = await self._engine.session(protocol.style_spec(cfg), protocol.output_spec(cfg.output),
+                                                   cfg.process_max_side)
+        self._live = cfg.mode == pb.STREAM_MODE_LIVE
+        if self._waiting is not None:  # the new config must not strand a waiting LIVE frame
+            self._start(self._waiting)
+            self._waiting = None
+
+    async def _admit(self, frame: pb.Frame, received: float) -> None:
+        permit = self._live_backlog if self._live else self._every_frame
+        await permit.acquire()  # EVERY_FRAME: blocks when queue_depth frames are unanswered
+        job = _Job(frame, self._session, received, permit)
+        self._queue.put_nowait(job)
+        if not self._live or len(self._running) < self._engine.config.workers:
+            self._start(job)
+            return
+        if self._waiting is not None:
+            self._waiting.answer(pb.StylizeResponse(dropped=pb.FrameDropped(
+                id=self._waiting.frame.id, reason="LIVE stream: a newer frame arrived while this one waited")))
+        self._waiting = job
+
+    # -------------------------------------------------------------------- jobs
+
+    def _start(self, job: _Job) -> None:
+        self._running.add(job)
+        job.task = asyncio.create_task(self._process(job))
+
+    async def _process(self, job: _Job) -> None:
+        engine = self._engine
+        try:
+            res = await job.session.process(protocol.image_input(job.frame.image), job.received)
+            job.answer(pb.StylizeResponse(frame=protocol.stylized_frame(
+                job.frame.id, res, engine.backend.name, *engine.model_key)))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bad frame: answered in-band, the stream goes on
+            code, message = to_status(exc)
+            job.answer(pb.StylizeResponse(error=pb.FrameError(id=job.frame.id, code=code_number(code),
+                                                              message=message)))
+        finally:
+            self._running.discard(job)
+            if not self._closed and self._waiting is not None and len(self._running) < engine.config.workers:
+                waiting, self._waiting = self._waiting, None
+                self._start(waiting)
