@@ -4,8 +4,9 @@ Formats (see DESIGN §1 "Model packages"):
 
 - ``savedmodel``: two signatures, ``predict_style`` (``style_image`` → ``style_vector``)
   and ``stylize`` (``content``, ``style`` → ``stylized``), dynamic batch, H and W;
-- ``tflite-fp32`` / ``tflite-fp16`` / ``tflite-int8``: one file each, converted from
-  that SavedModel with both signatures kept (int8 = weights-only dynamic range);
+- ``tflite-fp32`` / ``tflite-fp16`` / ``tflite-int8``: one file per endpoint, each with
+  one signature of the endpoint's name, converted from that SavedModel (int8 =
+  weights-only dynamic range), so a per-shape stylize interpreter carries no predictor;
 - ``onnx``: one file per endpoint via tf2onnx, same input names.
 """
 
@@ -31,23 +32,18 @@ SIGNATURE_IO = {
 }
 
 
-class _Endpoints(tf.Module):
-    def __init__(self, predictor: keras.Model, transformer: keras.Model, style_dim: int):
-        super().__init__()
-        self.predictor, self.transformer = predictor, transformer
-        self.predict_style = tf.function(
-            self._predict_style,
-            input_signature=[tf.TensorSpec([None, 256, 256, 3], tf.float32, name="style_image")])
-        self.stylize = tf.function(
-            self._stylize,
-            input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32, name="content"),
-                             tf.TensorSpec([None, style_dim], tf.float32, name="style")])
+def _functions(predictor: keras.Model, transformer: keras.Model, style_dim: int) -> dict:
+    """The two endpoints as traced ``tf.function``s with named, dynamic-shape inputs."""
+    @tf.function(input_signature=[tf.TensorSpec([None, 256, 256, 3], tf.float32, name="style_image")])
+    def predict_style(style_image):
+        return {"style_vector": predictor(style_image, training=False)}
 
-    def _predict_style(self, style_image):
-        return {"style_vector": self.predictor(style_image, training=False)}
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32, name="content"),
+                                  tf.TensorSpec([None, style_dim], tf.float32, name="style")])
+    def stylize(content, style):
+        return {"stylized": transformer([content, style], training=False)}
 
-    def _stylize(self, content, style):
-        return {"stylized": self.transformer([content, style], training=False)}
+    return {"predict_style": predict_style, "stylize": stylize}
 
 
 def _endpoints_for(file: str | None, signature: bool) -> dict:
@@ -62,13 +58,17 @@ def _endpoints_for(file: str | None, signature: bool) -> dict:
     return out
 
 
-def _write_savedmodel(module: _Endpoints, path: Path) -> None:
-    tf.saved_model.save(module, str(path), signatures={
-        "predict_style": module.predict_style, "stylize": module.stylize})
+def _write_savedmodel(models: Sequence[keras.Model], fns: dict, path: Path) -> None:
+    archive = keras.export.ExportArchive()
+    for m in models:
+        archive.track(m)
+    for name, fn in fns.items():
+        archive.add_endpoint(name, fn)
+    archive.write_out(str(path), verbose=False)
 
 
-def _write_tflite(savedmodel: Path, path: Path, precision: str) -> None:
-    conv = tf.lite.TFLiteConverter.from_saved_model(str(savedmodel), signature_keys=list(SIGNATURE_IO))
+def _write_tflite(savedmodel: Path, path: Path, precision: str, endpoint: str) -> None:
+    conv = tf.lite.TFLiteConverter.from_saved_model(str(savedmodel), signature_keys=[endpoint])
     if precision in ("fp16", "int8"):
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
     if precision == "fp16":
@@ -76,12 +76,12 @@ def _write_tflite(savedmodel: Path, path: Path, precision: str) -> None:
     path.write_bytes(conv.convert())
 
 
-def _write_onnx(module: _Endpoints, out_dir: Path) -> dict:
+def _write_onnx(fns: dict, out_dir: Path) -> dict:
     import tf2onnx  # noqa: PLC0415 - optional, only for this format
 
     endpoints = {}
     for ep in SIGNATURE_IO:
-        fn = getattr(module, ep)
+        fn = fns[ep]
         rel = f"onnx/{ep}.onnx"
         proto, _ = tf2onnx.convert.from_function(fn, input_signature=fn.input_signature, opset=17,
                                                  output_path=str(out_dir / rel))
@@ -103,22 +103,25 @@ def export_package(predictor: keras.Model, transformer: keras.Model, out_dir: st
         shutil.rmtree(root)
     root.mkdir(parents=True)
     style_dim = int(transformer.inputs[1].shape[-1])
-    module = _Endpoints(predictor, transformer, style_dim)
+    fns = _functions(predictor, transformer, style_dim)
     artifacts: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         sm = root / "savedmodel" if "savedmodel" in formats else Path(tmp) / "savedmodel"
-        _write_savedmodel(module, sm)
+        _write_savedmodel((predictor, transformer), fns, sm)
         if "savedmodel" in formats:
             artifacts["savedmodel"] = {"root": "savedmodel", "endpoints": _endpoints_for(None, True)}
         for fmt, precision in TFLITE_FORMATS.items():
             if fmt in formats:
-                rel = f"tflite/{precision}.tflite"
-                (root / "tflite").mkdir(exist_ok=True)
-                _write_tflite(sm, root / rel, precision)
-                artifacts[fmt] = {"files": [rel], "endpoints": _endpoints_for(rel, True)}
+                (root / "tflite" / precision).mkdir(parents=True)
+                endpoints = {}
+                for ep in SIGNATURE_IO:
+                    rel = f"tflite/{precision}/{ep}.tflite"
+                    _write_tflite(sm, root / rel, precision, ep)
+                    endpoints[ep] = _endpoints_for(rel, True)[ep]
+                artifacts[fmt] = {"files": [e["file"] for e in endpoints.values()], "endpoints": endpoints}
     if "onnx" in formats:
         (root / "onnx").mkdir()
-        eps = _write_onnx(module, root)
+        eps = _write_onnx(fns, root)
         artifacts["onnx"] = {"files": [e["file"] for e in eps.values()], "endpoints": eps}
     return write_manifest(root, name, version, style_dim, artifacts, **extra)
 
