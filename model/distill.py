@@ -1,0 +1,357 @@
+"""Train the built-in model by distillation from the Magenta teacher (``make train``).
+
+Three resumable phases, all seeded, all reading ``../shared/assets`` (training split only):
+
+1. ``predictor``: the student predictor regresses the teacher's 100-d vectors on
+   augmented 256² crops of training photos and paintings (centred-cosine + MSE loss).
+2. ``cache``: teacher targets for the transformer — 384² content crops × style vectors
+   (training paintings, photos, blends, strength mixes), stylized once by
+   ``style_transfer_quantized_384.tflite`` and kept on disk.
+3. ``transformer``: the student transformer learns the cached targets on aligned random
+   crops with a pixel L1, an image-gradient L1, local colour statistics and a style
+   term: feature statistics of the trained student predictor (a frozen, differentiable
+   stand-in for the teacher's) on student vs teacher outputs.
+
+Work files live in ``--workdir`` (default ``runs/distill``, not committed); small
+checkpoints go to ``model/checkpoints/`` so a later session can resume; the loss curve
+is appended to ``<workdir>/log.csv`` and copied next to the checkpoints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from stylecast.model import data
+from stylecast.model.preprocess import style_image
+from stylecast.model.teacher import TEACHER_SIZE, Teacher
+
+REPO = Path(__file__).resolve().parents[1]
+CHECKPOINTS = REPO / "model" / "checkpoints"
+
+
+# ---------------------------------------------------------------- data banks
+
+def _random_square(img: np.ndarray, rng: np.random.Generator, lo: float, size: int) -> np.ndarray:
+    h, w = img.shape[:2]
+    s = int(min(h, w) * rng.uniform(lo, 1.0))
+    y, x = rng.integers(0, h - s + 1), rng.integers(0, w - s + 1)
+    crop = Image.fromarray(img[y:y + s, x:x + s]).resize((size, size), Image.BILINEAR)
+    out = np.asarray(crop)
+    return out[:, ::-1] if rng.random() < 0.5 else out
+
+
+def build_style_bank(root: Path, teacher: Teacher, out: Path, per_image: int, seed: int) -> None:
+    """Augmented 256² style inputs (uint8) + teacher vectors, for the predictor."""
+    rng = np.random.default_rng(seed)
+    paths = data.training_images(root)
+    n = len(paths) * per_image
+    images = np.lib.format.open_memmap(out / "style_images.npy", "w+", np.uint8, (n, 256, 256, 3))
+    vectors = np.zeros((n, 100), np.float32)
+    is_painting = np.zeros(n, bool)
+    painting_names = {p.name for p in data.train_styles(root)}
+    i = 0
+    for path in tqdm(paths, desc="style bank"):
+        img = data.load_rgb(path)
+        for k in range(per_image):
+            if k == 0:  # the exact serving preprocessing
+                x = (style_image(Image.fromarray(img)) * 255).round().astype(np.uint8)
+            else:
+                x = _random_square(img, rng, 0.45, 256)
+            images[i] = x
+            vectors[i] = teacher.predict_style(x[None].astype(np.float32) / 255)[0]
+            is_painting[i] = path.name in painting_names
+            i += 1
+    images.flush()
+    np.save(out / "style_vectors.npy", vectors)
+    np.save(out / "style_is_painting.npy", is_painting)
+
+
+def build_transfer_cache(root: Path, teacher: Teacher, out: Path, count: int, seed: int) -> None:
+    """384² content crops × style vectors → teacher outputs (uint8), resumable by index."""
+    rng = np.random.default_rng(seed)
+    vectors = np.load(out / "style_vectors.npy")
+    painting = np.load(out / "style_is_painting.npy")
+    paintings, photos = vectors[painting], vectors[~painting]
+    paths = data.train_content(root)
+    size = TEACHER_SIZE
+    mode = "r+" if (out / "t_content.npy").exists() else "w+"
+    content = np.lib.format.open_memmap(out / "t_content.npy", mode, np.uint8, (count, size, size, 3))
+    target = np.lib.format.open_memmap(out / "t_target.npy", mode, np.uint8, (count, size, size, 3))
+    styles = np.load(out / "t_styles.npy") if mode == "r+" else np.zeros((count, 100), np.float32)
+    done_file = out / "t_done.json"
+    done = json.loads(done_file.read_text())["done"] if done_file.exists() else 0
+    # Draw every random choice up front so resuming gives the same samples.
+    picks = rng.integers(0, len(paths), count)
+    kinds = rng.choice(4, count, p=[0.6, 0.12, 0.16, 0.12])
+    a, b = rng.integers(0, len(paintings), count), rng.integers(0, len(paintings), count)
+    c = rng.integers(0, len(photos), count)
+    mix = rng.uniform(0.2, 1.0, count)
+    crop_seeds = rng.integers(0, 2**31, count)
+    for i in tqdm(range(done, count), desc="teacher targets", initial=done, total=count):
+        img = data.load_rgb(paths[picks[i]])
+        x = _random_square(img, np.random.default_rng(crop_seeds[i]), 0.6, size)
+        xf = x[None].astype(np.float32) / 255
+        if kinds[i] == 0:
+            v = paintings[a[i]]
+        elif kinds[i] == 1:
+            v = photos[c[i]]
+        elif kinds[i] == 2:  # strength < 1: blend with the content's own vector
+            own = teacher.predict_style(np.asarray(Image.fromarray(x).resize((256, 256), Image.BILINEAR),
+                                                   np.float32)[None] / 255)[0]
+            v = mix[i] * paintings[a[i]] + (1 - mix[i]) * own
+        else:  # two-style blend
+            v = mix[i] * paintings[a[i]] + (1 - mix[i]) * paintings[b[i]]
+        content[i], styles[i] = x, v
+        target[i] = np.clip(np.rint(teacher.stylize(xf, v[None])[0] * 255), 0, 255).astype(np.uint8)
+        if (i + 1) % 100 == 0 or i + 1 == count:
+            content.flush()
+            target.flush()
+            np.save(out / "t_styles.npy", styles)
+            done_file.write_text(json.dumps({"done": i + 1}))
+
+
+# ---------------------------------------------------------------- training
+
+class Trainer:
+    """Shared checkpoint/log plumbing for both networks."""
+
+    def __init__(self, workdir: Path, name: str, model, lr: float):
+        import keras  # noqa: PLC0415
+
+        self.workdir, self.name, self.model = workdir, name, model
+        self.opt = keras.optimizers.Adam(lr)
+        self.opt.build(model.trainable_variables)
+        self.step = 0
+        self.log_path = workdir / f"{name}_log.csv"
+
+    def restore(self, *dirs: Path) -> bool:
+        for d in dirs:
+            meta = d / f"{self.name}.json"
+            if meta.exists():
+                self.model.load_weights(d / f"{self.name}.weights.h5")
+                opt = d / f"{self.name}.opt.npz"
+                if opt.exists():
+                    saved = np.load(opt)
+                    for i, v in enumerate(self.opt.variables):
+                        if f"v{i}" in saved and saved[f"v{i}"].shape == tuple(v.shape):
+                            v.assign(saved[f"v{i}"])
+                self.step = json.loads(meta.read_text())["step"]
+                print(f"{self.name}: resumed from {d} at step {self.step}")
+                return True
+        return False
+
+    def save(self, d: Path, extra: dict | None = None, with_optimizer: bool = True) -> None:
+        d.mkdir(parents=True, exist_ok=True)
+        self.model.save_weights(d / f"{self.name}.weights.h5")
+        self.model.save(d / f"{self.name}.keras")
+        if with_optimizer:
+            np.savez(d / f"{self.name}.opt.npz", **{f"v{i}": np.asarray(v) for i, v in enumerate(self.opt.variables)})
+        (d / f"{self.name}.json").write_text(json.dumps({"step": self.step, **(extra or {})}, indent=1))
+        if self.log_path.exists():
+            shutil.copy(self.log_path, d / self.log_path.name)
+
+    def log(self, row: dict) -> None:
+        new = not self.log_path.exists()
+        with open(self.log_path, "a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(row))
+            if new:
+                w.writeheader()
+            w.writerow(row)
+
+
+def centred_cosine(a, b, mean):
+    import tensorflow as tf  # noqa: PLC0415
+
+    a, b = a - mean, b - mean
+    return tf.reduce_sum(a * b, -1) / (tf.norm(a, axis=-1) * tf.norm(b, axis=-1) + 1e-8)
+
+
+def train_predictor(workdir: Path, steps: int, batch: int, seed: int, save_every: int) -> None:
+    import tensorflow as tf  # noqa: PLC0415
+
+    from stylecast.model.networks import build_predictor  # noqa: PLC0415
+
+    images = np.load(workdir / "style_images.npy", mmap_mode="r")
+    vectors = np.load(workdir / "style_vectors.npy")
+    mean = tf.constant(vectors.mean(0))
+    scale = float((vectors - vectors.mean(0)).std())
+    model = build_predictor()
+    tr = Trainer(workdir, "predictor", model, 1e-3)
+    tr.restore(workdir / "ckpt", CHECKPOINTS)
+    rng = np.random.default_rng(seed + tr.step)
+    lr_sched = lambda s: 1e-3 * 0.5 * (1 + np.cos(np.pi * min(s, steps) / steps)) + 2e-5  # noqa: E731
+
+    @tf.function
+    def step_fn(x, y):
+        with tf.GradientTape() as tape:
+            p = model(x, training=True)
+            cos = centred_cosine(p, y, mean)
+            mse = tf.reduce_mean(tf.square((p - y) / scale))
+            loss = mse + tf.reduce_mean(1 - cos)
+        grads = tape.gradient(loss, model.trainable_variables)
+        tr.opt.apply_gradients(zip(grads, model.trainable_variables))
+        return loss, tf.reduce_mean(cos)
+
+    bar = tqdm(total=steps, initial=tr.step, desc="predictor")
+    while tr.step < steps:
+        idx = np.sort(rng.choice(len(images), batch, replace=False))
+        x = images[idx].astype(np.float32) / 255
+        if rng.random() < 0.5:
+            x = x[:, :, ::-1]
+        tr.opt.learning_rate.assign(lr_sched(tr.step))
+        loss, cos = step_fn(tf.constant(x), tf.constant(vectors[idx]))
+        tr.step += 1
+        bar.update(1)
+        if tr.step % 20 == 0:
+            bar.set_postfix(loss=f"{float(loss):.3f}", cos=f"{float(cos):.3f}")
+            tr.log({"step": tr.step, "loss": float(loss), "centred_cos": float(cos), "time": time.time()})
+        if tr.step % save_every == 0 or tr.step == steps:
+            tr.save(workdir / "ckpt", {"mean_vector": vectors.mean(0).tolist()})
+    bar.close()
+    tr.save(CHECKPOINTS, {"mean_vector": vectors.mean(0).tolist()}, with_optimizer=False)
+
+
+def _feature_extractor(predictor):
+    """Intermediate activations of the frozen student predictor (variable input size)."""
+    import keras  # noqa: PLC0415
+
+    names = ["b0_pw_relu", "b1_pw_relu", "b3_pw_relu"]
+    return keras.Model(predictor.inputs, [predictor.get_layer(n).output for n in names]), names
+
+
+def train_transformer(workdir: Path, steps: int, batch: int, crop: int, seed: int, save_every: int,
+                      weights: dict[str, float]) -> None:
+    import keras  # noqa: PLC0415
+    import tensorflow as tf  # noqa: PLC0415
+
+    from stylecast.model.networks import build_transformer  # noqa: PLC0415
+
+    done = json.loads((workdir / "t_done.json").read_text())["done"]
+    content = np.load(workdir / "t_content.npy", mmap_mode="r")
+    target = np.load(workdir / "t_target.npy", mmap_mode="r")
+    styles = np.load(workdir / "t_styles.npy")
+    predictor = keras.saving.load_model(CHECKPOINTS / "predictor.keras", compile=False)
+    predictor.trainable = False
+    feats, _ = _feature_extractor(predictor)
+    model = build_transformer()
+    tr = Trainer(workdir, "transformer", model, 2e-3)
+    tr.restore(workdir / "ckpt", CHECKPOINTS)
+    rng = np.random.default_rng(seed + tr.step)
+    lr_sched = lambda s: 2e-3 * 0.5 * (1 + np.cos(np.pi * min(s, steps) / steps)) + 3e-5  # noqa: E731
+
+    def stats(x, k):
+        m = tf.nn.avg_pool2d(x, k, k, "VALID")
+        v = tf.nn.avg_pool2d(tf.square(x), k, k, "VALID") - tf.square(m)
+        return m, tf.sqrt(tf.maximum(v, 0.0) + 1e-6)
+
+    def grads(x):
+        return x[:, 1:, :, :] - x[:, :-1, :, :], x[:, :, 1:, :] - x[:, :, :-1, :]
+
+    def gram_stats(f):
+        m = tf.reduce_mean(f, [1, 2])
+        s = tf.sqrt(tf.math.reduce_variance(f, [1, 2]) + 1e-5)
+        return m, s
+
+    @tf.function
+    def step_fn(x, y, v):
+        with tf.GradientTape() as tape:
+            out = model([x, v], training=True)
+            l1 = tf.reduce_mean(tf.abs(out - y))
+            (gy, gx), (ty, tx) = grads(out), grads(y)
+            lgrad = tf.reduce_mean(tf.abs(gy - ty)) + tf.reduce_mean(tf.abs(gx - tx))
+            lstat = 0.0
+            for k in (8, 32):
+                (mo, so), (mt, st) = stats(out, k), stats(y, k)
+                lstat += tf.reduce_mean(tf.abs(mo - mt)) + tf.reduce_mean(tf.abs(so - st))
+            fo = feats(tf.image.resize(out, (256, 256)))
+            ft = feats(tf.image.resize(y, (256, 256)))
+            lfeat = 0.0
+            for a, b in zip(fo, ft):
+                (ma, sa), (mb, sb) = gram_stats(a), gram_stats(b)
+                lfeat += tf.reduce_mean(tf.abs(ma - mb)) + tf.reduce_mean(tf.abs(sa - sb))
+                lfeat += 0.5 * tf.reduce_mean(tf.abs(a - b))
+            loss = (weights["l1"] * l1 + weights["grad"] * lgrad + weights["stat"] * lstat
+                    + weights["feat"] * lfeat)
+        g = tape.gradient(loss, model.trainable_variables)
+        g, _ = tf.clip_by_global_norm(g, 5.0)
+        tr.opt.apply_gradients(zip(g, model.trainable_variables))
+        psnr = -10.0 * tf.math.log(tf.reduce_mean(tf.square(out - y))) / tf.math.log(10.0)
+        return loss, l1, lfeat, psnr
+
+    bar = tqdm(total=steps, initial=tr.step, desc=f"transformer@{crop}")
+    size = content.shape[1]
+    while tr.step < steps:
+        idx = np.sort(rng.choice(done, batch, replace=False))
+        yy, xx = rng.integers(0, size - crop + 1, 2)
+        x = content[idx, yy:yy + crop, xx:xx + crop].astype(np.float32) / 255
+        y = target[idx, yy:yy + crop, xx:xx + crop].astype(np.float32) / 255
+        if rng.random() < 0.5:
+            x, y = x[:, :, ::-1], y[:, :, ::-1]
+        tr.opt.learning_rate.assign(lr_sched(tr.step))
+        loss, l1, lfeat, psnr = step_fn(tf.constant(x), tf.constant(y), tf.constant(styles[idx]))
+        tr.step += 1
+        bar.update(1)
+        if tr.step % 20 == 0:
+            bar.set_postfix(loss=f"{float(loss):.3f}", psnr=f"{float(psnr):.1f}")
+            tr.log({"step": tr.step, "crop": crop, "loss": float(loss), "l1": float(l1),
+                    "feat": float(lfeat), "psnr": float(psnr), "time": time.time()})
+        if tr.step % save_every == 0 or tr.step == steps:
+            tr.save(workdir / "ckpt")
+            tr.save(CHECKPOINTS, with_optimizer=False)
+    bar.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--phase", choices=["all", "bank", "predictor", "cache", "transformer"], default="all")
+    ap.add_argument("--workdir", type=Path, default=REPO / "runs" / "distill")
+    ap.add_argument("--assets", type=Path, default=None)
+    ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--per-image", type=int, default=6, help="augmented style crops per training image")
+    ap.add_argument("--predictor-steps", type=int, default=4000)
+    ap.add_argument("--cache-size", type=int, default=3000, help="teacher (content, style) targets")
+    ap.add_argument("--transformer-steps", type=int, default=20000)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--crop", type=int, default=192)
+    ap.add_argument("--save-every", type=int, default=250)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--w-l1", type=float, default=1.0)
+    ap.add_argument("--w-grad", type=float, default=1.0)
+    ap.add_argument("--w-stat", type=float, default=1.0)
+    ap.add_argument("--w-feat", type=float, default=0.3)
+    args = ap.parse_args(argv)
+
+    import keras  # noqa: PLC0415
+    import tensorflow as tf  # noqa: PLC0415
+
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    keras.utils.set_random_seed(args.seed)
+    root = args.assets or data.assets_dir()
+    if not (root / "models" / "magenta").is_dir():
+        raise SystemExit(f"teacher assets not found under {root} (set STYLECAST_ASSETS)")
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    teacher = Teacher(root / "models" / "magenta", threads=args.threads)
+    if args.phase in ("all", "bank") and not (args.workdir / "style_vectors.npy").exists():
+        build_style_bank(root, teacher, args.workdir, args.per_image, args.seed)
+    if args.phase in ("all", "predictor"):
+        train_predictor(args.workdir, args.predictor_steps, 32, args.seed, args.save_every)
+    if args.phase in ("all", "cache"):
+        build_transfer_cache(root, teacher, args.workdir, args.cache_size, args.seed + 1)
+    if args.phase in ("all", "transformer"):
+        w = {"l1": args.w_l1, "grad": args.w_grad, "stat": args.w_stat, "feat": args.w_feat}
+        train_transformer(args.workdir, args.transformer_steps, args.batch, args.crop, args.seed + 2,
+                          args.save_every, w)
+
+
+if __name__ == "__main__":
+    main()
