@@ -35,6 +35,8 @@ class BackendOptions:
     xla: bool = False             # savedmodel: jit_compile
     device_id: int = 0            # GPU backends
     shape_cache: int = 4          # LiteRT: interpreters kept per worker, one per input shape
+    providers: tuple[str, ...] = ()  # onnx: ONNX Runtime execution providers (default: the backend's own)
+    engine_cache_dir: str | None = None  # tensorrt: engine cache folder (default ~/.cache/stylecast/trt)
 
 
 @runtime_checkable
@@ -61,6 +63,7 @@ _REGISTRY: dict[str, tuple[str, str, str]] = {
     "litert": ("stylecast.backends.litert", "LiteRTBackend", "ai_edge_litert"),
     "savedmodel": ("stylecast.backends.savedmodel", "SavedModelBackend", "tensorflow"),
     "onnx": ("stylecast.backends.onnx", "OnnxBackend", "onnxruntime"),
+    "onnx-cuda": ("stylecast.backends.onnx", "OnnxCudaBackend", "onnxruntime"),
     "tensorrt": ("stylecast.backends.tensorrt", "TensorRTBackend", "onnxruntime"),
 }
 
@@ -82,6 +85,22 @@ def create_backend(name: str) -> Backend:
     if not is_installed(name):
         raise BackendUnavailable(f"backend {name!r} needs the {_REGISTRY[name][2]!r} package")
     return getattr(importlib.import_module(module), cls)()
+
+
+def best_available() -> str:
+    """``--backend auto``: ORT TensorRT on a GPU, else ORT CUDA, else LiteRT (else SavedModel)."""
+    if is_installed("onnx"):
+        import onnxruntime  # noqa: PLC0415 - only when asked, never at import time
+
+        providers = onnxruntime.get_available_providers()
+        if "TensorrtExecutionProvider" in providers:
+            return "tensorrt"
+        if "CUDAExecutionProvider" in providers:
+            return "onnx-cuda"
+    for name in ("litert", "savedmodel"):
+        if is_installed(name):
+            return name
+    raise BackendUnavailable("no inference runtime installed: pip install 'stylecast[litert]'")
 
 
 def pad_to_multiple(x: np.ndarray, multiple: int = PAD_MULTIPLE) -> tuple[np.ndarray, int, int]:

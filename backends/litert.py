@@ -180,11 +180,14 @@ class LiteRTBackend:
             self._pool.put(w)
         memory.update()
 
+    def _loaded(self) -> queue.SimpleQueue[_Worker]:
+        if self._pool is None:
+            raise BackendError("litert backend: no model loaded")
+        return self._pool
+
     @contextmanager
     def _worker(self) -> Iterator[_Worker]:
-        pool = self._pool
-        if pool is None:
-            raise BackendError("litert backend: no model loaded")
+        pool = self._loaded()
         worker = pool.get()
         try:
             yield worker
@@ -193,9 +196,8 @@ class LiteRTBackend:
 
     def warmup(self, shapes: Sequence[tuple[int, int]]) -> None:
         """Run the style predictor once and one stylize per (H, W) on every worker."""
-        if self._pool is None:
-            raise BackendError("litert backend: no model loaded")
-        taken = [self._pool.get() for _ in self._workers]
+        pool = self._loaded()
+        taken = [pool.get() for _ in self._workers]
         try:
             for w in taken:
                 w.call("predict_style", {"image": np.full((1, *STYLE_HW, 3), 0.5, np.float32)})
@@ -204,7 +206,7 @@ class LiteRTBackend:
                     w.call("stylize", {"content": x, "style": np.zeros((1, self._style_dim), np.float32)})
         finally:
             for w in taken:
-                self._pool.put(w)
+                pool.put(w)
         if self._memory:
             self._memory.update()
 
@@ -215,6 +217,7 @@ class LiteRTBackend:
         return out.reshape(images.shape[0], self._style_dim)
 
     def stylize(self, content: np.ndarray, styles: np.ndarray) -> np.ndarray:
+        self._loaded()
         content, styles = stylize_inputs(content, styles, self._style_dim)
         x, restore = fit(content, self._bindings["stylize"].fixed_hw)
         with self._worker() as w:

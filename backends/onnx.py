@@ -1,0 +1,126 @@
+"""ONNX Runtime backend (CPU by default; execution providers configurable).
+
+The ``onnx`` artifact names, per endpoint, the file and its input/output names;
+both endpoints may share one file.  One ``InferenceSession`` per file is safe
+to call from several threads, so ``workers`` only matters to the LiteRT backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from stylecast.backends.base import BackendError, BackendOptions, BackendUnavailable
+from stylecast.backends.endpoints import Endpoint, endpoints
+from stylecast.backends.fit import STYLE_HW, fit, style_images, stylize_inputs
+from stylecast.backends.memory import RssGrowth
+from stylecast.model.package import ModelPackage
+
+Provider = str | tuple[str, dict[str, Any]]
+
+
+class OnnxBackend:
+    """The Backend protocol on ONNX Runtime (format ``onnx``)."""
+
+    name = "onnx"
+    default_providers: tuple[str, ...] = ("CPUExecutionProvider",)
+
+    def __init__(self) -> None:
+        self._sessions: dict[str, ort.InferenceSession] = {}
+        self._eps: dict[str, Endpoint] = {}
+        self._style_dim = 0
+        self._memory: RssGrowth | None = None
+
+    def providers(self, options: BackendOptions) -> list[Provider]:
+        """Execution providers, best first: ``options.providers`` or this backend's default."""
+        wanted = list(options.providers or self.default_providers)
+        available = set(ort.get_available_providers())
+        missing = [p for p in wanted if (p if isinstance(p, str) else p[0]) not in available]
+        if missing:
+            raise BackendUnavailable(f"ONNX Runtime lacks {', '.join(map(str, missing))} "
+                                     f"(available: {', '.join(sorted(available))})")
+        return wanted
+
+    def session_options(self, options: BackendOptions) -> ort.SessionOptions:
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = options.threads
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        return so
+
+    def load(self, package: ModelPackage, options: BackendOptions) -> None:
+        """Verify the ``onnx`` artifact's chunks, then open one session per file."""
+        if options.format != "onnx":
+            raise BackendError(f"the {self.name} backend serves the 'onnx' format, not {options.format!r}")
+        eps = endpoints(package.artifact("onnx"))
+        providers = self.providers(options)
+        package.verify(["onnx"])
+        memory = RssGrowth()
+        so = self.session_options(options)
+        sessions: dict[str, ort.InferenceSession] = {}
+        for ep in eps.values():
+            if ep.file is None:
+                raise BackendError(f"model {package.key}: onnx endpoint {ep.name!r} names no file")
+            if ep.file not in sessions:
+                try:
+                    sessions[ep.file] = ort.InferenceSession(str(package.file_path(ep.file)), so, providers=providers)
+                except Exception as exc:  # ORT raises its own untyped errors
+                    raise BackendError(f"model {package.key}: cannot open {ep.file}: {exc}") from exc
+            sess = sessions[ep.file]
+            names = {i.name for i in sess.get_inputs()}
+            outputs = {o.name for o in sess.get_outputs()}
+            missing = [n for n in ep.inputs.values() if n not in names]
+            if missing or ep.output not in outputs:
+                raise BackendError(f"{ep.name}: {ep.file} has no {(missing or [ep.output])[0]!r} "
+                                   f"(inputs: {', '.join(sorted(names))}; outputs: {', '.join(sorted(outputs))})")
+        self.close()
+        self._sessions, self._eps = {ep.name: sessions[ep.file] for ep in eps.values()}, eps
+        self._style_dim, self._memory = package.style_dim, memory
+        memory.update()
+
+    def _call(self, endpoint: str, arrays: dict[str, np.ndarray]) -> np.ndarray:
+        if not self._sessions:
+            raise BackendError(f"{self.name} backend: no model loaded")
+        ep = self._eps[endpoint]
+        return self._sessions[endpoint].run([ep.output], {ep.inputs[k]: a for k, a in arrays.items()})[0]
+
+    def warmup(self, shapes: Sequence[tuple[int, int]]) -> None:
+        """Run the style predictor once and one stylize per (H, W)."""
+        self.predict_style(np.full((1, *STYLE_HW, 3), 0.5, np.float32))
+        for h, w in shapes:
+            self.stylize(np.full((1, h, w, 3), 0.5, np.float32), np.zeros((1, self._style_dim), np.float32))
+        if self._memory:
+            self._memory.update()
+
+    def predict_style(self, images: np.ndarray) -> np.ndarray:
+        images = style_images(images)
+        return self._call("predict_style", {"image": images}).reshape(images.shape[0], self._style_dim)
+
+    def stylize(self, content: np.ndarray, styles: np.ndarray) -> np.ndarray:
+        content, styles = stylize_inputs(content, styles, self._style_dim)
+        x, restore = fit(content, self._eps["stylize"].fixed_hw if self._eps else None)
+        return restore(self._call("stylize", {"content": x, "style": styles}))
+
+    def memory_bytes(self) -> dict[str, int]:
+        """Host: RSS growth over load and warmup (an estimate); device memory is not measured (0)."""
+        return {"host": self._memory.bytes if self._memory else 0, "device": 0}
+
+    def close(self) -> None:
+        self._sessions, self._eps = {}, {}
+
+
+class OnnxCudaBackend(OnnxBackend):
+    """ONNX Runtime on an NVIDIA GPU through the CUDA provider (CPU for unsupported ops)."""
+
+    name = "onnx-cuda"
+
+    def providers(self, options: BackendOptions) -> list[Provider]:
+        if options.providers:
+            return super().providers(options)
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise BackendUnavailable("onnx-cuda needs onnxruntime-gpu with the CUDA provider (pip install '.[gpu]')")
+        return [("CUDAExecutionProvider", {"device_id": options.device_id}), "CPUExecutionProvider"]
