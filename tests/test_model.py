@@ -1,0 +1,180 @@
+"""The built-in model: held-out split, exporter fidelity per precision, package integrity,
+XNNPACK partitioning and odd sizes through the real LiteRT backend."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stylecast.backends.base import BackendOptions, create_backend
+from stylecast.backends.xnnpack import xnnpack_partitions
+from stylecast.model import BUILTIN_DIR, data
+from stylecast.model.package import PackageError, load_package
+
+ASSETS = data.assets_dir()
+needs_assets = pytest.mark.skipif(not (ASSETS / "models" / "magenta").is_dir(),
+                                  reason=f"teacher assets not found at {ASSETS} (../shared/assets)")
+# max |Δ| of the exported model vs Keras, per precision, on [0,1] outputs / raw style vectors
+TOLERANCE = {"savedmodel": 1e-5, "onnx": 1e-4, "tflite-fp32": 1e-4, "tflite-fp16": 3e-2, "tflite-int8": 6e-2}
+
+
+def builtin_package():
+    versions = sorted(p for p in BUILTIN_DIR.glob("*/*") if (p / "manifest.json").is_file())
+    assert versions, f"no built-in package committed under {BUILTIN_DIR}"
+    return load_package(versions[-1])
+
+
+# ------------------------------------------------------------------ split
+
+def test_heldout_styles_and_val_are_disjoint_from_training(tmp_path):
+    root = tmp_path / "assets"
+    for sub in ("styles", "content/train", "content/val"):
+        (root / sub).mkdir(parents=True)
+    for name in data.HELDOUT_STYLES + ("train_style_a.jpg", "train_style_b.png"):
+        (root / "styles" / name).touch()
+    for name in ("p1.jpg", "p2.png"):
+        (root / "content" / "train" / name).touch()
+        (root / "content" / "val" / f"val_{name}").touch()
+    assert len(data.HELDOUT_STYLES) >= 6
+    train = {p.name for p in data.training_images(root)}
+    assert train == {"train_style_a.jpg", "train_style_b.png", "p1.jpg", "p2.png"}
+    assert not train & set(data.HELDOUT_STYLES)
+    assert not train & {p.name for p in data.val_content(root)}
+
+
+@needs_assets
+def test_distillation_reads_only_training_images(tmp_path, monkeypatch):
+    """Run the real bank and teacher-target builders on a small assets tree and record every image read."""
+    from stylecast.model import distill
+    from stylecast.model.teacher import Teacher
+
+    root = tmp_path / "assets"
+    (root / "content").mkdir(parents=True)
+    (root / "models").mkdir()
+    (root / "models" / "magenta").symlink_to(ASSETS / "models" / "magenta")
+    (root / "styles").mkdir()
+    for p in sorted((ASSETS / "styles").iterdir())[:6] + data.heldout_styles(ASSETS)[:2]:
+        (root / "styles" / p.name).symlink_to(p)
+    for split in ("train", "val"):
+        (root / "content" / split).mkdir()
+        for p in sorted((ASSETS / "content" / split).iterdir())[:3]:
+            (root / "content" / split / p.name).symlink_to(p)
+    read: list[Path] = []
+    real = data.load_rgb
+    monkeypatch.setattr(data, "load_rgb", lambda p, *a, **k: read.append(Path(p)) or real(p, *a, **k))
+    work = tmp_path / "work"
+    work.mkdir()
+    teacher = Teacher(root / "models" / "magenta")
+    distill.build_style_bank(root, teacher, work, per_image=1, seed=0)
+    distill.build_transfer_cache(root, teacher, work, count=4, seed=0)
+    names = {p.name for p in read}
+    assert names, "the builders read no image"
+    assert not names & set(data.HELDOUT_STYLES)
+    assert not names & {p.name for p in (root / "content" / "val").iterdir()}
+    assert np.load(work / "t_target.npy").shape == (4, 384, 384, 3)
+
+
+# ------------------------------------------------------------------ exporter fidelity
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A small Keras pair with non-trivial style projections, exported to every format."""
+    import keras
+
+    from stylecast.model.export import export_package
+    from stylecast.model.networks import (ConditionalInstanceNorm, PredictorSpec, TransformerSpec,
+                                          build_predictor, build_transformer)
+
+    keras.utils.set_random_seed(3)
+    t = build_transformer(TransformerSpec(stem=8, mid=16, deep=32, blocks=2, expand=2))
+    p = build_predictor(PredictorSpec(widths=(8, 16, 32, 64), strides=(2, 2, 4, 2), hidden=64))
+    rng = np.random.default_rng(3)
+    for layer in t.layers:
+        if isinstance(layer, ConditionalInstanceNorm):
+            layer.proj.kernel.assign(rng.normal(0, 0.2, layer.proj.kernel.shape).astype("float32"))
+    pkg = export_package(p, t, tmp_path_factory.mktemp("pkg"), "probe", "1")
+    return p, t, pkg
+
+
+def _run(pkg, fmt, content, style, images):
+    name = {"savedmodel": "savedmodel", "onnx": "onnx"}.get(fmt, "litert")
+    backend = create_backend(name)
+    backend.load(pkg, BackendOptions(format=fmt, threads=1))
+    try:
+        return backend.stylize(content, style), backend.predict_style(images)
+    finally:
+        backend.close()
+
+
+@pytest.mark.parametrize("fmt", list(TOLERANCE))
+def test_every_format_agrees_with_keras(exported, fmt):
+    p, t, pkg = exported
+    rng = np.random.default_rng(0)
+    content = rng.random((2, 48, 80, 3), np.float32)
+    style = rng.normal(0, 1, (2, 100)).astype(np.float32)
+    images = rng.random((2, 256, 256, 3), np.float32)
+    want_img = np.asarray(t([content, style], training=False))
+    want_vec = np.asarray(p(images, training=False))
+    got_img, got_vec = _run(pkg, fmt, content, style, images)
+    assert got_img.shape == want_img.shape
+    assert np.abs(got_img - want_img).max() <= TOLERANCE[fmt]
+    scale = np.abs(want_vec).max()
+    assert np.abs(got_vec - want_vec).max() <= TOLERANCE[fmt] * max(1.0, scale) * 4
+
+
+def test_style_vector_changes_the_output(exported):
+    _, t, _ = exported
+    content = np.random.default_rng(1).random((1, 32, 32, 3), np.float32)
+    a = np.asarray(t([content, np.zeros((1, 100), np.float32)]))
+    b = np.asarray(t([content, np.ones((1, 100), np.float32)]))
+    assert np.abs(a - b).mean() > 1e-3
+
+
+# ------------------------------------------------------------------ the committed built-in package
+
+def test_builtin_manifest_verifies_and_a_corrupt_chunk_is_detected(tmp_path):
+    pkg = builtin_package()
+    pkg.verify()
+    assert set(pkg.artifacts) >= {"tflite-fp32", "tflite-fp16", "tflite-int8", "savedmodel", "onnx"}
+    assert pkg.style_dim == 100
+    copy = tmp_path / pkg.name / pkg.version
+    shutil.copytree(pkg.path, copy)
+    target = copy / pkg.artifact("tflite-int8").files[-1].path
+    raw = bytearray(target.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    target.write_bytes(bytes(raw))
+    with pytest.raises(PackageError, match="chunk 0 sha256 mismatch"):
+        load_package(copy).verify(["tflite-int8"])
+    load_package(copy).verify(["tflite-fp32"])  # the other formats still verify
+
+
+@pytest.mark.parametrize("fmt", ["tflite-fp32", "tflite-fp16", "tflite-int8"])
+def test_builtin_tflite_runs_as_one_xnnpack_partition(fmt):
+    pkg = builtin_package()
+    for entry in pkg.artifact(fmt).files:
+        for sig, part in xnnpack_partitions(pkg.file_path(entry.path)).items():
+            assert part.single, f"{entry.path} [{sig}]: {part}"
+
+
+@pytest.mark.parametrize("fmt", ["tflite-int8", "tflite-fp32"])
+def test_builtin_odd_sizes_and_batches(fmt):
+    pkg = builtin_package()
+    backend = create_backend("litert")
+    backend.load(pkg, BackendOptions(format=fmt, threads=1))
+    try:
+        rng = np.random.default_rng(0)
+        content = rng.random((3, 250, 333, 3), np.float32)
+        styles = backend.predict_style(rng.random((3, 256, 256, 3), np.float32))
+        assert styles.shape == (3, 100)
+        batch = backend.stylize(content, styles)
+        assert batch.shape == (3, 250, 333, 3) and 0.0 <= batch.min() and batch.max() <= 1.0
+        singles = np.concatenate([backend.stylize(content[i:i + 1], styles[i:i + 1]) for i in range(3)])
+        np.testing.assert_allclose(batch, singles, atol=1e-4)
+        assert np.abs(batch[0] - backend.stylize(content[:1], styles[1:2])[0]).mean() > 1e-3
+        for h, w in ((17, 31), (64, 48)):
+            assert backend.stylize(content[:1, :h, :w], styles[:1]).shape == (1, h, w, 3)
+    finally:
+        backend.close()
