@@ -146,10 +146,16 @@ def tiny_test_package(out_dir: str | Path, formats: Sequence[str] = FORMATS, see
 
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, name: str, version: str,
                       formats: Sequence[str] = FORMATS) -> ModelPackage:
-    """Export a training checkpoint folder (``predictor.keras`` + ``transformer.keras`` + ``meta.json``)."""
+    """Export a training checkpoint folder (``predictor.keras`` + ``transformer.keras`` and
+    their ``.json`` step records, as written by ``distill``) to a package."""
     ckpt = Path(checkpoint)
     predictor = keras.saving.load_model(ckpt / "predictor.keras", compile=False)
     transformer = keras.saving.load_model(ckpt / "transformer.keras", compile=False)
-    meta = json.loads((ckpt / "meta.json").read_text()) if (ckpt / "meta.json").exists() else {}
-    assert int(transformer.inputs[1].shape[-1]) == STYLE_DIM
-    return export_package(predictor, transformer, out_dir, name, version, formats, training=meta)
+    training = {}
+    for net in ("predictor", "transformer"):
+        meta = ckpt / f"{net}.json"
+        if meta.exists():
+            training[f"{net}_steps"] = json.loads(meta.read_text())["step"]
+    if int(transformer.inputs[1].shape[-1]) != STYLE_DIM:
+        raise ValueError(f"transformer style input is not {STYLE_DIM}-d")
+    return export_package(predictor, transformer, out_dir, name, version, formats, training=training)
