@@ -168,3 +168,66 @@ def test_xnnpack_partition_check_on_the_teacher_files():
     transformer = xnnpack_partitions(TRANSFER_F16)["main"]
     # reflect padding falls off XNNPACK and splits the graph: the check must see it
     assert not transformer.single and transformer.partitions > 1 and "MIRROR_PAD" in transformer.outside
+
+
+def resize_sizes_patched(src: Path, dst: Path, h: int, w: int) -> None:
+    """The original transformer with its three baked resize sizes rewritten for an h×w input:
+    an independent reference for what the resizable rewrite must compute at that size."""
+    from ai_edge_litert.tools import flatbuffer_utils as fu
+
+    model = fu.read_model(src)
+    sub = model.subgraphs[0]
+    resizes = [op for op in sub.operators if fu.opcode_to_name(model, op.opcodeIndex) == "RESIZE_NEAREST_NEIGHBOR"]
+    assert len(resizes) == 3
+    for op, size in zip(resizes, [(h // 2, w // 2), (h, w), (h, w)]):
+        model.buffers[sub.tensors[op.inputs[1]].buffer].data = np.frombuffer(
+            np.asarray(size, np.int32).tobytes(), np.uint8)
+    dst.write_bytes(bytes(fu.convert_object_to_bytearray(model)))
+
+
+def run_at(path: Path, content: np.ndarray, vector: np.ndarray) -> np.ndarray:
+    it = Interpreter(model_path=str(path), num_threads=2)
+    c, s = it.get_input_details()
+    it.resize_tensor_input(c["index"], content.shape)
+    it.allocate_tensors()
+    it.set_tensor(c["index"], content)
+    it.set_tensor(s["index"], vector.reshape(1, 1, 1, 100))
+    it.invoke()
+    return it.get_tensor(it.get_output_details()[0]["index"])
+
+
+def test_resizable_import_runs_the_teacher_at_any_size(tmp_path, styles):
+    pkg = import_magenta(PREDICT, TRANSFER, tmp_path, resizable=True)
+    art = pkg.artifact("tflite-int8")
+    assert art.endpoints["stylize"]["fixed_hw"] is None
+    b = create_backend("litert")
+    b.load(pkg, BackendOptions(format="tflite-int8", threads=2))
+    vector = b.predict_style(styles[:1])
+    # at the baked size it is the teacher, exactly
+    square = photo(0, (384, 384))
+    np.testing.assert_allclose(b.stylize(square, vector), raw_stylize(square, vector), atol=1e-6)
+    # at another size it equals the original graph with its resize sizes set for that size
+    wide = photo(1, (576, 320))
+    resize_sizes_patched(TRANSFER, tmp_path / "patched.tflite", 320, 576)
+    np.testing.assert_allclose(b.stylize(wide, vector), run_at(tmp_path / "patched.tflite", wide, vector), atol=1e-6)
+    # which scaling to 384² and back does not give: the picture is really computed at 320×576
+    assert np.abs(b.stylize(wide, vector) - backend_fixed_stylize(wide, vector)).mean() > 0.02
+    # odd sizes are padded to 16 and cropped
+    assert b.stylize(photo(2, (333, 250)), vector).shape == (1, 250, 333, 3)
+
+
+def backend_fixed_stylize(content: np.ndarray, vector: np.ndarray) -> np.ndarray:
+    h, w = content.shape[1:3]
+    return scale(raw_stylize(scale(content[0], 384, 384)[None], vector)[0], w, h)[None]
+
+
+def test_resizable_refuses_graphs_with_other_size_dependent_ops(tmp_path):
+    from stylecast.model.magenta import make_resizable
+
+    legacy = MAGENTA / "legacy_2019" / "style_transfer_quantized_dynamic.tflite"
+    if not legacy.is_file():
+        pytest.skip(f"{legacy} not in the assets")
+    # the 2019 file computes its resize sizes with SHAPE/STRIDED_SLICE/PACK: not rewritten blindly
+    with pytest.raises(PackageError, match=r"cannot lift its fixed size: ops \['PACK', 'SHAPE', 'STRIDED_SLICE'\]"):
+        make_resizable(legacy, tmp_path / "out.tflite")
+    assert not (tmp_path / "out.tflite").exists()
