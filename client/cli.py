@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -198,9 +197,9 @@ def serve(
     """Run the gRPC server (flags > STYLECAST_* environment > TOML config)."""
     from stylecast.server.app import main
 
-    flags = {"port": port, "metrics_port": metrics_port, "backend": backend, "threads": threads,
-             "models_dir": models_dir, "styles_db": styles_db, "format": format, "model": model}
-    raise typer.Exit(main(flags, env=os.environ, config_path=config))
+    main({"port": port, "metrics_port": metrics_port, "backend": backend, "threads": threads,
+          "models_dir": models_dir, "styles_db": styles_db, "format": format, "model": model,
+          "config": str(config) if config else None})
 
 
 @model_app.command("export")
@@ -226,11 +225,17 @@ def model_import_magenta(
     transfer: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Magenta style_transfer *.tflite.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Packages folder.")] = Path("models"),
     name: Annotated[str, typer.Option(help="Model name.")] = "magenta",
+    version: Annotated[str, typer.Option(help="Model version.")] = "1",
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing NAME/VERSION.")] = False,
 ) -> None:
     """Wrap a user's own Magenta TFLite pair as a model package."""
     from stylecast.model.magenta import import_magenta
+    from stylecast.model.package import PackageError
 
-    package = import_magenta(predict, transfer, output, name=name)
+    try:
+        package = import_magenta(predict, transfer, output, name=name, version=version, overwrite=overwrite)
+    except PackageError as exc:
+        raise _fail(str(exc)) from None
     typer.echo(f"{package.path}  formats: {', '.join(package.artifacts)}")
 
 

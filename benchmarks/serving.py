@@ -1,0 +1,224 @@
+"""``make bench``: raw backend FPS vs serving over gRPC, side by side, in one run.
+
+1. the backend called in-process (same package, format, size and threads as the server);
+2. one stream over gRPC at 384² and 512², raw RGB and JPEG, with ratios to (1);
+3. 1, 4 and 16 concurrent streams (EVERY_FRAME), and LIVE at an offered frame rate (drops);
+4. a batch-size sweep (max_batch 1/2/4) so the LiteRT default can be chosen.
+
+The server runs as a subprocess (``stylecast serve``); every client runs in its own
+subprocess (``stylecast bench --json``) with pre-encoded frames.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from stylecast.client.loadgen import synthetic_image
+
+CLI = [sys.executable, "-m", "stylecast.client"]
+GOALS = {"raw": 0.9, "jpeg": 0.8}
+
+
+@dataclass(frozen=True)
+class Setup:
+    models_dir: str
+    model: str
+    backend: str
+    format: str
+    threads: int
+    seconds: float
+    warmup: float
+
+
+def resolve(args: argparse.Namespace) -> Setup:
+    """The package, backend and format the server will pick for these flags."""
+    from stylecast.server.config import ServerConfig
+    from stylecast.server.models import choose_backend, find_package
+
+    package = find_package(args.models_dir, args.model)
+    backend, fmt = choose_backend(ServerConfig(backend=args.backend, format=args.format), package)
+    return Setup(args.models_dir, args.model, backend, fmt, args.threads, args.seconds, args.warmup)
+
+
+def raw_backend_fps(setup: Setup, size: int, batch: int = 1) -> float:
+    """Frames per second of ``backend.stylize`` alone on a warmed (pre-allocated) interpreter."""
+    from stylecast.backends.base import BackendOptions, create_backend
+    from stylecast.server.models import find_package
+
+    backend = create_backend(setup.backend)
+    backend.load(find_package(setup.models_dir, setup.model),
+                 BackendOptions(format=setup.format, threads=setup.threads))
+    try:
+        backend.warmup([(size, size)])
+        style = backend.predict_style(synthetic_image(256, 1234)[None].astype(np.float32) / 255)
+        styles = np.repeat(style, batch, axis=0)
+        content = np.stack([synthetic_image(size, i) for i in range(batch)]).astype(np.float32) / 255
+        backend.stylize(content, styles)
+        frames, start = 0, time.perf_counter()
+        while (elapsed := time.perf_counter() - start) < setup.seconds:
+            backend.stylize(content, styles)
+            frames += batch
+        return frames / elapsed
+    finally:
+        backend.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_serving(target: str, proc: subprocess.Popen, timeout: float = 180.0) -> None:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited with status {proc.returncode}")
+            try:
+                if stub.Check(health_pb2.HealthCheckRequest(), timeout=2).status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.5)
+    raise RuntimeError(f"server at {target} not SERVING after {timeout:.0f} s")
+
+
+@contextmanager
+def server(setup: Setup, workdir: Path, **settings: Any) -> Iterator[str]:
+    """``stylecast serve`` in a subprocess; ``settings`` become STYLECAST_* variables."""
+    port = free_port()
+    cmd = CLI + ["serve", "--port", str(port), "--metrics-port", "0", "--backend", setup.backend,
+                 "--format", setup.format, "--threads", str(setup.threads),
+                 "--styles-db", str(workdir / "styles.db")]
+    if setup.models_dir:
+        cmd += ["--models-dir", setup.models_dir]
+    if setup.model:
+        cmd += ["--model", setup.model]
+    env = dict(os.environ, **{f"STYLECAST_{k.upper()}": str(v) for k, v in settings.items()})
+    log = open(workdir / f"server-{port}.log", "w")
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    target = f"127.0.0.1:{port}"
+    try:
+        wait_serving(target, proc)
+        yield target
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def load(target: str, setup: Setup, **kw: Any) -> dict[str, Any]:
+    """One ``stylecast bench --json`` client process."""
+    cmd = CLI + ["bench", "--json", "--target", target, "--seconds", str(setup.seconds),
+                 "--warmup", str(setup.warmup)]
+    for key, value in kw.items():
+        cmd += [f"--{key.replace('_', '-')}", str(value)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=setup.seconds + setup.warmup + 120)
+    if out.returncode != 0:
+        raise RuntimeError(f"client failed: {' '.join(cmd)}\n{out.stderr}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def row(label: str, r: dict[str, Any], extra: str = "") -> str:
+    return (f"  {label:<26}{r['fps']:8.1f} FPS   p50 {r['p50_ms']:7.1f} ms   p99 {r['p99_ms']:7.1f} ms   "
+            f"dropped {r['dropped']:5d}   errors {r['errors']}{extra}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models-dir", default="", help="model packages folder (default: built-in)")
+    parser.add_argument("--model", default="")
+    parser.add_argument("--backend", default="litert")
+    parser.add_argument("--format", default="")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=6.0, help="measured seconds per scenario")
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--live-fps", type=float, default=30.0, help="offered FPS per LIVE stream")
+    parser.add_argument("--sizes", default="384,512")
+    parser.add_argument("--json-out", default="", help="also write all figures to this JSON file")
+    args = parser.parse_args(argv)
+    setup = resolve(args)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    results: dict[str, Any] = {"setup": setup.__dict__}
+    print(f"stylecast serving benchmark: backend {setup.backend} ({setup.format}), {setup.threads} threads, "
+          f"{os.cpu_count()} CPUs, {setup.seconds:g} s per scenario")
+
+    print("\n[1] raw backend (in-process, warmed interpreter)")
+    raw = {}
+    for size in sizes:
+        raw[size] = raw_backend_fps(setup, size)
+        print(f"  {size}x{size}  batch 1{raw[size]:10.1f} FPS")
+    for batch in (2, 4):
+        fps = raw_backend_fps(setup, sizes[0], batch)
+        results[f"raw_batch{batch}_{sizes[0]}"] = fps
+        print(f"  {sizes[0]}x{sizes[0]}  batch {batch}{fps:10.1f} FPS  ({fps / raw[sizes[0]]:.2f}x batch 1)")
+    results["raw"] = raw
+
+    with tempfile.TemporaryDirectory(prefix="stylecast-bench-") as tmp:
+        workdir = Path(tmp)
+        with server(setup, workdir, max_batch=1) as target:
+            print("\n[2] one stream over gRPC vs raw backend")
+            single = {}
+            for size in sizes:
+                for wire in ("raw", "jpeg"):
+                    r = single[f"{size}-{wire}"] = load(target, setup, size=size, wire=wire)
+                    ratio = r["fps"] / raw[size]
+                    mark = "ok" if ratio >= GOALS[wire] else "BELOW GOAL"
+                    print(row(f"{size}x{size} {wire}", r,
+                              f"   ratio {ratio:.2f} (goal {GOALS[wire]:.1f}: {mark})"))
+            results["single"] = single
+
+            size = sizes[0]
+            print(f"\n[3] concurrent streams, {size}x{size} raw, EVERY_FRAME (aggregate)")
+            conc = {1: single[f"{size}-raw"]}
+            for n in (4, 16):
+                conc[n] = load(target, setup, size=size, wire="raw", streams=n)
+            for n, r in conc.items():
+                print(row(f"{n:2d} stream(s)", r))
+            print(f"    LIVE, {args.live_fps:g} FPS offered per stream")
+            live = {}
+            for n in (1, 4, 16):
+                r = live[n] = load(target, setup, size=size, wire="raw", streams=n, mode="live", fps=args.live_fps)
+                offered = n * args.live_fps * setup.seconds
+                print(row(f"{n:2d} stream(s)", r, f"   ({r['dropped'] / offered:.0%} of offered dropped)"))
+            results["concurrent"], results["live"] = conc, live
+
+        print(f"\n[4] batch sweep, 4 streams {size}x{size} raw (max_wait 5 ms)")
+        sweep = {}
+        for batch in (1, 2, 4):
+            with server(setup, workdir, max_batch=batch, max_wait_ms=5 if batch > 1 else 0) as target:
+                sweep[batch] = load(target, setup, size=size, wire="raw", streams=4)
+            print(row(f"max_batch {batch}", sweep[batch]))
+        best = max(sweep, key=lambda b: sweep[b]["fps"])
+        print(f"  best max_batch for {setup.backend}: {best}")
+        results["batch_sweep"] = sweep
+
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(results, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
