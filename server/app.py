@@ -20,7 +20,8 @@ from stylecast.model.package import PackageError
 from stylecast.server.config import ConfigError, ServerConfig, load_config
 from stylecast.server.engine import Engine
 from stylecast.server.errors import StylecastError
-from stylecast.server.interceptors import AdmissionInterceptor
+from stylecast.server.interceptors import AdmissionInterceptor, MetricsInterceptor
+from stylecast.server.metrics import Metrics, MetricsEndpoint, serve_metrics
 from stylecast.server.servicer import StyleTransferServicer
 from stylecast.v1 import stylecast_pb2 as pb
 from stylecast.v1 import stylecast_pb2_grpc as pb_grpc
@@ -52,6 +53,7 @@ class RunningServer:
     health: health.aio.HealthServicer
     shutdown: asyncio.Event
     _stopped: asyncio.Event = field(default_factory=asyncio.Event)
+    metrics_endpoint: MetricsEndpoint | None = None   # /metrics, when config.metrics_port is set
 
     async def stop(self, grace: float | None = None) -> None:
         """Health NOT_SERVING → refuse new calls → let streams answer what they read → close."""
@@ -63,6 +65,8 @@ class RunningServer:
         self.shutdown.set()
         await self.server.stop(grace)
         await self.engine.close()
+        if self.metrics_endpoint is not None:
+            self.metrics_endpoint.close()
         self._stopped.set()
 
 
@@ -78,12 +82,30 @@ def _limits(config: ServerConfig):
     return limit_for
 
 
+def _serve_metrics(metrics: Metrics, config: ServerConfig) -> MetricsEndpoint | None:
+    if not config.metrics_port:
+        return None
+    try:
+        endpoint = serve_metrics(metrics.registry, config.host, config.metrics_port)
+    except OSError as exc:
+        raise StylecastError(f"cannot serve metrics on {config.host}:{config.metrics_port}: {exc}") from None
+    log.info("metrics on http://%s:%d/metrics", config.host, endpoint.port)
+    return endpoint
+
+
 async def start(config: ServerConfig) -> RunningServer:
     """Load the model, start serving on ``config.address`` (port 0 = any) and return the handle."""
-    engine = await Engine.create(config)
+    metrics = Metrics()
+    endpoint = _serve_metrics(metrics, config)  # up before loading, so load progress shows
+    try:
+        engine = await Engine.create(config, metrics)
+    except BaseException:
+        if endpoint is not None:
+            endpoint.close()
+        raise
     shutdown = asyncio.Event()
-    server = grpc.aio.server(interceptors=[AdmissionInterceptor(_limits(config), shutdown)],
-                             options=grpc_options(config))
+    interceptors = [MetricsInterceptor(metrics), AdmissionInterceptor(_limits(config), shutdown)]
+    server = grpc.aio.server(interceptors=interceptors, options=grpc_options(config))
     pb_grpc.add_StyleTransferServicer_to_server(StyleTransferServicer(engine, shutdown), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -93,12 +115,14 @@ async def start(config: ServerConfig) -> RunningServer:
         port = server.add_insecure_port(config.address)
     except RuntimeError as exc:
         await engine.close()
+        if endpoint is not None:
+            endpoint.close()
         raise StylecastError(f"cannot listen on {config.address}: {exc}") from None
     await server.start()
     for name in ("", SERVICE):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("stylecast serving %s with %s on %s:%d", engine.package.key, engine.backend.name, config.host, port)
-    return RunningServer(server, port, engine, health_servicer, shutdown)
+    return RunningServer(server, port, engine, health_servicer, shutdown, metrics_endpoint=endpoint)
 
 
 async def serve(config: ServerConfig) -> None:

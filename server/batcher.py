@@ -56,6 +56,11 @@ class Batcher:
         self._arrived.set()
         return await item.future
 
+    @property
+    def pending(self) -> int:
+        """Frames queued and not yet in a running batch (cancelled ones excluded)."""
+        return sum(not i.future.done() for q in self._queues.values() for i in q)
+
     async def close(self) -> None:
         """Stop dispatching, fail queued requests and wait for running batches."""
         if self._loop_task is not None:

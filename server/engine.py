@@ -23,6 +23,7 @@ from stylecast.server import codecs
 from stylecast.server.batcher import Batcher, BatchResult
 from stylecast.server.config import ServerConfig
 from stylecast.server.errors import InvalidArgument, NotFound
+from stylecast.server.metrics import Metrics
 from stylecast.server.models import choose_backend, find_package
 from stylecast.server.styles import StyleLibrary, StyleRecord, nearest, png_bytes
 
@@ -66,39 +67,52 @@ class Engine:
     """Owns the backend, its executors, the batcher and the style library."""
 
     def __init__(self, config: ServerConfig, package: ModelPackage, backend: Backend, fmt: str,
-                 library: StyleLibrary, inference: ThreadPoolExecutor) -> None:
+                 library: StyleLibrary, inference: ThreadPoolExecutor, metrics: Metrics | None = None) -> None:
         self.config, self.package, self.backend, self.format = config, package, backend, fmt
         self.library = library
+        self.metrics = metrics if metrics is not None else Metrics()
         self._inference = inference
         self._codecs = ThreadPoolExecutor(config.codec_threads, thread_name_prefix="stylecast-codec")
-        self._batcher = Batcher(backend.stylize, inference, workers=config.workers,
+        self._batcher = Batcher(self.metrics.counting_batches(backend.name, backend.stylize), inference, workers=config.workers,
                                 max_batch=config.max_batch, max_wait_s=config.max_wait_ms / 1000)
         self._vectors: dict[str, np.ndarray] = {}
 
     @classmethod
-    async def create(cls, config: ServerConfig) -> Engine:
+    async def create(cls, config: ServerConfig, metrics: Metrics | None = None) -> Engine:
         """Find and verify the package, load it into the chosen backend, open the style library."""
+        metrics = metrics if metrics is not None else Metrics()
         package = find_package(config.models_dir, config.model, config.model_version)
         name, fmt = choose_backend(config, package)
         backend = create_backend(name)
         inference = ThreadPoolExecutor(config.workers, thread_name_prefix="stylecast-infer")
         options = BackendOptions(format=fmt, threads=config.threads, workers=config.workers, xla=config.xla)
 
+        progress = metrics.model_loading(package.name, name)
+
         def load() -> None:
-            package.verify([fmt])
+            package.verify([fmt], progress)
             backend.load(package, options)
 
-        await asyncio.get_running_loop().run_in_executor(inference, load)
+        started = time.perf_counter()
+        try:
+            await asyncio.get_running_loop().run_in_executor(inference, load)
+        except Exception:
+            metrics.model_load_failed(package.name, name)
+            raise
+        metrics.model_loaded(package.name, package.version, name, fmt, time.perf_counter() - started,
+                             backend.memory_bytes)
         library = StyleLibrary(config.styles_db)
         await library.open()
+        metrics.styles.set(await library.count())
         log.info("serving model %s (%s) with backend %s", package.key, fmt, name)
-        return cls(config, package, backend, fmt, library, inference)
+        return cls(config, package, backend, fmt, library, inference, metrics)
 
     @property
     def model_key(self) -> tuple[str, str]:
         return self.package.name, self.package.version
 
     async def close(self) -> None:
+        self.metrics.model_unloaded(*self.model_key, self.backend.name, self.format)
         await self._batcher.close()
         await self.library.close()
         loop = asyncio.get_running_loop()
@@ -116,10 +130,19 @@ class Engine:
         out = await asyncio.get_running_loop().run_in_executor(self._inference, self.backend.predict_style, batch)
         return np.asarray(out, np.float32).reshape(-1)
 
+    @property
+    def pending_frames(self) -> int:
+        """Frames waiting for an inference batch, over all streams."""
+        return self._batcher.pending
+
     async def infer(self, content: np.ndarray, vector: np.ndarray) -> BatchResult:
         """Stylize one H×W×3 float frame with one vector, batched with same-size frames."""
         key = (*self.model_key, self.format, *content.shape[:2])
-        return await self._batcher.submit(key, content, vector)
+        self.metrics.queued_frames.set(self.pending_frames + 1)
+        try:
+            return await self._batcher.submit(key, content, vector)
+        finally:
+            self.metrics.queued_frames.set(self.pending_frames)
 
     # ------------------------------------------------------------------ styles
 
@@ -139,6 +162,8 @@ class Engine:
         png = await self.codec(png_bytes, normalised)
         record, created = await self.library.add(style_id, name, png, (*self.model_key, vector))
         self._vectors[style_id] = vector
+        if created:
+            self.metrics.styles.inc()
         return record, created
 
     async def get_style(self, style_id: str) -> StyleRecord:
@@ -149,7 +174,10 @@ class Engine:
 
     async def delete_style(self, style_id: str) -> bool:
         self._vectors.pop(style_id, None)
-        return await self.library.delete(style_id)
+        deleted = await self.library.delete(style_id)
+        if deleted:
+            self.metrics.styles.dec()
+        return deleted
 
     async def thumbnail(self, style_id: str) -> bytes:
         png = await self.library.image(style_id)

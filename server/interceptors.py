@@ -1,4 +1,5 @@
-"""Admission control: refuse new calls while shutting down, cap concurrent calls per method.
+"""Admission control (refuse new calls while shutting down, cap concurrent calls per method)
+and call metrics (duration by method and status code, streams included).
 
 Health checks are never refused, so probes keep answering (NOT_SERVING while draining).
 """
@@ -6,12 +7,15 @@ Health checks are never refused, so probes keep answering (NOT_SERVING while dra
 from __future__ import annotations
 
 import asyncio
+import inspect
+import time
 from collections import Counter
 from collections.abc import Callable
 
 import grpc
 
 from stylecast.server.errors import ShuttingDown
+from stylecast.server.metrics import Metrics
 
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
 
@@ -69,3 +73,71 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
                 self._active[method] -= 1
 
         return _with_behaviour(handler, limited)
+
+
+class MetricsInterceptor(grpc.aio.ServerInterceptor):
+    """Times every call by method and final status code, streams included.
+
+    Unary responses go to ``stylecast_rpc_duration_seconds``; response streams to
+    ``stylecast_stream_duration_seconds`` and ``stylecast_active_streams``.
+    Place it first so refused calls are counted too.
+    """
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    async def intercept_service(self, continuation, details: grpc.HandlerCallDetails):
+        handler = await continuation(details)
+        if handler is None:
+            return handler
+        method, inner = details.method, _behaviour(handler)
+        streaming = handler.response_streaming
+        hist = self._metrics.stream_duration if streaming else self._metrics.rpc_latency
+        active = self._metrics.active_streams.labels(method) if streaming else None
+
+        def finish(start: float, context, exc: BaseException | None) -> None:
+            if active is not None:
+                active.dec()
+            hist.labels(method, _final_code(context, exc)).observe(time.perf_counter() - start)
+
+        if inspect.isasyncgenfunction(inner):
+            async def timed_stream(request, context):
+                start, exc = time.perf_counter(), None
+                if active is not None:
+                    active.inc()
+                try:
+                    async for response in inner(request, context):
+                        yield response
+                except BaseException as e:
+                    exc = e
+                    raise
+                finally:
+                    finish(start, context, exc)
+
+            return _with_behaviour(handler, timed_stream)
+
+        async def timed(request, context):
+            start, exc = time.perf_counter(), None
+            if active is not None:
+                active.inc()
+            try:
+                return await inner(request, context)
+            except BaseException as e:
+                exc = e
+                raise
+            finally:
+                finish(start, context, exc)
+
+        return _with_behaviour(handler, timed)
+
+
+def _final_code(context, exc: BaseException | None) -> str:
+    """The status name a call ended with: the aborted/set code, else OK, CANCELLED or UNKNOWN."""
+    code = context.code()
+    if isinstance(code, grpc.StatusCode):
+        return code.name
+    if isinstance(code, int) and code:
+        return next((c.name for c in grpc.StatusCode if c.value[0] == code), "UNKNOWN")
+    if exc is None:
+        return "OK"
+    return "CANCELLED" if isinstance(exc, asyncio.CancelledError) else "UNKNOWN"

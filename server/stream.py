@@ -24,7 +24,7 @@ from stylecast.v1 import stylecast_pb2 as pb
 LIVE_BACKLOG = 256  # unwritten LIVE answers (mostly tiny FrameDropped) before reading pauses
 
 
-@dataclass
+@dataclass(eq=False)  # identity semantics: jobs live in a set
 class _Job:
     frame: pb.Frame
     session: Session
@@ -134,6 +134,7 @@ class StylizeStream:
         if self._waiting is not None:
             self._waiting.answer(pb.StylizeResponse(dropped=pb.FrameDropped(
                 id=self._waiting.frame.id, reason="LIVE stream: a newer frame arrived while this one waited")))
+            self._engine.metrics.frame_dropped(self._engine.backend.name)
         self._waiting = job
 
     # -------------------------------------------------------------------- jobs
@@ -148,12 +149,14 @@ class StylizeStream:
             res = await job.session.process(protocol.image_input(job.frame.image), job.received)
             job.answer(pb.StylizeResponse(frame=protocol.stylized_frame(
                 job.frame.id, res, engine.backend.name, *engine.model_key)))
+            engine.metrics.frame_done(engine.backend.name, res.timings_ms)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bad frame: answered in-band, the stream goes on
             code, message = to_status(exc)
             job.answer(pb.StylizeResponse(error=pb.FrameError(id=job.frame.id, code=code_number(code),
                                                               message=message)))
+            engine.metrics.frame_failed(engine.backend.name)
         finally:
             self._running.discard(job)
             if not self._closed and self._waiting is not None and len(self._running) < engine.config.workers:

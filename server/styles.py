@@ -151,6 +151,9 @@ class StyleLibrary:
         records = [self._record(r) for r in rows[:page_size]]
         return records, (_page_token(records[-1]) if len(rows) > page_size else "")
 
+    async def count(self) -> int:
+        return await self._run(lambda: self._db.execute("SELECT COUNT(*) FROM style").fetchone()[0])
+
     async def delete(self, style_id: str) -> bool:
         return await self._run(lambda: self._tx([("DELETE FROM style WHERE id = ?", (style_id,))])[0] == 1)
 

@@ -1,0 +1,201 @@
+"""Every Prometheus metric stylecast exports, declared here and nowhere else.
+
+One :class:`Metrics` per server instance, each with its own ``CollectorRegistry``
+(plus the standard process and platform collectors), so several servers can run
+in one process.  :func:`serve_metrics` exposes a registry on its own HTTP port,
+served from a thread of its own, never from the gRPC event loop.
+
+Labels are bounded: backend, stage, outcome, method, code, model (and a version
+label only on ``stylecast_model_info``, whose series is removed on unload).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, PlatformCollector,
+                               ProcessCollector, start_http_server)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+FRAME_BUDGET_S = 1 / 30
+# Around the 33 ms frame budget, 1 ms … 1 s.
+FRAME_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025, 0.033, 0.04, 0.05, 0.066,
+                 0.1, 0.15, 0.25, 0.5, 1.0)
+RPC_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+STREAM_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 21600.0)
+LOAD_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
+STAGES = ("queue", "decode", "infer", "encode", "total")
+OUTCOMES = ("ok", "error", "dropped")
+
+
+class _BackendMemory(Collector):
+    """Per-backend memory, read from ``Backend.memory_bytes()`` at scrape time."""
+
+    def __init__(self) -> None:
+        self._sources: dict[str, Callable[[], Mapping[str, int]]] = {}
+        self._lock = threading.Lock()
+
+    def set(self, backend: str, read: Callable[[], Mapping[str, int]] | None) -> None:
+        with self._lock:
+            if read is None:
+                self._sources.pop(backend, None)
+            else:
+                self._sources[backend] = read
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        host = GaugeMetricFamily(
+            "stylecast_backend_host_memory_estimate_bytes",
+            "Host memory a backend took: RSS growth over its load and warmup (an estimate).", labels=["backend"])
+        device = GaugeMetricFamily(
+            "stylecast_backend_device_memory_bytes",
+            "Accelerator memory a backend holds, as its runtime reports it (0 on CPU).", labels=["backend"])
+        with self._lock:
+            sources = list(self._sources.items())
+        for backend, read in sources:
+            try:
+                mem = read()
+            except Exception:  # a backend closing under a scrape: skip it this time
+                continue
+            host.add_metric([backend], float(mem.get("host", 0)))
+            device.add_metric([backend], float(mem.get("device", 0)))
+        yield host
+        yield device
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        return iter(())
+
+
+class Metrics:
+    """The metrics of one server instance, in ``self.registry``."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        r = self.registry
+        self.frame_latency = Histogram(
+            "stylecast_frame_latency_seconds", "Per-frame time in each pipeline stage (total = receipt to encoded).",
+            ["stage", "backend"], buckets=FRAME_BUCKETS, registry=r)
+        self.frames = Counter("stylecast_frames_total", "Stream frames answered, by outcome.",
+                              ["outcome", "backend"], registry=r)
+        self.rpc_latency = Histogram(
+            "stylecast_rpc_duration_seconds", "Duration of RPCs with a unary response, by method and status code.",
+            ["method", "code"], buckets=RPC_BUCKETS, registry=r)
+        self.stream_duration = Histogram(
+            "stylecast_stream_duration_seconds", "Duration of response-streaming RPCs, by method and status code.",
+            ["method", "code"], buckets=STREAM_BUCKETS, registry=r)
+        self.active_streams = Gauge("stylecast_active_streams", "Response-streaming RPCs now open.",
+                                    ["method"], registry=r)
+        self.queued_frames = Gauge("stylecast_queued_frames",
+                                   "Frames waiting for an inference batch (sampled at each submit and completion).",
+                                   registry=r)
+        self.batch_size = Histogram("stylecast_batch_size_frames", "Frames per inference batch.",
+                                    ["backend"], buckets=BATCH_BUCKETS, registry=r)
+        self.styles = Gauge("stylecast_styles", "Styles in the style library.", registry=r)
+        self.model_load_duration = Histogram(
+            "stylecast_model_load_duration_seconds", "Time to verify and load a model into a backend.",
+            ["model", "backend"], buckets=LOAD_BUCKETS, registry=r)
+        self.model_load_failures = Counter("stylecast_model_load_failures_total", "Model loads that failed.",
+                                           ["model", "backend"], registry=r)
+        self.model_load_progress = Gauge("stylecast_model_load_progress_ratio",
+                                         "Share of a loading model's bytes verified (1 when loaded).",
+                                         ["model", "backend"], registry=r)
+        self.model_ready = Gauge("stylecast_model_ready", "1 while the model is loaded and serving.",
+                                 ["model", "backend"], registry=r)
+        self.model_info = Gauge("stylecast_model_info", "The loaded model version (series removed on unload).",
+                                ["model", "version", "backend", "format"], registry=r)
+        self._memory = _BackendMemory()
+        r.register(self._memory)
+        self._frame_children: dict[str, tuple] = {}
+
+    # --------------------------------------------------------------- frames
+
+    def _children(self, backend: str) -> tuple:
+        """Pre-bound label children of one backend (a dict hit per frame, not a labels() call)."""
+        if (kids := self._frame_children.get(backend)) is None:
+            kids = (tuple(self.frame_latency.labels(s, backend) for s in STAGES),
+                    {o: self.frames.labels(o, backend) for o in OUTCOMES})
+            self._frame_children[backend] = kids
+        return kids
+
+    def frame_done(self, backend: str, timings_ms: Mapping[str, float]) -> None:
+        """A stylized frame: its stage timings (milliseconds, keys as :data:`STAGES`)."""
+        stages, outcomes = self._children(backend)
+        for name, hist in zip(STAGES, stages):
+            hist.observe(timings_ms[name] / 1000.0)
+        outcomes["ok"].inc()
+
+    def frame_failed(self, backend: str) -> None:
+        self._children(backend)[1]["error"].inc()
+
+    def frame_dropped(self, backend: str) -> None:
+        self._children(backend)[1]["dropped"].inc()
+
+    def counting_batches(self, backend: str, run_batch: Callable[[np.ndarray, np.ndarray], np.ndarray]):
+        """Wrap a batch function so each call records its batch size."""
+        hist = self.batch_size.labels(backend)
+
+        def run(content: np.ndarray, styles: np.ndarray) -> np.ndarray:
+            hist.observe(len(content))
+            return run_batch(content, styles)
+
+        return run
+
+    # ---------------------------------------------------------------- models
+
+    def model_loading(self, model: str, backend: str) -> Callable[[str, int, int], None]:
+        """Mark a load as started; returns a ``progress(format, done, total)`` callback."""
+        ready, progress = self.model_ready.labels(model, backend), self.model_load_progress.labels(model, backend)
+        ready.set(0)
+        progress.set(0)
+
+        def report(_fmt: str, done: int, total: int) -> None:
+            progress.set(done / total if total else 1.0)
+
+        return report
+
+    def model_loaded(self, model: str, version: str, backend: str, fmt: str, seconds: float,
+                     memory: Callable[[], Mapping[str, int]]) -> None:
+        self.model_load_duration.labels(model, backend).observe(seconds)
+        self.model_load_progress.labels(model, backend).set(1)
+        self.model_ready.labels(model, backend).set(1)
+        self.model_info.labels(model, version, backend, fmt).set(1)
+        self._memory.set(backend, memory)
+
+    def model_load_failed(self, model: str, backend: str) -> None:
+        self.model_load_failures.labels(model, backend).inc()
+        self.model_ready.labels(model, backend).set(0)
+
+    def model_unloaded(self, model: str, version: str, backend: str, fmt: str) -> None:
+        self.model_ready.labels(model, backend).set(0)
+        self.model_load_progress.labels(model, backend).set(0)
+        try:
+            self.model_info.remove(model, version, backend, fmt)
+        except KeyError:
+            pass
+        self._memory.set(backend, None)
+
+
+@dataclass
+class MetricsEndpoint:
+    """A running ``/metrics`` HTTP server (its own thread); :meth:`close` stops it."""
+
+    port: int
+    _httpd: object
+    _thread: threading.Thread
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)
+
+
+def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> MetricsEndpoint:
+    """Serve ``registry`` at ``http://host:port/metrics`` from a daemon thread."""
+    httpd, thread = start_http_server(port, addr=host.strip("[]") or "0.0.0.0", registry=registry)
+    return MetricsEndpoint(httpd.server_port, httpd, thread)
