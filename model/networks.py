@@ -6,8 +6,11 @@ image in [0,1] to a D=100 style vector; the transformer maps content N×H×W×3 
 of 16).  The transformer is built for XNNPACK on CPUs:
 
 - zero ("same") padding everywhere, no MIRROR_PAD;
-- a space-to-depth stem and a depth-to-space head, so no convolution runs at full
+- a strided 4×4 stem and a depth-to-space head, so no convolution runs at full
   resolution; upsampling is 1×1 conv + depth-to-space (no dynamic-size resize);
+  (SPACE_TO_DEPTH is not delegated by this LiteRT's XNNPACK, DEPTH_TO_SPACE is);
+- depthwise kernels of at most 1024 weights (3·3·C, C ≤ 113): larger ones get int8
+  weights in the ``tflite-int8`` export, and XNNPACK does not run hybrid depthwise;
 - conditional instance norm (CIN): instance statistics over H, W, scale and shift
   predicted from the style vector by one linear layer per block (as in Ghiasi et al.).
 
@@ -34,7 +37,7 @@ class TransformerSpec:
     mid: int = 32         # at H/4
     deep: int = 64        # at H/8, the residual trunk
     blocks: int = 4       # inverted-residual blocks at H/8
-    expand: int = 2       # expansion factor inside each block
+    expand: float = 1.75  # expansion inside each block (64·1.75 = 112 channels)
     style_dim: int = STYLE_DIM
 
     def to_json(self) -> dict:
@@ -43,30 +46,13 @@ class TransformerSpec:
 
 @dataclass(frozen=True)
 class PredictorSpec:
-    widths: tuple[int, ...] = (24, 48, 96, 96, 192, 192, 256)
+    widths: tuple[int, ...] = (24, 48, 96, 96, 112, 112, 256)
     strides: tuple[int, ...] = (2, 2, 2, 1, 2, 1, 2)
     hidden: int = 256
     style_dim: int = STYLE_DIM
 
     def to_json(self) -> dict:
         return asdict(self)
-
-
-@keras.saving.register_keras_serializable("stylecast")
-class SpaceToDepth(layers.Layer):
-    def __init__(self, block: int, **kw):
-        super().__init__(**kw)
-        self.block = block
-
-    def call(self, x):
-        return tf.nn.space_to_depth(x, self.block)
-
-    def compute_output_shape(self, s):
-        b = self.block
-        return (s[0], None if s[1] is None else s[1] // b, None if s[2] is None else s[2] // b, s[3] * b * b)
-
-    def get_config(self):
-        return {**super().get_config(), "block": self.block}
 
 
 @keras.saving.register_keras_serializable("stylecast")
@@ -128,7 +114,7 @@ def _cin_relu(x, style, name, relu=True):
 
 
 def _inverted_residual(x, style, channels, expand, name):
-    h = layers.Conv2D(channels * expand, 1, name=f"{name}_expand")(x)
+    h = layers.Conv2D(int(channels * expand), 1, name=f"{name}_expand")(x)
     h = _cin_relu(h, style, f"{name}_expand")
     h = layers.DepthwiseConv2D(3, padding="same", name=f"{name}_dw")(h)
     h = layers.ReLU(name=f"{name}_dw_relu")(h)
@@ -151,8 +137,7 @@ def build_transformer(spec: TransformerSpec = TransformerSpec(), name: str = "tr
     content = keras.Input((None, None, 3), name="content")
     style = keras.Input((spec.style_dim,), name="style")
     x = layers.Rescaling(2.0, offset=-1.0, name="to_signed")(content)
-    x = SpaceToDepth(2, name="stem_s2d")(x)                                   # H/2, 12
-    x = layers.Conv2D(spec.stem, 3, padding="same", name="stem_conv")(x)
+    x = layers.Conv2D(spec.stem, 4, strides=2, padding="same", name="stem_conv")(x)   # H/2
     stem = _cin_relu(x, style, "stem")
     x = layers.Conv2D(spec.mid, 3, strides=2, padding="same", name="down1_conv")(stem)   # H/4
     mid = _cin_relu(x, style, "down1")
