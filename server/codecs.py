@@ -72,7 +72,8 @@ def _decode_encoded(data: bytes, max_pixels: int, draft_side: int | None) -> tup
     except InvalidArgument:
         raise
     except Image.DecompressionBombError as exc:
-        raise InvalidArgument(f"image rejected as a decompression bomb: {exc}") from None
+        raise InvalidArgument(f"image rejected as a decompression bomb ({exc}); the server accepts "
+                              f"at most {max_pixels / 1e6:.1f} MP per image (max_pixels)") from None
     except Image.UnidentifiedImageError:
         raise InvalidArgument("image bytes are not a JPEG, PNG or WebP image (or set pixel_format "
                               "for raw pixels)") from None

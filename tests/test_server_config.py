@@ -1,0 +1,45 @@
+"""Config precedence (flags > env > TOML > defaults), validation, and error mapping."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from stylecast.backends.base import BackendError
+from stylecast.server.config import ConfigError, ServerConfig, load_config
+from stylecast.server.errors import InvalidArgument, NotFound, code_number, to_status
+
+
+def test_precedence_flags_over_env_over_toml(tmp_path):
+    toml = tmp_path / "stylecast.toml"
+    toml.write_text('[server]\nport = 7000\nworkers = 3\nbackend = "savedmodel"\nxla = true\n')
+    env = {"STYLECAST_WORKERS": "4", "STYLECAST_BACKEND": "litert", "HOME_UNRELATED": "x"}
+    cfg = load_config({"backend": "onnx", "threads": None}, env, toml)
+    assert (cfg.port, cfg.workers, cfg.backend, cfg.xla, cfg.threads) == (7000, 4, "onnx", True, 2)
+    assert cfg.styles_db  # resolved default
+    cfg = load_config({}, {"STYLECAST_CONFIG": str(toml)})
+    assert cfg.port == 7000
+    assert load_config({}, {}) == ServerConfig(styles_db=load_config({}, {}).styles_db)
+
+
+def test_bad_settings_are_named(tmp_path):
+    with pytest.raises(ConfigError, match="unknown setting 'prot'"):
+        load_config({"prot": 1}, {})
+    with pytest.raises(ConfigError, match="workers: expected int"):
+        load_config({}, {"STYLECAST_WORKERS": "many"})
+    with pytest.raises(ConfigError, match="workers must be >= 1"):
+        load_config({"workers": 0}, {})
+    with pytest.raises(ConfigError, match="not found"):
+        load_config({}, {}, tmp_path / "missing.toml")
+    with pytest.raises(ConfigError, match="xla: expected bool"):
+        load_config({}, {"STYLECAST_XLA": "maybe"})
+
+
+def test_one_mapping_for_errors(caplog):
+    assert to_status(NotFound("style x")) == (grpc.StatusCode.NOT_FOUND, "style x")
+    assert to_status(InvalidArgument("bad"))[0] == grpc.StatusCode.INVALID_ARGUMENT
+    assert to_status(BackendError("boom"))[0] == grpc.StatusCode.INTERNAL
+    code, message = to_status(ZeroDivisionError("secret detail"))
+    assert code == grpc.StatusCode.INTERNAL and "secret" not in message
+    assert "ZeroDivisionError" in caplog.text  # the traceback is logged
+    assert code_number(grpc.StatusCode.INVALID_ARGUMENT) == 3
