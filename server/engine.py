@@ -73,7 +73,8 @@ class Engine:
         self.metrics = metrics if metrics is not None else Metrics()
         self._inference = inference
         self._codecs = ThreadPoolExecutor(config.codec_threads, thread_name_prefix="stylecast-codec")
-        self._batcher = Batcher(self.metrics.counting_batches(backend.name, backend.stylize), inference, workers=config.workers,
+        run_batch = self.metrics.counting_batches(backend.name, backend.stylize)
+        self._batcher = Batcher(run_batch, inference, workers=config.workers,
                                 max_batch=config.max_batch, max_wait_s=config.max_wait_ms / 1000)
         self._vectors: dict[str, np.ndarray] = {}
 
