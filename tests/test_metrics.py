@@ -1,0 +1,134 @@
+"""Metrics through a real in-process server: what /metrics reports after real calls."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import urllib.request
+
+import grpc
+from conftest import CHANNEL_OPTIONS, picture, raw_image, register
+from prometheus_client.parser import text_string_to_metric_families
+
+from stylecast.server.metrics import STAGES
+from stylecast.v1 import stylecast_pb2 as pb
+from stylecast.v1 import stylecast_pb2_grpc as pb_grpc
+
+STYLIZE = "/stylecast.v1.StyleTransfer/Stylize"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def scrape(port: int) -> dict[tuple[str, tuple], float]:
+    """Every sample on http://127.0.0.1:port/metrics as {(name, sorted labels): value}."""
+    def get() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+            return resp.read().decode()
+
+    text = await asyncio.to_thread(get)
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for fam in text_string_to_metric_families(text) for s in fam.samples}
+
+
+def value(samples: dict, name: str, **labels) -> float | None:
+    return samples.get((name, tuple(sorted(labels.items()))))
+
+
+async def stream(stub, style_id: str, images: list[pb.Image], mode=pb.STREAM_MODE_EVERY_FRAME) -> list:
+    async def requests():
+        yield pb.StylizeRequest(config=pb.StreamConfig(style_id=style_id, mode=mode))
+        for i, img in enumerate(images):
+            yield pb.StylizeRequest(frame=pb.Frame(id=i, image=img))
+
+    return [r async for r in stub.Stylize(requests())]
+
+
+async def test_metrics_page_counts_frames_stages_calls_and_model(server_factory):
+    server = await server_factory(metrics_port=free_port())
+    port = server.metrics_endpoint.port
+    before = await scrape(port)
+    assert value(before, "stylecast_model_ready", model="tiny", backend="litert") == 1
+    assert value(before, "stylecast_model_info", model="tiny", version="1", backend="litert",
+                 format="tflite-fp32") == 1
+    assert value(before, "stylecast_model_load_progress_ratio", model="tiny", backend="litert") == 1
+    assert value(before, "stylecast_model_load_duration_seconds_count", model="tiny", backend="litert") == 1
+    assert value(before, "stylecast_styles") == 0
+    assert value(before, "stylecast_backend_host_memory_estimate_bytes", backend="litert") >= 0
+    assert value(before, "process_resident_memory_bytes") > 0
+
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}", options=CHANNEL_OPTIONS) as channel:
+        stub = pb_grpc.StyleTransferStub(channel)
+        style = await register(stub, picture(96, 96, seed=1))
+        good = [raw_image(picture(64, 48, seed=i)) for i in range(6)]
+        bad = pb.Image(data=b"not an image")
+        responses = await stream(stub, style.id, good[:3] + [bad] + good[3:])
+        assert [r.WhichOneof("msg") for r in responses] == ["frame"] * 3 + ["error"] + ["frame"] * 3
+        try:
+            await stub.GetStyle(pb.GetStyleRequest(id="no-such-style"))
+        except grpc.aio.AioRpcError as exc:
+            assert exc.code() == grpc.StatusCode.NOT_FOUND
+        after = await scrape(port)
+
+    assert value(after, "stylecast_frames_total", outcome="ok", backend="litert") == 6
+    assert value(after, "stylecast_frames_total", outcome="error", backend="litert") == 1
+    for stage in STAGES:
+        assert value(after, "stylecast_frame_latency_seconds_count", stage=stage, backend="litert") == 6
+        assert value(after, "stylecast_frame_latency_seconds_sum", stage=stage, backend="litert") > 0
+    total = value(after, "stylecast_frame_latency_seconds_sum", stage="total", backend="litert")
+    assert total >= value(after, "stylecast_frame_latency_seconds_sum", stage="infer", backend="litert")
+    assert value(after, "stylecast_batch_size_frames_count", backend="litert") == 6  # max_batch 1
+    assert value(after, "stylecast_styles") == 1
+    assert value(after, "stylecast_queued_frames") == 0
+    rpc = "stylecast_rpc_duration_seconds_count"
+    assert value(after, rpc, method="/stylecast.v1.StyleTransfer/RegisterStyle", code="OK") == 1
+    assert value(after, rpc, method="/stylecast.v1.StyleTransfer/GetStyle", code="NOT_FOUND") == 1
+    assert value(after, "stylecast_stream_duration_seconds_count", method=STYLIZE, code="OK") == 1
+    assert value(after, "stylecast_active_streams", method=STYLIZE) == 0
+    # Only bounded labels: no frame or stream ids anywhere.
+    assert all(k != "id" for _, labels in after for k, _ in labels)
+
+
+async def test_live_drops_and_aborted_streams_are_counted(server_factory):
+    server = await server_factory(metrics_port=free_port(), workers=1, process_max_side=512)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}", options=CHANNEL_OPTIONS) as channel:
+        stub = pb_grpc.StyleTransferStub(channel)
+        style = await register(stub, picture(80, 80, seed=3))
+        big = raw_image(picture(512, 384, seed=4))
+        responses = await stream(stub, style.id, [big] * 30, mode=pb.STREAM_MODE_LIVE)
+        kinds = [r.WhichOneof("msg") for r in responses]
+        try:  # a stream whose first message is not a StreamConfig is aborted
+            await stub.Stylize(iter([pb.StylizeRequest(frame=pb.Frame(id=1, image=big))])).read()
+        except grpc.aio.AioRpcError as exc:
+            assert exc.code() == grpc.StatusCode.INVALID_ARGUMENT
+        samples = await scrape(server.metrics_endpoint.port)
+    assert kinds.count("dropped") > 0, "the LIVE burst should overload one worker"
+    assert value(samples, "stylecast_frames_total", outcome="dropped", backend="litert") == kinds.count("dropped")
+    assert value(samples, "stylecast_frames_total", outcome="ok", backend="litert") == kinds.count("frame")
+    stream_count = "stylecast_stream_duration_seconds_count"
+    assert value(samples, stream_count, method=STYLIZE, code="OK") == 1
+    assert value(samples, stream_count, method=STYLIZE, code="INVALID_ARGUMENT") == 1
+
+
+async def test_servers_in_one_process_keep_separate_metrics_and_unload_removes_version(server_factory):
+    first = await server_factory(metrics_port=free_port())
+    second = await server_factory(metrics_port=free_port())
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{first.port}", options=CHANNEL_OPTIONS) as channel:
+        stub = pb_grpc.StyleTransferStub(channel)
+        style = await register(stub, picture(64, 64, seed=5))
+        await stream(stub, style.id, [raw_image(picture(32, 32, seed=i)) for i in range(3)])
+    a, b = await scrape(first.metrics_endpoint.port), await scrape(second.metrics_endpoint.port)
+    assert value(a, "stylecast_frames_total", outcome="ok", backend="litert") == 3
+    assert value(b, "stylecast_frames_total", outcome="ok", backend="litert") is None
+    assert value(b, "process_resident_memory_bytes") > 0
+
+    registry = first.engine.metrics.registry
+    labels = dict(model="tiny", version="1", backend="litert", format="tflite-fp32")
+    assert registry.get_sample_value("stylecast_model_info", labels) == 1
+    await first.stop(1.0)
+    assert registry.get_sample_value("stylecast_model_info", labels) is None
+    assert registry.get_sample_value("stylecast_model_ready", dict(model="tiny", backend="litert")) == 0
+    assert registry.get_sample_value("stylecast_backend_host_memory_estimate_bytes", dict(backend="litert")) is None
