@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Awaitable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from stylecast.client.aio import _DEFAULT, AsyncClient
@@ -36,8 +36,11 @@ class Client:
         self._async = self._run(make())
         self.target = target
 
-    def _run(self, coro: Awaitable[T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()  # type: ignore[arg-type]
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        if self._loop.is_closed():
+            coro.close()
+            raise RuntimeError("this Client is closed")
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
     def _iterate(self, agen: AsyncIterator[T]) -> Iterator[T]:
         try:
