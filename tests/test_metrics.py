@@ -23,13 +23,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def scrape(port: int) -> dict[tuple[str, tuple], float]:
-    """Every sample on http://127.0.0.1:port/metrics as {(name, sorted labels): value}."""
+async def scrape_text(port: int) -> str:
+    """The page at http://127.0.0.1:port/metrics (fetched off the event loop)."""
     def get() -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
             return resp.read().decode()
 
-    text = await asyncio.to_thread(get)
+    return await asyncio.to_thread(get)
+
+
+async def scrape(port: int) -> dict[tuple[str, tuple], float]:
+    """Every sample on the metrics page as {(name, sorted labels): value}."""
+    text = await scrape_text(port)
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
             for fam in text_string_to_metric_families(text) for s in fam.samples}
 
