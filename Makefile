@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 50051
 METRICS_PORT ?= 9090
 
-.PHONY: serve test bench bench-model train eval-model proto clean help
+.PHONY: serve test bench bench-model train eval-model proto clean help prometheus-tools
 
 help:
 	@echo "make serve | test | bench | bench-model | train | eval-model | proto"
@@ -27,11 +27,21 @@ $(VENV)/.dev-stamp: pyproject.toml | $(BIN)/python
 serve: $(VENV)/.serve-stamp
 	$(BIN)/stylecast serve --port $(PORT) --metrics-port $(METRICS_PORT)
 
-test: $(VENV)/.dev-stamp
+# Debian's prometheus + promtool for the metrics tests; installed only when missing (root or sudo).
+prometheus-tools:
+	@if command -v prometheus >/dev/null && command -v promtool >/dev/null; then :; \
+	elif command -v apt-get >/dev/null; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends prometheus; \
+	else echo "prometheus/promtool missing and no apt-get: the Prometheus tests will skip"; fi
+
+test: $(VENV)/.dev-stamp prometheus-tools
 	$(BIN)/python -m pytest -q -ra
 
 bench: $(VENV)/.dev-stamp
 	$(BIN)/python -m benchmarks.serving
+	$(BIN)/python -m benchmarks.metrics_cost
 
 bench-model: $(VENV)/.dev-stamp
 	$(BIN)/python -m stylecast.model.bench
