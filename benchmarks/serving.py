@@ -142,8 +142,8 @@ def load(target: str, setup: Setup, **kw: Any) -> dict[str, Any]:
 
 
 def row(label: str, r: dict[str, Any], extra: str = "") -> str:
-    return (f"  {label:<26}{r['fps']:8.1f} FPS   p50 {r['p50_ms']:7.1f} ms   p99 {r['p99_ms']:7.1f} ms   "
-            f"dropped {r['dropped']:5d}   errors {r['errors']}{extra}")
+    return (f"  {label:<22}{r['fps']:7.1f} FPS   p50 {r['p50_ms']:7.1f} ms   p99 {r['p99_ms']:7.1f} ms   "
+            f"infer {r['infer_ms']:6.1f} ms   dropped {r['dropped']:5d}   errors {r['errors']}{extra}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -159,7 +159,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="384,512")
     parser.add_argument("--json-out", default="", help="also write all figures to this JSON file")
     args = parser.parse_args(argv)
-    setup = resolve(args)
+    from stylecast.server.errors import StylecastError
+
+    try:
+        setup = resolve(args)
+    except StylecastError as exc:
+        print(f"benchmark: {exc} (serve another package with --models-dir DIR)", file=sys.stderr)
+        return 2
     sizes = [int(s) for s in args.sizes.split(",")]
     results: dict[str, Any] = {"setup": setup.__dict__}
     print(f"stylecast serving benchmark: backend {setup.backend} ({setup.format}), {setup.threads} threads, "
@@ -201,8 +207,7 @@ def main(argv: list[str] | None = None) -> int:
             live = {}
             for n in (1, 4, 16):
                 r = live[n] = load(target, setup, size=size, wire="raw", streams=n, mode="live", fps=args.live_fps)
-                offered = n * args.live_fps * setup.seconds
-                print(row(f"{n:2d} stream(s)", r, f"   ({r['dropped'] / offered:.0%} of offered dropped)"))
+                print(row(f"{n:2d} stream(s)", r, f"   ({r['dropped'] / max(r['answered'], 1):.0%} of answers)"))
             results["concurrent"], results["live"] = conc, live
 
         print(f"\n[4] batch sweep, 4 streams {size}x{size} raw (max_wait 5 ms)")

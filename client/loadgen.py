@@ -7,6 +7,7 @@ import asyncio
 import io
 import time
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -63,6 +64,7 @@ class LoadReport:
     offered_fps: float   # per stream; 0 = as fast as the server accepts
     seconds: float       # measured window
     frames: int          # stylized frames received in the window
+    answered: int        # all answers in the window: stylized, dropped or failed
     dropped: int
     errors: int
     fps: float           # aggregate stylized frames per second
@@ -88,8 +90,12 @@ async def _one_stream(client: AsyncClient, style_id: str, frames: list[pb.Image]
                 await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
 
     got = []
-    async for result in client.stream(source(), style_id, mode=mode, output="raw" if wire == "raw" else "jpeg"):
-        got.append((time.perf_counter(), result))
+    async with aclosing(client.stream(source(), style_id, mode=mode,
+                                      output="raw" if wire == "raw" else "jpeg")) as results:
+        async for result in results:
+            if (now := time.perf_counter()) > stop_at:
+                break  # cancel the stream instead of draining its queue
+            got.append((now, result))
     return got
 
 
@@ -114,7 +120,7 @@ async def run_load(target: str, *, streams: int = 1, seconds: float = 10.0, size
     infer = np.array([r.timings.infer_ms for r in ok if r.timings is not None] or [np.nan])
     return LoadReport(
         streams=streams, size=size, wire=wire, mode=mode, offered_fps=fps, seconds=seconds,
-        frames=len(ok), dropped=sum(r.status == "dropped" for r in window), errors=len(errors),
+        frames=len(ok), answered=len(window), dropped=sum(r.status == "dropped" for r in window), errors=len(errors),
         fps=len(ok) / seconds, p50_ms=float(np.percentile(latencies, 50)),
         p99_ms=float(np.percentile(latencies, 99)), infer_ms=float(np.median(infer)),
         first_error=str(errors[0].error) if errors else "")
