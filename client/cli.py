@@ -12,7 +12,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -29,10 +29,10 @@ app.add_typer(model_app, name="model")
 
 Target = Annotated[str, typer.Option("--target", "-t", help="Server address HOST:PORT.",
                                      envvar="STYLECAST_TARGET")]
-Token = Annotated[Optional[str], typer.Option("--token", help="Bearer token.", envvar="STYLECAST_TOKEN")]
+Token = Annotated[str | None, typer.Option("--token", help="Bearer token.", envvar="STYLECAST_TOKEN")]
 StyleOpt = Annotated[str, typer.Option("--style", "-s", help="A style image path (registered on the fly) "
                                                                 "or a registered style id.")]
-Strength = Annotated[Optional[float], typer.Option("--strength", min=0.0, max=1.0,
+Strength = Annotated[float | None, typer.Option("--strength", min=0.0, max=1.0,
                                                     help="1 = full style, 0 = the content only.")]
 Size = Annotated[int, typer.Option("--size", min=0, help="Longer side used for inference "
                                                          "(0 = server default, 512); output keeps the input size.")]
@@ -118,7 +118,7 @@ def video(
 @styles_app.command("add")
 def styles_add(
     path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Style image.")],
-    name: Annotated[Optional[str], typer.Option(help="Display name (default: the file name).")] = None,
+    name: Annotated[str | None, typer.Option(help="Display name (default: the file name).")] = None,
     target: Target = DEFAULT_TARGET,
     token: Token = None,
 ) -> None:
@@ -184,15 +184,15 @@ def bench(
 
 @app.command()
 def serve(
-    port: Annotated[Optional[int], typer.Option(help="gRPC port (0 = any free port).")] = None,
-    metrics_port: Annotated[Optional[int], typer.Option(help="Prometheus port (0 = off).")] = None,
-    backend: Annotated[Optional[str], typer.Option(help="auto, litert, savedmodel, onnx or tensorrt.")] = None,
-    threads: Annotated[Optional[int], typer.Option(help="Inference threads per worker.")] = None,
-    models_dir: Annotated[Optional[str], typer.Option(help="Model packages folder (default: built-in).")] = None,
-    styles_db: Annotated[Optional[str], typer.Option(help="Style library SQLite file.")] = None,
-    config: Annotated[Optional[Path], typer.Option(help="TOML config file.")] = None,
-    format: Annotated[Optional[str], typer.Option(help="Artifact format, e.g. tflite-int8.")] = None,
-    model: Annotated[Optional[str], typer.Option(help="Model name in the models folder.")] = None,
+    port: Annotated[int | None, typer.Option(help="gRPC port (0 = any free port).")] = None,
+    metrics_port: Annotated[int | None, typer.Option(help="Prometheus port (0 = off).")] = None,
+    backend: Annotated[str | None, typer.Option(help="auto, litert, savedmodel, onnx or tensorrt.")] = None,
+    threads: Annotated[int | None, typer.Option(help="Inference threads per worker.")] = None,
+    models_dir: Annotated[str | None, typer.Option(help="Model packages folder (default: built-in).")] = None,
+    styles_db: Annotated[str | None, typer.Option(help="Style library SQLite file.")] = None,
+    config: Annotated[Path | None, typer.Option(help="TOML config file.")] = None,
+    format: Annotated[str | None, typer.Option(help="Artifact format, e.g. tflite-int8.")] = None,
+    model: Annotated[str | None, typer.Option(help="Model name in the models folder.")] = None,
 ) -> None:
     """Run the gRPC server (flags > STYLECAST_* environment > TOML config)."""
     from stylecast.server.app import main
@@ -204,12 +204,13 @@ def serve(
 
 @model_app.command("export")
 def model_export(
-    checkpoint: Annotated[Path, typer.Argument(exists=True, file_okay=False,
-                                               help="Training checkpoint folder (predictor.keras, transformer.keras).")],
+    checkpoint: Annotated[Path, typer.Argument(
+        exists=True, file_okay=False, help="Training checkpoint folder (predictor.keras, transformer.keras).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Packages folder.")] = Path("models"),
     name: Annotated[str, typer.Option(help="Model name.")] = "builtin",
     version: Annotated[str, typer.Option(help="Model version.")] = "1",
-    formats: Annotated[Optional[list[str]], typer.Option("--format", help="Formats to write (repeatable; default all).")] = None,
+    formats: Annotated[list[str] | None,
+                       typer.Option("--format", help="Formats to write (repeatable; default all).")] = None,
 ) -> None:
     """Export a training checkpoint to a model package (needs TensorFlow)."""
     from stylecast.model.export import export_checkpoint

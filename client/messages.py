@@ -12,9 +12,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Union
 
 import numpy as np
+from PIL import Image as PILImage
 
 from stylecast.client.errors import error_for
 from stylecast.client.types import MODES, FrameResult, Output, Style, StyleMatch, Timings
@@ -24,9 +24,9 @@ CHUNK_BYTES = 1 << 20
 
 # An image: a file path, encoded bytes (JPEG/PNG/WebP), an RGB/RGBA/grey uint8 array,
 # a PIL image, or a ready ``stylecast.v1.Image``.
-ImageLike = Union[str, os.PathLike, bytes, bytearray, memoryview, np.ndarray, Any]
+ImageLike = str | os.PathLike | bytes | bytearray | memoryview | np.ndarray | PILImage.Image | pb.Image
 # A style: an id, a Style, or a blend {id or Style: weight}.
-StyleSpec = Union[str, Style, Mapping[Union[str, Style], float]]
+StyleSpec = str | Style | Mapping[str | Style, float]
 
 _ENCODING = {"jpeg": pb.ENCODING_JPEG, "png": pb.ENCODING_PNG, "webp": pb.ENCODING_WEBP,
              "raw": pb.ENCODING_RAW_RGB24}
@@ -73,7 +73,7 @@ def to_image(image: ImageLike) -> pb.Image:
         channels = 1 if array.ndim == 2 else array.shape[2]
         return pb.Image(data=array.tobytes(), pixel_format=_RAW_FORMAT[channels],
                         width=array.shape[1], height=array.shape[0])
-    if hasattr(image, "mode") and hasattr(image, "convert"):  # PIL
+    if isinstance(image, PILImage.Image):
         if image.mode not in _PIL_MODE:
             image = image.convert("RGB")
         return to_image(np.asarray(image))
@@ -86,11 +86,9 @@ def encoded_bytes(source: ImageLike) -> bytes:
         return bytes(source)
     if isinstance(source, (str, os.PathLike)):
         return Path(source).read_bytes()
-    from PIL import Image
-
     if isinstance(source, np.ndarray):
-        source = Image.fromarray(_pixels(source))
-    if not hasattr(source, "save"):
+        source = PILImage.fromarray(_pixels(source))
+    if not isinstance(source, PILImage.Image):
         raise TypeError(f"cannot upload {type(source).__name__} as a style; pass a path, bytes, ndarray or PIL image")
     buf = io.BytesIO()
     source.save(buf, format="PNG")

@@ -163,3 +163,22 @@ def test_serve_command_passes_its_flags_to_the_server(tiny_models_dir, tmp_path)
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+MAGENTA = Path(__file__).resolve().parents[1].parent / "shared" / "assets" / "models" / "magenta"
+
+
+@pytest.mark.skipif(not (MAGENTA / "style_predict_quantized_256.tflite").is_file(),
+                    reason="Magenta teacher files need <repo>/../shared/assets (not part of the project)")
+def test_model_import_magenta_writes_a_package(tmp_path) -> None:
+    from stylecast.model.package import load_package
+
+    args = ["model", "import-magenta", str(MAGENTA / "style_predict_quantized_256.tflite"),
+            str(MAGENTA / "style_transfer_quantized_384.tflite"), "-o", str(tmp_path), "--name", "teacher"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    package = load_package(tmp_path / "teacher" / "1")
+    package.verify(list(package.artifacts))
+    assert list(package.artifacts) == ["tflite-int8"]
+    again = CliRunner().invoke(app, args)  # refuses to overwrite without --overwrite
+    assert again.exit_code == 1 and "exists" in again.output
