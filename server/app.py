@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -52,14 +52,18 @@ class RunningServer:
     engine: Engine
     health: health.aio.HealthServicer
     shutdown: asyncio.Event
-    _stopped: asyncio.Event = field(default_factory=asyncio.Event)
+    _stopping: asyncio.Task | None = None
     metrics_endpoint: MetricsEndpoint | None = None   # /metrics, when config.metrics_port is set
 
     async def stop(self, grace: float | None = None) -> None:
-        """Health NOT_SERVING → refuse new calls → let streams answer what they read → close."""
-        if self.shutdown.is_set():
-            await self._stopped.wait()
-            return
+        """Health NOT_SERVING → refuse new calls → let streams answer what they read → close.
+
+        Idempotent: later calls wait for the first one to finish."""
+        if self._stopping is None:
+            self._stopping = asyncio.ensure_future(self._stop(grace))
+        await asyncio.shield(self._stopping)
+
+    async def _stop(self, grace: float | None) -> None:
         log.info("shutting down (grace %.1fs)", grace or 0)
         await self.health.enter_graceful_shutdown()
         self.shutdown.set()
@@ -67,7 +71,6 @@ class RunningServer:
         await self.engine.close()
         if self.metrics_endpoint is not None:
             self.metrics_endpoint.close()
-        self._stopped.set()
 
 
 def _limits(config: ServerConfig):
