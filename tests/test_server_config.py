@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
+
 import grpc
 import pytest
 
 from stylecast.backends.base import BackendError
 from stylecast.server.config import ConfigError, ServerConfig, load_config
-from stylecast.server.errors import InvalidArgument, NotFound, code_number, to_status
+from stylecast.server.errors import FailedPrecondition, InvalidArgument, NotFound, code_number, to_status
+from stylecast.server.models import choose_backend, find_package
 
 
 def test_precedence_flags_over_env_over_toml(tmp_path):
@@ -43,3 +46,29 @@ def test_one_mapping_for_errors(caplog):
     assert code == grpc.StatusCode.INTERNAL and "secret" not in message
     assert "ZeroDivisionError" in caplog.text  # the traceback is logged
     assert code_number(grpc.StatusCode.INVALID_ARGUMENT) == 3
+
+
+def test_package_and_backend_selection(tiny_models_dir, tmp_path):
+    pkg = find_package(tiny_models_dir)
+    assert (pkg.name, pkg.version) == ("tiny", "1")
+    models = tmp_path / "models"
+    for version in ("2", "10", "9"):
+        shutil.copytree(tiny_models_dir / "tiny" / "1", models / "tiny" / version)
+    assert find_package(models, "tiny").path.name == "10"  # latest by version number, not by string
+    assert find_package(models, "tiny", "9").path.name == "9"
+    with pytest.raises(FailedPrecondition, match="no version '3'"):
+        find_package(models, "tiny", "3")
+    shutil.copytree(tiny_models_dir / "tiny" / "1", models / "other" / "1")
+    with pytest.raises(FailedPrecondition, match="exactly one model"):
+        find_package(models)
+    with pytest.raises(FailedPrecondition, match="'nope' not found"):
+        find_package(models, "nope")
+
+    assert choose_backend(ServerConfig(backend="litert"), pkg) == ("litert", "tflite-int8")
+    assert choose_backend(ServerConfig(backend="savedmodel"), pkg) == ("savedmodel", "savedmodel")
+    name, fmt = choose_backend(ServerConfig(backend="auto"), pkg)
+    assert (name, fmt) in {("litert", "tflite-int8"), ("onnx", "onnx"), ("tensorrt", "onnx")}
+    with pytest.raises(FailedPrecondition, match="cannot load format 'onnx'"):
+        choose_backend(ServerConfig(backend="litert", format="onnx"), pkg)
+    with pytest.raises(FailedPrecondition, match="unknown backend"):
+        choose_backend(ServerConfig(backend="cuda-magic"), pkg)
