@@ -1,0 +1,100 @@
+"""The cross-stream batcher: keys never mix, size and wait limits, errors reach every waiter."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import numpy as np
+import pytest
+from conftest import decode_result, picture, raw_image, register
+
+from stylecast.server.batcher import Batcher
+from stylecast.v1 import stylecast_pb2 as pb
+from stylecast.v1 import stylecast_pb2_grpc as pb_grpc
+
+
+class Recorder:
+    """A real batch function (content scaled by the first vector entry) that records batch shapes."""
+
+    def __init__(self, gate: threading.Event | None = None) -> None:
+        self.shapes: list[tuple[int, ...]] = []
+        self.gate = gate
+
+    def __call__(self, content: np.ndarray, styles: np.ndarray) -> np.ndarray:
+        if self.gate is not None:
+            self.gate.wait(10)
+        self.shapes.append(content.shape)
+        if np.any(styles[:, 0] < 0):
+            raise ValueError("negative style")
+        return content * styles[:, :1, None, None]
+
+
+async def test_batches_group_same_keys_up_to_max_batch():
+    gate = threading.Event()
+    run = Recorder(gate)
+    with ThreadPoolExecutor(1) as pool:
+        batcher = Batcher(run, pool, workers=1, max_batch=3, max_wait_s=0.2)
+        first = asyncio.ensure_future(batcher.submit("a", np.ones((2, 2, 3)), np.array([9.0])))
+        await asyncio.sleep(0.3)  # the first batch is now running (held by the gate)
+        jobs = [batcher.submit("a" if i % 2 else "b", np.full((2, 2, 3), i, float), np.array([float(i)]))
+                for i in range(8)]
+        tasks = [asyncio.ensure_future(j) for j in jobs]
+        await asyncio.sleep(0)
+        gate.set()
+        results = await asyncio.gather(first, *tasks)
+        await batcher.close()
+    for i, res in enumerate(results[1:]):
+        np.testing.assert_array_equal(res.image, np.full((2, 2, 3), i * i, float))
+        assert 1 <= res.batch_size <= 3
+    assert all(s[0] <= 3 for s in run.shapes)
+    assert len(run.shapes) == 1 + 2 + 2  # 1 held; 4 "a" → 3+1; 4 "b" → 3+1
+
+
+async def test_a_failed_batch_fails_every_waiter_and_cancelled_requests_are_skipped():
+    gate = threading.Event()
+    run = Recorder(gate)
+    with ThreadPoolExecutor(1) as pool:
+        batcher = Batcher(run, pool, workers=1, max_batch=4, max_wait_s=0.05)
+        held = asyncio.ensure_future(batcher.submit("k", np.ones((1, 1, 3)), np.array([1.0])))
+        await asyncio.sleep(0.1)
+        good = asyncio.ensure_future(batcher.submit("k", np.ones((1, 1, 3)), np.array([2.0])))
+        bad = asyncio.ensure_future(batcher.submit("k", np.ones((1, 1, 3)), np.array([-1.0])))
+        gone = asyncio.ensure_future(batcher.submit("k", np.ones((1, 1, 3)), np.array([3.0])))
+        await asyncio.sleep(0)
+        gone.cancel()
+        await asyncio.sleep(0)
+        assert batcher.pending == 2
+        gate.set()
+        assert (await held).batch_size == 1
+        for fut in (good, bad):
+            with pytest.raises(ValueError, match="negative style"):
+                await fut
+        await batcher.close()
+    assert run.shapes[1][0] == 2  # the cancelled request never reached the backend
+
+
+async def test_frames_from_concurrent_streams_share_batches(server_factory):
+    server = await server_factory(workers=1, max_batch=4, max_wait_ms=20)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        stub = pb_grpc.StyleTransferStub(channel)
+        style = await register(stub, picture(64, 64, seed=60))
+        raw = pb.OutputOptions(encoding=pb.ENCODING_RAW_RGB24)
+        img = picture(96, 64, seed=61)
+
+        async def stream():
+            async def requests():
+                yield pb.StylizeRequest(config=pb.StreamConfig(style_id=style.id, output=raw))
+                for i in range(6):
+                    yield pb.StylizeRequest(frame=pb.Frame(id=i, image=raw_image(img)))
+            return [r.frame async for r in stub.Stylize(requests())]
+
+        frames = [f for s in await asyncio.gather(*(stream() for _ in range(4))) for f in s]
+        alone = await stub.StylizeImage(pb.StylizeImageRequest(config=pb.StreamConfig(style_id=style.id, output=raw),
+                                                               image=raw_image(img)))
+    assert max(f.batch_size for f in frames) > 1
+    expected = decode_result(alone.result.image).astype(int)
+    for f in frames:
+        assert np.abs(decode_result(f.image).astype(int) - expected).max() <= 1
