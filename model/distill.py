@@ -239,9 +239,11 @@ def train_transformer(workdir: Path, steps: int, batch: int, crop: int, seed: in
     content = np.load(workdir / "t_content.npy", mmap_mode="r")
     target = np.load(workdir / "t_target.npy", mmap_mode="r")
     styles = np.load(workdir / "t_styles.npy")
-    predictor = keras.saving.load_model(CHECKPOINTS / "predictor.keras", compile=False)
-    predictor.trainable = False
-    feats, _ = _feature_extractor(predictor)
+    use_feats = weights["feat"] > 0
+    if use_feats:
+        predictor = keras.saving.load_model(CHECKPOINTS / "predictor.keras", compile=False)
+        predictor.trainable = False
+        feats, _ = _feature_extractor(predictor)
     model = build_transformer()
     tr = Trainer(workdir, "transformer", model, 2e-3)
     tr.restore(workdir / "ckpt", CHECKPOINTS)
@@ -272,10 +274,8 @@ def train_transformer(workdir: Path, steps: int, batch: int, crop: int, seed: in
             for k in (8, 32):
                 (mo, so), (mt, st) = stats(out, k), stats(y, k)
                 lstat += tf.reduce_mean(tf.abs(mo - mt)) + tf.reduce_mean(tf.abs(so - st))
-            fo = feats(tf.image.resize(out, (256, 256)))
-            ft = feats(tf.image.resize(y, (256, 256)))
             lfeat = 0.0
-            for a, b in zip(fo, ft):
+            for a, b in zip(*(feats(tf.image.resize(z, (256, 256))) for z in (out, y)) if use_feats else ()):
                 (ma, sa), (mb, sb) = gram_stats(a), gram_stats(b)
                 lfeat += tf.reduce_mean(tf.abs(ma - mb)) + tf.reduce_mean(tf.abs(sa - sb))
                 lfeat += 0.5 * tf.reduce_mean(tf.abs(a - b))
