@@ -128,8 +128,13 @@ def export_package(predictor: keras.Model, transformer: keras.Model, out_dir: st
 
 def tiny_test_package(out_dir: str | Path, formats: Sequence[str] = FORMATS, seed: int = 0) -> ModelPackage:
     """A small randomly initialised model exported like the real one: a fixture for tests
-    of serving mechanics (never the built-in model).  Its style projections are scaled up
-    so that different style vectors give visibly different outputs."""
+    of serving mechanics (never the built-in model).
+
+    A fresh predictor maps every image to almost the same vector and fresh style
+    projections barely move the output, so tests of strength, blends and search could
+    not fail; both are rescaled so that different images give different vectors (unit
+    spread on a few synthetic images) and different vectors give different outputs.
+    """
     from stylecast.model.networks import (  # noqa: PLC0415
         ConditionalInstanceNorm, PredictorSpec, TransformerSpec, build_predictor, build_transformer)
 
@@ -141,6 +146,15 @@ def tiny_test_package(out_dir: str | Path, formats: Sequence[str] = FORMATS, see
         if isinstance(layer, ConditionalInstanceNorm):
             k = layer.proj.kernel
             k.assign(rng.normal(0, 0.3, k.shape).astype("float32"))
+    y, x = np.mgrid[0:256, 0:256] / 256.0
+    probes = np.stack([np.stack([0.5 + 0.5 * np.sin(rng.uniform(2, 30) * x + rng.uniform(2, 30) * y
+                                                    + rng.uniform(0, 6)) for _ in range(3)], -1)
+                       for _ in range(16)]).astype("float32")
+    hidden = np.asarray(keras.Model(predictor.input, predictor.get_layer("hidden").output)(probes))
+    head = predictor.get_layer("style_vector")
+    kernel = rng.normal(0, 1, head.kernel.shape) / ((hidden.std(0).mean() + 1e-9) * np.sqrt(hidden.shape[1]))
+    head.kernel.assign(kernel.astype("float32"))
+    head.bias.assign((-hidden.mean(0) @ kernel).astype("float32"))
     return export_package(predictor, transformer, out_dir, "tiny", "1", formats, purpose="test fixture")
 
 

@@ -1,9 +1,8 @@
 """Shared fixtures: a tiny exported model package and a real in-process server on port 0.
 
 The tiny package is a randomly initialised small model exported by the project's
-own exporter (a fixture for serving mechanics, never the built-in model; see
-``tiny_model.py``).  It is
-built once in a subprocess (so the test process never imports TensorFlow) and
+own exporter (``tiny_test_package``: a fixture for serving mechanics, never the
+built-in model).  It is built once in a subprocess (so the test process never imports TensorFlow) and
 cached under pytest's cache, keyed by the exporter's source.
 """
 
@@ -28,7 +27,6 @@ from stylecast.v1 import stylecast_pb2_grpc as pb_grpc
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL_SOURCES = ("export.py", "networks.py", "package.py")
-TINY_MODEL_SCRIPT = Path(__file__).with_name("tiny_model.py")
 CHANNEL_OPTIONS = [("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20)]
 
 
@@ -36,11 +34,12 @@ CHANNEL_OPTIONS = [("grpc.max_send_message_length", 64 << 20), ("grpc.max_receiv
 def tiny_models_dir(request: pytest.FixtureRequest) -> Path:
     """A models dir holding ``tiny/1`` (every format), exported once and cached."""
     model_dir = Path(stylecast.model.__file__).parent
-    sources = [model_dir / f for f in MODEL_SOURCES] + [TINY_MODEL_SCRIPT]
+    sources = [model_dir / f for f in MODEL_SOURCES]
     digest = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()[:12]
     root = request.config.cache.mkdir(f"stylecast-tiny-{digest}")
     if not (root / "tiny" / "1" / "manifest.json").is_file():
-        proc = subprocess.run([sys.executable, str(TINY_MODEL_SCRIPT), str(root)], capture_output=True, text=True)
+        code = "import sys; from stylecast.model.export import tiny_test_package; tiny_test_package(sys.argv[1])"
+        proc = subprocess.run([sys.executable, "-c", code, str(root)], capture_output=True, text=True)
         assert proc.returncode == 0, f"tiny package export failed:\n{proc.stderr[-4000:]}"
     return root
 
