@@ -148,6 +148,27 @@ def hash_file(path: Path, rel: str) -> FileEntry:
     return FileEntry(rel, size, whole.hexdigest(), tuple(chunks))
 
 
+def chunk_count(size: int) -> int:
+    """How many :data:`CHUNK_SIZE` chunks a file of ``size`` bytes has."""
+    return -(-size // CHUNK_SIZE)
+
+
+def chunk_span(entry: FileEntry, index: int) -> tuple[int, int]:
+    """(offset, length) of chunk ``index`` of a file."""
+    offset = index * CHUNK_SIZE
+    return offset, min(CHUNK_SIZE, entry.size - offset)
+
+
+def check_entry(entry: FileEntry) -> None:
+    """Reject an entry whose chunk list cannot describe its size or whose hashes are not sha256 hex."""
+    if len(entry.chunks) != chunk_count(entry.size):
+        raise PackageError(f"{entry.path}: manifest lists {len(entry.chunks)} chunks, "
+                           f"a size of {entry.size} bytes needs {chunk_count(entry.size)}")
+    for digest in (entry.sha256, *entry.chunks):
+        if len(digest) != 64 or digest.strip("0123456789abcdef"):
+            raise PackageError(f"{entry.path}: {digest[:80]!r} is not a sha256 hex digest")
+
+
 def verify_file(path: Path, entry: FileEntry) -> Iterator[int]:
     """Yield the byte count of each verified chunk; raise on the first mismatch."""
     if not path.is_file():

@@ -38,6 +38,17 @@ class ServerConfig:
     models_dir: str = ""              # "" = the package's built-in models
     model: str = ""                   # model name; "" = the only model in models_dir
     model_version: str = ""           # "" = the latest version
+    # "backend:format" entries, comma-separated: the first is loaded before serving starts, each
+    # later one in the background and swapped in once warmed up (cross-backend upgrades only when
+    # named here).  "" = just the artifact chosen by ``backend`` / ``format``.
+    load_order: str = ""
+    warmup_sizes: str = "256x256"     # HxW content sizes each artifact runs once before serving
+    upload_dir: str = ""              # uploaded packages; "" = ~/.stylecast/models
+    max_upload_bytes: int = 4 << 30   # per uploaded package
+    # ModelAdmin (upload/load/unload models) listens on loopback only until auth exists: on the
+    # main port when ``host`` is a loopback address, else on 127.0.0.1:admin_port (0 = any port).
+    admin: bool = True
+    admin_port: int = 50052
     styles_db: str = ""               # "" = ~/.stylecast/styles.db
     max_batch: int = 1                # frames per inference batch
     max_wait_ms: float = 0.0          # how long a batch may wait to fill
@@ -60,10 +71,44 @@ class ServerConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not 0 <= self.port < 65536 or not 0 <= self.metrics_port < 65536:
+        if not all(0 <= p < 65536 for p in (self.port, self.metrics_port, self.admin_port)):
             raise ConfigError("ports must be in 0..65535")
         if self.max_wait_ms < 0 or self.grace_s < 0:
             raise ConfigError("max_wait_ms and grace_s must be >= 0")
+        if self.max_upload_bytes < 1:
+            raise ConfigError(f"max_upload_bytes must be >= 1, got {self.max_upload_bytes}")
+        self.load_entries, self.warmup_shapes  # noqa: B018 - validate both now
+
+    @property
+    def load_entries(self) -> tuple[tuple[str, str], ...]:
+        """``load_order`` as (backend, format) pairs."""
+        entries = []
+        for item in filter(None, (s.strip() for s in self.load_order.split(","))):
+            backend, sep, fmt = item.partition(":")
+            if not sep or not backend or not fmt:
+                raise ConfigError(f"load_order: expected backend:format entries, got {item!r}")
+            entries.append((backend, fmt))
+        return tuple(entries)
+
+    @property
+    def warmup_shapes(self) -> tuple[tuple[int, int], ...]:
+        """``warmup_sizes`` as (H, W) pairs."""
+        shapes = []
+        for item in filter(None, (s.strip() for s in self.warmup_sizes.lower().split(","))):
+            h, sep, w = item.partition("x")
+            if not sep or not h.isdigit() or not w.isdigit() or not 0 < int(h) <= 8192 or not 0 < int(w) <= 8192:
+                raise ConfigError(f"warmup_sizes: expected HxW entries (1..8192), got {item!r}")
+            shapes.append((int(h), int(w)))
+        return tuple(shapes)
+
+    @property
+    def upload_root(self) -> Path:
+        return Path(self.upload_dir) if self.upload_dir else Path.home() / ".stylecast" / "models"
+
+    @property
+    def admin_on_main_port(self) -> bool:
+        """ModelAdmin shares the main port only when that port is reachable from loopback alone."""
+        return self.host.strip("[]") in ("127.0.0.1", "::1", "localhost")
 
     @property
     def address(self) -> str:

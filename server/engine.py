@@ -1,4 +1,4 @@
-"""The data plane, independent of gRPC: model + backend, batcher, style vectors, frame pipeline.
+"""The data plane, independent of gRPC: the serving model, style vectors, frame pipeline.
 
 A frame goes decode (codec threads) → scale to ``process_max_side`` → batcher →
 backend (inference threads) → scale to the output size → encode (codec threads).
@@ -10,25 +10,30 @@ import asyncio
 import hashlib
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections import OrderedDict
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
-from stylecast.backends.base import Backend, BackendOptions, create_backend
+from stylecast.backends.base import Backend
 from stylecast.model.package import ModelPackage
 from stylecast.model.preprocess import style_image_uint8, to_uint8
 from stylecast.server import codecs
-from stylecast.server.batcher import Batcher, BatchResult
+from stylecast.server.batcher import BatchResult
 from stylecast.server.config import ServerConfig
-from stylecast.server.errors import InvalidArgument, NotFound
+from stylecast.server.errors import InvalidArgument, NotFound, Unavailable
+from stylecast.server.loaded_model import LoadedModel
+from stylecast.server.loader import Loader
 from stylecast.server.metrics import Metrics
-from stylecast.server.models import choose_backend, find_package
+from stylecast.server.models import load_order
+from stylecast.server.registry import AVAILABLE, ModelRegistry
 from stylecast.server.styles import StyleLibrary, StyleRecord, nearest, png_bytes
 
 log = logging.getLogger(__name__)
 THUMBNAIL_SIDE = 128
+RECENT_SHAPES = 4  # frame sizes a new artifact is warmed up with before its swap
 
 
 @dataclass(frozen=True)
@@ -61,87 +66,153 @@ class FrameResult:
     encoding: str
     batch_size: int
     timings_ms: dict[str, float]    # queue, decode, infer, encode, total
+    backend: str                    # what ran this frame
+    model: str
+    version: str
 
 
 class Engine:
-    """Owns the backend, its executors, the batcher and the style library."""
+    """Owns the serving model (swapped atomically by the :class:`Loader`), the executors and
+    the style library.  Style vectors are kept per (model, version)."""
 
-    def __init__(self, config: ServerConfig, package: ModelPackage, backend: Backend, fmt: str,
-                 library: StyleLibrary, inference: ThreadPoolExecutor, metrics: Metrics | None = None) -> None:
-        self.config, self.package, self.backend, self.format = config, package, backend, fmt
-        self.library = library
+    def __init__(self, config: ServerConfig, library: StyleLibrary, registry: ModelRegistry,
+                 metrics: Metrics | None = None) -> None:
+        self.config, self.library, self.registry = config, library, registry
         self.metrics = metrics if metrics is not None else Metrics()
-        self._inference = inference
+        self.inference = ThreadPoolExecutor(config.workers, thread_name_prefix="stylecast-infer")
         self._codecs = ThreadPoolExecutor(config.codec_threads, thread_name_prefix="stylecast-codec")
-        run_batch = self.metrics.counting_batches(backend.name, backend.stylize)
-        self._batcher = Batcher(run_batch, inference, workers=config.workers,
-                                max_batch=config.max_batch, max_wait_s=config.max_wait_ms / 1000)
-        self._vectors: dict[str, np.ndarray] = {}
+        self.loader = Loader(self)
+        self.current: LoadedModel | None = None
+        self._retiring: set[LoadedModel] = set()
+        self._retire_tasks: set[asyncio.Task] = set()
+        self._vectors: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+        self._shapes: OrderedDict[tuple[int, int], None] = OrderedDict()
 
     @classmethod
     async def create(cls, config: ServerConfig, metrics: Metrics | None = None) -> Engine:
-        """Find and verify the package, load it into the chosen backend, open the style library."""
-        metrics = metrics if metrics is not None else Metrics()
-        package = find_package(config.models_dir, config.model, config.model_version)
-        name, fmt = choose_backend(config, package)
-        backend = create_backend(name)
-        inference = ThreadPoolExecutor(config.workers, thread_name_prefix="stylecast-infer")
-        options = BackendOptions(format=fmt, threads=config.threads, workers=config.workers, xla=config.xla)
-
-        progress = metrics.model_loading(package.name, name)
-
-        def load() -> None:
-            package.verify([fmt], progress)
-            backend.load(package, options)
-
-        started = time.perf_counter()
-        try:
-            await asyncio.get_running_loop().run_in_executor(inference, load)
-        except Exception:
-            metrics.model_load_failed(package.name, name)
-            raise
-        metrics.model_loaded(package.name, package.version, name, fmt, time.perf_counter() - started,
-                             backend.memory_bytes)
+        """Open the style library, find the package (latest version) and serve the first
+        artifact of its load order; the rest load in the background."""
+        registry = ModelRegistry(config)
+        package = registry.find(config.model, config.model_version)
+        order = load_order(config, package)
         library = StyleLibrary(config.styles_db)
         await library.open()
-        metrics.styles.set(await library.count())
-        log.info("serving model %s (%s) with backend %s", package.key, fmt, name)
-        return cls(config, package, backend, fmt, library, inference, metrics)
+        engine = cls(config, library, registry, metrics)
+        try:
+            engine.metrics.styles.set(await library.count())
+            await engine.loader.load(package, order)
+        except BaseException:
+            await engine.close()
+            raise
+        return engine
+
+    # ------------------------------------------------------------ the serving model
+
+    @property
+    def model(self) -> LoadedModel:
+        if self.current is None:
+            raise Unavailable("no model loaded yet; retry shortly")
+        return self.current
+
+    @property
+    def package(self) -> ModelPackage:
+        return self.model.package
+
+    @property
+    def backend(self) -> Backend:
+        return self.model.backend
+
+    @property
+    def format(self) -> str:
+        return self.model.format
 
     @property
     def model_key(self) -> tuple[str, str]:
-        return self.package.name, self.package.version
+        return self.model.key
+
+    @property
+    def recent_shapes(self) -> tuple[tuple[int, int], ...]:
+        """Content sizes of recent frames: a new artifact is warmed up with them before its swap."""
+        return tuple(self._shapes)
+
+    async def prepare(self, model: LoadedModel, executor: Executor) -> None:
+        """Compute ``model``'s vector of every stored style that lacks one (from the stored
+        normalised images), before it serves; runs inference on ``executor``."""
+        loop = asyncio.get_running_loop()
+        for style_id in await self.library.missing_vectors(*model.key):
+            png = await self.library.image(style_id)
+            if png is None:  # deleted meanwhile
+                continue
+            rgb, _ = await self.codec(lambda: codecs.decode(png, max_pixels=self.config.max_pixels))
+            batch = rgb[None].astype(np.float32) / 255.0
+            vector = np.asarray(await loop.run_in_executor(executor, model.backend.predict_style, batch),
+                                np.float32).reshape(-1)
+            await self.library.put_vector(style_id, *model.key, vector)
+
+    def activate(self, model: LoadedModel) -> None:
+        """Swap ``model`` in: new frames use it; frames leased on the old one finish there."""
+        old, self.current = self.current, model
+        if old is None:
+            self.metrics.model_loaded(*model.labels, model.load_seconds, model.backend.memory_bytes)
+            return
+        self.metrics.model_swapped(old.labels, model.labels, model.load_seconds, model.backend.memory_bytes)
+        self.registry.swapped(model.package)
+        if old.key != model.key:
+            self._vectors.pop(old.key, None)
+        self.registry.set(old.package, old.format, state=AVAILABLE)
+        self._retiring.add(old)
+        task = asyncio.create_task(self._retire(old), name="stylecast-retire")
+        self._retire_tasks.add(task)
+        task.add_done_callback(self._retire_tasks.discard)
+
+    async def _retire(self, model: LoadedModel) -> None:
+        try:
+            await model.close(drain=True)
+        finally:
+            self._retiring.discard(model)
+        log.info("retired %s %s:%s", model.package.key, model.backend.name, model.format)
 
     async def close(self) -> None:
-        self.metrics.model_unloaded(*self.model_key, self.backend.name, self.format)
-        await self._batcher.close()
+        await self.loader.close()
+        models = ([self.current] if self.current is not None else []) + list(self._retiring)
+        if self.current is not None:
+            self.metrics.model_unloaded(*self.current.labels)
+        for task in list(self._retire_tasks):
+            task.cancel()
+        await asyncio.gather(*self._retire_tasks, return_exceptions=True)
+        for model in models:
+            await model.close(drain=False)
+        self.current = None
         await self.library.close()
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._inference, self.backend.close)
-        self._inference.shutdown(wait=True)
+        self.inference.shutdown(wait=True)
         self._codecs.shutdown(wait=True)
 
     async def codec(self, fn, *args):
         """Run ``fn(*args)`` on the codec threads."""
         return await asyncio.get_running_loop().run_in_executor(self._codecs, fn, *args)
 
-    async def predict(self, style_uint8: np.ndarray) -> np.ndarray:
-        """One 256²×3 uint8 normalised style image → its D-vector."""
-        batch = style_uint8[None].astype(np.float32) / 255.0
-        out = await asyncio.get_running_loop().run_in_executor(self._inference, self.backend.predict_style, batch)
-        return np.asarray(out, np.float32).reshape(-1)
+    async def predict(self, style_uint8: np.ndarray, model: LoadedModel | None = None) -> np.ndarray:
+        """One 256²×3 uint8 normalised style image → its D-vector (by the serving model by default)."""
+        model = model or self.model
+        with model.lease():
+            return (await model.predict(style_uint8[None].astype(np.float32) / 255.0))[0]
 
     @property
     def pending_frames(self) -> int:
-        """Frames waiting for an inference batch, over all streams."""
-        return self._batcher.pending
+        """Frames waiting for an inference batch, over all streams and loaded models."""
+        models = ([self.current] if self.current is not None else []) + list(self._retiring)
+        return sum(m.pending for m in models)
 
-    async def infer(self, content: np.ndarray, vector: np.ndarray) -> BatchResult:
-        """Stylize one H×W×3 float frame with one vector, batched with same-size frames."""
-        key = (*self.model_key, self.format, *content.shape[:2])
+    async def infer(self, model: LoadedModel, content: np.ndarray, vector: np.ndarray) -> BatchResult:
+        """Stylize one H×W×3 float frame with one vector on ``model`` (the caller holds a lease)."""
+        shape = content.shape[:2]
+        self._shapes[shape] = None
+        self._shapes.move_to_end(shape)
+        while len(self._shapes) > RECENT_SHAPES:
+            self._shapes.popitem(last=False)
         self.metrics.queued_frames.set(self.pending_frames + 1)
         try:
-            return await self._batcher.submit(key, content, vector)
+            return await model.infer(content, vector)
         finally:
             self.metrics.queued_frames.set(self.pending_frames)
 
@@ -152,6 +223,9 @@ class Engine:
                                max_pixels=self.config.max_pixels)
         return style_image_uint8(Image.fromarray(rgb))
 
+    def _cache(self, model: LoadedModel) -> dict[str, np.ndarray]:
+        return self._vectors.setdefault(model.key, {})
+
     async def register_style(self, image: ImageInput, name: str) -> tuple[StyleRecord, bool]:
         """Store a style (id = sha256 of its normalised image) and its vector; idempotent."""
         normalised = await self.codec(self._normalise, image)
@@ -159,10 +233,12 @@ class Engine:
         existing = await self.library.get(style_id)
         if existing is not None:
             return existing, False
-        vector = await self.predict(normalised)
-        png = await self.codec(png_bytes, normalised)
-        record, created = await self.library.add(style_id, name, png, (*self.model_key, vector))
-        self._vectors[style_id] = vector
+        model = self.model
+        with model.lease():
+            vector = await self.predict(normalised, model)
+            png = await self.codec(png_bytes, normalised)
+            record, created = await self.library.add(style_id, name, png, (*model.key, vector))
+        self._cache(model)[style_id] = vector
         if created:
             self.metrics.styles.inc()
         return record, created
@@ -174,7 +250,8 @@ class Engine:
         return record
 
     async def delete_style(self, style_id: str) -> bool:
-        self._vectors.pop(style_id, None)
+        for cache in self._vectors.values():
+            cache.pop(style_id, None)
         deleted = await self.library.delete(style_id)
         if deleted:
             self.metrics.styles.dec()
@@ -191,43 +268,49 @@ class Engine:
 
         return await self.codec(encode)
 
-    async def style_vector(self, style_id: str) -> np.ndarray:
-        """The current model's vector of a stored style, computed and stored on first use."""
-        if (vec := self._vectors.get(style_id)) is not None:
+    async def style_vector(self, style_id: str, model: LoadedModel | None = None) -> np.ndarray:
+        """A model's vector of a stored style (the serving model by default), computed and
+        stored on first use."""
+        model = model or self.model
+        cache = self._cache(model)
+        if (vec := cache.get(style_id)) is not None:
             return vec
-        vec = await self.library.vector(style_id, *self.model_key)
+        vec = await self.library.vector(style_id, *model.key)
         if vec is None:
             png = await self.library.image(style_id)
             if png is None:
                 raise NotFound(f"style {style_id!r} not found; register it with RegisterStyle first")
             rgb, _ = await self.codec(lambda: codecs.decode(png, max_pixels=self.config.max_pixels))
-            vec = await self.predict(rgb)
-            await self.library.put_vector(style_id, *self.model_key, vec)
-        self._vectors[style_id] = vec
+            vec = await self.predict(rgb, model)
+            await self.library.put_vector(style_id, *model.key, vec)
+        cache[style_id] = vec
         return vec
 
-    async def blend_vector(self, weights: tuple[tuple[str, float], ...]) -> np.ndarray:
+    async def blend_vector(self, weights: tuple[tuple[str, float], ...],
+                           model: LoadedModel | None = None) -> np.ndarray:
         """Σ wᵢ·vᵢ with the weights normalised to sum to 1."""
         if not weights:
             raise InvalidArgument("no style given: set StreamConfig.style_id or a non-empty blend")
         w = np.array([wt for _, wt in weights], np.float64)
         if not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
             raise InvalidArgument(f"blend weights must be >= 0 with a positive sum, got {w.tolist()}")
-        vectors = [await self.style_vector(sid) for sid, _ in weights]
+        model = model or self.model
+        vectors = [await self.style_vector(sid, model) for sid, _ in weights]
         return (np.tensordot(w / w.sum(), np.stack(vectors), axes=1)).astype(np.float32)
 
     async def search(self, *, style_id: str = "", image: ImageInput | None = None,
                      limit: int = 10) -> list[tuple[StyleRecord, float]]:
         """Stored styles nearest to a stored style (itself excluded) or to an image's style."""
+        model = self.model
         if style_id:
-            query = await self.style_vector(style_id)
+            query = await self.style_vector(style_id, model)
         elif image is not None:
-            query = await self.predict(await self.codec(self._normalise, image))
+            query = await self.predict(await self.codec(self._normalise, image), model)
         else:
             raise InvalidArgument("SearchStyles needs a style_id or an image")
-        for missing in await self.library.missing_vectors(*self.model_key):
-            await self.style_vector(missing)
-        ids, matrix = await self.library.vectors(*self.model_key)
+        for missing in await self.library.missing_vectors(*model.key):
+            await self.style_vector(missing, model)
+        ids, matrix = await self.library.vectors(*model.key)
         out = []
         for sid, score in nearest(query, ids, matrix, limit, exclude=style_id or None):
             if (record := await self.library.get(sid)) is not None:
@@ -247,22 +330,26 @@ class Engine:
         side = process_max_side or self.config.process_max_side
         if side > 8192:
             raise InvalidArgument(f"process_max_side {side} is above 8192")
-        vector = await self.blend_vector(style.weights)
-        return Session(self, vector, style.strength, output, side)
+        model = self.model
+        vector = await self.blend_vector(style.weights, model)
+        return Session(self, style, output, side, {model.key: vector})
 
 
 class Session:
-    """A resolved style plus output options; keeps the content vector for strength < 1.
+    """A resolved style plus output options for one stream (or one image).
 
-    The content vector is computed from the first frame processed and refreshed
-    every ``content_vector_refresh`` frames, never per frame.
+    Each frame runs on the model serving when it reaches inference, with that model
+    version's style vector (resolved once per version, so a swap mid-stream is seamless).
+    The content vector (strength < 1) is computed from the first frame, refreshed every
+    ``content_vector_refresh`` frames and on a version change, never per frame.
     """
 
-    def __init__(self, engine: Engine, vector: np.ndarray, strength: float, output: OutputSpec,
-                 process_max_side: int) -> None:
-        self.engine, self.vector, self.strength = engine, vector, strength
+    def __init__(self, engine: Engine, style: StyleSpec, output: OutputSpec, process_max_side: int,
+                 vectors: dict[tuple[str, str], np.ndarray]) -> None:
+        self.engine, self.style, self.strength = engine, style, style.strength
         self.output, self.process_max_side = output, process_max_side
-        self._content: asyncio.Future | None = None
+        self._vectors = vectors
+        self._content: tuple[tuple[str, str], asyncio.Future] | None = None
         self._content_uses = 0
 
     def _decode(self, image: ImageInput) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
@@ -278,13 +365,19 @@ class Session:
         img = codecs.resize(to_uint8(out), target)
         return codecs.encode(img, self.output.encoding, self.output.quality), target
 
-    def _content_vector(self, small: np.ndarray) -> asyncio.Future:
-        fut = self._content
-        stale = (fut is None or self._content_uses >= self.engine.config.content_vector_refresh
+    async def _style_vector(self, model: LoadedModel) -> np.ndarray:
+        if (vec := self._vectors.get(model.key)) is None:
+            vec = self._vectors[model.key] = await self.engine.blend_vector(self.style.weights, model)
+        return vec
+
+    def _content_vector(self, small: np.ndarray, model: LoadedModel) -> asyncio.Future:
+        key, fut = self._content or (None, None)
+        stale = (fut is None or key != model.key or self._content_uses >= self.engine.config.content_vector_refresh
                  or (fut.done() and (fut.cancelled() or fut.exception() is not None)))
         if stale:
             normalised = style_image_uint8(Image.fromarray(small))
-            fut = self._content = asyncio.ensure_future(self.engine.predict(normalised))
+            fut = asyncio.ensure_future(self.engine.predict(normalised, model))
+            self._content = (model.key, fut)
             self._content_uses = 0
         self._content_uses += 1
         return fut
@@ -296,14 +389,17 @@ class Session:
         received = t0 if received is None else received
         small, content, size = await engine.codec(self._decode, image)
         t1 = time.perf_counter()
-        vector = self.vector
-        if self.strength < 1.0:
-            v_content = await asyncio.shield(self._content_vector(small))
-            vector = (self.strength * vector + (1.0 - self.strength) * v_content).astype(np.float32)
-        res = await engine.infer(content, vector)
+        model = engine.model
+        with model.lease():
+            vector = await self._style_vector(model)
+            if self.strength < 1.0:
+                v_content = await asyncio.shield(self._content_vector(small, model))
+                vector = (self.strength * vector + (1.0 - self.strength) * v_content).astype(np.float32)
+            res = await engine.infer(model, content, vector)
         t2 = time.perf_counter()
         data, (w, h) = await engine.codec(self._encode, res.image, size)
         t3 = time.perf_counter()
         timings = {"queue": res.queue_s * 1e3 + (t0 - received) * 1e3, "decode": (t1 - t0) * 1e3,
                    "infer": res.infer_s * 1e3, "encode": (t3 - t2) * 1e3, "total": (t3 - received) * 1e3}
-        return FrameResult(data, w, h, self.output.encoding, res.batch_size, timings)
+        return FrameResult(data, w, h, self.output.encoding, res.batch_size, timings,
+                           model.backend.name, *model.key)

@@ -26,6 +26,18 @@ class NotFound(StylecastError):
     code = grpc.StatusCode.NOT_FOUND
 
 
+class AlreadyExists(StylecastError):
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+
+class Aborted(StylecastError):
+    code = grpc.StatusCode.ABORTED
+
+
+class DataLoss(StylecastError):
+    code = grpc.StatusCode.DATA_LOSS
+
+
 class ResourceExhausted(StylecastError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 

@@ -107,6 +107,9 @@ class Metrics:
                                          ["model", "backend"], registry=r)
         self.model_ready = Gauge("stylecast_model_ready", "1 while the model is loaded and serving.",
                                  ["model", "backend"], registry=r)
+        self.model_swaps = Counter("stylecast_model_swaps_total",
+                                   "Artifacts swapped in while serving (a better format or a new version).",
+                                   ["model", "backend"], registry=r)
         self.model_info = Gauge("stylecast_model_info", "The loaded model version (series removed on unload).",
                                 ["model", "version", "backend", "format"], registry=r)
         self._memory = _BackendMemory()
@@ -149,9 +152,10 @@ class Metrics:
     # ---------------------------------------------------------------- models
 
     def model_loading(self, model: str, backend: str) -> Callable[[str, int, int], None]:
-        """Mark a load as started; returns a ``progress(format, done, total)`` callback."""
-        ready, progress = self.model_ready.labels(model, backend), self.model_load_progress.labels(model, backend)
-        ready.set(0)
+        """Mark a load as started; returns a ``progress(format, done, total)`` callback.
+
+        Readiness is untouched: an artifact of the same model may be serving meanwhile."""
+        progress = self.model_load_progress.labels(model, backend)
         progress.set(0)
 
         def report(_fmt: str, done: int, total: int) -> None:
@@ -168,8 +172,15 @@ class Metrics:
         self._memory.set(backend, memory)
 
     def model_load_failed(self, model: str, backend: str) -> None:
+        """A load failed; whatever was serving keeps serving (and stays ready)."""
         self.model_load_failures.labels(model, backend).inc()
-        self.model_ready.labels(model, backend).set(0)
+
+    def model_swapped(self, old: tuple[str, str, str, str], new: tuple[str, str, str, str], seconds: float,
+                      memory: Callable[[], Mapping[str, int]]) -> None:
+        """``new`` (model, version, backend, format) replaced ``old`` for new frames."""
+        self.model_unloaded(*old)
+        self.model_loaded(*new, seconds, memory)
+        self.model_swaps.labels(new[0], new[2]).inc()
 
     def model_unloaded(self, model: str, version: str, backend: str, fmt: str) -> None:
         self.model_ready.labels(model, backend).set(0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
 from pathlib import Path
 
 from stylecast.backends.base import backend_names, is_installed
@@ -24,24 +25,45 @@ def _version_key(version: str) -> tuple:
     return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in version.replace("-", ".").split("."))
 
 
-def find_package(models_dir: str | Path, name: str = "", version: str = "") -> ModelPackage:
+def model_dirs(root: Path) -> dict[str, Path]:
+    """Model name -> folder, for every ``root/NAME`` holding at least one ``VERSION/manifest.json``."""
+    if not root.is_dir():
+        return {}
+    return {d.name: d for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".")
+            and any((v / MANIFEST).is_file() for v in d.iterdir())}
+
+
+def version_dirs(roots: Sequence[Path], name: str) -> dict[str, Path]:
+    """Version -> folder of model ``name`` over ``roots`` (an earlier root wins), oldest first."""
+    found: dict[str, Path] = {}
+    for root in roots:
+        folder = root / name
+        if folder.is_dir():
+            for v in folder.iterdir():
+                if (v / MANIFEST).is_file():
+                    found.setdefault(v.name, v)
+    return {v: found[v] for v in sorted(found, key=_version_key)}
+
+
+def find_package(models_dir: str | Path, name: str = "", version: str = "",
+                 also: Sequence[Path] = ()) -> ModelPackage:
     """The package ``models_dir/NAME/VERSION``: the only model when ``name`` is empty,
-    the latest version when ``version`` is empty."""
+    the latest version when ``version`` is empty.  ``also``: more roots searched for
+    versions of that model (uploaded packages)."""
     root = Path(models_dir) if models_dir else BUILTIN_DIR
-    models = sorted(d.name for d in root.iterdir() if d.is_dir() and any(
-        (v / MANIFEST).is_file() for v in d.iterdir())) if root.is_dir() else []
+    models = sorted(model_dirs(root))
     if not name:
         if len(models) != 1:
             found = ", ".join(models) or "none"
             raise FailedPrecondition(f"{root}: expected exactly one model package (NAME/VERSION/{MANIFEST}), "
                                      f"found {found}; choose one with --model")
         name = models[0]
-    if name not in models:
+    versions = version_dirs([root, *also], name)
+    if not versions:
         raise FailedPrecondition(f"model {name!r} not found in {root} (have: {', '.join(models) or 'none'})")
-    versions = sorted((v.name for v in (root / name).iterdir() if (v / MANIFEST).is_file()), key=_version_key)
     if version and version not in versions:
         raise FailedPrecondition(f"model {name} has no version {version!r} (have: {', '.join(versions)})")
-    return load_package(root / name / (version or versions[-1]))
+    return load_package(versions[version or list(versions)[-1]])
 
 
 def _has_gpu_runtime() -> str | None:
@@ -75,3 +97,23 @@ def choose_backend(config: ServerConfig, package: ModelPackage) -> tuple[str, st
             return name, fmt
     raise FailedPrecondition(f"model {package.key} has no artifact backend {name} can load "
                              f"(needs one of {', '.join(BACKEND_FORMATS[name])})")
+
+
+def load_order(config: ServerConfig, package: ModelPackage,
+               requested: Sequence[tuple[str, str]] = ()) -> list[tuple[str, str]]:
+    """(backend, format) pairs to load, first first: ``requested``, else ``config.load_order``,
+    else the one artifact :func:`choose_backend` picks.  Entries the package lacks are left out."""
+    entries = list(requested or config.load_entries) or [choose_backend(config, package)]
+    for backend, fmt in entries:
+        if backend not in BACKEND_FORMATS:
+            raise FailedPrecondition(f"load order: unknown backend {backend!r} "
+                                     f"(choose from {', '.join(BACKEND_FORMATS)})")
+        if fmt not in BACKEND_FORMATS[backend]:
+            raise FailedPrecondition(f"load order: backend {backend} cannot load {fmt!r} "
+                                     f"(it loads {', '.join(BACKEND_FORMATS[backend])})")
+    usable = [(b, f) for b, f in dict.fromkeys(entries) if f in package.artifacts]
+    if not usable:
+        raise FailedPrecondition(f"model {package.key} has none of the artifacts in the load order "
+                                 f"({', '.join(f'{b}:{f}' for b, f in entries)}); it has "
+                                 f"{', '.join(sorted(package.artifacts))}")
+    return usable

@@ -43,7 +43,7 @@ def check_model(cfg_model: str, served: str) -> None:
         raise InvalidArgument(f"model {cfg_model!r} is not served here (this server serves {served!r})")
 
 
-def stylized_frame(frame_id: int, res: FrameResult, backend: str, model: str, version: str) -> pb.StylizedFrame:
+def stylized_frame(frame_id: int, res: FrameResult) -> pb.StylizedFrame:
     t = res.timings_ms
     return pb.StylizedFrame(
         id=frame_id,
@@ -51,7 +51,7 @@ def stylized_frame(frame_id: int, res: FrameResult, backend: str, model: str, ve
                        height=res.height),
         timings=pb.StageTimings(queue_ms=t["queue"], decode_ms=t["decode"], infer_ms=t["infer"],
                                 encode_ms=t["encode"], total_ms=t["total"]),
-        backend=backend, model=model, model_version=version, batch_size=res.batch_size)
+        backend=res.backend, model=res.model, model_version=res.version, batch_size=res.batch_size)
 
 
 def style_message(record: StyleRecord, thumbnail: bytes = b"") -> pb.Style:

@@ -47,8 +47,7 @@ class StyleTransferServicer(pb_grpc.StyleTransferServicer):
         session = await self.engine.session(protocol.style_spec(cfg), protocol.output_spec(cfg.output),
                                             cfg.process_max_side)
         res = await session.process(protocol.image_input(request.image))
-        return pb.StylizeImageResponse(result=protocol.stylized_frame(
-            0, res, self.engine.backend.name, *self.engine.model_key))
+        return pb.StylizeImageResponse(result=protocol.stylized_frame(0, res))
 
     @_mapped_errors
     async def RegisterStyle(self, request_iterator, context) -> pb.RegisterStyleResponse:

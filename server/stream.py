@@ -147,9 +147,8 @@ class StylizeStream:
         engine = self._engine
         try:
             res = await job.session.process(protocol.image_input(job.frame.image), job.received)
-            job.answer(pb.StylizeResponse(frame=protocol.stylized_frame(
-                job.frame.id, res, engine.backend.name, *engine.model_key)))
-            engine.metrics.frame_done(engine.backend.name, res.timings_ms)
+            job.answer(pb.StylizeResponse(frame=protocol.stylized_frame(job.frame.id, res)))
+            engine.metrics.frame_done(res.backend, res.timings_ms)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bad frame: answered in-band, the stream goes on

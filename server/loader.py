@@ -1,0 +1,193 @@
+"""Progressive loading: a package's artifacts in load order, each verified chunk by chunk,
+loaded, warmed up, given a vector for every stored style, then swapped in.
+
+:meth:`Loader.load` returns once the first artifact that loads is serving; the rest
+load in the background, one at a time on the loader's own thread (never the
+inference threads), each swapped in as soon as it is ready.  A failure marks that
+artifact FAILED with its reason and leaves whatever is serving in place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+from stylecast.backends.base import Backend, BackendOptions, create_backend
+from stylecast.model.package import ModelPackage
+from stylecast.server.errors import FailedPrecondition, StylecastError
+from stylecast.server.loaded_model import LoadedModel
+from stylecast.server.registry import ACTIVE, AVAILABLE, FAILED, LOADING, QUEUED, VERIFYING, WARMING
+
+if TYPE_CHECKING:
+    from stylecast.server.engine import Engine
+
+log = logging.getLogger(__name__)
+Entry = tuple[str, str]  # (backend, format)
+
+
+class LoadFailed(FailedPrecondition):
+    """An artifact failed verification, loading, warmup or style vectors."""
+
+
+class Loader:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="stylecast-load")
+        self._lock = asyncio.Lock()
+        self._background: asyncio.Task | None = None
+        self._background_key: tuple[str, str] | None = None
+
+    async def load(self, package: ModelPackage, order: Sequence[Entry]) -> LoadedModel:
+        """Serve ``package``: the first entry of ``order`` that loads is active on return.
+
+        When an artifact of the same version is serving already, only entries after it
+        in ``order`` are loaded.  A background load of another package is stopped."""
+        engine = self._engine
+        async with self._lock:
+            await self.stop_background()
+            current = engine.current
+            order = list(order)
+            if current is not None and current.key == (package.name, package.version):
+                done = [i for i, (b, f) in enumerate(order) if (b, f) == (current.backend.name, current.format)]
+                order = order[done[0] + 1:] if done else order
+                if not order:
+                    return current
+            for backend, fmt in order:
+                engine.registry.set(package, fmt, state=QUEUED, backend=backend, error="", done_bytes=0)
+            errors: list[str] = []
+            while order:
+                entry = order.pop(0)
+                try:
+                    model = await self._load_one(package, *entry)
+                    break
+                except asyncio.CancelledError:
+                    self._reset(package, order)
+                    raise
+                except StylecastError as exc:
+                    errors.append(str(exc))
+            else:
+                raise LoadFailed(f"model {package.key} was not loaded; the previous model keeps serving: "
+                                 + "; ".join(errors))
+            if order:
+                self._background_key = model.key
+                self._background = asyncio.create_task(self._upgrade(package, order),
+                                                       name=f"stylecast-load-{package.key}")
+            return model
+
+    async def _upgrade(self, package: ModelPackage, order: list[Entry]) -> None:
+        try:
+            while order:
+                entry = order.pop(0)
+                try:
+                    await self._load_one(package, *entry)
+                except StylecastError as exc:
+                    log.warning("%s", exc)
+        except asyncio.CancelledError:
+            self._reset(package, order)
+            raise
+
+    def loading(self, name: str, version: str) -> bool:
+        return self._background is not None and not self._background.done() and \
+            self._background_key == (name, version)
+
+    async def stop_background(self) -> bool:
+        """Stop background upgrades (an artifact mid-load is closed when its thread step ends)."""
+        task, self._background = self._background, None
+        if task is None or task.done():
+            return False
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return True
+
+    async def close(self) -> None:
+        await self.stop_background()
+        await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown, True)
+
+    def _reset(self, package: ModelPackage, order: Sequence[Entry]) -> None:
+        for _, fmt in order:
+            self._engine.registry.set(package, fmt, state=AVAILABLE, backend="", done_bytes=0)
+
+    # ------------------------------------------------------------ one artifact
+
+    async def _load_one(self, package: ModelPackage, backend_name: str, fmt: str) -> LoadedModel:
+        engine = self._engine
+        config, metrics, registry = engine.config, engine.metrics, engine.registry
+        loop = asyncio.get_running_loop()
+        report = metrics.model_loading(package.name, backend_name)
+        shapes = tuple(dict.fromkeys((*config.warmup_shapes, *engine.recent_shapes)))
+
+        def post(**changes) -> None:  # from the loader thread, in order
+            loop.call_soon_threadsafe(lambda: registry.set(package, fmt, **changes))
+
+        def progress(_fmt: str, done: int, total: int) -> None:
+            report(_fmt, done, total)
+            post(done_bytes=done)
+
+        def work() -> tuple[Backend, float]:
+            started = time.perf_counter()
+            stage = "verification"
+            post(state=VERIFYING, done_bytes=0)
+            package.verify([fmt], progress)
+            stage = "load"
+            post(state=LOADING)
+            backend = create_backend(backend_name)
+            try:
+                backend.load(package, BackendOptions(format=fmt, threads=config.threads, workers=config.workers,
+                                                     xla=config.xla))
+                stage = "warmup"
+                post(state=WARMING)
+                backend.warmup(shapes)
+            except Exception as exc:
+                backend.close()
+                raise _Stage(stage, exc) from exc
+            except BaseException:
+                backend.close()
+                raise
+            return backend, time.perf_counter() - started
+
+        future: Future = self._executor.submit(work)
+        try:
+            backend, seconds = await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            future.add_done_callback(_close_result)
+            raise
+        except Exception as exc:
+            stage = exc if isinstance(exc, _Stage) else _Stage("verification", exc)  # verify raised it
+            raise self._failed(package, backend_name, fmt, stage) from None
+        model = LoadedModel(package, backend, fmt, config, engine.inference, metrics, seconds)
+        try:
+            await engine.prepare(model, self._executor)
+        except asyncio.CancelledError:
+            await model.close(drain=False)
+            raise
+        except Exception as exc:
+            await model.close(drain=False)
+            raise self._failed(package, backend_name, fmt, _Stage("style vectors", exc)) from None
+        engine.activate(model)
+        registry.set(package, fmt, state=ACTIVE, load_seconds=seconds, done_bytes=package.artifact(fmt).size)
+        log.info("model %s %s:%s active (%.2f s)", package.key, backend_name, fmt, seconds)
+        return model
+
+    def _failed(self, package: ModelPackage, backend: str, fmt: str, stage: _Stage) -> LoadFailed:
+        reason = f"{stage.stage} failed: {stage.cause}"
+        self._engine.metrics.model_load_failed(package.name, backend)
+        self._engine.registry.set(package, fmt, state=FAILED, error=reason)
+        log.warning("model %s %s:%s %s", package.key, backend, fmt, reason)
+        return LoadFailed(f"model {package.key} {backend}:{fmt}: {reason}")
+
+
+class _Stage(Exception):
+    def __init__(self, stage: str, cause: BaseException) -> None:
+        super().__init__(stage, cause)
+        self.stage, self.cause = stage, cause
+
+
+def _close_result(future: Future) -> None:
+    """A load finished after its caller gave up: close what it loaded."""
+    if not future.cancelled() and future.exception() is None:
+        future.result()[0].close()
+

@@ -1,0 +1,201 @@
+"""Resumable, chunk-verified model uploads into the upload folder.
+
+An upload lives in ``ROOT/.uploads/NAME/VERSION/`` (its manifest plus files written
+chunk by chunk at their offsets) until every chunk and every whole file verifies;
+then the folder is renamed to ``ROOT/NAME/VERSION/`` in one step, so a package is
+never visible half-written.  Which chunks an interrupted upload already holds is
+read back from the files themselves (a chunk counts when its bytes hash right), so
+no separate state can go stale and a torn write is simply asked for again.
+
+The methods are synchronous file work: call them from a thread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from stylecast.model.package import (MANIFEST, FileEntry, ModelPackage, PackageError, check_entry, chunk_span,
+                                     load_package, parse_manifest, verify_file)
+from stylecast.server.errors import AlreadyExists, DataLoss, FailedPrecondition, InvalidArgument, ResourceExhausted
+
+PARTIAL = ".uploads"
+
+
+@dataclass
+class Upload:
+    """One upload in progress: its manifest and the chunks still missing."""
+
+    package: ModelPackage                     # rooted at the partial folder
+    files: dict[str, FileEntry]
+    missing: set[tuple[str, int]] = field(default_factory=set)
+    complete: bool = False                    # already an installed, verified package
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.package.name, self.package.version
+
+    @property
+    def total_chunks(self) -> int:
+        return sum(len(f.chunks) for f in self.files.values())
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.size for f in self.files.values())
+
+    @property
+    def received_bytes(self) -> int:
+        return self.total_bytes - sum(chunk_span(self.files[p], i)[1] for p, i in self.missing)
+
+
+class UploadStore:
+    """Uploads into ``root`` (packages of at most ``max_bytes``)."""
+
+    def __init__(self, root: Path, max_bytes: int) -> None:
+        self.root, self.max_bytes = root, max_bytes
+
+    def partial_dir(self, name: str, version: str) -> Path:
+        return self.root / PARTIAL / name / version
+
+    def begin(self, manifest: bytes, installed: Path | None) -> Upload:
+        """Check a manifest and return the upload with the chunks still missing.
+
+        ``installed``: the folder of an existing package of that name and version, if any;
+        the same manifest then reports the upload complete, a different one is refused.
+        """
+        try:
+            data = json.loads(manifest)
+            package = parse_manifest(data, self.root)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise InvalidArgument(f"the first UploadModel message must be a manifest.json: {exc}") from None
+        except PackageError as exc:
+            raise InvalidArgument(f"manifest rejected: {exc}") from None
+        if package.name.startswith(".") or package.version.startswith("."):
+            raise InvalidArgument(f"manifest rejected: name and version may not start with '.' ({package.key})")
+        files: dict[str, FileEntry] = {}
+        for art in package.artifacts.values():
+            for entry in art.files:
+                try:
+                    check_entry(entry)
+                except PackageError as exc:
+                    raise InvalidArgument(f"manifest rejected: {exc}") from None
+                if files.setdefault(entry.path, entry) != entry:
+                    raise InvalidArgument(f"manifest rejected: {entry.path} is listed twice with different contents")
+        paths = set(files)
+        for p in paths:  # a file may not also be a folder of another file
+            parts = p.split("/")
+            if any("/".join(parts[:i]) in paths for i in range(1, len(parts))) or p == MANIFEST:
+                raise InvalidArgument(f"manifest rejected: path {p!r} collides with another file")
+        size = sum(f.size for f in files.values())
+        if size > self.max_bytes:
+            raise ResourceExhausted(f"package {package.key} is {size} bytes; this server takes at most "
+                                    f"{self.max_bytes} (max_upload_bytes)")
+        if installed is not None:
+            if json.loads((installed / MANIFEST).read_text()) != data:
+                raise AlreadyExists(f"model {package.key} already exists with a different manifest; "
+                                    "upload it under a new version")
+            return Upload(load_package(installed), files, complete=True)
+        folder = self.partial_dir(package.name, package.version)
+        if folder.is_dir():
+            try:
+                same = json.loads((folder / MANIFEST).read_text()) == data
+            except (OSError, json.JSONDecodeError):
+                same = False
+            if not same:  # a different package under the same name and version: start over
+                shutil.rmtree(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / MANIFEST).write_bytes(manifest)
+        upload = Upload(parse_manifest(data, folder), files)
+        upload.missing = {(p, i) for p, entry in files.items() for i in range(len(entry.chunks))
+                          if not _holds(folder / p, entry, i)}
+        return upload
+
+    def put(self, upload: Upload, path: str, index: int, data: bytes) -> None:
+        """Verify one chunk against the manifest and write it at its offset."""
+        entry = upload.files.get(path)
+        if entry is None:
+            raise InvalidArgument(f"chunk for {path!r}, which the manifest does not list")
+        if not 0 <= index < len(entry.chunks):
+            raise InvalidArgument(f"{path}: chunk {index} out of range (the file has {len(entry.chunks)})")
+        offset, length = chunk_span(entry, index)
+        if len(data) != length:
+            raise DataLoss(f"{path}: chunk {index} has {len(data)} bytes, the manifest needs {length} "
+                           "(truncated); send it again")
+        if hashlib.sha256(data).hexdigest() != entry.chunks[index]:
+            raise DataLoss(f"{path}: chunk {index} sha256 mismatch (corrupt); send it again")
+        target = upload.package.path / path
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with open(target, "r+b" if target.exists() else "wb") as f:
+                f.seek(offset)
+                f.write(data)
+        except OSError as exc:
+            raise InvalidArgument(f"cannot write {path}: {exc.strerror}") from None
+        upload.missing.discard((path, index))
+
+    def finish(self, upload: Upload) -> ModelPackage:
+        """Verify every whole file, then install the package; the partial upload is removed if it lies."""
+        if upload.complete:
+            return upload.package
+        if upload.missing:
+            raise FailedPrecondition(f"upload of {upload.package.key} is incomplete: {len(upload.missing)} of "
+                                     f"{upload.total_chunks} chunks missing; send the manifest again to resume")
+        folder = upload.package.path
+        try:
+            for path, entry in upload.files.items():
+                (folder / path).parent.mkdir(parents=True, exist_ok=True)
+                with open(folder / path, "ab") as f:  # creates empty files, drops bytes past the end
+                    f.truncate(entry.size)
+                for _ in verify_file(folder / path, entry):
+                    pass
+        except PackageError as exc:
+            shutil.rmtree(folder)
+            raise DataLoss(f"upload of {upload.package.key} discarded: {exc} — the manifest does not match "
+                           "its own chunks") from None
+        final = self.root / upload.package.name / upload.package.version
+        if final.exists():
+            raise AlreadyExists(f"model {upload.package.key} was installed meanwhile")
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(folder, final)
+        upload.complete = True
+        return load_package(final)
+
+    def partials(self) -> list[Upload]:
+        """Interrupted uploads on disk, with what each still misses."""
+        out = []
+        base = self.root / PARTIAL
+        for manifest in sorted(base.glob(f"*/*/{MANIFEST}")) if base.is_dir() else []:
+            try:
+                package = load_package(manifest.parent)
+            except PackageError:
+                continue
+            files = {f.path: f for art in package.artifacts.values() for f in art.files}
+            upload = Upload(package, files)
+            upload.missing = {(p, i) for p, e in files.items() for i in range(len(e.chunks))
+                              if not _holds(manifest.parent / p, e, i)}
+            out.append(upload)
+        return out
+
+    def delete(self, name: str, version: str) -> bool:
+        """Remove an uploaded package or an interrupted upload; False when neither exists."""
+        deleted = False
+        for folder in (self.root / name / version, self.partial_dir(name, version)):
+            if folder.is_dir():
+                shutil.rmtree(folder)
+                deleted = True
+        return deleted
+
+
+def _holds(path: Path, entry: FileEntry, index: int) -> bool:
+    offset, length = chunk_span(entry, index)
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            data = f.read(length)
+    except OSError:
+        return False
+    return len(data) == length and hashlib.sha256(data).hexdigest() == entry.chunks[index]
