@@ -17,17 +17,21 @@ from grpc_reflection.v1alpha import reflection
 
 from stylecast.backends.base import BackendError
 from stylecast.model.package import PackageError
+from stylecast.server.admin_servicer import ModelAdminServicer
 from stylecast.server.config import ConfigError, ServerConfig, load_config
 from stylecast.server.engine import Engine
 from stylecast.server.errors import StylecastError
 from stylecast.server.interceptors import AdmissionInterceptor, MetricsInterceptor
 from stylecast.server.metrics import Metrics, MetricsEndpoint, serve_metrics
 from stylecast.server.servicer import StyleTransferServicer
+from stylecast.v1 import model_admin_pb2 as apb
+from stylecast.v1 import model_admin_pb2_grpc as admin_grpc
 from stylecast.v1 import stylecast_pb2 as pb
 from stylecast.v1 import stylecast_pb2_grpc as pb_grpc
 
 log = logging.getLogger("stylecast.server")
 SERVICE = pb.DESCRIPTOR.services_by_name["StyleTransfer"].full_name
+ADMIN_SERVICE = apb.DESCRIPTOR.services_by_name["ModelAdmin"].full_name
 
 
 def grpc_options(config: ServerConfig) -> list[tuple[str, int]]:
@@ -54,6 +58,8 @@ class RunningServer:
     shutdown: asyncio.Event
     _stopping: asyncio.Task | None = None
     metrics_endpoint: MetricsEndpoint | None = None   # /metrics, when config.metrics_port is set
+    admin_port: int | None = None                     # ModelAdmin (loopback only); None = off
+    admin_server: grpc.aio.Server | None = None       # when ModelAdmin has a port of its own
 
     async def stop(self, grace: float | None = None) -> None:
         """Health NOT_SERVING → refuse new calls → let streams answer what they read → close.
@@ -67,7 +73,7 @@ class RunningServer:
         log.info("shutting down (grace %.1fs)", grace or 0)
         await self.health.enter_graceful_shutdown()
         self.shutdown.set()
-        await self.server.stop(grace)
+        await asyncio.gather(*(s.stop(grace) for s in (self.server, self.admin_server) if s is not None))
         await self.engine.close()
         if self.metrics_endpoint is not None:
             self.metrics_endpoint.close()
@@ -96,8 +102,31 @@ def _serve_metrics(metrics: Metrics, config: ServerConfig) -> MetricsEndpoint | 
     return endpoint
 
 
+def _grpc_server(config: ServerConfig, metrics: Metrics, shutdown: asyncio.Event,
+                 services: tuple[str, ...]) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
+    """A server with the interceptors, health and reflection (servicers are added by the caller)."""
+    interceptors = [MetricsInterceptor(metrics), AdmissionInterceptor(_limits(config), shutdown)]
+    server = grpc.aio.server(interceptors=interceptors, options=grpc_options(config))
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (*services, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server)
+    return server, health_servicer
+
+
+def _listen(server: grpc.aio.Server, address: str) -> int:
+    try:
+        return server.add_insecure_port(address)
+    except RuntimeError as exc:
+        raise StylecastError(f"cannot listen on {address}: {exc}") from None
+
+
 async def start(config: ServerConfig) -> RunningServer:
-    """Load the model, start serving on ``config.address`` (port 0 = any) and return the handle."""
+    """Load the model, start serving on ``config.address`` (port 0 = any) and return the handle.
+
+    ModelAdmin can write files and load code-bearing models, so until auth exists it is
+    reachable from this machine only: on the main port when ``config.host`` is a loopback
+    address, else on its own server bound to ``127.0.0.1:config.admin_port``."""
     metrics = Metrics()
     endpoint = _serve_metrics(metrics, config)  # up before loading, so load progress shows
     try:
@@ -107,25 +136,34 @@ async def start(config: ServerConfig) -> RunningServer:
             endpoint.close()
         raise
     shutdown = asyncio.Event()
-    interceptors = [MetricsInterceptor(metrics), AdmissionInterceptor(_limits(config), shutdown)]
-    server = grpc.aio.server(interceptors=interceptors, options=grpc_options(config))
+    shared = config.admin and config.admin_on_main_port
+    server, health_servicer = _grpc_server(config, metrics, shutdown, (SERVICE, ADMIN_SERVICE) if shared else (SERVICE,))
     pb_grpc.add_StyleTransferServicer_to_server(StyleTransferServicer(engine, shutdown), server)
-    health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server)
+    admin_server = None
+    if config.admin and not shared:
+        admin_server, _ = _grpc_server(config, metrics, shutdown, (ADMIN_SERVICE,))
+    if config.admin:
+        admin_grpc.add_ModelAdminServicer_to_server(ModelAdminServicer(engine), admin_server or server)
     try:
-        port = server.add_insecure_port(config.address)
-    except RuntimeError as exc:
+        port = _listen(server, config.address)
+        admin_port = port if shared else _listen(admin_server, f"127.0.0.1:{config.admin_port}") \
+            if admin_server is not None else None
+    except StylecastError:
         await engine.close()
         if endpoint is not None:
             endpoint.close()
-        raise StylecastError(f"cannot listen on {config.address}: {exc}") from None
+        raise
     await server.start()
+    if admin_server is not None:
+        await admin_server.start()
     for name in ("", SERVICE):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    log.info("stylecast serving %s with %s on %s:%d", engine.package.key, engine.backend.name, config.host, port)
-    return RunningServer(server, port, engine, health_servicer, shutdown, metrics_endpoint=endpoint)
+    if admin_port is not None:
+        log.info("model admin on 127.0.0.1:%d (loopback only)", admin_port)
+    log.info("stylecast serving %s (%s:%s) on %s:%d", engine.package.key, engine.backend.name, engine.format,
+             config.host, port)
+    return RunningServer(server, port, engine, health_servicer, shutdown, metrics_endpoint=endpoint,
+                         admin_port=admin_port, admin_server=admin_server)
 
 
 async def serve(config: ServerConfig) -> None:

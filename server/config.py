@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,13 +82,7 @@ class ServerConfig:
     @property
     def load_entries(self) -> tuple[tuple[str, str], ...]:
         """``load_order`` as (backend, format) pairs."""
-        entries = []
-        for item in filter(None, (s.strip() for s in self.load_order.split(","))):
-            backend, sep, fmt = item.partition(":")
-            if not sep or not backend or not fmt:
-                raise ConfigError(f"load_order: expected backend:format entries, got {item!r}")
-            entries.append((backend, fmt))
-        return tuple(entries)
+        return parse_load_order(self.load_order.split(","))
 
     @property
     def warmup_shapes(self) -> tuple[tuple[int, int], ...]:
@@ -113,6 +107,17 @@ class ServerConfig:
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
+
+
+def parse_load_order(items: Iterable[str]) -> tuple[tuple[str, str], ...]:
+    """``backend:format`` strings as (backend, format) pairs; blank items are skipped."""
+    entries = []
+    for item in filter(None, (s.strip() for s in items)):
+        backend, sep, fmt = item.partition(":")
+        if not sep or not backend or not fmt:
+            raise ConfigError(f"load_order: expected backend:format entries, got {item!r}")
+        entries.append((backend, fmt))
+    return tuple(entries)
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(ServerConfig)}

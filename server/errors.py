@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import grpc
@@ -71,3 +72,18 @@ def to_status(exc: BaseException) -> tuple[grpc.StatusCode, str]:
 def code_number(code: grpc.StatusCode) -> int:
     """The numeric google.rpc.Code of a status (for in-band ``FrameError.code``)."""
     return code.value[0]
+
+
+def mapped_errors(method):
+    """Servicer method decorator: any exception becomes its mapped gRPC status (:func:`to_status`)."""
+
+    @functools.wraps(method)
+    async def wrapper(self, request, context: grpc.aio.ServicerContext):
+        try:
+            return await method(self, request, context)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            await context.abort(*to_status(exc))
+
+    return wrapper

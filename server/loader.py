@@ -39,7 +39,7 @@ class Loader:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="stylecast-load")
         self._lock = asyncio.Lock()
         self._background: asyncio.Task | None = None
-        self._background_key: tuple[str, str] | None = None
+        self._background_key = ("", "")
 
     async def load(self, package: ModelPackage, order: Sequence[Entry]) -> LoadedModel:
         """Serve ``package``: the first entry of ``order`` that loads is active on return.
@@ -90,9 +90,13 @@ class Loader:
             self._reset(package, order)
             raise
 
+    def loading_version(self, name: str) -> str:
+        """The version of model ``name`` loading in the background, or ""."""
+        running = self._background is not None and not self._background.done()
+        return self._background_key[1] if running and self._background_key[0] == name else ""
+
     def loading(self, name: str, version: str) -> bool:
-        return self._background is not None and not self._background.done() and \
-            self._background_key == (name, version)
+        return version != "" and self.loading_version(name) == version
 
     async def stop_background(self) -> bool:
         """Stop background upgrades (an artifact mid-load is closed when its thread step ends)."""

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 
 import grpc
 
 from stylecast.server import protocol
 from stylecast.server.engine import Engine, ImageInput
-from stylecast.server.errors import InvalidArgument, ResourceExhausted, to_status
+from stylecast.server.errors import InvalidArgument, ResourceExhausted, mapped_errors
 from stylecast.server.stream import StylizeStream
 from stylecast.v1 import stylecast_pb2 as pb
 from stylecast.v1 import stylecast_pb2_grpc as pb_grpc
@@ -17,30 +16,15 @@ from stylecast.v1 import stylecast_pb2_grpc as pb_grpc
 MAX_PAGE_SIZE = 1000
 
 
-def _mapped_errors(method):
-    """Turn any exception into the mapped gRPC status (one place: :func:`errors.to_status`)."""
-
-    @functools.wraps(method)
-    async def wrapper(self, request, context: grpc.aio.ServicerContext):
-        try:
-            return await method(self, request, context)
-        except grpc.aio.AbortError:
-            raise
-        except Exception as exc:
-            await context.abort(*to_status(exc))
-
-    return wrapper
-
-
 class StyleTransferServicer(pb_grpc.StyleTransferServicer):
     def __init__(self, engine: Engine, shutdown: asyncio.Event) -> None:
         self.engine, self.shutdown = engine, shutdown
 
-    @_mapped_errors
+    @mapped_errors
     async def Stylize(self, request_iterator, context):
         await StylizeStream(self.engine, context.read, context.write, grpc.aio.EOF, self.shutdown).run()
 
-    @_mapped_errors
+    @mapped_errors
     async def StylizeImage(self, request: pb.StylizeImageRequest, context) -> pb.StylizeImageResponse:
         cfg = request.config
         protocol.check_model(cfg.model, self.engine.package.name)
@@ -49,7 +33,7 @@ class StyleTransferServicer(pb_grpc.StyleTransferServicer):
         res = await session.process(protocol.image_input(request.image))
         return pb.StylizeImageResponse(result=protocol.stylized_frame(0, res))
 
-    @_mapped_errors
+    @mapped_errors
     async def RegisterStyle(self, request_iterator, context) -> pb.RegisterStyleResponse:
         limit, name, chunks, size = self.engine.config.max_message_bytes, "", [], 0
         async for upload in request_iterator:
@@ -63,23 +47,23 @@ class StyleTransferServicer(pb_grpc.StyleTransferServicer):
         record, created = await self.engine.register_style(ImageInput(b"".join(chunks)), name)
         return pb.RegisterStyleResponse(style=protocol.style_message(record), created=created)
 
-    @_mapped_errors
+    @mapped_errors
     async def GetStyle(self, request: pb.GetStyleRequest, context) -> pb.Style:
         record = await self.engine.get_style(request.id)
         thumb = await self.engine.thumbnail(request.id) if request.include_thumbnail else b""
         return protocol.style_message(record, thumb)
 
-    @_mapped_errors
+    @mapped_errors
     async def ListStyles(self, request: pb.ListStylesRequest, context) -> pb.ListStylesResponse:
         size = min(request.page_size or 100, MAX_PAGE_SIZE)
         records, token = await self.engine.library.list(size, request.page_token)
         return pb.ListStylesResponse(styles=[protocol.style_message(r) for r in records], next_page_token=token)
 
-    @_mapped_errors
+    @mapped_errors
     async def DeleteStyle(self, request: pb.DeleteStyleRequest, context) -> pb.DeleteStyleResponse:
         return pb.DeleteStyleResponse(deleted=await self.engine.delete_style(request.id))
 
-    @_mapped_errors
+    @mapped_errors
     async def SearchStyles(self, request: pb.SearchStylesRequest, context) -> pb.SearchStylesResponse:
         protocol.check_model(request.model, self.engine.package.name)
         which = request.WhichOneof("query")

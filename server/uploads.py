@@ -16,12 +16,14 @@ import hashlib
 import json
 import os
 import shutil
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from stylecast.model.package import (MANIFEST, FileEntry, ModelPackage, PackageError, check_entry, chunk_span,
                                      load_package, parse_manifest, verify_file)
-from stylecast.server.errors import AlreadyExists, DataLoss, FailedPrecondition, InvalidArgument, ResourceExhausted
+from stylecast.server.errors import Aborted, AlreadyExists, DataLoss, FailedPrecondition, InvalidArgument, ResourceExhausted
 
 PARTIAL = ".uploads"
 
@@ -57,15 +59,18 @@ class UploadStore:
 
     def __init__(self, root: Path, max_bytes: int) -> None:
         self.root, self.max_bytes = root, max_bytes
+        self._active: set[tuple[str, str]] = set()
+        self._lock = threading.Lock()
 
     def partial_dir(self, name: str, version: str) -> Path:
         return self.root / PARTIAL / name / version
 
-    def begin(self, manifest: bytes, installed: Path | None) -> Upload:
-        """Check a manifest and return the upload with the chunks still missing.
+    def begin(self, manifest: bytes, installed: Callable[[str, str], Path | None]) -> Upload:
+        """Check a manifest and return the upload with the chunks still missing; call
+        :meth:`release` when the upload's call ends.
 
-        ``installed``: the folder of an existing package of that name and version, if any;
-        the same manifest then reports the upload complete, a different one is refused.
+        ``installed(name, version)``: the folder of an existing package, if any; the same
+        manifest then reports the upload complete, a different one is refused.
         """
         try:
             data = json.loads(manifest)
@@ -94,11 +99,28 @@ class UploadStore:
         if size > self.max_bytes:
             raise ResourceExhausted(f"package {package.key} is {size} bytes; this server takes at most "
                                     f"{self.max_bytes} (max_upload_bytes)")
-        if installed is not None:
-            if json.loads((installed / MANIFEST).read_text()) != data:
+        existing = installed(package.name, package.version)
+        if existing is not None:
+            if json.loads((existing / MANIFEST).read_text()) != data:
                 raise AlreadyExists(f"model {package.key} already exists with a different manifest; "
                                     "upload it under a new version")
-            return Upload(load_package(installed), files, complete=True)
+            return Upload(load_package(existing), files, complete=True)
+        key = (package.name, package.version)
+        with self._lock:
+            if key in self._active:
+                raise Aborted(f"model {package.key} is being uploaded by another call; retry when it ends")
+            self._active.add(key)
+        try:
+            return self._resume(package, files, data, manifest)
+        except BaseException:
+            self.release(key)
+            raise
+
+    def release(self, key: tuple[str, str]) -> None:
+        with self._lock:
+            self._active.discard(key)
+
+    def _resume(self, package: ModelPackage, files: dict[str, FileEntry], data: dict, manifest: bytes) -> Upload:
         folder = self.partial_dir(package.name, package.version)
         if folder.is_dir():
             try:
@@ -182,6 +204,9 @@ class UploadStore:
 
     def delete(self, name: str, version: str) -> bool:
         """Remove an uploaded package or an interrupted upload; False when neither exists."""
+        with self._lock:
+            if (name, version) in self._active:
+                raise Aborted(f"model {name}:{version} is being uploaded; delete it when the upload ends")
         deleted = False
         for folder in (self.root / name / version, self.partial_dir(name, version)):
             if folder.is_dir():
