@@ -7,18 +7,23 @@ here is duplicated there.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
 
 from stylecast.client.channel import DEFAULT_TARGET, MAX_MESSAGE_BYTES, TLS, aio_channel
-from stylecast.client.errors import StylecastError, Unavailable, from_rpc_error
-from stylecast.client.messages import (ImageLike, StreamOptions, StyleSpec, encoded_bytes, parse_frame,
-                                       parse_matches, parse_response, parse_style, response_id,
-                                       search_request, to_config, to_image, upload_messages)
-from stylecast.client.types import FrameResult, Output, Style, StyleMatch
+from stylecast.client.errors import StylecastError, Unavailable, error_for, from_rpc_error
+from stylecast.client.messages import (ImageLike, StreamOptions, StyleSpec, encoded_bytes, parse_backend,
+                                       parse_frame, parse_matches, parse_model, parse_response, parse_style,
+                                       parse_upload, read_chunk, response_id, search_request, to_config,
+                                       to_image, upload_messages)
+from stylecast.client.types import BackendInfo, FrameResult, ModelInfo, Output, Style, StyleMatch, UploadInfo
+from stylecast.v1 import model_admin_pb2 as apb
+from stylecast.v1 import model_admin_pb2_grpc as apb_grpc
 from stylecast.v1 import stylecast_pb2 as pb
 from stylecast.v1 import stylecast_pb2_grpc as pb_grpc
 
@@ -57,6 +62,7 @@ class AsyncClient:
         self.timeout = timeout
         self._channel = aio_channel(target, tls, max_message_bytes)
         self._stub = pb_grpc.StyleTransferStub(self._channel)
+        self._admin = apb_grpc.ModelAdminStub(self._channel)
         self._metadata = tuple(metadata) + ((("authorization", f"Bearer {token}"),) if token else ())
 
     async def __aenter__(self) -> AsyncClient:
@@ -114,6 +120,79 @@ class AsyncClient:
                             limit: int = 10, model: str = "") -> list[StyleMatch]:
         """Styles nearest to a stored style (``style=``) or to an image's style (``image=``)."""
         return parse_matches(await self._unary(self._stub.SearchStyles, search_request(style, image, limit, model)))
+
+    # ------------------------------------------------------------ models (ModelAdmin, loopback only)
+
+    async def upload_model(self, package_dir: str | os.PathLike, *,
+                           progress: Callable[[int, int], None] | None = None,
+                           timeout: float | None = None) -> UploadInfo:
+        """Upload a package folder (``NAME/VERSION`` with its manifest.json) in sha256-checked 1 MiB
+        chunks.  Resumable: only the chunks the server lacks are sent, so calling it again after an
+        interruption continues where it stopped.  ``progress(done_bytes, total_bytes)`` after each chunk."""
+        folder = Path(package_dir)
+        manifest = (folder / "manifest.json").read_bytes()
+        call = self._admin.UploadModel(metadata=self._metadata, timeout=timeout)
+        loop = asyncio.get_running_loop()
+        try:
+            await call.write(apb.ModelChunk(manifest=manifest))
+            plan = await call.read()
+            if plan is grpc.aio.EOF:
+                raise StylecastError("the server ended the upload without answering the manifest")
+            done = plan.received_bytes
+            if progress:
+                progress(done, plan.total_bytes)
+            for ref in plan.missing:
+                data = await loop.run_in_executor(None, read_chunk, folder, ref.path, ref.index)
+                await call.write(apb.ModelChunk(chunk=apb.FileChunk(path=ref.path, index=ref.index, data=data)))
+                done += len(data)
+                if progress:
+                    progress(done, plan.total_bytes)
+            await call.done_writing()
+            final = await call.read()
+            if final is grpc.aio.EOF:
+                raise StylecastError("the server ended the upload without confirming it")
+            return parse_upload(final)
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            raise error_for(await call.code(), await call.details()) from None
+        finally:
+            call.cancel()
+
+    async def list_models(self, name: str = "") -> list[ModelInfo]:
+        """Every package on the server (or every version of ``name``), with its artifacts' states."""
+        resp = await self._unary(self._admin.ListModels, apb.ListModelsRequest(name=name))
+        return [parse_model(m) for m in resp.models]
+
+    async def load_model(self, name: str = "", version: str = "", *, load_order: Sequence[str] = (),
+                         timeout: float | None = _DEFAULT) -> ModelInfo:
+        """Serve ``name`` (default: the serving model) at ``version`` (default: the latest).  Returns once
+        the first artifact of ``load_order`` ("backend:format" entries; default: the server's) is
+        active; better ones load and swap in in the background (see :meth:`watch_model`)."""
+        resp = await self._unary(self._admin.LoadModel, apb.LoadModelRequest(
+            name=name, version=version, load_order=list(load_order)), timeout)
+        return parse_model(resp.model)
+
+    async def unload_model(self, name: str, version: str, *, delete_files: bool = False) -> tuple[bool, bool]:
+        """Stop a version loading (and delete an uploaded package's files); returns (unloaded, deleted)."""
+        resp = await self._unary(self._admin.UnloadModel, apb.UnloadModelRequest(
+            name=name, version=version, delete_files=delete_files))
+        return resp.unloaded, resp.deleted
+
+    async def watch_model(self, name: str = "", version: str = "",
+                          timeout: float | None = None) -> AsyncIterator[ModelInfo]:
+        """The model's state now and after every change, until none of its artifacts is loading."""
+        call = self._admin.WatchModel(apb.WatchModelRequest(name=name, version=version),
+                                      metadata=self._metadata, timeout=timeout)
+        try:
+            async for msg in call:
+                yield parse_model(msg)
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from None
+        finally:
+            call.cancel()
+
+    async def list_backends(self) -> list[BackendInfo]:
+        resp = await self._unary(self._admin.ListBackends, apb.ListBackendsRequest())
+        return [parse_backend(b) for b in resp.backends]
 
     # ------------------------------------------------------------ stylize
 

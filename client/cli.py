@@ -25,11 +25,18 @@ app = typer.Typer(name="stylecast", no_args_is_help=True, add_completion=False,
 styles_app = typer.Typer(no_args_is_help=True, help="Register, list and delete styles.")
 model_app = typer.Typer(no_args_is_help=True, help="Build model packages.")
 app.add_typer(styles_app, name="styles")
+models_app = typer.Typer(no_args_is_help=True, help="Upload, load, unload, list and watch models on a server "
+                                                    "(ModelAdmin: loopback only).")
 app.add_typer(model_app, name="model")
+app.add_typer(models_app, name="models")
 
 Target = Annotated[str, typer.Option("--target", "-t", help="Server address HOST:PORT.",
                                      envvar="STYLECAST_TARGET")]
 Token = Annotated[str | None, typer.Option("--token", help="Bearer token.", envvar="STYLECAST_TOKEN")]
+AdminTarget = Annotated[str, typer.Option("--target", "-t", help="ModelAdmin address HOST:PORT (the server's "
+                                          "main port when it listens on loopback, else its admin port).",
+                                          envvar="STYLECAST_ADMIN_TARGET")]
+DEFAULT_ADMIN_TARGET = "localhost:50052"
 StyleOpt = Annotated[str, typer.Option("--style", "-s", help="A style image path (registered on the fly) "
                                                                 "or a registered style id.")]
 Strength = Annotated[float | None, typer.Option("--strength", min=0.0, max=1.0,
@@ -193,13 +200,143 @@ def serve(
     config: Annotated[Path | None, typer.Option(help="TOML config file.")] = None,
     format: Annotated[str | None, typer.Option(help="Artifact format, e.g. tflite-int8.")] = None,
     model: Annotated[str | None, typer.Option(help="Model name in the models folder.")] = None,
+    host: Annotated[str | None, typer.Option(help="Address to listen on (a loopback host also serves "
+                                                  "ModelAdmin on the main port).")] = None,
+    load_order: Annotated[str | None, typer.Option(
+        help="backend:format,... loaded first to last; each later one swaps in when warmed up.")] = None,
+    admin_port: Annotated[int | None, typer.Option(help="ModelAdmin port on 127.0.0.1 (non-loopback host).")] = None,
+    upload_dir: Annotated[str | None, typer.Option(help="Folder for uploaded model packages.")] = None,
 ) -> None:
     """Run the gRPC server (flags > STYLECAST_* environment > TOML config)."""
     from stylecast.server.app import main
 
     main({"port": port, "metrics_port": metrics_port, "backend": backend, "threads": threads,
-          "models_dir": models_dir, "styles_db": styles_db, "format": format, "model": model,
+          "models_dir": models_dir, "styles_db": styles_db, "format": format, "model": model, "host": host,
+          "load_order": load_order, "admin_port": admin_port, "upload_dir": upload_dir,
           "config": str(config) if config else None})
+
+
+def _model_line(m) -> str:
+    active = m.active
+    serving = f"{active.backend}:{active.format}" if active else "-"
+    formats = ",".join(a.format for a in m.artifacts)
+    return f"{m.name}\t{m.version}\t{m.state}\t{serving}\t{m.bytes}\t{formats}"
+
+
+def _watch(client: Client, name: str, version: str) -> None:
+    """One progress bar per artifact until nothing of the version is loading; fails on a failed artifact."""
+    from tqdm import tqdm
+
+    bars: dict[str, tqdm] = {}
+    last = None
+    try:
+        for info in client.watch_model(name, version):
+            last = info
+            for a in info.artifacts:
+                if a.state == "available" and a.format not in bars:
+                    continue
+                bar = bars.get(a.format)
+                if bar is None:
+                    bar = bars[a.format] = tqdm(total=a.bytes, unit="B", unit_scale=True, leave=True,
+                                                desc=f"{info.name}:{info.version} {a.format}")
+                bar.n = a.bytes if a.state in ("active", "warming", "loading") else a.done_bytes
+                bar.set_postfix_str(a.state if not a.error else f"failed: {a.error}")
+                bar.refresh()
+    finally:
+        for bar in bars.values():
+            bar.close()
+    if last is not None:
+        typer.echo(_model_line(last))
+        failed = [a for a in last.artifacts if a.state == "failed"]
+        if failed:
+            raise _fail("; ".join(f"{a.format}: {a.error}" for a in failed))
+
+
+@models_app.command("upload")
+def models_upload(
+    package: Annotated[Path, typer.Argument(exists=True, file_okay=False,
+                                            help="Package folder NAME/VERSION (with manifest.json).")],
+    load: Annotated[bool, typer.Option(help="Load (serve) it once uploaded.")] = False,
+    target: AdminTarget = DEFAULT_ADMIN_TARGET,
+    token: Token = None,
+) -> None:
+    """Upload a model package in verified chunks; resumes an interrupted upload."""
+    from tqdm import tqdm
+
+    with _client(target, token) as client, tqdm(unit="B", unit_scale=True, desc=package.name) as bar:
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+
+        result = client.upload_model(package, progress=progress)
+        bar.close()
+        typer.echo(f"{result.name}:{result.version} uploaded ({result.total_bytes} bytes, "
+                   f"{result.total_chunks} chunks verified)")
+        if load:
+            client.load_model(result.name, result.version)
+            _watch(client, result.name, result.version)
+
+
+@models_app.command("list")
+def models_list(
+    name: Annotated[str, typer.Argument(help="Only this model.")] = "",
+    target: AdminTarget = DEFAULT_ADMIN_TARGET,
+    token: Token = None,
+) -> None:
+    """List model packages: name, version, state, serving backend:format, bytes, formats."""
+    with _client(target, token) as client:
+        for info in client.list_models(name):
+            typer.echo(_model_line(info))
+            for a in info.artifacts:
+                if a.state not in ("available", "active") or a.error:
+                    typer.echo(f"  {a.format}\t{a.state}\t{a.error}")
+
+
+@models_app.command("load")
+def models_load(
+    name: Annotated[str, typer.Argument(help="Model name (default: the serving model).")] = "",
+    version: Annotated[str, typer.Option(help="Version (default: the latest).")] = "",
+    order: Annotated[list[str] | None, typer.Option(
+        "--order", help="backend:format, first loaded first (repeatable; default: the server's).")] = None,
+    watch: Annotated[bool, typer.Option(help="Show progress until the last artifact is active.")] = True,
+    target: AdminTarget = DEFAULT_ADMIN_TARGET,
+    token: Token = None,
+) -> None:
+    """Serve a model version; better artifacts swap in as they become ready."""
+    with _client(target, token) as client:
+        info = client.load_model(name, version, load_order=order or ())
+        if watch:
+            _watch(client, info.name, info.version)
+        else:
+            typer.echo(_model_line(info))
+
+
+@models_app.command("unload")
+def models_unload(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    version: Annotated[str, typer.Argument(help="Version.")],
+    delete: Annotated[bool, typer.Option(help="Also delete the uploaded package's files.")] = False,
+    target: AdminTarget = DEFAULT_ADMIN_TARGET,
+    token: Token = None,
+) -> None:
+    """Stop a version loading (and delete an uploaded package)."""
+    with _client(target, token) as client:
+        unloaded, deleted = client.unload_model(name, version, delete_files=delete)
+    typer.echo(f"{name}:{version}  {'stopped loading' if unloaded else 'not loading'}"
+               f"{', files deleted' if deleted else ''}")
+
+
+@models_app.command("watch")
+def models_watch(
+    name: Annotated[str, typer.Argument(help="Model name (default: the serving model).")] = "",
+    version: Annotated[str, typer.Option(help="Version (default: the one loading or serving).")] = "",
+    target: AdminTarget = DEFAULT_ADMIN_TARGET,
+    token: Token = None,
+) -> None:
+    """Progress bars per artifact until nothing of the version is loading."""
+    with _client(target, token) as client:
+        _watch(client, name, version)
 
 
 @model_app.command("export")

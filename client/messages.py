@@ -17,7 +17,9 @@ import numpy as np
 from PIL import Image as PILImage
 
 from stylecast.client.errors import error_for
-from stylecast.client.types import MODES, FrameResult, Output, Style, StyleMatch, Timings
+from stylecast.client.types import (MODES, ArtifactInfo, BackendInfo, FrameResult, ModelInfo, Output, Style,
+                                    StyleMatch, Timings, UploadInfo)
+from stylecast.v1 import model_admin_pb2 as apb
 from stylecast.v1 import stylecast_pb2 as pb
 
 CHUNK_BYTES = 1 << 20
@@ -181,3 +183,32 @@ def parse_response(msg: pb.StylizeResponse, latency_ms: float | None = None) -> 
 def response_id(msg: pb.StylizeResponse) -> int:
     kind = msg.WhichOneof("msg")
     return getattr(msg, kind).id if kind else -1
+
+
+# ------------------------------------------------------------------ model admin
+
+_ARTIFACT_STATES = {v: k.removeprefix("ARTIFACT_STATE_").lower() for k, v in apb.ArtifactState.items()}
+_MODEL_STATES = {v: k.removeprefix("MODEL_STATE_").lower() for k, v in apb.ModelState.items()}
+
+
+def parse_upload(msg: apb.UploadStatus) -> UploadInfo:
+    return UploadInfo(msg.name, msg.version, msg.total_chunks, msg.received_chunks, msg.total_bytes,
+                      msg.received_bytes, msg.complete, tuple((m.path, m.index) for m in msg.missing))
+
+
+def parse_model(msg: apb.ModelInfo) -> ModelInfo:
+    arts = tuple(ArtifactInfo(a.format, _ARTIFACT_STATES[a.state], a.bytes, a.done_bytes, a.backend, a.error,
+                              a.load_seconds) for a in msg.artifacts)
+    return ModelInfo(msg.name, msg.version, _MODEL_STATES[msg.state], msg.bytes, arts, msg.uploaded, msg.swaps,
+                     parse_upload(msg.upload) if msg.HasField("upload") else None)
+
+
+def parse_backend(msg: apb.BackendInfo) -> BackendInfo:
+    return BackendInfo(msg.name, msg.installed, tuple(msg.formats), msg.serving)
+
+
+def read_chunk(package_dir: Path, path: str, index: int) -> bytes:
+    """Chunk ``index`` (1 MiB) of a package file, for an upload."""
+    with open(package_dir / path, "rb") as f:
+        f.seek(index * CHUNK_BYTES)
+        return f.read(CHUNK_BYTES)

@@ -4,14 +4,15 @@ event loop thread.  Every method delegates; no request logic lives here."""
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
-from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from stylecast.client.aio import _DEFAULT, AsyncClient
 from stylecast.client.channel import DEFAULT_TARGET, MAX_MESSAGE_BYTES, TLS
 from stylecast.client.messages import ImageLike, StyleSpec
-from stylecast.client.types import FrameResult, Output, Style, StyleMatch
+from stylecast.client.types import BackendInfo, FrameResult, ModelInfo, Output, Style, StyleMatch, UploadInfo
 
 T = TypeVar("T")
 
@@ -85,6 +86,27 @@ class Client:
     def search_styles(self, style: str | Style | None = None, *, image: ImageLike | None = None,
                       limit: int = 10, model: str = "") -> list[StyleMatch]:
         return self._run(self._async.search_styles(style, image=image, limit=limit, model=model))
+
+    def upload_model(self, package_dir: str | os.PathLike, *, progress: Callable[[int, int], None] | None = None,
+                     timeout: float | None = None) -> UploadInfo:
+        """Resumable chunked upload; ``progress`` is called from the client's loop thread."""
+        return self._run(self._async.upload_model(package_dir, progress=progress, timeout=timeout))
+
+    def list_models(self, name: str = "") -> list[ModelInfo]:
+        return self._run(self._async.list_models(name))
+
+    def load_model(self, name: str = "", version: str = "", *, load_order: Sequence[str] = (),
+                   timeout: float | None = _DEFAULT) -> ModelInfo:
+        return self._run(self._async.load_model(name, version, load_order=load_order, timeout=timeout))
+
+    def unload_model(self, name: str, version: str, *, delete_files: bool = False) -> tuple[bool, bool]:
+        return self._run(self._async.unload_model(name, version, delete_files=delete_files))
+
+    def watch_model(self, name: str = "", version: str = "", timeout: float | None = None) -> Iterator[ModelInfo]:
+        return self._iterate(self._async.watch_model(name, version, timeout))
+
+    def list_backends(self) -> list[BackendInfo]:
+        return self._run(self._async.list_backends())
 
     def stylize(self, image: ImageLike, style: StyleSpec, *, strength: float | None = None,
                 output: Output | str | None = None, process_max_side: int = 0, model: str = "",

@@ -141,3 +141,58 @@ class FrameResult:
 
 
 Mode = Literal["every_frame", "live"]
+
+
+@dataclass(frozen=True)
+class ArtifactInfo:
+    """One artifact (format) of a model package and its load state: available, queued,
+    verifying, loading, warming, active or failed (``error`` says why)."""
+
+    format: str
+    state: str
+    bytes: int
+    done_bytes: int = 0
+    backend: str = ""
+    error: str = ""
+    load_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class UploadInfo:
+    """An upload's progress; ``missing`` lists (path, chunk index) pairs the server still needs."""
+
+    name: str
+    version: str
+    total_chunks: int
+    received_chunks: int
+    total_bytes: int
+    received_bytes: int
+    complete: bool
+    missing: tuple[tuple[str, int], ...] = ()
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A model package on the server: state is uploading, available, loading, active or failed."""
+
+    name: str
+    version: str
+    state: str
+    bytes: int
+    artifacts: tuple[ArtifactInfo, ...]
+    uploaded: bool = False
+    swaps: int = 0
+    upload: UploadInfo | None = None
+
+    @property
+    def active(self) -> ArtifactInfo | None:
+        """The artifact serving new frames, if any."""
+        return next((a for a in self.artifacts if a.state == "active"), None)
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    name: str
+    installed: bool
+    formats: tuple[str, ...]
+    serving: bool
