@@ -44,10 +44,27 @@ def tiny_models_dir(request: pytest.FixtureRequest) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def tiny_v2_dir(request: pytest.FixtureRequest) -> Path:
+    """A folder holding ``tiny/2``: another randomly initialised tiny model (TFLite formats only),
+    to upload as a new version."""
+    model_dir = Path(stylecast.model.__file__).parent
+    digest = hashlib.sha256(b"".join((model_dir / f).read_bytes() for f in MODEL_SOURCES)).hexdigest()[:12]
+    root = request.config.cache.mkdir(f"stylecast-tiny2-{digest}")
+    if not (root / "tiny" / "2" / "manifest.json").is_file():
+        code = ("import json, sys; from pathlib import Path; from stylecast.model.export import tiny_test_package; "
+                "root = Path(sys.argv[1]); tiny_test_package(root, ('tflite-fp32', 'tflite-int8'), seed=1); "
+                "(root / 'tiny' / '1').rename(root / 'tiny' / '2'); m = root / 'tiny' / '2' / 'manifest.json'; "
+                "d = json.loads(m.read_text()); d['version'] = '2'; m.write_text(json.dumps(d, indent=1))")
+        proc = subprocess.run([sys.executable, "-c", code, str(root)], capture_output=True, text=True)
+        assert proc.returncode == 0, f"tiny v2 export failed:\n{proc.stderr[-4000:]}"
+    return root
+
+
 def make_config(models_dir: Path, tmp_path: Path, **overrides) -> ServerConfig:
     values = dict(port=0, host="127.0.0.1", metrics_port=0, backend="litert", format="tflite-fp32",
                   models_dir=str(models_dir), styles_db=str(tmp_path / "styles.db"), workers=2, threads=1,
-                  grace_s=5.0)
+                  grace_s=5.0, upload_dir=str(tmp_path / "uploads"))
     return ServerConfig(**(values | overrides))
 
 
