@@ -63,11 +63,12 @@ async def test_new_version_swaps_in_mid_stream_without_losing_or_reordering_fram
         async def requests():
             yield pb.StylizeRequest(config=pb.StreamConfig(style_id=before.id, output=pb.OutputOptions(
                 encoding=pb.ENCODING_RAW_RGB24)))
-            i = 0
-            while not stop.is_set() or i < 10:  # frames flow during the whole swap, then a few more
+            i, more = 0, 10
+            while more:  # frames flow during the whole swap, then ten more
                 sent.append(i)
                 yield pb.StylizeRequest(frame=pb.Frame(id=i, image=raw_image(frames[i % len(frames)])))
                 i += 1
+                more -= stop.is_set()
                 await asyncio.sleep(0.005)
 
         answers: list[pb.StylizeResponse] = []
