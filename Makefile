@@ -5,10 +5,10 @@ BIN := $(VENV)/bin
 PORT ?= 50051
 METRICS_PORT ?= 9090
 
-.PHONY: serve test bench bench-model train eval-model proto clean help prometheus-tools
+.PHONY: serve test bench bench-startup bench-model train eval-model proto clean help prometheus-tools
 
 help:
-	@echo "make serve | test | bench | bench-model | train | eval-model | proto"
+	@echo "make serve | test | bench | bench-startup | bench-model | train | eval-model | proto"
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -42,6 +42,10 @@ test: $(VENV)/.dev-stamp prometheus-tools
 bench: $(VENV)/.dev-stamp
 	$(BIN)/python -m benchmarks.serving
 	$(BIN)/python -m benchmarks.metrics_cost
+
+# exec of `stylecast serve` → first stylized frame, and → last artifact of the load order active.
+bench-startup: $(VENV)/.dev-stamp
+	$(BIN)/python -m benchmarks.startup
 
 bench-model: $(VENV)/.dev-stamp
 	$(BIN)/python -m stylecast.model.bench
