@@ -132,8 +132,9 @@ def tiny_test_package(out_dir: str | Path, formats: Sequence[str] = FORMATS, see
 
     A fresh predictor maps every image to almost the same vector and fresh style
     projections barely move the output, so tests of strength, blends and search could
-    not fail; both are rescaled so that different images give different vectors (unit
-    spread on a few synthetic images) and different vectors give different outputs.
+    not fail: its batch norms are calibrated on a few synthetic images and its head
+    rescaled so that different images give vectors of unit spread, and the style
+    projections are scaled up so that different vectors give different outputs.
     """
     from stylecast.model.networks import (  # noqa: PLC0415
         ConditionalInstanceNorm, PredictorSpec, TransformerSpec, build_predictor, build_transformer)
@@ -150,6 +151,10 @@ def tiny_test_package(out_dir: str | Path, formats: Sequence[str] = FORMATS, see
     probes = np.stack([np.stack([0.5 + 0.5 * np.sin(rng.uniform(2, 30) * x + rng.uniform(2, 30) * y
                                                     + rng.uniform(0, 6)) for _ in range(3)], -1)
                        for _ in range(16)]).astype("float32")
+    for bn in [layer for layer in predictor.layers if isinstance(layer, keras.layers.BatchNormalization)]:
+        x = np.asarray(keras.Model(predictor.input, bn.input)(probes))  # calibrate on the probes, in order
+        bn.moving_mean.assign(x.mean((0, 1, 2)))
+        bn.moving_variance.assign(x.var((0, 1, 2)))
     hidden = np.asarray(keras.Model(predictor.input, predictor.get_layer("hidden").output)(probes))
     head = predictor.get_layer("style_vector")
     kernel = rng.normal(0, 1, head.kernel.shape) / ((hidden.std(0).mean() + 1e-9) * np.sqrt(hidden.shape[1]))
