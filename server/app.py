@@ -146,13 +146,18 @@ async def start(config: ServerConfig) -> RunningServer:
         admin_grpc.add_ModelAdminServicer_to_server(ModelAdminServicer(engine), admin_server or server)
     try:
         port = _listen(server, config.address)
-        admin_port = port if shared else _listen(admin_server, f"127.0.0.1:{config.admin_port}") \
-            if admin_server is not None else None
     except StylecastError:
         await engine.close()
         if endpoint is not None:
             endpoint.close()
         raise
+    admin_port = port if shared else None
+    if admin_server is not None:
+        try:
+            admin_port = _listen(admin_server, f"127.0.0.1:{config.admin_port}")
+        except StylecastError as exc:  # serving matters more than administration
+            log.warning("ModelAdmin disabled: %s (set admin_port, or admin = false)", exc)
+            admin_server = None
     await server.start()
     if admin_server is not None:
         await admin_server.start()
@@ -160,8 +165,9 @@ async def start(config: ServerConfig) -> RunningServer:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     if admin_port is not None:
         log.info("model admin on 127.0.0.1:%d (loopback only)", admin_port)
-    log.info("stylecast serving %s (%s:%s) on %s:%d", engine.package.key, engine.backend.name, engine.format,
-             config.host, port)
+    log.info("artifact %s of %s active; load order %s", engine.format, engine.package.key,
+             config.load_order or "(one artifact)")
+    log.info("stylecast serving %s with %s on %s:%d", engine.package.key, engine.backend.name, config.host, port)
     return RunningServer(server, port, engine, health_servicer, shutdown, metrics_endpoint=endpoint,
                          admin_port=admin_port, admin_server=admin_server)
 

@@ -70,8 +70,8 @@ class Loader:
                 except StylecastError as exc:
                     errors.append(str(exc))
             else:
-                raise LoadFailed(f"model {package.key} was not loaded; the previous model keeps serving: "
-                                 + "; ".join(errors))
+                serving = "; the previous model keeps serving" if current is not None else ""
+                raise LoadFailed(f"model {package.key} was not loaded{serving}: " + "; ".join(errors))
             if order:
                 self._background_key = model.key
                 self._background = asyncio.create_task(self._upgrade(package, order),
