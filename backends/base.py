@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+from pathlib import Path
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -89,7 +90,7 @@ def create_backend(name: str) -> Backend:
 
 def best_available() -> str:
     """``--backend auto``: ORT TensorRT on a GPU, else ORT CUDA, else LiteRT (else SavedModel)."""
-    if is_installed("onnx"):
+    if is_installed("onnx") and Path("/dev/nvidiactl").exists():  # GPU providers need a GPU
         import onnxruntime  # noqa: PLC0415 - only when asked, never at import time
 
         providers = onnxruntime.get_available_providers()

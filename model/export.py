@@ -126,7 +126,8 @@ def export_package(predictor: keras.Model, transformer: keras.Model, out_dir: st
     return write_manifest(root, name, version, style_dim, artifacts, **extra)
 
 
-def tiny_test_package(out_dir: str | Path, formats: Sequence[str] = FORMATS, seed: int = 0) -> ModelPackage:
+def tiny_test_package(out_dir: str | Path, formats: Sequence[str] = FORMATS, seed: int = 0,
+                      version: str = "1") -> ModelPackage:
     """A small randomly initialised model exported like the real one: a fixture for tests
     of serving mechanics (never the built-in model).
 
@@ -160,7 +161,7 @@ def tiny_test_package(out_dir: str | Path, formats: Sequence[str] = FORMATS, see
     kernel = rng.normal(0, 1, head.kernel.shape) / ((hidden.std(0).mean() + 1e-9) * np.sqrt(hidden.shape[1]))
     head.kernel.assign(kernel.astype("float32"))
     head.bias.assign((-hidden.mean(0) @ kernel).astype("float32"))
-    return export_package(predictor, transformer, out_dir, "tiny", "1", formats, purpose="test fixture")
+    return export_package(predictor, transformer, out_dir, "tiny", version, formats, purpose="test fixture")
 
 
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, name: str, version: str,

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Sequence
 from pathlib import Path
 
-from stylecast.backends.base import backend_names, is_installed
+from stylecast.backends.base import BackendUnavailable, backend_names, best_available, is_installed
 from stylecast.model import BUILTIN_DIR
 from stylecast.model.package import MANIFEST, ModelPackage, load_package
 from stylecast.server.config import ServerConfig
@@ -17,6 +16,7 @@ BACKEND_FORMATS = {
     "litert": ("tflite-int8", "tflite-fp16", "tflite-fp32"),
     "savedmodel": ("savedmodel",),
     "onnx": ("onnx",),
+    "onnx-cuda": ("onnx",),
     "tensorrt": ("onnx",),
 }
 
@@ -66,25 +66,16 @@ def find_package(models_dir: str | Path, name: str = "", version: str = "",
     return load_package(versions[version or list(versions)[-1]])
 
 
-def _has_gpu_runtime() -> str | None:
-    """``tensorrt`` or ``onnx`` when ONNX Runtime can reach an NVIDIA GPU, else None."""
-    if not is_installed("onnx") or not Path("/dev/nvidiactl").exists():
-        return None
-    providers = importlib.import_module("onnxruntime").get_available_providers()
-    if "TensorrtExecutionProvider" in providers:
-        return "tensorrt"
-    return "onnx" if "CUDAExecutionProvider" in providers else None
-
-
 def choose_backend(config: ServerConfig, package: ModelPackage) -> tuple[str, str]:
     """(backend name, artifact format) for this config and package; ``auto`` prefers a GPU."""
     name = config.backend
     if name == "auto":
-        gpu = _has_gpu_runtime() if "onnx" in package.artifacts else None
-        fallbacks = [n for n in ("litert", "savedmodel") if is_installed(n)]
-        if not gpu and not fallbacks:
-            raise FailedPrecondition("no inference runtime installed: pip install 'stylecast[litert]'")
-        name = gpu or fallbacks[0]
+        try:
+            name = best_available()
+        except BackendUnavailable as exc:
+            raise FailedPrecondition(str(exc)) from None
+        if not any(f in package.artifacts for f in BACKEND_FORMATS[name]):  # e.g. a GPU but no ONNX artifact
+            name = next((n for n in ("litert", "savedmodel") if is_installed(n)), name)
     if name not in BACKEND_FORMATS:
         raise FailedPrecondition(f"unknown backend {name!r}; choose auto or one of {', '.join(backend_names())}")
     if config.format:

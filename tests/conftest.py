@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import io
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import grpc
@@ -30,35 +32,38 @@ MODEL_SOURCES = ("export.py", "networks.py", "package.py")
 CHANNEL_OPTIONS = [("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20)]
 
 
+def _cached_tiny(request: pytest.FixtureRequest, version: str, formats: tuple[str, ...] | None, seed: int) -> Path:
+    """Export ``tiny/VERSION`` once per exporter source, in a subprocess (the test process never
+    imports TensorFlow), into a scratch folder renamed into place (concurrent runs never see half)."""
+    model_dir = Path(stylecast.model.__file__).parent
+    digest = hashlib.sha256(b"".join((model_dir / f).read_bytes() for f in MODEL_SOURCES)).hexdigest()[:12]
+    root = request.config.cache.mkdir(f"stylecast-tiny{version}-{digest}")
+    if not (root / "tiny" / version / "manifest.json").is_file():
+        scratch = Path(tempfile.mkdtemp(dir=root))
+        code = ("import sys; from stylecast.model.export import FORMATS, tiny_test_package; "
+                f"tiny_test_package(sys.argv[1], {formats!r} or FORMATS, seed={seed}, version={version!r})")
+        proc = subprocess.run([sys.executable, "-c", code, str(scratch)], capture_output=True, text=True)
+        assert proc.returncode == 0, f"tiny package export failed:\n{proc.stderr[-4000:]}"
+        (root / "tiny").mkdir(exist_ok=True)
+        try:
+            (scratch / "tiny" / version).rename(root / "tiny" / version)
+        except OSError:  # another run got there first
+            assert (root / "tiny" / version / "manifest.json").is_file()
+        shutil.rmtree(scratch, ignore_errors=True)
+    return root
+
+
 @pytest.fixture(scope="session")
 def tiny_models_dir(request: pytest.FixtureRequest) -> Path:
-    """A models dir holding ``tiny/1`` (every format), exported once and cached."""
-    model_dir = Path(stylecast.model.__file__).parent
-    sources = [model_dir / f for f in MODEL_SOURCES]
-    digest = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()[:12]
-    root = request.config.cache.mkdir(f"stylecast-tiny-{digest}")
-    if not (root / "tiny" / "1" / "manifest.json").is_file():
-        code = "import sys; from stylecast.model.export import tiny_test_package; tiny_test_package(sys.argv[1])"
-        proc = subprocess.run([sys.executable, "-c", code, str(root)], capture_output=True, text=True)
-        assert proc.returncode == 0, f"tiny package export failed:\n{proc.stderr[-4000:]}"
-    return root
+    """A models dir holding ``tiny/1`` (every format)."""
+    return _cached_tiny(request, "1", None, 0)
 
 
 @pytest.fixture(scope="session")
 def tiny_v2_dir(request: pytest.FixtureRequest) -> Path:
     """A folder holding ``tiny/2``: another randomly initialised tiny model (TFLite formats only),
     to upload as a new version."""
-    model_dir = Path(stylecast.model.__file__).parent
-    digest = hashlib.sha256(b"".join((model_dir / f).read_bytes() for f in MODEL_SOURCES)).hexdigest()[:12]
-    root = request.config.cache.mkdir(f"stylecast-tiny2-{digest}")
-    if not (root / "tiny" / "2" / "manifest.json").is_file():
-        code = ("import json, sys; from pathlib import Path; from stylecast.model.export import tiny_test_package; "
-                "root = Path(sys.argv[1]); tiny_test_package(root, ('tflite-fp32', 'tflite-int8'), seed=1); "
-                "(root / 'tiny' / '1').rename(root / 'tiny' / '2'); m = root / 'tiny' / '2' / 'manifest.json'; "
-                "d = json.loads(m.read_text()); d['version'] = '2'; m.write_text(json.dumps(d, indent=1))")
-        proc = subprocess.run([sys.executable, "-c", code, str(root)], capture_output=True, text=True)
-        assert proc.returncode == 0, f"tiny v2 export failed:\n{proc.stderr[-4000:]}"
-    return root
+    return _cached_tiny(request, "2", ("tflite-fp32", "tflite-int8"), 1)
 
 
 def make_config(models_dir: Path, tmp_path: Path, **overrides) -> ServerConfig:
