@@ -7,7 +7,6 @@ to call from several threads, so ``workers`` only matters to the LiteRT backend.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -15,14 +14,14 @@ import onnxruntime as ort
 
 from stylecast.backends.base import BackendError, BackendOptions, BackendUnavailable
 from stylecast.backends.endpoints import Endpoint, endpoints
-from stylecast.backends.fit import STYLE_HW, fit, style_images, stylize_inputs
+from stylecast.backends.fit import SessionCalls
 from stylecast.backends.memory import RssGrowth
 from stylecast.model.package import ModelPackage
 
 Provider = str | tuple[str, dict[str, Any]]
 
 
-class OnnxBackend:
+class OnnxBackend(SessionCalls):
     """The Backend protocol on ONNX Runtime (format ``onnx``)."""
 
     name = "onnx"
@@ -87,27 +86,6 @@ class OnnxBackend:
             raise BackendError(f"{self.name} backend: no model loaded")
         ep = self._eps[endpoint]
         return self._sessions[endpoint].run([ep.output], {ep.inputs[k]: a for k, a in arrays.items()})[0]
-
-    def warmup(self, shapes: Sequence[tuple[int, int]]) -> None:
-        """Run the style predictor once and one stylize per (H, W)."""
-        self.predict_style(np.full((1, *STYLE_HW, 3), 0.5, np.float32))
-        for h, w in shapes:
-            self.stylize(np.full((1, h, w, 3), 0.5, np.float32), np.zeros((1, self._style_dim), np.float32))
-        if self._memory:
-            self._memory.update()
-
-    def predict_style(self, images: np.ndarray) -> np.ndarray:
-        images = style_images(images)
-        return self._call("predict_style", {"image": images}).reshape(images.shape[0], self._style_dim)
-
-    def stylize(self, content: np.ndarray, styles: np.ndarray) -> np.ndarray:
-        content, styles = stylize_inputs(content, styles, self._style_dim)
-        x, restore = fit(content, self._eps["stylize"].fixed_hw if self._eps else None)
-        return restore(self._call("stylize", {"content": x, "style": styles}))
-
-    def memory_bytes(self) -> dict[str, int]:
-        """Host: RSS growth over load and warmup (an estimate); device memory is not measured (0)."""
-        return {"host": self._memory.bytes if self._memory else 0, "device": 0}
 
     def close(self) -> None:
         self._sessions, self._eps = {}, {}

@@ -11,14 +11,14 @@ logs a warning and keeps the existing pools.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
 
 from stylecast.backends.base import BackendError, BackendOptions
 from stylecast.backends.endpoints import Endpoint, endpoints
-from stylecast.backends.fit import STYLE_HW, fit, style_images, stylize_inputs
+from stylecast.backends.fit import SessionCalls
 from stylecast.backends.memory import RssGrowth
 from stylecast.model.package import ModelPackage
 
@@ -44,14 +44,14 @@ def configure_threads(intra: int, inter: int = INTER_OP_THREADS) -> bool:
     return True
 
 
-def _device_bytes() -> int:
+def _gpu_bytes() -> int:
     total = 0
     for i, _ in enumerate(tf.config.list_logical_devices("GPU")):
         total += int(tf.config.experimental.get_memory_info(f"GPU:{i}")["current"])
     return total
 
 
-class SavedModelBackend:
+class SavedModelBackend(SessionCalls):
     """The Backend protocol on a TensorFlow SavedModel with ``predict_style`` and ``stylize`` signatures."""
 
     name = "savedmodel"
@@ -97,26 +97,8 @@ class SavedModelBackend:
             raise BackendError(f"{endpoint}: signature has no output {ep.output!r} (has: {', '.join(out)})")
         return out[ep.output].numpy()
 
-    def warmup(self, shapes: Sequence[tuple[int, int]]) -> None:
-        """Trace (and, with XLA, compile) the style predictor and one stylize per (H, W)."""
-        self.predict_style(np.full((1, *STYLE_HW, 3), 0.5, np.float32))
-        for h, w in shapes:
-            self.stylize(np.full((1, h, w, 3), 0.5, np.float32), np.zeros((1, self._style_dim), np.float32))
-        if self._memory:
-            self._memory.update()
-
-    def predict_style(self, images: np.ndarray) -> np.ndarray:
-        images = style_images(images)
-        return self._call("predict_style", {"image": images}).reshape(images.shape[0], self._style_dim)
-
-    def stylize(self, content: np.ndarray, styles: np.ndarray) -> np.ndarray:
-        content, styles = stylize_inputs(content, styles, self._style_dim)
-        x, restore = fit(content, self._eps["stylize"].fixed_hw if self._eps else None)
-        return restore(self._call("stylize", {"content": x, "style": styles}))
-
-    def memory_bytes(self) -> dict[str, int]:
-        """Host: RSS growth over load and warmup (an estimate); device: TF's current GPU allocation."""
-        return {"host": self._memory.bytes if self._memory else 0, "device": _device_bytes()}
+    def _device_bytes(self) -> int:
+        return _gpu_bytes()
 
     def close(self) -> None:
         self._model, self._fns, self._eps = None, {}, {}
