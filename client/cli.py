@@ -344,7 +344,7 @@ def model_export(
     checkpoint: Annotated[Path, typer.Argument(
         exists=True, file_okay=False, help="Training checkpoint folder (predictor.keras, transformer.keras).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Packages folder.")] = Path("models"),
-    name: Annotated[str, typer.Option(help="Model name.")] = "builtin",
+    name: Annotated[str, typer.Option(help="Model name.")] = "stylecast-small",
     version: Annotated[str, typer.Option(help="Model version.")] = "1",
     formats: Annotated[list[str] | None,
                        typer.Option("--format", help="Formats to write (repeatable; default all).")] = None,
@@ -365,13 +365,16 @@ def model_import_magenta(
     name: Annotated[str, typer.Option(help="Model name.")] = "magenta",
     version: Annotated[str, typer.Option(help="Model version.")] = "1",
     overwrite: Annotated[bool, typer.Option(help="Replace an existing NAME/VERSION.")] = False,
+    resizable: Annotated[bool, typer.Option(
+        help="Rewrite the transformer's baked 384² resizes so it runs at any size (no scaling).")] = False,
 ) -> None:
     """Wrap a user's own Magenta TFLite pair as a model package."""
     from stylecast.model.magenta import import_magenta
     from stylecast.model.package import PackageError
 
     try:
-        package = import_magenta(predict, transfer, output, name=name, version=version, overwrite=overwrite)
+        package = import_magenta(predict, transfer, output, name=name, version=version, overwrite=overwrite,
+                                 resizable=resizable)
     except PackageError as exc:
         raise _fail(str(exc)) from None
     typer.echo(f"{package.path}  formats: {', '.join(package.artifacts)}")

@@ -182,3 +182,15 @@ def test_model_import_magenta_writes_a_package(tmp_path) -> None:
     assert list(package.artifacts) == ["tflite-int8"]
     again = CliRunner().invoke(app, args)  # refuses to overwrite without --overwrite
     assert again.exit_code == 1 and "exists" in again.output
+
+
+@pytest.mark.skipif(not MAGENTA.is_dir(), reason=f"Magenta teacher files not found at {MAGENTA}")
+def test_model_import_magenta_resizable_drops_the_fixed_size(tmp_path) -> None:
+    from stylecast.model.package import load_package
+
+    args = ["model", "import-magenta", str(MAGENTA / "style_predict_quantized_256.tflite"),
+            str(MAGENTA / "style_transfer_quantized_384.tflite"), "-o", str(tmp_path), "--resizable"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    stylize = load_package(tmp_path / "magenta" / "1").artifact("tflite-int8").endpoints["stylize"]
+    assert stylize["fixed_hw"] is None
