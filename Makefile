@@ -50,11 +50,15 @@ bench-startup: $(VENV)/.dev-stamp
 bench-model: $(VENV)/.dev-stamp
 	$(BIN)/python -m stylecast.model.bench
 
+# Distil the built-in model from the Magenta teacher in ../shared/assets (hours on 2 cores;
+# resumes from runs/distill and model/checkpoints), then export it as the built-in package.
 train: $(VENV)/.dev-stamp
 	$(BIN)/python -m stylecast.model.distill
+	$(BIN)/stylecast model export model/checkpoints -o model/builtin --name stylecast-small --version 1
 
+# content/val x held-out styles at 384², built-in next to the teacher; writes the contact sheet.
 eval-model: $(VENV)/.dev-stamp
-	$(BIN)/python -m stylecast.model.evaluate
+	$(BIN)/python -m stylecast.model.evaluate --sheet model/contact_sheet.png
 
 proto: $(VENV)/.dev-stamp
 	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=protos --pyi_out=protos \
