@@ -41,9 +41,9 @@ def gray_ssim(x: np.ndarray, y: np.ndarray) -> float:
     g = np.exp(-0.5 * (np.arange(11) - 5) ** 2 / 1.5**2)
     g /= g.sum()
 
-    def blur(z):
-        z = np.apply_along_axis(lambda r: np.convolve(r, g, "valid"), 0, z)
-        return np.apply_along_axis(lambda r: np.convolve(r, g, "valid"), 1, z)
+    def blur(z):  # separable 'valid' Gaussian filter
+        z = np.lib.stride_tricks.sliding_window_view(z, 11, axis=0) @ g
+        return np.lib.stride_tricks.sliding_window_view(z, 11, axis=1) @ g
 
     c1, c2 = 0.01**2, 0.03**2
     ma, mb = blur(a), blur(b)
