@@ -178,3 +178,20 @@ def test_builtin_odd_sizes_and_batches(fmt):
             assert backend.stylize(content[:1, :h, :w], styles[:1]).shape == (1, h, w, 3)
     finally:
         backend.close()
+
+
+# ------------------------------------------------------------------ evaluation metrics
+
+def test_evaluation_metrics_on_known_cases():
+    from stylecast.model.evaluate import centred_cos, gray_ssim, psnr
+
+    rng = np.random.default_rng(0)
+    img = rng.random((64, 80, 3))
+    assert gray_ssim(img, img) == pytest.approx(1.0)
+    assert gray_ssim(img, rng.random((64, 80, 3))) < 0.1
+    assert psnr(img, np.clip(img + 0.1, 0, 1)) == pytest.approx(20.0, abs=1.5)
+    mean = rng.normal(0, 1, 100)
+    v = rng.normal(0, 1, 100)
+    # centring removes the shared mean: only the direction away from it counts
+    assert abs(centred_cos(mean + 1e-6 * v, mean + v, mean)) == pytest.approx(1.0)
+    assert centred_cos(mean + v, mean - v, mean) == pytest.approx(-1.0)
