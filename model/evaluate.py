@@ -131,7 +131,7 @@ def contact_sheet(cells, style_imgs: np.ndarray, path: Path, cell: int = 160) ->
         sheet.paste(u8(t_out), ((s + 1) * cell, y))
         sheet.paste(u8(b_out), ((s + 1) * cell, y + cell))
         draw.text((4, y + cell + 4), "teacher ^ / built-in v", fill="black")
-    sheet.save(path)
+    sheet.quantize(256, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)  # keep the committed PNG small
 
 
 def default_package() -> Path:
