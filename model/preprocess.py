@@ -17,8 +17,7 @@ def center_crop_square(img: Image.Image) -> Image.Image:
 
 def style_image(img: Image.Image, size: int = STYLE_SIZE) -> np.ndarray:
     """Centre-crop to a square, bilinear-resize to ``size``², scale to float32 [0,1]: size×size×3."""
-    img = center_crop_square(img.convert("RGB")).resize((size, size), Image.BILINEAR)
-    return np.asarray(img, dtype=np.float32) / 255.0
+    return to_float(style_image_uint8(img, size))
 
 
 def style_image_uint8(img: Image.Image, size: int = STYLE_SIZE) -> np.ndarray:
@@ -32,7 +31,12 @@ def content_image(img: Image.Image, size: tuple[int, int] | None = None) -> np.n
     img = img.convert("RGB")
     if size is not None and img.size != size:
         img = img.resize(size, Image.BILINEAR)
-    return np.asarray(img, dtype=np.float32) / 255.0
+    return to_float(np.asarray(img))
+
+
+def to_float(x: np.ndarray) -> np.ndarray:
+    """uint8 → float32 in [0,1].  A multiply: numpy's float32 division by 255 is ~20× slower."""
+    return np.multiply(x, np.float32(1.0 / 255.0), dtype=np.float32)
 
 
 def to_uint8(x: np.ndarray) -> np.ndarray:

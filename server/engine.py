@@ -19,7 +19,7 @@ from PIL import Image
 
 from stylecast.backends.base import Backend
 from stylecast.model.package import ModelPackage
-from stylecast.model.preprocess import style_image_uint8, to_uint8
+from stylecast.model.preprocess import style_image_uint8, to_float, to_uint8
 from stylecast.server import codecs
 from stylecast.server.batcher import BatchResult
 from stylecast.server.config import ServerConfig
@@ -144,7 +144,7 @@ class Engine:
             if png is None:  # deleted meanwhile
                 continue
             rgb, _ = await self.codec(lambda: codecs.decode(png, max_pixels=self.config.max_pixels))
-            batch = rgb[None].astype(np.float32) / 255.0
+            batch = to_float(rgb[None])
             vector = np.asarray(await loop.run_in_executor(executor, model.backend.predict_style, batch),
                                 np.float32).reshape(-1)
             await self.library.put_vector(style_id, *model.key, vector)
@@ -195,7 +195,7 @@ class Engine:
         """One 256²×3 uint8 normalised style image → its D-vector (by the serving model by default)."""
         model = model or self.model
         with model.lease():
-            return (await model.predict(style_uint8[None].astype(np.float32) / 255.0))[0]
+            return (await model.predict(to_float(style_uint8[None])))[0]
 
     @property
     def pending_frames(self) -> int:
@@ -356,7 +356,7 @@ class Session:
         rgb, size = codecs.decode(image.data, image.pixel_format, image.width, image.height,
                                   max_pixels=self.engine.config.max_pixels, draft_side=self.process_max_side)
         small = codecs.resize(rgb, codecs.fit_within(size, self.process_max_side))
-        return small, small.astype(np.float32) / 255.0, size
+        return small, to_float(small), size
 
     def _encode(self, out: np.ndarray, size: tuple[int, int]) -> tuple[bytes, tuple[int, int]]:
         target = codecs.output_size(size, self.output.width, self.output.height)
