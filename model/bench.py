@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
-from stylecast.model import data
-from stylecast.model.evaluate import default_package
+from stylecast.model import BUILTIN_DIR, data
 from stylecast.model.package import load_package
+from stylecast.server.models import find_package
 from stylecast.model.teacher import TRANSFER_FILE
 
 
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--per-round", type=int, default=10)
     ap.add_argument("--assets", type=Path, default=None)
     args = ap.parse_args(argv)
-    pkg = load_package(args.package or default_package())
+    pkg = load_package(args.package) if args.package else find_package(BUILTIN_DIR)
     teacher_file = (args.assets or data.assets_dir()) / "models" / "magenta" / TRANSFER_FILE
     cases = {}
     if teacher_file.exists():

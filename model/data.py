@@ -58,10 +58,5 @@ def training_images(root: Path) -> list[Path]:
     return train_content(root) + train_styles(root)
 
 
-def load_rgb(path: Path, short_side: int | None = None) -> np.ndarray:
-    img = Image.open(path).convert("RGB")
-    if short_side is not None:
-        w, h = img.size
-        s = short_side / min(w, h)
-        img = img.resize((max(short_side, round(w * s)), max(short_side, round(h * s))), Image.BICUBIC)
-    return np.asarray(img)
+def load_rgb(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"))

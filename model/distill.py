@@ -31,7 +31,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from stylecast.model import data
-from stylecast.model.preprocess import style_image
+from stylecast.model.preprocess import style_image, style_image_uint8, to_float, to_uint8
 from stylecast.model.teacher import TEACHER_SIZE, Teacher
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,11 +63,11 @@ def build_style_bank(root: Path, teacher: Teacher, out: Path, per_image: int, se
         img = data.load_rgb(path)
         for k in range(per_image):
             if k == 0:  # the exact serving preprocessing
-                x = (style_image(Image.fromarray(img)) * 255).round().astype(np.uint8)
+                x = style_image_uint8(Image.fromarray(img))
             else:
                 x = _random_square(img, rng, 0.45, 256)
             images[i] = x
-            vectors[i] = teacher.predict_style(x[None].astype(np.float32) / 255)[0]
+            vectors[i] = teacher.predict_style(to_float(x[None]))[0]
             is_painting[i] = path.name in painting_names
             i += 1
     images.flush()
@@ -99,19 +99,18 @@ def build_transfer_cache(root: Path, teacher: Teacher, out: Path, count: int, se
     for i in tqdm(range(done, count), desc="teacher targets", initial=done, total=count):
         img = data.load_rgb(paths[picks[i]])
         x = _random_square(img, np.random.default_rng(crop_seeds[i]), 0.6, size)
-        xf = x[None].astype(np.float32) / 255
+        xf = to_float(x[None])
         if kinds[i] == 0:
             v = paintings[a[i]]
         elif kinds[i] == 1:
             v = photos[c[i]]
         elif kinds[i] == 2:  # strength < 1: blend with the content's own vector
-            own = teacher.predict_style(np.asarray(Image.fromarray(x).resize((256, 256), Image.BILINEAR),
-                                                   np.float32)[None] / 255)[0]
+            own = teacher.predict_style(style_image(Image.fromarray(x))[None])[0]
             v = mix[i] * paintings[a[i]] + (1 - mix[i]) * own
         else:  # two-style blend
             v = mix[i] * paintings[a[i]] + (1 - mix[i]) * paintings[b[i]]
         content[i], styles[i] = x, v
-        target[i] = np.clip(np.rint(teacher.stylize(xf, v[None])[0] * 255), 0, 255).astype(np.uint8)
+        target[i] = to_uint8(teacher.stylize(xf, v[None])[0])
         if (i + 1) % 100 == 0 or i + 1 == count:
             content.flush()
             target.flush()
@@ -137,7 +136,7 @@ class Trainer:
         for d in dirs:
             meta = d / f"{self.name}.json"
             if meta.exists():
-                self.model.load_weights(d / f"{self.name}.weights.h5")
+                self.model.load_weights(d / f"{self.name}.keras")
                 opt = d / f"{self.name}.opt.npz"
                 if opt.exists():
                     saved = np.load(opt)
@@ -151,7 +150,6 @@ class Trainer:
 
     def save(self, d: Path, extra: dict | None = None, with_optimizer: bool = True) -> None:
         d.mkdir(parents=True, exist_ok=True)
-        self.model.save_weights(d / f"{self.name}.weights.h5")
         self.model.save(d / f"{self.name}.keras")
         if with_optimizer:
             np.savez(d / f"{self.name}.opt.npz", **{f"v{i}": np.asarray(v) for i, v in enumerate(self.opt.variables)})
@@ -204,7 +202,7 @@ def train_predictor(workdir: Path, steps: int, batch: int, seed: int, save_every
     bar = tqdm(total=steps, initial=tr.step, desc="predictor")
     while tr.step < steps:
         idx = np.sort(rng.choice(len(images), batch, replace=False))
-        x = images[idx].astype(np.float32) / 255
+        x = to_float(images[idx])
         if rng.random() < 0.5:
             x = x[:, :, ::-1]
         tr.opt.learning_rate.assign(lr_sched(tr.step))
@@ -225,7 +223,7 @@ def _feature_extractor(predictor):
     import keras  # noqa: PLC0415
 
     names = ["b0_pw_relu", "b1_pw_relu", "b3_pw_relu"]
-    return keras.Model(predictor.inputs, [predictor.get_layer(n).output for n in names]), names
+    return keras.Model(predictor.inputs, [predictor.get_layer(n).output for n in names])
 
 
 def train_transformer(workdir: Path, steps: int, batch: int, crop: int, seed: int, save_every: int,
@@ -243,7 +241,7 @@ def train_transformer(workdir: Path, steps: int, batch: int, crop: int, seed: in
     if use_feats:
         predictor = keras.saving.load_model(CHECKPOINTS / "predictor.keras", compile=False)
         predictor.trainable = False
-        feats, _ = _feature_extractor(predictor)
+        feats = _feature_extractor(predictor)
     model = build_transformer()
     tr = Trainer(workdir, "transformer", model, 2e-3)
     tr.restore(workdir / "ckpt", CHECKPOINTS)
@@ -292,8 +290,8 @@ def train_transformer(workdir: Path, steps: int, batch: int, crop: int, seed: in
     while tr.step < steps:
         idx = np.sort(rng.choice(done, batch, replace=False))
         yy, xx = rng.integers(0, size - crop + 1, 2)
-        x = content[idx, yy:yy + crop, xx:xx + crop].astype(np.float32) / 255
-        y = target[idx, yy:yy + crop, xx:xx + crop].astype(np.float32) / 255
+        x = to_float(content[idx, yy:yy + crop, xx:xx + crop])
+        y = to_float(target[idx, yy:yy + crop, xx:xx + crop])
         if rng.random() < 0.5:
             x, y = x[:, :, ::-1], y[:, :, ::-1]
         tr.opt.learning_rate.assign(lr_sched(tr.step))

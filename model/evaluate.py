@@ -23,8 +23,9 @@ from PIL import Image, ImageDraw
 from stylecast.backends.base import BackendOptions, create_backend
 from stylecast.model import BUILTIN_DIR, data
 from stylecast.model.package import load_package
-from stylecast.model.preprocess import content_image, style_image
+from stylecast.model.preprocess import center_crop_square, content_image, style_image, to_uint8
 from stylecast.model.teacher import TEACHER_SIZE, Teacher
+from stylecast.server.models import find_package
 
 SIZE = TEACHER_SIZE
 
@@ -57,15 +58,12 @@ def psnr(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def to_256(img: np.ndarray) -> np.ndarray:
-    return style_image(Image.fromarray(np.clip(np.rint(img * 255), 0, 255).astype(np.uint8)))
+    """An output as the predictor sees a style image (the serving preprocessing)."""
+    return style_image(Image.fromarray(to_uint8(img)))
 
 
 def square(path: Path, size: int) -> np.ndarray:
-    img = Image.open(path).convert("RGB")
-    w, h = img.size
-    s = min(w, h)
-    img = img.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
-    return content_image(img, (size, size))
+    return content_image(center_crop_square(Image.open(path)), (size, size))
 
 
 def evaluate(package_dir: Path, fmt: str, root: Path, threads: int, limit: int | None = None,
@@ -78,6 +76,7 @@ def evaluate(package_dir: Path, fmt: str, root: Path, threads: int, limit: int |
     styles = data.heldout_styles(root)
     contents = data.val_content(root)[:limit]
     s_imgs = np.stack([style_image(Image.open(p)) for p in styles])
+    style_squares = [square(p, SIZE) for p in styles]
     t_vec, b_vec = teacher.predict_style(s_imgs), backend.predict_style(s_imgs)
     rows: dict[str, dict[str, list[float]]] = {}
 
@@ -99,12 +98,9 @@ def evaluate(package_dir: Path, fmt: str, root: Path, threads: int, limit: int |
             add("teacher", t_out, c, s)
             add("builtin transformer (teacher vector)", b_out, c, s, t_out)
             add("builtin pipeline (own predictor)", p_out, c, s, t_out)
-            if s == 0:
-                half = teacher.stylize(c[None], (0.5 * t_vec[s] + 0.5 * own)[None])[0]
-            add("teacher at half strength", half if s == 0 else
-                teacher.stylize(c[None], (0.5 * t_vec[s] + 0.5 * own)[None])[0], c, s)
+            add("teacher at half strength", teacher.stylize(c[None], (0.5 * t_vec[s] + 0.5 * own)[None])[0], c, s)
             add("content itself", c, c, s)
-            add("style image itself", square(styles[s], SIZE), c, s)
+            add("style image itself", style_squares[s], c, s)
             if sheet is not None and ci < 4 and s < 5:
                 cells.append((ci, s, c, t_out, p_out))
     out = {k: {m: float(np.mean(v)) for m, v in r.items() if v} for k, r in rows.items()}
@@ -121,7 +117,7 @@ def contact_sheet(cells, style_imgs: np.ndarray, path: Path, cell: int = 160) ->
     n_s = max(c[1] for c in cells) + 1
     sheet = Image.new("RGB", ((n_s + 1) * cell, (1 + 2 * n_c) * cell + 20), "white")
     draw = ImageDraw.Draw(sheet)
-    u8 = lambda a: Image.fromarray(np.clip(np.rint(a * 255), 0, 255).astype(np.uint8)).resize((cell, cell))  # noqa: E731
+    u8 = lambda a: Image.fromarray(to_uint8(a)).resize((cell, cell))  # noqa: E731
     for s in range(n_s):
         sheet.paste(u8(style_imgs[s]), ((s + 1) * cell, 20))
     draw.text((4, 4), "styles (held out) ->   rows: content | teacher | built-in", fill="black")
@@ -132,13 +128,6 @@ def contact_sheet(cells, style_imgs: np.ndarray, path: Path, cell: int = 160) ->
         sheet.paste(u8(b_out), ((s + 1) * cell, y + cell))
         draw.text((4, y + cell + 4), "teacher ^ / built-in v", fill="black")
     sheet.quantize(256, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)  # keep the committed PNG small
-
-
-def default_package() -> Path:
-    versions = sorted(p for p in BUILTIN_DIR.glob("*/*") if (p / "manifest.json").exists())
-    if not versions:
-        raise SystemExit(f"no built-in package under {BUILTIN_DIR}")
-    return versions[-1]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -153,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     root = args.assets or data.assets_dir()
     if not (root / "models" / "magenta").is_dir():
         raise SystemExit(f"teacher assets not found under {root} (set STYLECAST_ASSETS)")
-    pkg = args.package or default_package()
+    pkg = args.package or find_package(BUILTIN_DIR).path
     res = evaluate(pkg, args.format, root, args.threads, args.limit, args.sheet)
     n = len(data.val_content(root)[:args.limit])
     print(f"package {pkg} ({args.format}) on {n} val images x {len(data.HELDOUT_STYLES)} held-out styles at {SIZE}^2")

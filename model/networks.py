@@ -20,7 +20,7 @@ symbolic inputs).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import keras
 import tensorflow as tf
@@ -40,9 +40,6 @@ class TransformerSpec:
     expand: float = 1.75  # expansion inside each block (64·1.75 = 112 channels)
     style_dim: int = STYLE_DIM
 
-    def to_json(self) -> dict:
-        return asdict(self)
-
 
 @dataclass(frozen=True)
 class PredictorSpec:
@@ -50,9 +47,6 @@ class PredictorSpec:
     strides: tuple[int, ...] = (2, 2, 2, 1, 2, 1, 2)
     hidden: int = 256
     style_dim: int = STYLE_DIM
-
-    def to_json(self) -> dict:
-        return asdict(self)
 
 
 @keras.saving.register_keras_serializable("stylecast")
