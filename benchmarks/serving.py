@@ -1,9 +1,10 @@
 """``make bench``: raw backend FPS vs serving over gRPC, side by side, in one run.
 
-1. the backend called in-process (same package, format, size and threads as the server);
+1. the backend called in-process (same package, format, size, workers and threads as the server);
 2. one stream over gRPC at 384² and 512², raw RGB and JPEG, with ratios to (1);
 3. 1, 4 and 16 concurrent streams (EVERY_FRAME), and LIVE at an offered frame rate (drops);
-4. a batch-size sweep (max_batch 1/2/4) so the LiteRT default can be chosen.
+4. a batch-size sweep (max_batch 1/2/4) so the LiteRT default can be chosen;
+5. a workers × threads sweep over the CPUs, one stream, so the default layout can be chosen.
 
 The server runs as a subprocess (``stylecast serve``); every client runs in its own
 subprocess (``stylecast bench --json``) with pre-encoded frames.
@@ -20,9 +21,10 @@ import sys
 import tempfile
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator
 
 import numpy as np
@@ -40,6 +42,7 @@ class Setup:
     backend: str
     format: str
     threads: int
+    workers: int
     seconds: float
     warmup: float
 
@@ -50,29 +53,39 @@ def resolve(args: argparse.Namespace) -> Setup:
     from stylecast.server.models import choose_backend, find_package
 
     package = find_package(args.models_dir, args.model)
+    defaults = ServerConfig()
     backend, fmt = choose_backend(ServerConfig(backend=args.backend, format=args.format), package)
-    return Setup(args.models_dir, args.model, backend, fmt, args.threads, args.seconds, args.warmup)
+    return Setup(args.models_dir, args.model, backend, fmt, args.threads or defaults.threads,
+                 args.workers or defaults.workers, args.seconds, args.warmup)
 
 
-def raw_backend_fps(setup: Setup, size: int, batch: int = 1) -> float:
-    """Frames per second of ``backend.stylize`` alone on a warmed (pre-allocated) interpreter."""
+def raw_backend_fps(setup: Setup, size: int, batch: int = 1, seconds: float | None = None) -> float:
+    """Frames per second of ``backend.stylize`` alone on warmed (pre-allocated) interpreters:
+    ``workers`` threads call it at once, as the server's inference workers do."""
     from stylecast.backends.base import BackendOptions, create_backend
     from stylecast.server.models import find_package
 
+    seconds = setup.seconds if seconds is None else seconds
     backend = create_backend(setup.backend)
     backend.load(find_package(setup.models_dir, setup.model),
-                 BackendOptions(format=setup.format, threads=setup.threads))
+                 BackendOptions(format=setup.format, threads=setup.threads, workers=setup.workers))
     try:
         backend.warmup([(size, size)])
         style = backend.predict_style(synthetic_image(256, 1234)[None].astype(np.float32) / 255)
         styles = np.repeat(style, batch, axis=0)
         content = np.stack([synthetic_image(size, i) for i in range(batch)]).astype(np.float32) / 255
         backend.stylize(content, styles)
-        frames, start = 0, time.perf_counter()
-        while (elapsed := time.perf_counter() - start) < setup.seconds:
-            backend.stylize(content, styles)
-            frames += batch
-        return frames / elapsed
+        frames = [0] * setup.workers
+        start = time.perf_counter()
+
+        def work(i: int) -> None:
+            while time.perf_counter() - start < seconds:
+                backend.stylize(content, styles)
+                frames[i] += batch
+
+        with ThreadPoolExecutor(setup.workers) as pool:
+            list(pool.map(work, range(setup.workers)))
+        return sum(frames) / (time.perf_counter() - start)
     finally:
         backend.close()
 
@@ -108,7 +121,7 @@ def server(setup: Setup, workdir: Path, **settings: Any) -> Iterator[str]:
     """``stylecast serve`` in a subprocess; ``settings`` become STYLECAST_* variables."""
     port = free_port()
     cmd = CLI + ["serve", "--port", str(port), "--metrics-port", "0", "--backend", setup.backend,
-                 "--format", setup.format, "--threads", str(setup.threads),
+                 "--format", setup.format, "--threads", str(setup.threads), "--workers", str(setup.workers),
                  "--styles-db", str(workdir / "styles.db")]
     if setup.models_dir:
         cmd += ["--models-dir", setup.models_dir]
@@ -154,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="")
     parser.add_argument("--backend", default="litert")
     parser.add_argument("--format", default="")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=None, help="threads per worker (default: the server's)")
+    parser.add_argument("--workers", type=int, default=None, help="inference workers (default: the server's)")
     parser.add_argument("--seconds", type=float, default=6.0, help="measured seconds per scenario")
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--live-fps", type=float, default=30.0, help="offered FPS per LIVE stream")
@@ -173,30 +187,35 @@ def main(argv: list[str] | None = None) -> int:
     print(f"stylecast serving benchmark: backend {setup.backend} ({setup.format}), {setup.threads} threads, "
           f"{os.cpu_count()} CPUs, {setup.seconds:g} s per scenario")
 
-    print("\n[1] raw backend (in-process, warmed interpreter)")
-    raw = {}
+    print(f"\n[1] raw backend (in-process, warmed interpreters, {setup.workers} worker(s) x {setup.threads} "
+          f"thread(s))")
+    raw: dict[int, list[float]] = {}
     for size in sizes:
-        raw[size] = raw_backend_fps(setup, size)
-        print(f"  {size}x{size}  batch 1{raw[size]:10.1f} FPS")
+        raw[size] = [raw_backend_fps(setup, size)]
+        print(f"  {size}x{size}  batch 1{raw[size][0]:10.1f} FPS")
     for batch in (2, 4):
         fps = raw_backend_fps(setup, sizes[0], batch)
         results[f"raw_batch{batch}_{sizes[0]}"] = fps
-        print(f"  {sizes[0]}x{sizes[0]}  batch {batch}{fps:10.1f} FPS  ({fps / raw[sizes[0]]:.2f}x batch 1)")
-    results["raw"] = raw
+        print(f"  {sizes[0]}x{sizes[0]}  batch {batch}{fps:10.1f} FPS  ({fps / raw[sizes[0]][0]:.2f}x batch 1)")
 
     with tempfile.TemporaryDirectory(prefix="stylecast-bench-") as tmp:
         workdir = Path(tmp)
         with server(setup, workdir, max_batch=1) as target:
-            print("\n[2] one stream over gRPC vs raw backend")
+            print("\n[2] one stream over gRPC vs raw backend; the raw figure is re-measured after each stream and\n"
+                  "    the ratio taken to the mean of the runs on either side (the machine's speed drifts)")
             single = {}
             for size in sizes:
                 for wire in ("raw", "jpeg"):
+                    before = raw[size][-1]
                     r = single[f"{size}-{wire}"] = load(target, setup, size=size, wire=wire)
-                    ratio = r["fps"] / raw[size]
+                    raw[size].append(raw_backend_fps(setup, size))
+                    ratio = r["fps"] / ((before + raw[size][-1]) / 2)
+                    r["ratio"] = ratio
                     mark = "ok" if ratio >= GOALS[wire] else "BELOW GOAL"
                     print(row(f"{size}x{size} {wire}", r,
-                              f"   ratio {ratio:.2f} (goal {GOALS[wire]:.1f}: {mark})"))
-            results["single"] = single
+                              f"   raw {before:.1f}/{raw[size][-1]:.1f}   ratio {ratio:.2f} "
+                              f"(goal {GOALS[wire]:.1f}: {mark})"))
+            results["single"], results["raw"] = single, raw
 
             size = sizes[0]
             print(f"\n[3] concurrent streams, {size}x{size} raw, EVERY_FRAME (aggregate)")
@@ -221,6 +240,18 @@ def main(argv: list[str] | None = None) -> int:
         best = max(sweep, key=lambda b: sweep[b]["fps"])
         print(f"  best max_batch for {setup.backend}: {best}")
         results["batch_sweep"] = sweep
+
+        cpus = os.cpu_count() or 1
+        layouts = sorted({(1, cpus), (cpus, 1), (setup.workers, setup.threads)})
+        print(f"\n[5] workers x threads, 1 stream {size}x{size} raw (raw backend measured alongside)")
+        results["layouts"] = {}
+        for workers, threads in layouts:
+            alt = replace(setup, workers=workers, threads=threads)
+            with server(alt, workdir) as target:
+                r = load(target, alt, size=size, wire="raw")
+            base = raw_backend_fps(alt, size)
+            results["layouts"][f"{workers}x{threads}"] = {"served": r, "raw": base}
+            print(row(f"{workers} worker(s) x {threads}", r, f"   raw {base:.1f}"))
 
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(results, indent=2, default=str))

@@ -195,6 +195,7 @@ def serve(
     metrics_port: Annotated[int | None, typer.Option(help="Prometheus port (0 = off).")] = None,
     backend: Annotated[str | None, typer.Option(help="auto, litert, savedmodel, onnx or tensorrt.")] = None,
     threads: Annotated[int | None, typer.Option(help="Inference threads per worker.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Inference workers (frames run at once).")] = None,
     models_dir: Annotated[str | None, typer.Option(help="Model packages folder (default: built-in).")] = None,
     styles_db: Annotated[str | None, typer.Option(help="Style library SQLite file.")] = None,
     config: Annotated[Path | None, typer.Option(help="TOML config file.")] = None,
@@ -210,7 +211,7 @@ def serve(
     """Run the gRPC server (flags > STYLECAST_* environment > TOML config)."""
     from stylecast.server.app import main
 
-    main({"port": port, "metrics_port": metrics_port, "backend": backend, "threads": threads,
+    main({"port": port, "metrics_port": metrics_port, "backend": backend, "threads": threads, "workers": workers,
           "models_dir": models_dir, "styles_db": styles_db, "format": format, "model": model, "host": host,
           "load_order": load_order, "admin_port": admin_port, "upload_dir": upload_dir,
           "config": str(config) if config else None})

@@ -22,7 +22,7 @@ RunBatch = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 @dataclass(frozen=True)
 class BatchResult:
-    image: np.ndarray     # H×W×3 float32
+    image: np.ndarray     # H×W×3, as the batch function returns it
     batch_size: int
     queue_s: float        # waiting for a batch slot
     infer_s: float        # the batch's inference time
@@ -114,14 +114,16 @@ class Batcher:
             self._running.add(task)
             task.add_done_callback(self._running.discard)
 
+    def _call(self, items: list[_Item]) -> np.ndarray:
+        """Stack the batch and run it (on the executor: the copies stay off the event loop)."""
+        content = items[0].content[None] if len(items) == 1 else np.stack([i.content for i in items])
+        return self._run_batch(content, np.stack([i.vector for i in items]))
+
     async def _run(self, items: list[_Item]) -> None:
         try:
             start = time.perf_counter()
-            content = np.stack([i.content for i in items])
-            vectors = np.stack([i.vector for i in items])
             try:
-                out = await asyncio.get_running_loop().run_in_executor(
-                    self._executor, self._run_batch, content, vectors)
+                out = await asyncio.get_running_loop().run_in_executor(self._executor, self._call, items)
             except Exception as exc:  # every waiter gets the batch's error
                 for i in items:
                     if not i.future.done():

@@ -19,7 +19,7 @@ from PIL import Image
 
 from stylecast.backends.base import Backend
 from stylecast.model.package import ModelPackage
-from stylecast.model.preprocess import style_image_uint8, to_float, to_uint8
+from stylecast.model.preprocess import style_image_uint8, to_float
 from stylecast.server import codecs
 from stylecast.server.batcher import BatchResult
 from stylecast.server.config import ServerConfig
@@ -204,7 +204,7 @@ class Engine:
         return sum(m.pending for m in models)
 
     async def infer(self, model: LoadedModel, content: np.ndarray, vector: np.ndarray) -> BatchResult:
-        """Stylize one H×W×3 float frame with one vector on ``model`` (the caller holds a lease)."""
+        """Stylize one H×W×3 uint8 frame with one vector on ``model`` (the caller holds a lease)."""
         shape = content.shape[:2]
         self._shapes[shape] = None
         self._shapes.move_to_end(shape)
@@ -352,18 +352,26 @@ class Session:
         self._content: tuple[tuple[str, str], asyncio.Future] | None = None
         self._content_uses = 0
 
-    def _decode(self, image: ImageInput) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    def _decode(self, image: ImageInput) -> tuple[np.ndarray, tuple[int, int]]:
+        """→ (the frame as uint8, scaled to ``process_max_side``; its original (width, height))."""
         rgb, size = codecs.decode(image.data, image.pixel_format, image.width, image.height,
                                   max_pixels=self.engine.config.max_pixels, draft_side=self.process_max_side)
-        small = codecs.resize(rgb, codecs.fit_within(size, self.process_max_side))
-        return small, to_float(small), size
+        return codecs.resize(rgb, codecs.fit_within(size, self.process_max_side)), size
 
     def _encode(self, out: np.ndarray, size: tuple[int, int]) -> tuple[bytes, tuple[int, int]]:
         target = codecs.output_size(size, self.output.width, self.output.height)
         if max(target) > 16384:
             raise InvalidArgument(f"output size {target[0]}x{target[1]} is above 16384 per side")
-        img = codecs.resize(to_uint8(out), target)
-        return codecs.encode(img, self.output.encoding, self.output.quality), target
+        return codecs.encode(codecs.resize(out, target), self.output.encoding, self.output.quality), target
+
+    def _decode_inline(self, image: ImageInput) -> bool:
+        """RGB24 that needs no scaling is a zero-copy view: no codec thread hop."""
+        return image.pixel_format == "rgb24" and max(image.width, image.height) <= self.process_max_side
+
+    def _encode_inline(self, out: np.ndarray, size: tuple[int, int]) -> bool:
+        """Raw output at the processed size is one copy of the array: no codec thread hop."""
+        return (self.output.encoding == "raw" and not self.output.width and not self.output.height
+                and size == (out.shape[1], out.shape[0]))
 
     async def _style_vector(self, model: LoadedModel) -> np.ndarray:
         if (vec := self._vectors.get(model.key)) is None:
@@ -387,7 +395,10 @@ class Session:
         engine = self.engine
         t0 = time.perf_counter()
         received = t0 if received is None else received
-        small, content, size = await engine.codec(self._decode, image)
+        if self._decode_inline(image):
+            small, size = self._decode(image)
+        else:
+            small, size = await engine.codec(self._decode, image)
         t1 = time.perf_counter()
         model = engine.model
         with model.lease():
@@ -395,9 +406,12 @@ class Session:
             if self.strength < 1.0:
                 v_content = await asyncio.shield(self._content_vector(small, model))
                 vector = (self.strength * vector + (1.0 - self.strength) * v_content).astype(np.float32)
-            res = await engine.infer(model, content, vector)
+            res = await engine.infer(model, small, vector)
         t2 = time.perf_counter()
-        data, (w, h) = await engine.codec(self._encode, res.image, size)
+        if self._encode_inline(res.image, size):
+            data, (w, h) = self._encode(res.image, size)
+        else:
+            data, (w, h) = await engine.codec(self._encode, res.image, size)
         t3 = time.perf_counter()
         timings = {"queue": res.queue_s * 1e3 + (t0 - received) * 1e3, "decode": (t1 - t0) * 1e3,
                    "infer": res.infer_s * 1e3, "encode": (t3 - t2) * 1e3, "total": (t3 - received) * 1e3}

@@ -17,6 +17,7 @@ import numpy as np
 
 from stylecast.backends.base import Backend
 from stylecast.model.package import ModelPackage
+from stylecast.model.preprocess import to_float, to_uint8
 from stylecast.server.batcher import Batcher, BatchResult
 from stylecast.server.config import ServerConfig
 from stylecast.server.metrics import Metrics
@@ -28,13 +29,17 @@ class LoadedModel:
         self.package, self.backend, self.format = package, backend, fmt
         self.load_seconds = load_seconds
         self._inference = inference
-        self.batcher = Batcher(metrics.counting_batches(backend.name, backend.stylize), inference,
+        self.batcher = Batcher(metrics.counting_batches(backend.name, self._stylize), inference,
                                workers=config.workers, max_batch=config.max_batch,
                                max_wait_s=config.max_wait_ms / 1000)
         self._leases = 0
         self._idle = asyncio.Event()
         self._idle.set()
         self.loaded_at = time.monotonic()
+
+    def _stylize(self, content: np.ndarray, styles: np.ndarray) -> np.ndarray:
+        """N×H×W×3 uint8 → uint8, converted on the inference thread (not the event loop)."""
+        return to_uint8(self.backend.stylize(to_float(content), styles))
 
     @property
     def key(self) -> tuple[str, str]:
@@ -64,7 +69,7 @@ class LoadedModel:
         return np.asarray(out, np.float32).reshape(len(images), -1)
 
     async def infer(self, content: np.ndarray, vector: np.ndarray) -> BatchResult:
-        """Stylize one H×W×3 frame, batched with same-size frames for this artifact."""
+        """Stylize one H×W×3 uint8 frame, batched with same-size frames for this artifact."""
         return await self.batcher.submit((*self.key, self.format, *content.shape[:2]), content, vector)
 
     @property
