@@ -50,13 +50,13 @@ class Setup:
 def resolve(args: argparse.Namespace) -> Setup:
     """The package, backend and format the server will pick for these flags."""
     from stylecast.server.config import ServerConfig
-    from stylecast.server.models import choose_backend, find_package
+    from stylecast.server.models import choose_backend, find_package, layout
 
     package = find_package(args.models_dir, args.model)
-    defaults = ServerConfig()
-    backend, fmt = choose_backend(ServerConfig(backend=args.backend, format=args.format), package)
-    return Setup(args.models_dir, args.model, backend, fmt, args.threads or defaults.threads,
-                 args.workers or defaults.workers, args.seconds, args.warmup)
+    config = ServerConfig(backend=args.backend, format=args.format, threads=args.threads, workers=args.workers)
+    backend, fmt = choose_backend(config, package)
+    workers, threads = layout(config, backend)
+    return Setup(args.models_dir, args.model, backend, fmt, threads, workers, args.seconds, args.warmup)
 
 
 def raw_backend_fps(setup: Setup, size: int, batch: int = 1, seconds: float | None = None) -> float:
@@ -167,8 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="")
     parser.add_argument("--backend", default="litert")
     parser.add_argument("--format", default="")
-    parser.add_argument("--threads", type=int, default=None, help="threads per worker (default: the server's)")
-    parser.add_argument("--workers", type=int, default=None, help="inference workers (default: the server's)")
+    parser.add_argument("--threads", type=int, default=0, help="threads per worker (0: the server's choice)")
+    parser.add_argument("--workers", type=int, default=0, help="inference workers (0: the server's choice)")
     parser.add_argument("--seconds", type=float, default=6.0, help="measured seconds per scenario")
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--live-fps", type=float, default=30.0, help="offered FPS per LIVE stream")
@@ -184,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     sizes = [int(s) for s in args.sizes.split(",")]
     results: dict[str, Any] = {"setup": setup.__dict__}
-    print(f"stylecast serving benchmark: backend {setup.backend} ({setup.format}), {setup.threads} threads, "
+    print(f"stylecast serving benchmark: backend {setup.backend} ({setup.format}), {setup.workers} worker(s) x "
+          f"{setup.threads} thread(s), "
           f"{os.cpu_count()} CPUs, {setup.seconds:g} s per scenario")
 
     print(f"\n[1] raw backend (in-process, warmed interpreters, {setup.workers} worker(s) x {setup.threads} "

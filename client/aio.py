@@ -28,6 +28,7 @@ from stylecast.v1 import stylecast_pb2 as pb
 from stylecast.v1 import stylecast_pb2_grpc as pb_grpc
 
 T = TypeVar("T")
+MAX_IN_FLIGHT = 16  # default bound on a stream's sent-and-unanswered frames
 _END = object()
 _DEFAULT: Any = object()  # "use the client's default timeout"
 
@@ -208,14 +209,18 @@ class AsyncClient:
     async def stream(self, frames: Iterable[Any] | AsyncIterable[Any], style: StyleSpec, *,
                      strength: float | None = None, output: Output | str | None = None,
                      mode: str = "every_frame", process_max_side: int = 0, model: str = "",
-                     timeout: float | None = None) -> AsyncIterator[FrameResult]:
+                     timeout: float | None = None, max_in_flight: int | None = MAX_IN_FLIGHT
+                     ) -> AsyncIterator[FrameResult]:
         """Stream frames (ndarrays travel as raw RGB, bytes as encoded images) and yield one
         result per frame, in send order; frame ids count from 0.  A :class:`StreamOptions` item
-        in ``frames`` switches the stream's options from that point on."""
+        in ``frames`` switches the stream's options from that point on.  At most
+        ``max_in_flight`` frames are sent and unanswered (the producer waits): this bounds the
+        latency and the memory that transport buffers add (``None``: flow control alone)."""
         config = to_config(StreamOptions(style, strength, output, mode, process_max_side, model))
         call = self._stub.Stylize(metadata=self._metadata, timeout=timeout)
         sent: dict[int, float] = {}
-        writer = asyncio.create_task(self._write_frames(call, config, frames, sent))
+        window = asyncio.Semaphore(max_in_flight) if max_in_flight else None
+        writer = asyncio.create_task(self._write_frames(call, config, frames, sent, window))
         try:
             while True:
                 try:
@@ -229,6 +234,8 @@ class AsyncClient:
                 if msg is grpc.aio.EOF:
                     break
                 start = sent.pop(response_id(msg), None)
+                if window is not None and start is not None:
+                    window.release()
                 yield parse_response(msg, None if start is None else (time.perf_counter() - start) * 1e3)
             await writer
         finally:
@@ -237,7 +244,7 @@ class AsyncClient:
 
     @staticmethod
     async def _write_frames(call: Any, config: pb.StreamConfig, frames: Iterable[Any] | AsyncIterable[Any],
-                            sent: dict[int, float]) -> None:
+                            sent: dict[int, float], window: asyncio.Semaphore | None) -> None:
         try:
             await call.write(pb.StylizeRequest(config=config))
             frame_id = 0
@@ -246,6 +253,8 @@ class AsyncClient:
                     await call.write(pb.StylizeRequest(config=to_config(item)))
                     continue
                 request = pb.StylizeRequest(frame=pb.Frame(id=frame_id, image=to_image(item)))
+                if window is not None:
+                    await window.acquire()
                 sent[frame_id] = time.perf_counter()
                 await call.write(request)
                 frame_id += 1

@@ -9,7 +9,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
-from stylecast.client.aio import _DEFAULT, AsyncClient
+from stylecast.client.aio import _DEFAULT, MAX_IN_FLIGHT, AsyncClient
 from stylecast.client.channel import DEFAULT_TARGET, MAX_MESSAGE_BYTES, TLS
 from stylecast.client.messages import ImageLike, StyleSpec
 from stylecast.client.types import BackendInfo, FrameResult, ModelInfo, Output, Style, StyleMatch, UploadInfo
@@ -116,8 +116,11 @@ class Client:
 
     def stream(self, frames: Iterable[Any], style: StyleSpec, *, strength: float | None = None,
                output: Output | str | None = None, mode: str = "every_frame", process_max_side: int = 0,
-               model: str = "", timeout: float | None = None) -> Iterator[FrameResult]:
-        """Results in send order; ``frames`` is consumed on a worker thread as the server asks for more."""
+               model: str = "", timeout: float | None = None,
+               max_in_flight: int | None = MAX_IN_FLIGHT) -> Iterator[FrameResult]:
+        """Results in send order; ``frames`` is consumed on a worker thread as the server asks for more
+        (at most ``max_in_flight`` frames unanswered)."""
         return self._iterate(self._async.stream(frames, style, strength=strength, output=output, mode=mode,
-                                                process_max_side=process_max_side, model=model, timeout=timeout))
+                                                process_max_side=process_max_side, model=model, timeout=timeout,
+                                                max_in_flight=max_in_flight))
 

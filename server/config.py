@@ -31,8 +31,8 @@ class ServerConfig:
     metrics_port: int = 9090          # 0 = no metrics endpoint
     backend: str = "auto"             # "auto" | litert | savedmodel | onnx | tensorrt
     format: str = ""                  # package artifact; "" = the backend's default
-    threads: int = 2                  # intra-op threads per inference worker
-    workers: int = 1                  # inference workers (interpreters / sessions)
+    threads: int = 0                  # intra-op threads per inference worker; 0 = auto (models.layout)
+    workers: int = 0                  # inference workers (interpreters / sessions); 0 = auto
     codec_threads: int = 2            # image decode/encode threads
     xla: bool = False                 # savedmodel: jit_compile
     models_dir: str = ""              # "" = the package's built-in models
@@ -65,7 +65,7 @@ class ServerConfig:
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:
-        positive = ("threads", "workers", "codec_threads", "max_batch", "queue_depth", "max_streams",
+        positive = ("codec_threads", "max_batch", "queue_depth", "max_streams",
                     "max_calls", "max_message_bytes", "max_pixels", "process_max_side",
                     "content_vector_refresh")
         for name in positive:
@@ -73,6 +73,8 @@ class ServerConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not all(0 <= p < 65536 for p in (self.port, self.metrics_port, self.admin_port)):
             raise ConfigError("ports must be in 0..65535")
+        if self.threads < 0 or self.workers < 0:
+            raise ConfigError(f"threads and workers must be >= 0 (0 = auto), got {self.threads}, {self.workers}")
         if self.max_wait_ms < 0 or self.grace_s < 0:
             raise ConfigError("max_wait_ms and grace_s must be >= 0")
         if self.max_upload_bytes < 1:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import time
 from collections import OrderedDict
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -79,7 +80,8 @@ class Engine:
                  metrics: Metrics | None = None) -> None:
         self.config, self.library, self.registry = config, library, registry
         self.metrics = metrics if metrics is not None else Metrics()
-        self.inference = ThreadPoolExecutor(config.workers, thread_name_prefix="stylecast-infer")
+        self.inference = ThreadPoolExecutor(config.workers or os.cpu_count() or 1,  # the most layout() picks
+                                            thread_name_prefix="stylecast-infer")
         self._codecs = ThreadPoolExecutor(config.codec_threads, thread_name_prefix="stylecast-codec")
         self.loader = Loader(self)
         self.current: LoadedModel | None = None
@@ -113,6 +115,11 @@ class Engine:
         if self.current is None:
             raise Unavailable("no model loaded yet; retry shortly")
         return self.current
+
+    @property
+    def workers(self) -> int:
+        """Frames the serving model runs at once."""
+        return self.current.workers if self.current is not None else 1
 
     @property
     def package(self) -> ModelPackage:

@@ -21,6 +21,7 @@ from stylecast.model.preprocess import to_float, to_uint8
 from stylecast.server.batcher import Batcher, BatchResult
 from stylecast.server.config import ServerConfig
 from stylecast.server.metrics import Metrics
+from stylecast.server.models import layout
 
 
 class LoadedModel:
@@ -29,8 +30,9 @@ class LoadedModel:
         self.package, self.backend, self.format = package, backend, fmt
         self.load_seconds = load_seconds
         self._inference = inference
+        self.workers = layout(config, backend.name)[0]  # frames that run at once
         self.batcher = Batcher(metrics.counting_batches(backend.name, self._stylize), inference,
-                               workers=config.workers, max_batch=config.max_batch,
+                               workers=self.workers, max_batch=config.max_batch,
                                max_wait_s=config.max_wait_ms / 1000)
         self._leases = 0
         self._idle = asyncio.Event()

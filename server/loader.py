@@ -20,6 +20,7 @@ from stylecast.backends.base import Backend, BackendOptions, create_backend
 from stylecast.model.package import ModelPackage
 from stylecast.server.errors import FailedPrecondition, StylecastError
 from stylecast.server.loaded_model import LoadedModel
+from stylecast.server.models import layout
 from stylecast.server.registry import ACTIVE, AVAILABLE, FAILED, LOADING, QUEUED, VERIFYING, WARMING
 
 if TYPE_CHECKING:
@@ -140,8 +141,8 @@ class Loader:
             post(state=LOADING)
             backend = create_backend(backend_name)
             try:
-                backend.load(package, BackendOptions(format=fmt, threads=config.threads, workers=config.workers,
-                                                     xla=config.xla))
+                workers, threads = layout(config, backend_name)
+                backend.load(package, BackendOptions(format=fmt, threads=threads, workers=workers, xla=config.xla))
                 stage = "warmup"
                 post(state=WARMING)
                 backend.warmup(shapes)

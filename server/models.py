@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -64,6 +65,16 @@ def find_package(models_dir: str | Path, name: str = "", version: str = "",
     if version and version not in versions:
         raise FailedPrecondition(f"model {name} has no version {version!r} (have: {', '.join(versions)})")
     return load_package(versions[version or list(versions)[-1]])
+
+
+def layout(config: ServerConfig, backend: str) -> tuple[int, int]:
+    """(workers, threads per worker) for ``backend``; a 0 in the config is chosen here, as
+    ``make bench`` measured best on CPUs: LiteRT runs one single-threaded interpreter per
+    core (parallel interpreters beat one multi-threaded one), the other backends one session
+    over every core (TensorFlow's shared thread pools lose with parallel calls)."""
+    cpus = os.cpu_count() or 1
+    workers = config.workers or (max(1, cpus // (config.threads or 1)) if backend == "litert" else 1)
+    return workers, config.threads or max(1, cpus // workers)
 
 
 def choose_backend(config: ServerConfig, package: ModelPackage) -> tuple[str, str]:

@@ -128,7 +128,7 @@ class StylizeStream:
         await permit.acquire()  # EVERY_FRAME: blocks when queue_depth frames are unanswered
         job = _Job(frame, self._session, received, permit)
         self._queue.put_nowait(job)
-        if not self._live or len(self._running) < self._engine.config.workers:
+        if not self._live or len(self._running) < self._engine.workers:
             self._start(job)
             return
         if self._waiting is not None:
@@ -158,6 +158,6 @@ class StylizeStream:
             engine.metrics.frame_failed(engine.backend.name)
         finally:
             self._running.discard(job)
-            if not self._closed and self._waiting is not None and len(self._running) < engine.config.workers:
+            if not self._closed and self._waiting is not None and len(self._running) < engine.workers:
                 waiting, self._waiting = self._waiting, None
                 self._start(waiting)

@@ -73,6 +73,29 @@ async def test_stylize_keeps_size_and_matches_the_stream(client) -> None:
     assert not np.array_equal(weaker.to_array(), raw.to_array())
 
 
+async def test_stream_window_bounds_unanswered_frames(client) -> None:
+    style = await client.register_style(picture(80, 80, seed=5))
+    produced = 0
+
+    async def frames():
+        nonlocal produced
+        for i in range(20):
+            produced += 1
+            yield picture(64, 48, seed=i)
+
+    ahead = []
+    async for r in client.stream(frames(), style, output="raw", max_in_flight=2):
+        ahead.append(produced - r.id)
+    assert len(ahead) == 20
+    # frames sent and unanswered ≤ 2, plus the one the producer has handed over and waits to send
+    assert max(ahead) <= 3
+    unbounded = []
+    produced = 0
+    async for r in client.stream(frames(), style, output="raw", max_in_flight=None):
+        unbounded.append(produced - r.id)
+    assert max(unbounded) > 3  # without the window the producer runs ahead on flow control alone
+
+
 async def test_stream_answers_in_order_with_options_switch_and_in_band_errors(client) -> None:
     a = await client.register_style(picture(80, 80, seed=5))
     b = await client.register_style(picture(80, 80, seed=6))

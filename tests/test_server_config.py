@@ -10,7 +10,7 @@ import pytest
 from stylecast.backends.base import BackendError
 from stylecast.server.config import ConfigError, ServerConfig, load_config
 from stylecast.server.errors import FailedPrecondition, InvalidArgument, NotFound, code_number, to_status
-from stylecast.server.models import choose_backend, find_package
+from stylecast.server.models import choose_backend, find_package, layout
 
 
 def test_precedence_flags_over_env_over_toml(tmp_path):
@@ -18,7 +18,7 @@ def test_precedence_flags_over_env_over_toml(tmp_path):
     toml.write_text('[server]\nport = 7000\nworkers = 3\nbackend = "savedmodel"\nxla = true\n')
     env = {"STYLECAST_WORKERS": "4", "STYLECAST_BACKEND": "litert", "HOME_UNRELATED": "x"}
     cfg = load_config({"backend": "onnx", "threads": None}, env, toml)
-    assert (cfg.port, cfg.workers, cfg.backend, cfg.xla, cfg.threads) == (7000, 4, "onnx", True, 2)
+    assert (cfg.port, cfg.workers, cfg.backend, cfg.xla, cfg.threads) == (7000, 4, "onnx", True, 0)
     assert cfg.styles_db  # resolved default
     cfg = load_config({}, {"STYLECAST_CONFIG": str(toml)})
     assert cfg.port == 7000
@@ -30,8 +30,8 @@ def test_bad_settings_are_named(tmp_path):
         load_config({"prot": 1}, {})
     with pytest.raises(ConfigError, match="workers: expected int"):
         load_config({}, {"STYLECAST_WORKERS": "many"})
-    with pytest.raises(ConfigError, match="workers must be >= 1"):
-        load_config({"workers": 0}, {})
+    with pytest.raises(ConfigError, match="threads and workers must be >= 0"):
+        load_config({"workers": -1}, {})
     with pytest.raises(ConfigError, match="not found"):
         load_config({}, {}, tmp_path / "missing.toml")
     with pytest.raises(ConfigError, match="xla: expected bool"):
@@ -46,6 +46,15 @@ def test_one_mapping_for_errors(caplog):
     assert code == grpc.StatusCode.INTERNAL and "secret" not in message
     assert "ZeroDivisionError" in caplog.text  # the traceback is logged
     assert code_number(grpc.StatusCode.INVALID_ARGUMENT) == 3
+
+
+def test_auto_layout_fills_the_cpus_per_backend(monkeypatch):
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    assert layout(ServerConfig(), "litert") == (8, 1)          # one single-threaded interpreter per core
+    assert layout(ServerConfig(), "savedmodel") == (1, 8)      # one session over every core
+    assert layout(ServerConfig(threads=2), "litert") == (4, 2)
+    assert layout(ServerConfig(workers=2), "onnx") == (2, 4)
+    assert layout(ServerConfig(workers=3, threads=5), "litert") == (3, 5)  # explicit wins, even oversubscribed
 
 
 def test_package_and_backend_selection(tiny_models_dir, tmp_path):
