@@ -59,9 +59,10 @@ def resolve(args: argparse.Namespace) -> Setup:
     return Setup(args.models_dir, args.model, backend, fmt, threads, workers, args.seconds, args.warmup)
 
 
-def raw_backend_fps(setup: Setup, size: int, batch: int = 1, seconds: float | None = None) -> float:
-    """Frames per second of ``backend.stylize`` alone on warmed (pre-allocated) interpreters:
-    ``workers`` threads call it at once, as the server's inference workers do."""
+def raw_backend_fps(setup: Setup, size: int, batch: int = 1, seconds: float | None = None) -> tuple[float, float]:
+    """(frames per second, CPU ms per frame) of ``backend.stylize`` alone on warmed
+    (pre-allocated) interpreters: ``workers`` threads call it at once, as the server's
+    inference workers do."""
     from stylecast.backends.base import BackendOptions, create_backend
     from stylecast.server.models import find_package
 
@@ -76,7 +77,7 @@ def raw_backend_fps(setup: Setup, size: int, batch: int = 1, seconds: float | No
         content = np.stack([synthetic_image(size, i) for i in range(batch)]).astype(np.float32) / 255
         backend.stylize(content, styles)
         frames = [0] * setup.workers
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
 
         def work(i: int) -> None:
             while time.perf_counter() - start < seconds:
@@ -85,7 +86,8 @@ def raw_backend_fps(setup: Setup, size: int, batch: int = 1, seconds: float | No
 
         with ThreadPoolExecutor(setup.workers) as pool:
             list(pool.map(work, range(setup.workers)))
-        return sum(frames) / (time.perf_counter() - start)
+        done = sum(frames)
+        return done / (time.perf_counter() - start), (time.process_time() - cpu) / done * 1e3
     finally:
         backend.close()
 
@@ -116,8 +118,23 @@ def wait_serving(target: str, proc: subprocess.Popen, timeout: float = 180.0) ->
     raise RuntimeError(f"server at {target} not SERVING after {timeout:.0f} s")
 
 
+@dataclass(frozen=True)
+class Served:
+    target: str
+    pid: int
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a process, all threads (Linux ``/proc``; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextmanager
-def server(setup: Setup, workdir: Path, **settings: Any) -> Iterator[str]:
+def server(setup: Setup, workdir: Path, **settings: Any) -> Iterator[Served]:
     """``stylecast serve`` in a subprocess; ``settings`` become STYLECAST_* variables."""
     port = free_port()
     cmd = CLI + ["serve", "--port", str(port), "--metrics-port", "0", "--backend", setup.backend,
@@ -133,7 +150,7 @@ def server(setup: Setup, workdir: Path, **settings: Any) -> Iterator[str]:
     target = f"127.0.0.1:{port}"
     try:
         wait_serving(target, proc)
-        yield target
+        yield Served(target, proc.pid)
     finally:
         proc.terminate()
         try:
@@ -144,21 +161,40 @@ def server(setup: Setup, workdir: Path, **settings: Any) -> Iterator[str]:
         log.close()
 
 
-def load(target: str, setup: Setup, **kw: Any) -> dict[str, Any]:
-    """One ``stylecast bench --json`` client process."""
-    cmd = CLI + ["bench", "--json", "--target", target, "--seconds", str(setup.seconds),
+def load(srv: Served, setup: Setup, **kw: Any) -> dict[str, Any]:
+    """One ``stylecast bench --json`` client process.  Where ``/proc`` exists, the CPU the
+    server and the client spend per answered frame is sampled inside the measured window
+    (which starts after the client's imports, at most ~3 s, and its warm-up)."""
+    cmd = CLI + ["bench", "--json", "--target", srv.target, "--seconds", str(setup.seconds),
                  "--warmup", str(setup.warmup)]
     for key, value in kw.items():
         cmd += [f"--{key.replace('_', '-')}", str(value)]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=setup.seconds + setup.warmup + 120)
-    if out.returncode != 0:
-        raise RuntimeError(f"client failed: {' '.join(cmd)}\n{out.stderr}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    client = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    samples = []
+    if setup.seconds >= 4:
+        for delay in (setup.warmup + 3.0, setup.seconds - 3.0):
+            time.sleep(delay)
+            samples.append((time.perf_counter(), cpu_seconds(srv.pid), cpu_seconds(client.pid)))
+    try:
+        stdout, stderr = client.communicate(timeout=setup.seconds + setup.warmup + 120)
+    except subprocess.TimeoutExpired:
+        client.kill()
+        raise
+    if client.returncode != 0:
+        raise RuntimeError(f"client failed: {' '.join(cmd)}\n{stderr}")
+    r = json.loads(stdout.strip().splitlines()[-1])
+    if len(samples) == 2 and None not in samples[0] + samples[1] and r["fps"] > 0:
+        (t0, s0, c0), (t1, s1, c1) = samples
+        r["server_cpu_ms"] = (s1 - s0) / (t1 - t0) / r["fps"] * 1e3
+        r["client_cpu_ms"] = (c1 - c0) / (t1 - t0) / r["fps"] * 1e3
+    return r
 
 
 def row(label: str, r: dict[str, Any], extra: str = "") -> str:
+    cpu = (f"   CPU/frame server {r['server_cpu_ms']:5.1f} + client {r['client_cpu_ms']:4.1f} ms"
+           if "server_cpu_ms" in r else "")
     return (f"  {label:<22}{r['fps']:7.1f} FPS   p50 {r['p50_ms']:7.1f} ms   p99 {r['p99_ms']:7.1f} ms   "
-            f"infer {r['infer_ms']:6.1f} ms   dropped {r['dropped']:5d}   errors {r['errors']}{extra}")
+            f"infer {r['infer_ms']:6.1f} ms   dropped {r['dropped']:5d}   errors {r['errors']}{cpu}{extra}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -192,29 +228,31 @@ def main(argv: list[str] | None = None) -> int:
           f"thread(s))")
     raw: dict[int, list[float]] = {}
     for size in sizes:
-        raw[size] = [raw_backend_fps(setup, size)]
-        print(f"  {size}x{size}  batch 1{raw[size][0]:10.1f} FPS")
+        fps, cpu = raw_backend_fps(setup, size)
+        raw[size] = [fps]
+        print(f"  {size}x{size}  batch 1{fps:10.1f} FPS   CPU/frame {cpu:5.1f} ms")
     for batch in (2, 4):
-        fps = raw_backend_fps(setup, sizes[0], batch)
+        fps, _ = raw_backend_fps(setup, sizes[0], batch)
         results[f"raw_batch{batch}_{sizes[0]}"] = fps
         print(f"  {sizes[0]}x{sizes[0]}  batch {batch}{fps:10.1f} FPS  ({fps / raw[sizes[0]][0]:.2f}x batch 1)")
 
     with tempfile.TemporaryDirectory(prefix="stylecast-bench-") as tmp:
         workdir = Path(tmp)
-        with server(setup, workdir, max_batch=1) as target:
+        with server(setup, workdir, max_batch=1) as srv:
             print("\n[2] one stream over gRPC vs raw backend; the raw figure is re-measured after each stream and\n"
                   "    the ratio taken to the mean of the runs on either side (the machine's speed drifts)")
             single = {}
             for size in sizes:
                 for wire in ("raw", "jpeg"):
                     before = raw[size][-1]
-                    r = single[f"{size}-{wire}"] = load(target, setup, size=size, wire=wire)
-                    raw[size].append(raw_backend_fps(setup, size))
+                    r = single[f"{size}-{wire}"] = load(srv, setup, size=size, wire=wire)
+                    fps, cpu = raw_backend_fps(setup, size)
+                    raw[size].append(fps)
                     ratio = r["fps"] / ((before + raw[size][-1]) / 2)
                     r["ratio"] = ratio
                     mark = "ok" if ratio >= GOALS[wire] else "BELOW GOAL"
                     print(row(f"{size}x{size} {wire}", r,
-                              f"   raw {before:.1f}/{raw[size][-1]:.1f}   ratio {ratio:.2f} "
+                              f"   raw {before:.1f}/{fps:.1f} FPS, {cpu:.1f} ms CPU   ratio {ratio:.2f} "
                               f"(goal {GOALS[wire]:.1f}: {mark})"))
             results["single"], results["raw"] = single, raw
 
@@ -222,21 +260,21 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\n[3] concurrent streams, {size}x{size} raw, EVERY_FRAME (aggregate)")
             conc = {1: single[f"{size}-raw"]}
             for n in (4, 16):
-                conc[n] = load(target, setup, size=size, wire="raw", streams=n)
+                conc[n] = load(srv, setup, size=size, wire="raw", streams=n)
             for n, r in conc.items():
                 print(row(f"{n:2d} stream(s)", r))
             print(f"    LIVE, {args.live_fps:g} FPS offered per stream")
             live = {}
             for n in (1, 4, 16):
-                r = live[n] = load(target, setup, size=size, wire="raw", streams=n, mode="live", fps=args.live_fps)
+                r = live[n] = load(srv, setup, size=size, wire="raw", streams=n, mode="live", fps=args.live_fps)
                 print(row(f"{n:2d} stream(s)", r, f"   ({r['dropped'] / max(r['answered'], 1):.0%} of answers)"))
             results["concurrent"], results["live"] = conc, live
 
         print(f"\n[4] batch sweep, 4 streams {size}x{size} raw (max_wait 5 ms)")
         sweep = {}
         for batch in (1, 2, 4):
-            with server(setup, workdir, max_batch=batch, max_wait_ms=5 if batch > 1 else 0) as target:
-                sweep[batch] = load(target, setup, size=size, wire="raw", streams=4)
+            with server(setup, workdir, max_batch=batch, max_wait_ms=5 if batch > 1 else 0) as srv:
+                sweep[batch] = load(srv, setup, size=size, wire="raw", streams=4)
             print(row(f"max_batch {batch}", sweep[batch]))
         best = max(sweep, key=lambda b: sweep[b]["fps"])
         print(f"  best max_batch for {setup.backend}: {best}")
@@ -248,9 +286,9 @@ def main(argv: list[str] | None = None) -> int:
         results["layouts"] = {}
         for workers, threads in layouts:
             alt = replace(setup, workers=workers, threads=threads)
-            with server(alt, workdir) as target:
-                r = load(target, alt, size=size, wire="raw")
-            base = raw_backend_fps(alt, size)
+            with server(alt, workdir) as srv:
+                r = load(srv, alt, size=size, wire="raw")
+            base, _ = raw_backend_fps(alt, size)
             results["layouts"][f"{workers}x{threads}"] = {"served": r, "raw": base}
             print(row(f"{workers} worker(s) x {threads}", r, f"   raw {base:.1f}"))
 
