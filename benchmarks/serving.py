@@ -211,7 +211,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="384,512")
     parser.add_argument("--json-out", default="", help="also write all figures to this JSON file")
     args = parser.parse_args(argv)
+    from stylecast.backends.memory import keep_freed_memory
     from stylecast.server.errors import StylecastError
+
+    keep_freed_memory()  # the allocator setting `stylecast serve` runs with, for a like-for-like raw figure
 
     try:
         setup = resolve(args)

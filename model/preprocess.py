@@ -40,5 +40,7 @@ def to_float(x: np.ndarray) -> np.ndarray:
 
 
 def to_uint8(x: np.ndarray) -> np.ndarray:
-    """float [0,1] → uint8 with rounding and clipping."""
-    return np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
+    """float [0,1] → uint8 with rounding and clipping (one float temporary, worked in place)."""
+    y = np.multiply(x, np.float32(255.0), dtype=np.float32)
+    np.rint(y, out=y)
+    return np.clip(y, 0, 255, out=y).astype(np.uint8)

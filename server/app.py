@@ -16,6 +16,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from stylecast.backends.base import BackendError
+from stylecast.backends.memory import keep_freed_memory
 from stylecast.model.package import PackageError
 from stylecast.server.admin_servicer import ModelAdminServicer
 from stylecast.server.config import ConfigError, ServerConfig, load_config
@@ -192,6 +193,8 @@ def main(flags: Mapping[str, Any]) -> None:
     try:
         config = load_config(flags, os.environ, flags.get("config"))
         logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        if not keep_freed_memory():
+            log.info("no glibc mallopt: freed frame buffers go back to the kernel")
         run(config)
     except (ConfigError, StylecastError, PackageError, BackendError) as exc:
         print(f"stylecast serve: {exc}", file=sys.stderr)
