@@ -112,7 +112,7 @@ def main() -> None:
     parser.add_argument("--models-dir", default="")
     parser.add_argument("--load-order", default=DEFAULT_ORDER)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=0, help="threads per worker (0: the server's choice)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     models, which = models_dir(args.models_dir)
