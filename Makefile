@@ -42,6 +42,7 @@ test: $(VENV)/.dev-stamp prometheus-tools
 bench: $(VENV)/.dev-stamp
 	$(BIN)/python -m benchmarks.serving
 	$(BIN)/python -m benchmarks.metrics_cost
+	$(BIN)/python -m benchmarks.transport
 
 # exec of `stylecast serve` → first stylized frame, and → last artifact of the load order active.
 bench-startup: $(VENV)/.dev-stamp
