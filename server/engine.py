@@ -1,7 +1,8 @@
 """The data plane, independent of gRPC: the serving model, style vectors, frame pipeline.
 
 A frame goes decode (codec threads) → scale to ``process_max_side`` → batcher →
-backend (inference threads) → scale to the output size → encode (codec threads).
+uint8→float, backend, float→uint8 (inference threads) → scale to the output size →
+encode (codec threads).  Raw RGB that needs no scaling skips both codec hops.
 """
 
 from __future__ import annotations
