@@ -30,6 +30,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from stylecast.client.loadgen import synthetic_image
+from stylecast.model.preprocess import to_float
 
 CLI = [sys.executable, "-m", "stylecast.client"]
 GOALS = {"raw": 0.9, "jpeg": 0.8}
@@ -72,9 +73,9 @@ def raw_backend_fps(setup: Setup, size: int, batch: int = 1, seconds: float | No
                  BackendOptions(format=setup.format, threads=setup.threads, workers=setup.workers))
     try:
         backend.warmup([(size, size)])
-        style = backend.predict_style(synthetic_image(256, 1234)[None].astype(np.float32) / 255)
+        style = backend.predict_style(to_float(synthetic_image(256, 1234)[None]))
         styles = np.repeat(style, batch, axis=0)
-        content = np.stack([synthetic_image(size, i) for i in range(batch)]).astype(np.float32) / 255
+        content = to_float(np.stack([synthetic_image(size, i) for i in range(batch)]))
         backend.stylize(content, styles)
         frames = [0] * setup.workers
         start, cpu = time.perf_counter(), time.process_time()

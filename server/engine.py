@@ -366,20 +366,23 @@ class Session:
                                   max_pixels=self.engine.config.max_pixels, draft_side=self.process_max_side)
         return codecs.resize(rgb, codecs.fit_within(size, self.process_max_side)), size
 
-    def _encode(self, out: np.ndarray, size: tuple[int, int]) -> tuple[bytes, tuple[int, int]]:
+    def _output_size(self, size: tuple[int, int]) -> tuple[int, int]:
+        """The (width, height) to answer a frame of ``size`` with; checked before any inference."""
         target = codecs.output_size(size, self.output.width, self.output.height)
         if max(target) > 16384:
             raise InvalidArgument(f"output size {target[0]}x{target[1]} is above 16384 per side")
-        return codecs.encode(codecs.resize(out, target), self.output.encoding, self.output.quality), target
+        return target
+
+    def _encode(self, out: np.ndarray, target: tuple[int, int]) -> bytes:
+        return codecs.encode(codecs.resize(out, target), self.output.encoding, self.output.quality)
 
     def _decode_inline(self, image: ImageInput) -> bool:
         """RGB24 that needs no scaling is a zero-copy view: no codec thread hop."""
         return image.pixel_format == "rgb24" and max(image.width, image.height) <= self.process_max_side
 
-    def _encode_inline(self, out: np.ndarray, size: tuple[int, int]) -> bool:
-        """Raw output at the processed size is one copy of the array: no codec thread hop."""
-        return (self.output.encoding == "raw" and not self.output.width and not self.output.height
-                and size == (out.shape[1], out.shape[0]))
+    def _encode_inline(self, out: np.ndarray, target: tuple[int, int]) -> bool:
+        """Raw output that needs no scaling is one copy of the array: no codec thread hop."""
+        return self.output.encoding == "raw" and target == (out.shape[1], out.shape[0])
 
     async def _style_vector(self, model: LoadedModel) -> np.ndarray:
         if (vec := self._vectors.get(model.key)) is None:
@@ -407,6 +410,7 @@ class Session:
             small, size = self._decode(image)
         else:
             small, size = await engine.codec(self._decode, image)
+        w, h = target = self._output_size(size)
         t1 = time.perf_counter()
         model = engine.model
         with model.lease():
@@ -416,10 +420,10 @@ class Session:
                 vector = (self.strength * vector + (1.0 - self.strength) * v_content).astype(np.float32)
             res = await engine.infer(model, small, vector)
         t2 = time.perf_counter()
-        if self._encode_inline(res.image, size):
-            data, (w, h) = self._encode(res.image, size)
+        if self._encode_inline(res.image, target):
+            data = self._encode(res.image, target)
         else:
-            data, (w, h) = await engine.codec(self._encode, res.image, size)
+            data = await engine.codec(self._encode, res.image, target)
         t3 = time.perf_counter()
         timings = {"queue": res.queue_s * 1e3 + (t0 - received) * 1e3, "decode": (t1 - t0) * 1e3,
                    "infer": res.infer_s * 1e3, "encode": (t3 - t2) * 1e3, "total": (t3 - received) * 1e3}

@@ -21,16 +21,15 @@ from stylecast.model.preprocess import to_float, to_uint8
 from stylecast.server.batcher import Batcher, BatchResult
 from stylecast.server.config import ServerConfig
 from stylecast.server.metrics import Metrics
-from stylecast.server.models import layout
 
 
 class LoadedModel:
     def __init__(self, package: ModelPackage, backend: Backend, fmt: str, config: ServerConfig,
-                 inference: Executor, metrics: Metrics, load_seconds: float = 0.0) -> None:
+                 inference: Executor, metrics: Metrics, workers: int, load_seconds: float = 0.0) -> None:
         self.package, self.backend, self.format = package, backend, fmt
         self.load_seconds = load_seconds
         self._inference = inference
-        self.workers = layout(config, backend.name)[0]  # frames that run at once
+        self.workers = workers  # frames that run at once (the backend's workers)
         self.batcher = Batcher(metrics.counting_batches(backend.name, self._stylize), inference,
                                workers=self.workers, max_batch=config.max_batch,
                                max_wait_s=config.max_wait_ms / 1000)

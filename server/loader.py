@@ -132,6 +132,8 @@ class Loader:
             report(_fmt, done, total)
             post(done_bytes=done)
 
+        workers, threads = layout(config, backend_name)
+
         def work() -> tuple[Backend, float]:
             started = time.perf_counter()
             stage = "verification"
@@ -141,7 +143,6 @@ class Loader:
             post(state=LOADING)
             backend = create_backend(backend_name)
             try:
-                workers, threads = layout(config, backend_name)
                 backend.load(package, BackendOptions(format=fmt, threads=threads, workers=workers, xla=config.xla))
                 stage = "warmup"
                 post(state=WARMING)
@@ -163,7 +164,7 @@ class Loader:
         except Exception as exc:
             stage = exc if isinstance(exc, _Stage) else _Stage("verification", exc)  # verify raised it
             raise self._failed(package, backend_name, fmt, stage) from None
-        model = LoadedModel(package, backend, fmt, config, engine.inference, metrics, seconds)
+        model = LoadedModel(package, backend, fmt, config, engine.inference, metrics, workers, seconds)
         try:
             await engine.prepare(model, self._executor)
         except asyncio.CancelledError:
