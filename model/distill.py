@@ -1,13 +1,17 @@
 """Train the built-in model by distillation from the Magenta teacher (``make train``).
 
-Three resumable phases, all seeded, all reading ``../shared/assets`` (training split only):
+Resumable phases, all seeded, all reading ``../shared/assets`` (training split only):
 
-1. ``predictor``: the student predictor regresses the teacher's 100-d vectors on
-   augmented 256² crops of training photos and paintings (centred-cosine + MSE loss).
+1. ``bank``: augmented 256² crops of training photos and paintings, each labelled with the
+   teacher's 100-d vector.
 2. ``cache``: teacher targets for the transformer — 384² content crops × style vectors
    (training paintings, photos, blends, strength mixes), stylized once by
    ``style_transfer_quantized_384.tflite`` and kept on disk.
-3. ``transformer``: the student transformer learns the cached targets on aligned random
+3. ``extra``: more teacher-labelled style inputs — the cached teacher outputs, recoloured
+   paintings and painting mosaics — so the predictor sees more than 21 paintings' styles.
+4. ``predictor``: the student predictor regresses the teacher's vectors on both banks
+   (centred-cosine + MSE loss).
+5. ``transformer``: the student transformer learns the cached targets on aligned random
    crops with a pixel L1, an image-gradient L1, local colour statistics and a style
    term: feature statistics of the trained student predictor (a frozen, differentiable
    stand-in for the teacher's) on student vs teacher outputs.
@@ -73,6 +77,52 @@ def build_style_bank(root: Path, teacher: Teacher, out: Path, per_image: int, se
     images.flush()
     np.save(out / "style_vectors.npy", vectors)
     np.save(out / "style_is_painting.npy", is_painting)
+
+
+def _recolour(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A new palette for the same brushwork: hue rotation, saturation and gamma (uint8 → uint8)."""
+    x = img.astype(np.float32) / 255.0
+    yiq = x @ _RGB2YIQ.T
+    a = rng.uniform(-np.pi, np.pi)
+    rot = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]], np.float32)
+    yiq = yiq @ rot.T
+    yiq[..., 1:] *= rng.uniform(0.6, 1.5)
+    x = np.clip(yiq @ _YIQ2RGB.T, 0, 1) ** rng.uniform(0.7, 1.4)
+    return (x * 255 + 0.5).astype(np.uint8)
+
+
+_RGB2YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], np.float32)
+_YIQ2RGB = np.linalg.inv(_RGB2YIQ).astype(np.float32)
+
+
+def build_extra_bank(root: Path, teacher: Teacher, out: Path, per_painting: int, mosaics: int, seed: int) -> None:
+    """More predictor inputs, each labelled by the teacher: the cached teacher outputs (painterly
+    images in known styles), recoloured training paintings and 2×2 mosaics of painting crops.
+    Only training images and the training-split cache are read."""
+    rng = np.random.default_rng(seed)
+    paintings = [data.load_rgb(p) for p in data.train_styles(root)]
+    done = json.loads((out / "t_done.json").read_text())["done"]
+    targets = np.load(out / "t_target.npy", mmap_mode="r")
+    n = done + len(paintings) * per_painting + mosaics
+    images = np.lib.format.open_memmap(out / "x_images.npy", "w+", np.uint8, (n, 256, 256, 3))
+    vectors = np.zeros((n, 100), np.float32)
+    i = 0
+
+    def add(x: np.ndarray) -> None:
+        nonlocal i
+        images[i], vectors[i] = x, teacher.predict_style(to_float(x[None]))[0]
+        i += 1
+
+    for k in tqdm(range(done), desc="extra bank: teacher outputs"):
+        add(_random_square(np.asarray(targets[k]), rng, 0.5, 256))
+    for img in tqdm(paintings, desc="extra bank: recoloured paintings"):
+        for _ in range(per_painting):
+            add(_recolour(_random_square(img, rng, 0.25, 256), rng))
+    for _ in tqdm(range(mosaics), desc="extra bank: mosaics"):
+        tiles = [_random_square(paintings[j], rng, 0.2, 128) for j in rng.integers(0, len(paintings), 4)]
+        add(np.concatenate([np.concatenate(tiles[:2], 1), np.concatenate(tiles[2:], 1)], 0))
+    images.flush()
+    np.save(out / "x_vectors.npy", vectors)
 
 
 def build_transfer_cache(root: Path, teacher: Teacher, out: Path, count: int, seed: int) -> None:
@@ -173,18 +223,24 @@ def centred_cosine(a, b, mean):
     return tf.reduce_sum(a * b, -1) / (tf.norm(a, axis=-1) * tf.norm(b, axis=-1) + 1e-8)
 
 
-def train_predictor(workdir: Path, steps: int, batch: int, seed: int, save_every: int) -> None:
+def train_predictor(workdir: Path, steps: int, batch: int, seed: int, save_every: int,
+                    checkpoints: Path = CHECKPOINTS) -> None:
     import tensorflow as tf  # noqa: PLC0415
 
     from stylecast.model.networks import build_predictor  # noqa: PLC0415
 
-    images = np.load(workdir / "style_images.npy", mmap_mode="r")
     vectors = np.load(workdir / "style_vectors.npy")
-    mean = tf.constant(vectors.mean(0))
-    scale = float((vectors - vectors.mean(0)).std())
+    mean_vector = vectors.mean(0)  # the training split's mean, as evaluation uses
+    banks = [(np.load(workdir / "style_images.npy", mmap_mode="r"), vectors)]
+    if (workdir / "x_vectors.npy").exists():
+        banks.append((np.load(workdir / "x_images.npy", mmap_mode="r"), np.load(workdir / "x_vectors.npy")))
+    sizes = np.cumsum([0] + [len(v) for _, v in banks])
+    all_vectors = np.concatenate([v for _, v in banks])
+    mean = tf.constant(mean_vector)
+    scale = float((vectors - mean_vector).std())
     model = build_predictor()
     tr = Trainer(workdir, "predictor", model, 1e-3)
-    tr.restore(workdir / "ckpt", CHECKPOINTS)
+    tr.restore(workdir / "ckpt", checkpoints)
     rng = np.random.default_rng(seed + tr.step)
     lr_sched = lambda s: 1e-3 * 0.5 * (1 + np.cos(np.pi * min(s, steps) / steps)) + 2e-5  # noqa: E731
 
@@ -201,21 +257,22 @@ def train_predictor(workdir: Path, steps: int, batch: int, seed: int, save_every
 
     bar = tqdm(total=steps, initial=tr.step, desc="predictor")
     while tr.step < steps:
-        idx = np.sort(rng.choice(len(images), batch, replace=False))
-        x = to_float(images[idx])
+        idx = np.sort(rng.choice(sizes[-1], batch, replace=False))
+        x = to_float(np.concatenate([imgs[idx[(idx >= lo) & (idx < hi)] - lo]
+                                     for (imgs, _), lo, hi in zip(banks, sizes, sizes[1:])]))
         if rng.random() < 0.5:
             x = x[:, :, ::-1]
         tr.opt.learning_rate.assign(lr_sched(tr.step))
-        loss, cos = step_fn(tf.constant(x), tf.constant(vectors[idx]))
+        loss, cos = step_fn(tf.constant(x), tf.constant(all_vectors[idx]))
         tr.step += 1
         bar.update(1)
         if tr.step % 20 == 0:
             bar.set_postfix(loss=f"{float(loss):.3f}", cos=f"{float(cos):.3f}")
             tr.log({"step": tr.step, "loss": float(loss), "centred_cos": float(cos), "time": time.time()})
         if tr.step % save_every == 0 or tr.step == steps:
-            tr.save(workdir / "ckpt", {"mean_vector": vectors.mean(0).tolist()})
+            tr.save(workdir / "ckpt", {"mean_vector": mean_vector.tolist()})
     bar.close()
-    tr.save(CHECKPOINTS, {"mean_vector": vectors.mean(0).tolist()}, with_optimizer=False)
+    tr.save(checkpoints, {"mean_vector": mean_vector.tolist()}, with_optimizer=False)
 
 
 def _feature_extractor(predictor):
@@ -227,7 +284,7 @@ def _feature_extractor(predictor):
 
 
 def train_transformer(workdir: Path, steps: int, batch: int, crop: int, seed: int, save_every: int,
-                      weights: dict[str, float]) -> None:
+                      weights: dict[str, float], spec=None, checkpoints: Path = CHECKPOINTS) -> None:
     import keras  # noqa: PLC0415
     import tensorflow as tf  # noqa: PLC0415
 
@@ -239,12 +296,12 @@ def train_transformer(workdir: Path, steps: int, batch: int, crop: int, seed: in
     styles = np.load(workdir / "t_styles.npy")
     use_feats = weights["feat"] > 0
     if use_feats:
-        predictor = keras.saving.load_model(CHECKPOINTS / "predictor.keras", compile=False)
+        predictor = keras.saving.load_model(checkpoints / "predictor.keras", compile=False)
         predictor.trainable = False
         feats = _feature_extractor(predictor)
-    model = build_transformer()
+    model = build_transformer(spec) if spec else build_transformer()
     tr = Trainer(workdir, "transformer", model, 2e-3)
-    tr.restore(workdir / "ckpt", CHECKPOINTS)
+    tr.restore(workdir / "ckpt", checkpoints)
     rng = np.random.default_rng(seed + tr.step)
     lr_sched = lambda s: 2e-3 * 0.5 * (1 + np.cos(np.pi * min(s, steps) / steps)) + 3e-5  # noqa: E731
 
@@ -304,17 +361,19 @@ def train_transformer(workdir: Path, steps: int, batch: int, crop: int, seed: in
                     "feat": float(lfeat), "psnr": float(psnr), "time": time.time()})
         if tr.step % save_every == 0 or tr.step == steps:
             tr.save(workdir / "ckpt")
-            tr.save(CHECKPOINTS, with_optimizer=False)
+            tr.save(checkpoints, with_optimizer=False)
     bar.close()
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--phase", choices=["all", "bank", "predictor", "cache", "transformer"], default="all")
+    ap.add_argument("--phase", choices=["all", "bank", "cache", "extra", "predictor", "transformer"], default="all")
     ap.add_argument("--workdir", type=Path, default=REPO / "runs" / "distill")
     ap.add_argument("--assets", type=Path, default=None)
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--per-image", type=int, default=6, help="augmented style crops per training image")
+    ap.add_argument("--recoloured", type=int, default=120, help="recoloured crops per training painting (extra bank)")
+    ap.add_argument("--mosaics", type=int, default=2400, help="2×2 painting mosaics (extra bank)")
     ap.add_argument("--predictor-steps", type=int, default=3000)
     ap.add_argument("--cache-size", type=int, default=2500, help="teacher (content, style) targets")
     ap.add_argument("--transformer-steps", type=int, default=19500)
@@ -322,6 +381,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--crop", type=int, default=256)
     ap.add_argument("--save-every", type=int, default=250)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--checkpoints", type=Path, default=CHECKPOINTS,
+                    help="where the small resumable checkpoints go (export reads them)")
+    ap.add_argument("--widths", default="",
+                    help="transformer widths as stem,mid,deep,blocks,expand (default: the built-in's)")
     ap.add_argument("--w-l1", type=float, default=1.0)
     ap.add_argument("--w-grad", type=float, default=1.0)
     ap.add_argument("--w-stat", type=float, default=1.0)
@@ -341,14 +404,22 @@ def main(argv: list[str] | None = None) -> None:
     teacher = Teacher(root / "models" / "magenta", threads=args.threads)
     if args.phase in ("all", "bank") and not (args.workdir / "style_vectors.npy").exists():
         build_style_bank(root, teacher, args.workdir, args.per_image, args.seed)
-    if args.phase in ("all", "predictor"):
-        train_predictor(args.workdir, args.predictor_steps, 32, args.seed, args.save_every)
     if args.phase in ("all", "cache"):
         build_transfer_cache(root, teacher, args.workdir, args.cache_size, args.seed + 1)
+    if args.phase in ("all", "extra") and not (args.workdir / "x_vectors.npy").exists():
+        build_extra_bank(root, teacher, args.workdir, args.recoloured, args.mosaics, args.seed + 3)
+    if args.phase in ("all", "predictor"):
+        train_predictor(args.workdir, args.predictor_steps, 32, args.seed, args.save_every, args.checkpoints)
     if args.phase in ("all", "transformer"):
         w = {"l1": args.w_l1, "grad": args.w_grad, "stat": args.w_stat, "feat": args.w_feat}
+        spec = None
+        if args.widths:
+            from stylecast.model.networks import TransformerSpec  # noqa: PLC0415
+
+            stem, mid, deep, blocks, expand = args.widths.split(",")
+            spec = TransformerSpec(int(stem), int(mid), int(deep), int(blocks), float(expand))
         train_transformer(args.workdir, args.transformer_steps, args.batch, args.crop, args.seed + 2,
-                          args.save_every, w)
+                          args.save_every, w, spec, args.checkpoints)
 
 
 if __name__ == "__main__":

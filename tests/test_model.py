@@ -47,7 +47,8 @@ def test_heldout_styles_and_val_are_disjoint_from_training(tmp_path):
 
 @needs_assets
 def test_distillation_reads_only_training_images(tmp_path, monkeypatch):
-    """Run the real bank and teacher-target builders on a small assets tree and record every image read."""
+    """Run the real bank, teacher-target and extra-bank builders on a small assets tree and record
+    every image read."""
     from stylecast.model import distill
     from stylecast.model.teacher import Teacher
 
@@ -70,11 +71,14 @@ def test_distillation_reads_only_training_images(tmp_path, monkeypatch):
     teacher = Teacher(root / "models" / "magenta")
     distill.build_style_bank(root, teacher, work, per_image=1, seed=0)
     distill.build_transfer_cache(root, teacher, work, count=4, seed=0)
+    distill.build_extra_bank(root, teacher, work, per_painting=2, mosaics=3, seed=0)
     names = {p.name for p in read}
     assert names, "the builders read no image"
     assert not names & set(data.HELDOUT_STYLES)
     assert not names & {p.name for p in (root / "content" / "val").iterdir()}
     assert np.load(work / "t_target.npy").shape == (4, 384, 384, 3)
+    extra = np.load(work / "x_vectors.npy")
+    assert extra.shape == (4 + 4 * 2 + 3, 100) and np.all(np.abs(extra).sum(1) > 0)
 
 
 # ------------------------------------------------------------------ exporter fidelity
