@@ -79,6 +79,10 @@ def build_style_bank(root: Path, teacher: Teacher, out: Path, per_image: int, se
     np.save(out / "style_is_painting.npy", is_painting)
 
 
+_RGB2YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], np.float32)
+_YIQ2RGB = np.linalg.inv(_RGB2YIQ).astype(np.float32)
+
+
 def _recolour(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A new palette for the same brushwork: hue rotation, saturation and gamma (uint8 → uint8)."""
     x = img.astype(np.float32) / 255.0
@@ -89,10 +93,6 @@ def _recolour(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     yiq[..., 1:] *= rng.uniform(0.6, 1.5)
     x = np.clip(yiq @ _YIQ2RGB.T, 0, 1) ** rng.uniform(0.7, 1.4)
     return (x * 255 + 0.5).astype(np.uint8)
-
-
-_RGB2YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], np.float32)
-_YIQ2RGB = np.linalg.inv(_RGB2YIQ).astype(np.float32)
 
 
 def build_extra_bank(root: Path, teacher: Teacher, out: Path, per_painting: int, mosaics: int, seed: int) -> None:
@@ -223,8 +223,7 @@ def centred_cosine(a, b, mean):
     return tf.reduce_sum(a * b, -1) / (tf.norm(a, axis=-1) * tf.norm(b, axis=-1) + 1e-8)
 
 
-def train_predictor(workdir: Path, steps: int, batch: int, seed: int, save_every: int,
-                    checkpoints: Path = CHECKPOINTS) -> None:
+def train_predictor(workdir: Path, steps: int, batch: int, seed: int, save_every: int) -> None:
     import tensorflow as tf  # noqa: PLC0415
 
     from stylecast.model.networks import build_predictor  # noqa: PLC0415
@@ -240,7 +239,7 @@ def train_predictor(workdir: Path, steps: int, batch: int, seed: int, save_every
     scale = float((vectors - mean_vector).std())
     model = build_predictor()
     tr = Trainer(workdir, "predictor", model, 1e-3)
-    tr.restore(workdir / "ckpt", checkpoints)
+    tr.restore(workdir / "ckpt", CHECKPOINTS)
     rng = np.random.default_rng(seed + tr.step)
     lr_sched = lambda s: 1e-3 * 0.5 * (1 + np.cos(np.pi * min(s, steps) / steps)) + 2e-5  # noqa: E731
 
@@ -272,7 +271,7 @@ def train_predictor(workdir: Path, steps: int, batch: int, seed: int, save_every
         if tr.step % save_every == 0 or tr.step == steps:
             tr.save(workdir / "ckpt", {"mean_vector": mean_vector.tolist()})
     bar.close()
-    tr.save(checkpoints, {"mean_vector": mean_vector.tolist()}, with_optimizer=False)
+    tr.save(CHECKPOINTS, {"mean_vector": mean_vector.tolist()}, with_optimizer=False)
 
 
 def _feature_extractor(predictor):
@@ -284,7 +283,7 @@ def _feature_extractor(predictor):
 
 
 def train_transformer(workdir: Path, steps: int, batch: int, crop: int, seed: int, save_every: int,
-                      weights: dict[str, float], spec=None, checkpoints: Path = CHECKPOINTS) -> None:
+                      weights: dict[str, float]) -> None:
     import keras  # noqa: PLC0415
     import tensorflow as tf  # noqa: PLC0415
 
@@ -296,12 +295,12 @@ def train_transformer(workdir: Path, steps: int, batch: int, crop: int, seed: in
     styles = np.load(workdir / "t_styles.npy")
     use_feats = weights["feat"] > 0
     if use_feats:
-        predictor = keras.saving.load_model(checkpoints / "predictor.keras", compile=False)
+        predictor = keras.saving.load_model(CHECKPOINTS / "predictor.keras", compile=False)
         predictor.trainable = False
         feats = _feature_extractor(predictor)
-    model = build_transformer(spec) if spec else build_transformer()
+    model = build_transformer()
     tr = Trainer(workdir, "transformer", model, 2e-3)
-    tr.restore(workdir / "ckpt", checkpoints)
+    tr.restore(workdir / "ckpt", CHECKPOINTS)
     rng = np.random.default_rng(seed + tr.step)
     lr_sched = lambda s: 2e-3 * 0.5 * (1 + np.cos(np.pi * min(s, steps) / steps)) + 3e-5  # noqa: E731
 
@@ -361,7 +360,7 @@ def train_transformer(workdir: Path, steps: int, batch: int, crop: int, seed: in
                     "feat": float(lfeat), "psnr": float(psnr), "time": time.time()})
         if tr.step % save_every == 0 or tr.step == steps:
             tr.save(workdir / "ckpt")
-            tr.save(checkpoints, with_optimizer=False)
+            tr.save(CHECKPOINTS, with_optimizer=False)
     bar.close()
 
 
@@ -374,17 +373,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--per-image", type=int, default=6, help="augmented style crops per training image")
     ap.add_argument("--recoloured", type=int, default=120, help="recoloured crops per training painting (extra bank)")
     ap.add_argument("--mosaics", type=int, default=2400, help="2×2 painting mosaics (extra bank)")
-    ap.add_argument("--predictor-steps", type=int, default=3000)
+    ap.add_argument("--predictor-steps", type=int, default=9000)
     ap.add_argument("--cache-size", type=int, default=2500, help="teacher (content, style) targets")
     ap.add_argument("--transformer-steps", type=int, default=19500)
     ap.add_argument("--batch", type=int, default=6)
     ap.add_argument("--crop", type=int, default=256)
     ap.add_argument("--save-every", type=int, default=250)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--checkpoints", type=Path, default=CHECKPOINTS,
-                    help="where the small resumable checkpoints go (export reads them)")
-    ap.add_argument("--widths", default="",
-                    help="transformer widths as stem,mid,deep,blocks,expand (default: the built-in's)")
     ap.add_argument("--w-l1", type=float, default=1.0)
     ap.add_argument("--w-grad", type=float, default=1.0)
     ap.add_argument("--w-stat", type=float, default=1.0)
@@ -409,17 +404,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.phase in ("all", "extra") and not (args.workdir / "x_vectors.npy").exists():
         build_extra_bank(root, teacher, args.workdir, args.recoloured, args.mosaics, args.seed + 3)
     if args.phase in ("all", "predictor"):
-        train_predictor(args.workdir, args.predictor_steps, 32, args.seed, args.save_every, args.checkpoints)
+        train_predictor(args.workdir, args.predictor_steps, 32, args.seed, args.save_every)
     if args.phase in ("all", "transformer"):
         w = {"l1": args.w_l1, "grad": args.w_grad, "stat": args.w_stat, "feat": args.w_feat}
-        spec = None
-        if args.widths:
-            from stylecast.model.networks import TransformerSpec  # noqa: PLC0415
-
-            stem, mid, deep, blocks, expand = args.widths.split(",")
-            spec = TransformerSpec(int(stem), int(mid), int(deep), int(blocks), float(expand))
         train_transformer(args.workdir, args.transformer_steps, args.batch, args.crop, args.seed + 2,
-                          args.save_every, w, spec, args.checkpoints)
+                          args.save_every, w)
 
 
 if __name__ == "__main__":
