@@ -55,7 +55,7 @@ bench-model: $(VENV)/.dev-stamp
 # resumes from runs/distill and model/checkpoints), then export it as the built-in package.
 train: $(VENV)/.dev-stamp
 	$(BIN)/python -m stylecast.model.distill
-	$(BIN)/stylecast model export model/checkpoints -o model/builtin --name stylecast-small --version 3
+	$(BIN)/stylecast model export model/checkpoints -o model/builtin --name stylecast-small --version 4
 
 # content/val x held-out styles at 384², built-in next to the teacher; writes the contact sheet.
 eval-model: $(VENV)/.dev-stamp
