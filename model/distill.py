@@ -85,14 +85,12 @@ _YIQ2RGB = np.linalg.inv(_RGB2YIQ).astype(np.float32)
 
 def _recolour(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A new palette for the same brushwork: hue rotation, saturation and gamma (uint8 → uint8)."""
-    x = img.astype(np.float32) / 255.0
-    yiq = x @ _RGB2YIQ.T
+    yiq = to_float(img) @ _RGB2YIQ.T
     a = rng.uniform(-np.pi, np.pi)
     rot = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]], np.float32)
     yiq = yiq @ rot.T
     yiq[..., 1:] *= rng.uniform(0.6, 1.5)
-    x = np.clip(yiq @ _YIQ2RGB.T, 0, 1) ** rng.uniform(0.7, 1.4)
-    return (x * 255 + 0.5).astype(np.uint8)
+    return to_uint8(np.clip(yiq @ _YIQ2RGB.T, 0, 1) ** rng.uniform(0.7, 1.4))
 
 
 def build_extra_bank(root: Path, teacher: Teacher, out: Path, per_painting: int, mosaics: int, seed: int) -> None:

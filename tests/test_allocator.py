@@ -45,4 +45,3 @@ def test_freed_frame_buffers_are_reused_not_faulted_back():
     pages_per_pass = 40 * 5 * 512 * 512 * 3 * 4 // 4096
     assert default["faults"] > pages_per_pass // 2  # glibc's default trims and faults them back
     assert tuned["faults"] < default["faults"] // 10
-
