@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from stylecast.client.channel import DEFAULT_TARGET, MAX_MESSAGE_BYTES, TLS, aio_channel
+from stylecast.client.channel import DEFAULT_TARGET, MAX_MESSAGE_BYTES, TLS, PemSource, aio_channel, tls_settings
 from stylecast.client.errors import StylecastError, Unavailable, error_for, from_rpc_error
 from stylecast.client.messages import (ImageLike, StreamOptions, StyleSpec, encoded_bytes, parse_backend,
                                        parse_frame, parse_matches, parse_model, parse_response, parse_style,
@@ -52,16 +52,20 @@ async def _aiter(items: Iterable[T] | AsyncIterable[T]) -> AsyncIterator[T]:
 class AsyncClient:
     """Asynchronous stylecast client.
 
-    ``tls``: ``True`` (system roots) or a :class:`TLS`; ``token``: a bearer token sent with every
-    call; ``timeout``: seconds for unary calls (streams have none unless given).
+    ``tls``: ``True`` (system roots) or a :class:`TLS`; ``ca``: a PEM path (or bytes) of the CA that
+    signed the server's certificate (implies TLS); ``cert`` + ``key``: a client certificate (mTLS);
+    ``token``: a bearer token sent with every call; ``timeout``: seconds for unary calls (streams
+    have none unless given).  Raises ``ValueError`` for a ``cert`` without ``key`` (or vice versa).
     """
 
     def __init__(self, target: str = DEFAULT_TARGET, *, tls: TLS | bool | None = None, token: str | None = None,
+                 ca: PemSource | None = None, cert: PemSource | None = None, key: PemSource | None = None,
                  metadata: Sequence[tuple[str, str]] = (), timeout: float | None = 60.0,
                  max_message_bytes: int = MAX_MESSAGE_BYTES) -> None:
         self.target = target
         self.timeout = timeout
-        self._channel = aio_channel(target, tls, max_message_bytes)
+        self.tls = tls_settings(tls, ca, cert, key)
+        self._channel = aio_channel(target, self.tls, max_message_bytes)
         self._stub = pb_grpc.StyleTransferStub(self._channel)
         self._admin = apb_grpc.ModelAdminStub(self._channel)
         self._metadata = tuple(metadata) + ((("authorization", f"Bearer {token}"),) if token else ())
@@ -82,12 +86,22 @@ class AsyncClient:
         except asyncio.TimeoutError:
             raise Unavailable(f"no stylecast server reachable at {self.target} after {timeout:g} s") from None
 
+    def _error(self, exc: grpc.RpcError) -> StylecastError:
+        """The typed error of a failed call; a connection failure says whether TLS may be the cause."""
+        error = from_rpc_error(exc)
+        if error.code == grpc.StatusCode.UNAVAILABLE:
+            hint = (f"(TLS on: check the CA given for the server's certificate, and that {self.target} serves TLS)"
+                    if self.tls else f"(plaintext: if {self.target} serves TLS, pass tls=True or ca=PATH; "
+                    "CLI: --tls-ca PATH)")
+            error = type(error)(f"{error.details} {hint}".strip())
+        return error
+
     async def _unary(self, method: Any, request: Any, timeout: float | None = _DEFAULT) -> Any:
         try:
             return await method(request, metadata=self._metadata,
                                 timeout=self.timeout if timeout is _DEFAULT else timeout)
         except grpc.aio.AioRpcError as exc:
-            raise from_rpc_error(exc) from None
+            raise self._error(exc) from None
 
     # ------------------------------------------------------------ styles
 
@@ -187,7 +201,7 @@ class AsyncClient:
             async for msg in call:
                 yield parse_model(msg)
         except grpc.aio.AioRpcError as exc:
-            raise from_rpc_error(exc) from None
+            raise self._error(exc) from None
         finally:
             call.cancel()
 
@@ -230,7 +244,7 @@ class AsyncClient:
                         raise writer.exception() from None  # the producer or a frame failed
                     if isinstance(exc, asyncio.CancelledError):
                         raise
-                    raise from_rpc_error(exc) from None
+                    raise self._error(exc) from None
                 if msg is grpc.aio.EOF:
                     break
                 start = sent.pop(response_id(msg), None)

@@ -12,6 +12,7 @@ DEFAULT_TARGET = "localhost:50051"
 MAX_MESSAGE_BYTES = 64 << 20
 KEEPALIVE_MS = 60_000
 KEEPALIVE_TIMEOUT_MS = 20_000
+PemSource = str | os.PathLike | bytes   # a PEM file's path, or its bytes
 
 
 @dataclass(frozen=True)
@@ -19,13 +20,13 @@ class TLS:
     """TLS settings: ``ca`` verifies the server (system roots when None); ``cert`` + ``key``
     present a client certificate (mTLS).  Each is a PEM path or PEM bytes."""
 
-    ca: str | os.PathLike | bytes | None = None
-    cert: str | os.PathLike | bytes | None = None
-    key: str | os.PathLike | bytes | None = None
+    ca: PemSource | None = None
+    cert: PemSource | None = None
+    key: PemSource | None = None
     server_name: str | None = None  # override the name checked against the certificate
 
     def credentials(self) -> grpc.ChannelCredentials:
-        def pem(value: str | os.PathLike | bytes | None) -> bytes | None:
+        def pem(value: PemSource | None) -> bytes | None:
             return value if value is None or isinstance(value, bytes) else Path(value).read_bytes()
 
         return grpc.ssl_channel_credentials(root_certificates=pem(self.ca), private_key=pem(self.key),
@@ -45,6 +46,24 @@ def channel_options(max_message_bytes: int = MAX_MESSAGE_BYTES, tls: TLS | None 
     if tls is not None and tls.server_name:
         options.append(("grpc.ssl_target_name_override", tls.server_name))
     return options
+
+
+def tls_settings(tls: TLS | bool | None = None, ca: PemSource | None = None, cert: PemSource | None = None,
+                 key: PemSource | None = None) -> TLS | None:
+    """One :class:`TLS` from the SDK's ``tls=``, ``ca=``, ``cert=``, ``key=`` arguments (None: plaintext).
+
+    ``ca``, ``cert`` or ``key`` imply TLS; ``cert`` and ``key`` go together (mTLS)."""
+    if (cert is None) != (key is None):
+        raise ValueError("a client certificate needs both cert= and key=")
+    if isinstance(tls, TLS):
+        if ca is not None or cert is not None:
+            raise ValueError("pass either tls=TLS(...) or ca=/cert=/key=, not both")
+        return tls
+    if tls is False and (ca is not None or cert is not None):
+        raise ValueError("ca=/cert=/key= need TLS; drop tls=False")
+    if tls or ca is not None or cert is not None:
+        return TLS(ca=ca, cert=cert, key=key)
+    return None
 
 
 def aio_channel(target: str, tls: TLS | bool | None = None,

@@ -26,17 +26,27 @@ styles_app = typer.Typer(no_args_is_help=True, help="Register, list and delete s
 model_app = typer.Typer(no_args_is_help=True, help="Build model packages.")
 app.add_typer(styles_app, name="styles")
 models_app = typer.Typer(no_args_is_help=True, help="Upload, load, unload, list and watch models on a server "
-                                                    "(ModelAdmin: loopback only).")
+                                                    "(ModelAdmin: the admin role, or loopback only).")
 app.add_typer(model_app, name="model")
 app.add_typer(models_app, name="models")
+token_app = typer.Typer(no_args_is_help=True, help="Bearer tokens for a server's tokens file.")
+certs_app = typer.Typer(no_args_is_help=True, help="Certificates for trying TLS.")
+app.add_typer(token_app, name="token")
+app.add_typer(certs_app, name="certs")
 
 Target = Annotated[str, typer.Option("--target", "-t", help="Server address HOST:PORT.",
                                      envvar="STYLECAST_TARGET")]
 Token = Annotated[str | None, typer.Option("--token", help="Bearer token.", envvar="STYLECAST_TOKEN")]
+TlsCa = Annotated[Path | None, typer.Option("--tls-ca", dir_okay=False, envvar="STYLECAST_TLS_CA",
+                                            help="PEM CA of the server's certificate (turns TLS on).")]
+TlsCert = Annotated[Path | None, typer.Option("--tls-cert", dir_okay=False,
+                                              help="PEM client certificate, for a server requiring mTLS.")]
+TlsKey = Annotated[Path | None, typer.Option("--tls-key", dir_okay=False, help="PEM key of --tls-cert.")]
 AdminTarget = Annotated[str, typer.Option("--target", "-t", help="ModelAdmin address HOST:PORT (the server's "
-                                          "main port when it listens on loopback, else its admin port).",
+                                          "main port with authentication or on loopback; its admin port when "
+                                          "it runs --allow-unauthenticated on another address).",
                                           envvar="STYLECAST_ADMIN_TARGET")]
-DEFAULT_ADMIN_TARGET = "localhost:50052"
+DEFAULT_ADMIN_TARGET = DEFAULT_TARGET
 StyleOpt = Annotated[str, typer.Option("--style", "-s", help="A style image path (registered on the fly) "
                                                                 "or a registered style id.")]
 Strength = Annotated[float | None, typer.Option("--strength", min=0.0, max=1.0,
@@ -51,13 +61,21 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(1)
 
 
+def printable(text: str) -> str:
+    """``text`` with control and other non-printable characters escaped (names come from servers)."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 @contextmanager
-def _client(target: str, token: str | None) -> Iterator[Client]:
+def _client(target: str, token: str | None, ca: Path | None = None, cert: Path | None = None,
+            key: Path | None = None) -> Iterator[Client]:
     """A connected client; SDK errors become a one-line message and exit status 1."""
     try:
-        with Client(target, token=token) as client:
+        with Client(target, token=token, ca=ca, cert=cert, key=key) as client:
             yield client
     except StylecastError as exc:
+        raise _fail(str(exc)) from None
+    except ValueError as exc:  # --tls-cert without --tls-key
         raise _fail(str(exc)) from None
 
 
@@ -79,12 +97,15 @@ def image(
     quality: Annotated[int, typer.Option(min=0, max=100, help="JPEG/WebP quality (0 = server default).")] = 0,
     target: Target = DEFAULT_TARGET,
     token: Token = None,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
 ) -> None:
     """Stylize one image; writes a picture of the input's size."""
     from stylecast.client.types import Output
 
     encoding = _SUFFIX_ENCODING.get(output.suffix.lower(), "jpeg")
-    with _client(target, token) as client:
+    with _client(target, token, tls_ca, tls_cert, tls_key) as client:
         result = client.stylize(source, _resolve_style(client, style), strength=strength,
                                 output=Output(encoding, quality), process_max_side=size)
     result.save(output)
@@ -103,6 +124,9 @@ def video(
     wire: Annotated[str, typer.Option(help="Frames on the wire: raw (lossless) or jpeg.")] = "raw",
     target: Target = DEFAULT_TARGET,
     token: Token = None,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
 ) -> None:
     """Stylize every frame of a video (audio passed through), streaming frames to the server."""
     import av
@@ -116,7 +140,7 @@ def video(
         if not probe.streams.video:
             raise _fail(f"{source} has no video stream")
         total = probe.streams.video[0].frames or None
-    with _client(target, token) as client, tqdm(total=total, unit="frame", desc=source.name) as bar:
+    with _client(target, token, tls_ca, tls_cert, tls_key) as client, tqdm(total=total, unit="frame", desc=source.name) as bar:
         report = stylize_video(client, source, output, _resolve_style(client, style), strength=strength,
                                process_max_side=size, wire=wire, progress=bar)
     typer.echo(f"{output}  {report.frames} frames, audio {report.audio}")
@@ -128,20 +152,24 @@ def styles_add(
     name: Annotated[str | None, typer.Option(help="Display name (default: the file name).")] = None,
     target: Target = DEFAULT_TARGET,
     token: Token = None,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
 ) -> None:
     """Register a style image; prints its id (idempotent: the id is the content hash)."""
-    with _client(target, token) as client:
+    with _client(target, token, tls_ca, tls_cert, tls_key) as client:
         style = client.register_style(path, name=name if name is not None else path.stem)
-    typer.echo(f"{style.id}\t{style.name}\t{'registered' if style.created else 'already registered'}")
+    typer.echo(f"{style.id}\t{printable(style.name)}\t{'registered' if style.created else 'already registered'}")
 
 
 @styles_app.command("list")
-def styles_list(target: Target = DEFAULT_TARGET, token: Token = None) -> None:
+def styles_list(target: Target = DEFAULT_TARGET, token: Token = None, tls_ca: TlsCa = None,
+                tls_cert: TlsCert = None, tls_key: TlsKey = None) -> None:
     """List registered styles: id, name, registration time."""
-    with _client(target, token) as client:
+    with _client(target, token, tls_ca, tls_cert, tls_key) as client:
         for style in client.list_styles():
             when = style.created_at.isoformat(timespec="seconds") if style.created_at else "-"
-            typer.echo(f"{style.id}\t{style.name}\t{when}")
+            typer.echo(f"{style.id}\t{printable(style.name)}\t{when}")
 
 
 @styles_app.command("rm")
@@ -149,9 +177,12 @@ def styles_rm(
     style_id: Annotated[str, typer.Argument(metavar="ID", help="Style id.")],
     target: Target = DEFAULT_TARGET,
     token: Token = None,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
 ) -> None:
     """Delete a style."""
-    with _client(target, token) as client:
+    with _client(target, token, tls_ca, tls_cert, tls_key) as client:
         if not client.delete_style(style_id):
             raise _fail(f"no style {style_id}")
     typer.echo(f"deleted {style_id}")
@@ -170,13 +201,17 @@ def bench(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     target: Target = DEFAULT_TARGET,
     token: Token = None,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
 ) -> None:
     """Stream synthetic pre-encoded frames and print throughput and latency."""
     from stylecast.client.loadgen import run_load
 
     try:
         report = asyncio.run(run_load(target, streams=streams, seconds=seconds, size=size, wire=wire, mode=mode,
-                                      fps=fps, warmup_s=warmup, style_id=style, token=token))
+                                      fps=fps, warmup_s=warmup, style_id=style, token=token,
+                                      ca=tls_ca, cert=tls_cert, key=tls_key))
     except (StylecastError, ValueError) as exc:
         raise _fail(str(exc)) from None
     if as_json:
@@ -207,6 +242,16 @@ def serve(
         help="backend:format,... loaded first to last; each later one swaps in when warmed up.")] = None,
     admin_port: Annotated[int | None, typer.Option(help="ModelAdmin port on 127.0.0.1 (non-loopback host).")] = None,
     upload_dir: Annotated[str | None, typer.Option(help="Folder for uploaded model packages.")] = None,
+    tokens_file: Annotated[str | None, typer.Option(
+        help="TOML [[tokens]] file (name, roles, sha256): calls need a bearer token; re-read on SIGHUP.")] = None,
+    allow_unauthenticated: Annotated[bool | None, typer.Option(
+        "--allow-unauthenticated", help="Listen on a non-loopback host without a tokens file.")] = None,
+    tls_cert: Annotated[str | None, typer.Option(help="PEM server certificate chain (TLS).")] = None,
+    tls_key: Annotated[str | None, typer.Option(help="PEM private key of --tls-cert.")] = None,
+    tls_client_ca: Annotated[str | None, typer.Option(
+        help="PEM CA: require client certificates it signed (mTLS).")] = None,
+    metrics_tls: Annotated[bool | None, typer.Option(
+        "--metrics-tls", help="Serve /metrics over HTTPS with --tls-cert/--tls-key (and --tls-client-ca).")] = None,
 ) -> None:
     """Run the gRPC server (flags > STYLECAST_* environment > TOML config)."""
     from stylecast.server.app import main
@@ -214,7 +259,49 @@ def serve(
     main({"port": port, "metrics_port": metrics_port, "backend": backend, "threads": threads, "workers": workers,
           "models_dir": models_dir, "styles_db": styles_db, "format": format, "model": model, "host": host,
           "load_order": load_order, "admin_port": admin_port, "upload_dir": upload_dir,
+          "tokens_file": tokens_file, "allow_unauthenticated": allow_unauthenticated, "tls_cert": tls_cert,
+          "tls_key": tls_key, "tls_client_ca": tls_client_ca, "metrics_tls": metrics_tls,
           "config": str(config) if config else None})
+
+
+@token_app.command("new")
+def token_new(
+    name: Annotated[str, typer.Option(help="Token name: the metrics label and log name (A-Z a-z 0-9 . _ -).")],
+    roles: Annotated[str, typer.Option(help="Comma-separated roles: stylize, styles, admin.")] = "stylize",
+) -> None:
+    """Print a fresh random token (once: the server keeps only its sha256) and its tokens-file entry."""
+    from stylecast.server.auth import new_token, tokens_entry
+
+    token = new_token()
+    try:
+        entry = tokens_entry(name, [r.strip() for r in roles.split(",") if r.strip()], token)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"token (shown once; give it to the client as --token or STYLECAST_TOKEN):\n{token}\n")
+    typer.echo(f"add to the server's tokens file (then send the server SIGHUP):\n{entry}", nl=False)
+
+
+@certs_app.command("dev")
+def certs_dev(
+    folder: Annotated[Path, typer.Argument(file_okay=False, help="Folder to write the PEM files into.")],
+    host: Annotated[list[str] | None, typer.Option(
+        "--host", help="Name or IP the server certificate is valid for (repeatable; default localhost, "
+                       "127.0.0.1, ::1).")] = None,
+    days: Annotated[int, typer.Option(min=1, help="Validity in days.")] = 30,
+    overwrite: Annotated[bool, typer.Option(help="Replace existing files.")] = False,
+) -> None:
+    """Write a local CA, a server certificate and a client certificate, to try TLS and mTLS."""
+    from stylecast.client.certs import DEFAULT_HOSTS, write_dev_certs
+
+    try:
+        certs = write_dev_certs(folder, tuple(host or DEFAULT_HOSTS), days, overwrite)
+    except (FileExistsError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"wrote {folder}/: ca.pem ca.key server.pem server.key client.pem client.key\n"
+               f"server: stylecast serve --tls-cert {certs.server_cert} --tls-key {certs.server_key} "
+               f"[--tls-client-ca {certs.ca}]\n"
+               f"client: stylecast styles list --tls-ca {certs.ca} [--tls-cert {certs.client_cert} "
+               f"--tls-key {certs.client_key}]")
 
 
 def _model_line(m) -> str:
@@ -260,11 +347,14 @@ def models_upload(
     load: Annotated[bool, typer.Option(help="Load (serve) it once uploaded.")] = False,
     target: AdminTarget = DEFAULT_ADMIN_TARGET,
     token: Token = None,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
 ) -> None:
     """Upload a model package in verified chunks; resumes an interrupted upload."""
     from tqdm import tqdm
 
-    with _client(target, token) as client, tqdm(unit="B", unit_scale=True, desc=package.name) as bar:
+    with _client(target, token, tls_ca, tls_cert, tls_key) as client, tqdm(unit="B", unit_scale=True, desc=package.name) as bar:
         def progress(done: int, total: int) -> None:
             bar.total = total
             bar.n = done
@@ -284,9 +374,12 @@ def models_list(
     name: Annotated[str, typer.Argument(help="Only this model.")] = "",
     target: AdminTarget = DEFAULT_ADMIN_TARGET,
     token: Token = None,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
 ) -> None:
     """List model packages: name, version, state, serving backend:format, bytes, formats."""
-    with _client(target, token) as client:
+    with _client(target, token, tls_ca, tls_cert, tls_key) as client:
         for info in client.list_models(name):
             typer.echo(_model_line(info))
             for a in info.artifacts:
@@ -303,9 +396,12 @@ def models_load(
     watch: Annotated[bool, typer.Option(help="Show progress until the last artifact is active.")] = True,
     target: AdminTarget = DEFAULT_ADMIN_TARGET,
     token: Token = None,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
 ) -> None:
     """Serve a model version; better artifacts swap in as they become ready."""
-    with _client(target, token) as client:
+    with _client(target, token, tls_ca, tls_cert, tls_key) as client:
         info = client.load_model(name, version, load_order=order or ())
         if watch:
             _watch(client, info.name, info.version)
@@ -320,9 +416,12 @@ def models_unload(
     delete: Annotated[bool, typer.Option(help="Also delete the uploaded package's files.")] = False,
     target: AdminTarget = DEFAULT_ADMIN_TARGET,
     token: Token = None,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
 ) -> None:
     """Stop a version loading (and delete an uploaded package)."""
-    with _client(target, token) as client:
+    with _client(target, token, tls_ca, tls_cert, tls_key) as client:
         unloaded, deleted = client.unload_model(name, version, delete_files=delete)
     typer.echo(f"{name}:{version}  {'stopped loading' if unloaded else 'not loading'}"
                f"{', files deleted' if deleted else ''}")
@@ -334,9 +433,12 @@ def models_watch(
     version: Annotated[str, typer.Option(help="Version (default: the one loading or serving).")] = "",
     target: AdminTarget = DEFAULT_ADMIN_TARGET,
     token: Token = None,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
 ) -> None:
     """Progress bars per artifact until nothing of the version is loading."""
-    with _client(target, token) as client:
+    with _client(target, token, tls_ca, tls_cert, tls_key) as client:
         _watch(client, name, version)
 
 

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from stylecast.client.aio import AsyncClient
+from stylecast.client.channel import PemSource
 from stylecast.client.messages import to_image
 from stylecast.client.types import FrameResult
 from stylecast.v1 import stylecast_pb2 as pb
@@ -101,10 +102,12 @@ async def _one_stream(client: AsyncClient, style_id: str, frames: list[pb.Image]
 
 async def run_load(target: str, *, streams: int = 1, seconds: float = 10.0, size: int = 384, wire: str = "raw",
                    mode: str = "every_frame", fps: float = 0.0, warmup_s: float = 2.0, style_id: str = "",
-                   token: str | None = None) -> LoadReport:
-    """Run ``streams`` concurrent streams for ``warmup_s + seconds``; report the last ``seconds``."""
+                   token: str | None = None, ca: PemSource | None = None, cert: PemSource | None = None,
+                   key: PemSource | None = None) -> LoadReport:
+    """Run ``streams`` concurrent streams for ``warmup_s + seconds``; report the last ``seconds``.
+    ``token``, ``ca``, ``cert``, ``key``: as :class:`AsyncClient`'s."""
     frames = encode_frames(size, wire)
-    async with AsyncClient(target, token=token) as client:
+    async with AsyncClient(target, token=token, ca=ca, cert=cert, key=key) as client:
         await client.wait_ready()
         if not style_id:
             style_id = (await client.register_style(synthetic_image(256, 1234), name="bench")).id

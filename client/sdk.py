@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterat
 from typing import Any, TypeVar
 
 from stylecast.client.aio import _DEFAULT, MAX_IN_FLIGHT, AsyncClient
-from stylecast.client.channel import DEFAULT_TARGET, MAX_MESSAGE_BYTES, TLS
+from stylecast.client.channel import DEFAULT_TARGET, MAX_MESSAGE_BYTES, TLS, PemSource, tls_settings
 from stylecast.client.messages import ImageLike, StyleSpec
 from stylecast.client.types import BackendInfo, FrameResult, ModelInfo, Output, Style, StyleMatch, UploadInfo
 
@@ -24,15 +24,17 @@ class Client:
     """
 
     def __init__(self, target: str = DEFAULT_TARGET, *, tls: TLS | bool | None = None, token: str | None = None,
+                 ca: PemSource | None = None, cert: PemSource | None = None, key: PemSource | None = None,
                  metadata: Sequence[tuple[str, str]] = (), timeout: float | None = 60.0,
                  max_message_bytes: int = MAX_MESSAGE_BYTES) -> None:
+        tls_settings(tls, ca, cert, key)  # argument errors raise here, before a thread starts
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="stylecast-client", daemon=True)
         self._thread.start()
 
         async def make() -> AsyncClient:  # the aio channel must be created on its own loop
-            return AsyncClient(target, tls=tls, token=token, metadata=metadata, timeout=timeout,
-                               max_message_bytes=max_message_bytes)
+            return AsyncClient(target, tls=tls, token=token, ca=ca, cert=cert, key=key, metadata=metadata,
+                               timeout=timeout, max_message_bytes=max_message_bytes)
 
         self._async = self._run(make())
         self.target = target

@@ -31,12 +31,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 CHUNK_SIZE = 1 << 20
+NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"   # model names and versions: one path segment
+NAME_RE = re.compile(NAME_PATTERN)
+MAX_PATH_CHARS = 512                                 # a manifest path
 MANIFEST = "manifest.json"
 FORMATS = ("tflite-fp32", "tflite-fp16", "tflite-int8", "savedmodel", "onnx")
 FORMAT_VERSION = 1
@@ -125,11 +129,23 @@ class ModelPackage:
                         progress(fmt, done, total)
 
 
+def check_name(kind: str, value: object) -> str:
+    """A model name or version: one path segment matching :data:`NAME_PATTERN`; raises PackageError."""
+    if not isinstance(value, str) or not NAME_RE.fullmatch(value):
+        shown = repr(value)[:80] if isinstance(value, str) else type(value).__name__
+        raise PackageError(f"model {kind} {shown} is not 1-64 of A-Z a-z 0-9 . _ - starting with a letter or digit")
+    return value
+
+
 def safe_relpath(rel: str) -> PurePosixPath:
-    """Reject absolute paths, ``..`` and empty components in manifest paths."""
+    """A manifest path: relative, ``/``-separated, no ``.``/``..``/empty parts, no NUL or backslash,
+    at most :data:`MAX_PATH_CHARS` characters; raises PackageError."""
+    if not isinstance(rel, str) or not rel or len(rel) > MAX_PATH_CHARS or "\0" in rel or "\\" in rel:
+        raise PackageError(f"unsafe path in manifest: {str(rel)[:80]!r} (relative, at most {MAX_PATH_CHARS} "
+                           "characters, no NUL or backslash)")
     p = PurePosixPath(rel)
-    if not rel or p.is_absolute() or "\\" in rel or any(part in ("", "..") for part in rel.split("/")):
-        raise PackageError(f"unsafe path in manifest: {rel!r}")
+    if p.is_absolute() or any(part in ("", ".", "..") or len(part) > 255 for part in rel.split("/")):
+        raise PackageError(f"unsafe path in manifest: {rel[:80]!r}")
     return p
 
 
@@ -212,11 +228,12 @@ def parse_manifest(data: dict[str, Any], path: Path) -> ModelPackage:
             arts[fmt] = Artifact(fmt, files, endpoints, root)
     except PackageError:
         raise
-    except (KeyError, TypeError, ValueError) as exc:
-        raise PackageError(f"malformed manifest: {exc!r}") from exc
-    for part in (name, version):
-        if not part or "/" in part or part in (".", ".."):
-            raise PackageError(f"bad model name/version {part!r}")
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+        raise PackageError(f"malformed manifest: {exc!r}"[:300]) from exc
+    check_name("name", name)
+    check_name("version", version)
+    if not 1 <= dim <= 65536:
+        raise PackageError(f"style_dim {dim} is outside 1..65536")
     extra = {k: v for k, v in data.items()
              if k not in ("format_version", "name", "version", "style_dim", "artifacts")}
     return ModelPackage(path, name, version, dim, arts, extra)

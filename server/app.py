@@ -19,12 +19,14 @@ from stylecast.backends.base import BackendError
 from stylecast.backends.memory import keep_freed_memory
 from stylecast.model.package import PackageError
 from stylecast.server.admin_servicer import ModelAdminServicer
+from stylecast.server.auth import Authenticator, AuthInterceptor
 from stylecast.server.config import ConfigError, ServerConfig, load_config
 from stylecast.server.engine import Engine
 from stylecast.server.errors import StylecastError
 from stylecast.server.interceptors import AdmissionInterceptor, MetricsInterceptor
 from stylecast.server.metrics import Metrics, MetricsEndpoint, serve_metrics
 from stylecast.server.servicer import StyleTransferServicer
+from stylecast.server.tls import metrics_tls_kwargs, server_credentials
 from stylecast.v1 import model_admin_pb2 as apb
 from stylecast.v1 import model_admin_pb2_grpc as admin_grpc
 from stylecast.v1 import stylecast_pb2 as pb
@@ -59,8 +61,13 @@ class RunningServer:
     shutdown: asyncio.Event
     _stopping: asyncio.Task | None = None
     metrics_endpoint: MetricsEndpoint | None = None   # /metrics, when config.metrics_port is set
-    admin_port: int | None = None                     # ModelAdmin (loopback only); None = off
+    admin_port: int | None = None                     # ModelAdmin's port; None = off
     admin_server: grpc.aio.Server | None = None       # when ModelAdmin has a port of its own
+    authenticator: Authenticator | None = None        # None = no authentication (loopback)
+
+    def reload_tokens(self) -> bool:
+        """Re-read the tokens file (SIGHUP); open calls keep running.  False when it failed or auth is off."""
+        return self.authenticator.reload() if self.authenticator is not None else False
 
     async def stop(self, grace: float | None = None) -> None:
         """Health NOT_SERVING → refuse new calls → let streams answer what they read → close.
@@ -95,18 +102,23 @@ def _limits(config: ServerConfig):
 def _serve_metrics(metrics: Metrics, config: ServerConfig) -> MetricsEndpoint | None:
     if not config.metrics_port:
         return None
+    tls = metrics_tls_kwargs(config)
     try:
-        endpoint = serve_metrics(metrics.registry, config.host, config.metrics_port)
+        endpoint = serve_metrics(metrics.registry, config.host, config.metrics_port, **tls)
     except OSError as exc:
         raise StylecastError(f"cannot serve metrics on {config.host}:{config.metrics_port}: {exc}") from None
-    log.info("metrics on http://%s:%d/metrics", config.host, endpoint.port)
+    log.info("metrics on %s://%s:%d/metrics", "https" if tls else "http", config.host, endpoint.port)
     return endpoint
 
 
-def _grpc_server(config: ServerConfig, metrics: Metrics, shutdown: asyncio.Event,
-                 services: tuple[str, ...]) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
-    """A server with the interceptors, health and reflection (servicers are added by the caller)."""
-    interceptors = [MetricsInterceptor(metrics), AdmissionInterceptor(_limits(config), shutdown)]
+def _grpc_server(config: ServerConfig, metrics: Metrics, shutdown: asyncio.Event, services: tuple[str, ...],
+                 auth: Authenticator | None) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
+    """A server with the interceptors, health and reflection (servicers are added by the caller).
+
+    Metrics first (refused calls are counted too), then authentication, then admission."""
+    interceptors = [MetricsInterceptor(metrics, auth.label if auth is not None else None),
+                    *((AuthInterceptor(auth),) if auth is not None else ()),
+                    AdmissionInterceptor(_limits(config), shutdown)]
     server = grpc.aio.server(interceptors=interceptors, options=grpc_options(config))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -115,19 +127,36 @@ def _grpc_server(config: ServerConfig, metrics: Metrics, shutdown: asyncio.Event
     return server, health_servicer
 
 
-def _listen(server: grpc.aio.Server, address: str) -> int:
+def _listen(server: grpc.aio.Server, address: str, credentials: grpc.ServerCredentials | None) -> int:
     try:
+        if credentials is not None:
+            return server.add_secure_port(address, credentials)
         return server.add_insecure_port(address)
     except RuntimeError as exc:
         raise StylecastError(f"cannot listen on {address}: {exc}") from None
 
 
+def _log_exposure(config: ServerConfig, port: int) -> None:
+    tls = "TLS with client certificates" if config.tls_client_ca else "TLS" if config.tls else "plaintext"
+    if config.auth:
+        log.info("authentication on: bearer tokens from %s; %s", config.tokens_file, tls)
+    elif config.loopback:
+        log.info("no tokens file: listening on loopback only (%s:%d, %s); set tokens_file to serve other machines",
+                 config.host, port, tls)
+    else:
+        log.warning("listening on %s:%d WITHOUT authentication (allow_unauthenticated), %s: anyone who reaches "
+                    "it can delete styles and use the server", config.host, port, tls)
+
+
 async def start(config: ServerConfig) -> RunningServer:
     """Load the model, start serving on ``config.address`` (port 0 = any) and return the handle.
 
-    ModelAdmin can write files and load code-bearing models, so until auth exists it is
-    reachable from this machine only: on the main port when ``config.host`` is a loopback
-    address, else on its own server bound to ``127.0.0.1:config.admin_port``."""
+    ModelAdmin can write files and load code-bearing models: with authentication it is on the
+    main port for the ``admin`` role; without, reachable from this machine only (the main port
+    when ``config.host`` is a loopback address, else its own server on ``127.0.0.1:admin_port``).
+    Raises ConfigError for an unreadable tokens file or TLS files."""
+    auth = Authenticator(config.tokens_file) if config.auth else None
+    credentials = server_credentials(config)
     metrics = Metrics()
     endpoint = _serve_metrics(metrics, config)  # up before loading, so load progress shows
     try:
@@ -138,15 +167,16 @@ async def start(config: ServerConfig) -> RunningServer:
         raise
     shutdown = asyncio.Event()
     shared = config.admin and config.admin_on_main_port
-    server, health_servicer = _grpc_server(config, metrics, shutdown, (SERVICE, ADMIN_SERVICE) if shared else (SERVICE,))
+    server, health_servicer = _grpc_server(config, metrics, shutdown, (SERVICE, ADMIN_SERVICE) if shared else (SERVICE,),
+                                           auth)
     pb_grpc.add_StyleTransferServicer_to_server(StyleTransferServicer(engine, shutdown), server)
     admin_server = None
     if config.admin and not shared:
-        admin_server, _ = _grpc_server(config, metrics, shutdown, (ADMIN_SERVICE,))
+        admin_server, _ = _grpc_server(config, metrics, shutdown, (ADMIN_SERVICE,), None)
     if config.admin:
         admin_grpc.add_ModelAdminServicer_to_server(ModelAdminServicer(engine), admin_server or server)
     try:
-        port = _listen(server, config.address)
+        port = _listen(server, config.address, credentials)
     except StylecastError:
         await engine.close()
         if endpoint is not None:
@@ -155,7 +185,7 @@ async def start(config: ServerConfig) -> RunningServer:
     admin_port = port if shared else None
     if admin_server is not None:
         try:
-            admin_port = _listen(admin_server, f"127.0.0.1:{config.admin_port}")
+            admin_port = _listen(admin_server, f"127.0.0.1:{config.admin_port}", credentials)
         except StylecastError as exc:  # serving matters more than administration
             log.warning("ModelAdmin disabled: %s (set admin_port, or admin = false)", exc)
             admin_server = None
@@ -164,22 +194,26 @@ async def start(config: ServerConfig) -> RunningServer:
         await admin_server.start()
     for name in ("", SERVICE):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    _log_exposure(config, port)
     if admin_port is not None:
-        log.info("model admin on 127.0.0.1:%d (loopback only)", admin_port)
+        log.info("model admin on %s", "the main port for the admin role" if config.auth
+                 else f"{'the main port' if shared else '127.0.0.1'}:{admin_port} (loopback only)")
     log.info("artifact %s of %s active; load order %s", engine.format, engine.package.key,
              config.load_order or "(one artifact)")
     log.info("stylecast serving %s with %s on %s:%d", engine.package.key, engine.backend.name, config.host, port)
     return RunningServer(server, port, engine, health_servicer, shutdown, metrics_endpoint=endpoint,
-                         admin_port=admin_port, admin_server=admin_server)
+                         admin_port=admin_port, admin_server=admin_server, authenticator=auth)
 
 
 async def serve(config: ServerConfig) -> None:
-    """Serve until SIGTERM or SIGINT, then stop gracefully within ``config.grace_s``."""
+    """Serve until SIGTERM or SIGINT, then stop gracefully within ``config.grace_s``; SIGHUP
+    re-reads the tokens file."""
     running = await start(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, running.reload_tokens)
     await stop.wait()
     await running.stop(config.grace_s)
 

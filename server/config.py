@@ -26,7 +26,9 @@ class ConfigError(ValueError):
 class ServerConfig:
     """Every knob of ``stylecast serve``; passed down explicitly, never global."""
 
-    host: str = "[::]"
+    # "" = loopback ("localhost") without a tokens file, every interface ("[::]") with one; another
+    # address without authentication needs allow_unauthenticated (see the README's Security section)
+    host: str = ""
     port: int = 50051                 # 0 = any free port (tests)
     metrics_port: int = 9090          # 0 = no metrics endpoint
     backend: str = "auto"             # "auto" | litert | savedmodel | onnx | tensorrt
@@ -45,8 +47,9 @@ class ServerConfig:
     warmup_sizes: str = "256x256"     # HxW content sizes each artifact runs once before serving
     upload_dir: str = ""              # uploaded packages; "" = ~/.stylecast/models
     max_upload_bytes: int = 4 << 30   # per uploaded package
-    # ModelAdmin (upload/load/unload models) listens on loopback only until auth exists: on the
-    # main port when ``host`` is a loopback address, else on 127.0.0.1:admin_port (0 = any port).
+    # ModelAdmin (upload/load/unload models): with authentication on the main port for the admin
+    # role; without, on loopback only: the main port when ``host`` is a loopback address, else
+    # 127.0.0.1:admin_port (0 = any port).
     admin: bool = True
     admin_port: int = 50052
     styles_db: str = ""               # "" = ~/.stylecast/styles.db
@@ -63,11 +66,22 @@ class ServerConfig:
     keepalive_time_s: float = 30.0
     keepalive_timeout_s: float = 10.0
     log_level: str = "INFO"
+    # security
+    tokens_file: str = ""             # TOML [[tokens]] (name, roles, sha256); "" = no authentication
+    allow_unauthenticated: bool = False  # listen beyond loopback without a tokens file
+    tls_cert: str = ""                # PEM certificate chain; with tls_key turns TLS on
+    tls_key: str = ""                 # PEM private key
+    tls_client_ca: str = ""           # PEM CA: clients must present a certificate it signed (mTLS)
+    metrics_tls: bool = False         # serve /metrics over HTTPS with tls_cert/tls_key (and tls_client_ca)
+    max_process_side: int = 2048      # ceiling on a stream's process_max_side
+    stream_buffer_bytes: int = 32 * MiB   # request + answer bytes one stream may hold before reading pauses
+    frame_memory_bytes: int = 1024 * MiB  # all streams together; new streams are refused beyond it
+    stall_timeout_s: float = 60.0     # a stream whose answers cannot be sent for this long is ended
 
     def __post_init__(self) -> None:
         positive = ("codec_threads", "max_batch", "queue_depth", "max_streams",
                     "max_calls", "max_message_bytes", "max_pixels", "process_max_side",
-                    "content_vector_refresh")
+                    "content_vector_refresh", "max_process_side", "stream_buffer_bytes", "frame_memory_bytes")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -79,7 +93,39 @@ class ServerConfig:
             raise ConfigError("max_wait_ms and grace_s must be >= 0")
         if self.max_upload_bytes < 1:
             raise ConfigError(f"max_upload_bytes must be >= 1, got {self.max_upload_bytes}")
+        if self.process_max_side > self.max_process_side:
+            raise ConfigError(f"process_max_side {self.process_max_side} is above max_process_side "
+                              f"{self.max_process_side}")
+        if self.stall_timeout_s <= 0:
+            raise ConfigError(f"stall_timeout_s must be > 0, got {self.stall_timeout_s}")
+        self._check_security()
         self.load_entries, self.warmup_shapes  # noqa: B018 - validate both now
+
+    def _check_security(self) -> None:
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ConfigError("TLS needs both tls_cert and tls_key")
+        if (self.tls_client_ca or self.metrics_tls) and not self.tls:
+            raise ConfigError("tls_client_ca and metrics_tls need TLS: set tls_cert and tls_key")
+        if not self.host:
+            object.__setattr__(self, "host", "[::]" if self.auth else "localhost")
+        if not (self.auth or self.loopback or self.allow_unauthenticated):
+            raise ConfigError(f"refusing to listen on {self.host} without authentication: anyone who reaches "
+                              "it could delete styles and load the server. Set tokens_file (stylecast token new "
+                              "makes tokens), listen on localhost, or pass --allow-unauthenticated")
+
+    @property
+    def auth(self) -> bool:
+        """Whether calls need a bearer token (a tokens file is configured)."""
+        return bool(self.tokens_file)
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_cert)
+
+    @property
+    def loopback(self) -> bool:
+        """Whether ``host`` is reachable from this machine only."""
+        return self.host.strip("[]") in ("127.0.0.1", "::1", "localhost")
 
     @property
     def load_entries(self) -> tuple[tuple[str, str], ...]:
@@ -103,8 +149,8 @@ class ServerConfig:
 
     @property
     def admin_on_main_port(self) -> bool:
-        """ModelAdmin shares the main port only when that port is reachable from loopback alone."""
-        return self.host.strip("[]") in ("127.0.0.1", "::1", "localhost")
+        """ModelAdmin shares the main port when calls need the admin role, or the port is loopback only."""
+        return self.auth or self.loopback
 
     @property
     def address(self) -> str:
@@ -123,6 +169,8 @@ def parse_load_order(items: Iterable[str]) -> tuple[tuple[str, str], ...]:
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(ServerConfig)}
+# STYLECAST_* variables that are not server settings: the config path and the CLI client's own
+_NOT_SERVER = frozenset({"CONFIG", "TOKEN", "TLS_CA", "TARGET", "ADMIN_TARGET"})
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -177,7 +225,7 @@ def load_config(cli_overrides: Mapping[str, Any], env: Mapping[str, str],
     if toml_path:
         values |= _layer(str(toml_path), read_toml(toml_path))
     values |= _layer("environment", {k[len(ENV_PREFIX):].lower(): v for k, v in env.items()
-                                     if k.startswith(ENV_PREFIX) and k != f"{ENV_PREFIX}CONFIG"})
+                                     if k.startswith(ENV_PREFIX) and k[len(ENV_PREFIX):] not in _NOT_SERVER})
     values |= _layer("flags", {k: v for k, v in cli_overrides.items() if v is not None and k != "config"})
     if not values.get("styles_db"):
         values["styles_db"] = str(Path.home() / ".stylecast" / "styles.db")

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import grpc
 
+from stylecast.server.auth import ANONYMOUS
 from stylecast.server.errors import ShuttingDown
 from stylecast.server.metrics import Metrics
 
@@ -80,17 +81,20 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
 
     Unary responses go to ``stylecast_rpc_duration_seconds``; response streams to
     ``stylecast_stream_duration_seconds`` and ``stylecast_active_streams``.
-    Place it first so refused calls are counted too.
+    ``token_label(metadata)`` names the caller's token (bounded); without it every call is
+    ``anonymous``.  Place it first so refused calls are counted too.
     """
 
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: Metrics, token_label: Callable[[object], str] | None = None) -> None:
         self._metrics = metrics
+        self._token_label = token_label
 
     async def intercept_service(self, continuation, details: grpc.HandlerCallDetails):
         handler = await continuation(details)
         if handler is None:
             return handler
         method, inner = details.method, _behaviour(handler)
+        token = self._token_label(details.invocation_metadata) if self._token_label else ANONYMOUS
         streaming = handler.response_streaming
         hist = self._metrics.stream_duration if streaming else self._metrics.rpc_latency
         active = self._metrics.active_streams.labels(method) if streaming else None
@@ -98,7 +102,7 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
         def finish(start: float, context, exc: BaseException | None) -> None:
             if active is not None:
                 active.dec()
-            hist.labels(method, _final_code(context, exc)).observe(time.perf_counter() - start)
+            hist.labels(method, _final_code(context, exc), token).observe(time.perf_counter() - start)
 
         if inspect.isasyncgenfunction(inner):
             async def timed_stream(request, context):

@@ -5,8 +5,9 @@ One :class:`Metrics` per server instance, each with its own ``CollectorRegistry`
 in one process.  :func:`serve_metrics` exposes a registry on its own HTTP port,
 served from a thread of its own, never from the gRPC event loop.
 
-Labels are bounded: backend, stage, outcome, method, code, model (and a version
-label only on ``stylecast_model_info``, whose series is removed on unload).
+Labels are bounded: backend, stage, outcome, method, code, model, token (a name from the
+tokens file, or ``anonymous``; never the token) and a version label only on
+``stylecast_model_info``, whose series is removed on unload.
 """
 
 from __future__ import annotations
@@ -84,11 +85,13 @@ class Metrics:
         self.frames = Counter("stylecast_frames_total", "Stream frames answered, by outcome.",
                               ["outcome", "backend"], registry=r)
         self.rpc_latency = Histogram(
-            "stylecast_rpc_duration_seconds", "Duration of RPCs with a unary response, by method and status code.",
-            ["method", "code"], buckets=RPC_BUCKETS, registry=r)
+            "stylecast_rpc_duration_seconds",
+            "Duration of RPCs with a unary response, by method, status code and token name.",
+            ["method", "code", "token"], buckets=RPC_BUCKETS, registry=r)
         self.stream_duration = Histogram(
-            "stylecast_stream_duration_seconds", "Duration of response-streaming RPCs, by method and status code.",
-            ["method", "code"], buckets=STREAM_BUCKETS, registry=r)
+            "stylecast_stream_duration_seconds",
+            "Duration of response-streaming RPCs, by method, status code and token name.",
+            ["method", "code", "token"], buckets=STREAM_BUCKETS, registry=r)
         self.active_streams = Gauge("stylecast_active_streams", "Response-streaming RPCs now open.",
                                     ["method"], registry=r)
         self.queued_frames = Gauge("stylecast_queued_frames",
@@ -206,7 +209,8 @@ class MetricsEndpoint:
         self._thread.join(timeout=5)
 
 
-def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> MetricsEndpoint:
-    """Serve ``registry`` at ``http://host:port/metrics`` from a daemon thread."""
-    httpd, thread = start_http_server(port, addr=host.strip("[]") or "0.0.0.0", registry=registry)
+def serve_metrics(registry: CollectorRegistry, host: str, port: int, **tls: object) -> MetricsEndpoint:
+    """Serve ``registry`` at ``http://host:port/metrics`` from a daemon thread; ``tls``: HTTPS
+    arguments of ``prometheus_client.start_http_server`` (certfile, keyfile, client_cafile, ...)."""
+    httpd, thread = start_http_server(port, addr=host.strip("[]") or "0.0.0.0", registry=registry, **tls)
     return MetricsEndpoint(httpd.server_port, httpd, thread)

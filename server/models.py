@@ -8,7 +8,7 @@ from pathlib import Path
 
 from stylecast.backends.base import BackendUnavailable, backend_names, best_available, is_installed
 from stylecast.model import BUILTIN_DIR
-from stylecast.model.package import MANIFEST, ModelPackage, load_package
+from stylecast.model.package import MANIFEST, NAME_RE, ModelPackage, load_package
 from stylecast.server.config import ServerConfig
 from stylecast.server.errors import FailedPrecondition
 
@@ -26,22 +26,29 @@ def _version_key(version: str) -> tuple:
     return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in version.replace("-", ".").split("."))
 
 
+def _confined(root: Path, path: Path) -> bool:
+    """A plainly named folder whose resolved path (symlinks followed) lies inside ``root``."""
+    return bool(NAME_RE.fullmatch(path.name)) and path.is_dir() and path.resolve().is_relative_to(root.resolve())
+
+
 def model_dirs(root: Path) -> dict[str, Path]:
-    """Model name -> folder, for every ``root/NAME`` holding at least one ``VERSION/manifest.json``."""
+    """Model name -> folder, for every ``root/NAME`` holding at least one ``VERSION/manifest.json``
+    (folders that are not plain names or resolve outside ``root`` are skipped)."""
     if not root.is_dir():
         return {}
-    return {d.name: d for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".")
-            and any((v / MANIFEST).is_file() for v in d.iterdir())}
+    return {d.name: d for d in sorted(root.iterdir()) if _confined(root, d)
+            and any((v / MANIFEST).is_file() and _confined(root, v) for v in d.iterdir())}
 
 
 def version_dirs(roots: Sequence[Path], name: str) -> dict[str, Path]:
-    """Version -> folder of model ``name`` over ``roots`` (an earlier root wins), oldest first."""
+    """Version -> folder of model ``name`` over ``roots`` (an earlier root wins), oldest first; folders
+    resolving outside their root are skipped."""
     found: dict[str, Path] = {}
     for root in roots:
         folder = root / name
-        if folder.is_dir():
+        if _confined(root, folder):
             for v in folder.iterdir():
-                if (v / MANIFEST).is_file():
+                if (v / MANIFEST).is_file() and _confined(root, v):
                     found.setdefault(v.name, v)
     return {v: found[v] for v in sorted(found, key=_version_key)}
 

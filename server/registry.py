@@ -18,6 +18,7 @@ from stylecast.model.package import ModelPackage, PackageError, load_package
 from stylecast.server.config import ServerConfig
 from stylecast.server.errors import NotFound
 from stylecast.server.models import find_package, model_dirs, version_dirs
+from stylecast.server.paths import inside, model_key
 from stylecast.server.uploads import Upload, UploadStore
 
 # artifact states, as in the proto's ArtifactState
@@ -99,12 +100,26 @@ class ModelRegistry:
 
     # ------------------------------------------------------------ discovery
 
+    def confine(self, name: str, version: str = "") -> None:
+        """Refuse (InvalidArgument) a name or version that is not one plain segment, or whose folder
+        in either root resolves (through a symlink) outside that root."""
+        model_key(name, version, version_optional=True)
+        for root in self.roots:
+            for folder in (root / name, root / name / version) if version else (root / name,):
+                if folder.exists() or folder.is_symlink():
+                    inside(root, folder)
+
     def find(self, name: str = "", version: str = "") -> ModelPackage:
         """A package: ``name`` "" = the only model of the models folder, ``version`` "" = the latest."""
+        if name:
+            self.confine(name, version)
+        elif version:
+            model_key("-", version)
         return find_package(self.models_root, name, version, also=[self.uploads.root])
 
     def installed(self, name: str, version: str) -> Path | None:
         """The folder of an installed package of that name and version (either root), or None."""
+        self.confine(name, version)
         return version_dirs(self.roots, name).get(version)
 
     def is_uploaded(self, path: Path) -> bool:

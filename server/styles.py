@@ -13,6 +13,7 @@ import base64
 import io
 import sqlite3
 import time
+import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,10 @@ CREATE TABLE IF NOT EXISTS vector (
 """
 
 
+MAX_NAME_CHARS = 256
+PAGE_BYTES = 1 << 20   # a ListStyles page stops growing past about this many bytes of records
+
+
 @dataclass(frozen=True)
 class StyleRecord:
     id: str
@@ -54,16 +59,32 @@ def png_bytes(image: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def check_style_name(name: str) -> str:
+    """A style's display name: at most :data:`MAX_NAME_CHARS` characters, no control characters;
+    raises :class:`InvalidArgument`."""
+    if len(name) > MAX_NAME_CHARS:
+        raise InvalidArgument(f"style name is {len(name)} characters; at most {MAX_NAME_CHARS} are allowed")
+    if any(unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zl", "Zp") for c in name):
+        raise InvalidArgument("style name contains control or format characters; use printable text")
+    return name
+
+
 def _page_token(record: StyleRecord) -> str:
     return base64.urlsafe_b64encode(f"{record.created_ms}:{record.id}".encode()).decode()
 
 
 def _parse_token(token: str) -> tuple[int, str]:
+    invalid = InvalidArgument("invalid page_token: pass the next_page_token of a previous ListStyles")
+    if len(token) > 256:
+        raise invalid
     try:
         created, style_id = base64.urlsafe_b64decode(token.encode()).decode().split(":", 1)
-        return int(created), style_id
+        created_ms = int(created)
     except (ValueError, UnicodeDecodeError):
-        raise InvalidArgument("invalid page_token: pass the next_page_token of a previous ListStyles") from None
+        raise invalid from None
+    if not 0 <= created_ms < 1 << 63 or len(style_id) > 128:  # SQLite integers are 64-bit
+        raise invalid
+    return created_ms, style_id
 
 
 class StyleLibrary:
@@ -103,6 +124,7 @@ class StyleLibrary:
 
     def _record(self, row: tuple) -> StyleRecord:
         style_id, name, created = row
+        name = name[:MAX_NAME_CHARS]  # rows stored before names were bounded
         versions = tuple(f"{m}:{v}" for m, v in self._db.execute(
             "SELECT model, version FROM vector WHERE style_id = ? ORDER BY model, version", (style_id,)))
         return StyleRecord(style_id, name, created, versions)
@@ -140,7 +162,9 @@ class StyleLibrary:
         return row[0] if row else None
 
     async def list(self, page_size: int, page_token: str = "") -> tuple[list[StyleRecord], str]:
-        """One page in creation order and the token of the next page ("" at the end)."""
+        """One page in creation order and the token of the next page ("" at the end).  A page holds
+        at most ``page_size`` records and stops early past :data:`PAGE_BYTES` bytes of them.
+        Raises :class:`InvalidArgument` for a token that no earlier page returned."""
         after = _parse_token(page_token) if page_token else (-1, "")
         return await self._run(self._list, page_size, after)
 
@@ -148,8 +172,15 @@ class StyleLibrary:
         rows = self._db.execute(
             "SELECT id, name, created_ms FROM style WHERE (created_ms, id) > (?, ?) "
             "ORDER BY created_ms, id LIMIT ?", (*after, page_size + 1)).fetchall()
-        records = [self._record(r) for r in rows[:page_size]]
-        return records, (_page_token(records[-1]) if len(rows) > page_size else "")
+        records, size = [], 0
+        for row in rows[:page_size]:
+            if records and size > PAGE_BYTES:
+                break
+            record = self._record(row)
+            records.append(record)
+            size += len(record.id) + 4 * len(record.name) + sum(len(v) + 4 for v in record.model_versions) + 32
+        more = len(records) < len(rows)
+        return records, (_page_token(records[-1]) if more else "")
 
     async def count(self) -> int:
         return await self._run(lambda: self._db.execute("SELECT COUNT(*) FROM style").fetchone()[0])

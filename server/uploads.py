@@ -24,6 +24,7 @@ from pathlib import Path
 from stylecast.model.package import (MANIFEST, FileEntry, ModelPackage, PackageError, check_entry, chunk_span,
                                      load_package, parse_manifest, verify_file)
 from stylecast.server.errors import Aborted, AlreadyExists, DataLoss, FailedPrecondition, InvalidArgument, ResourceExhausted
+from stylecast.server.paths import inside, model_key
 
 PARTIAL = ".uploads"
 
@@ -63,7 +64,14 @@ class UploadStore:
         self._lock = threading.Lock()
 
     def partial_dir(self, name: str, version: str) -> Path:
-        return self.root / PARTIAL / name / version
+        """Where an upload of ``name``/``version`` lives; InvalidArgument for a name or version that
+        is not one plain segment, or a folder resolving outside the upload root."""
+        model_key(name, version)
+        folder = self.root / PARTIAL / name / version
+        for path in (folder.parent, folder):
+            if path.exists() or path.is_symlink():
+                inside(self.root, path)
+        return folder
 
     def begin(self, manifest: bytes, installed: Callable[[str, str], Path | None]) -> Upload:
         """Check a manifest and return the upload with the chunks still missing; call
@@ -77,10 +85,10 @@ class UploadStore:
             package = parse_manifest(data, self.root)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise InvalidArgument(f"the first UploadModel message must be a manifest.json: {exc}") from None
+        except RecursionError:
+            raise InvalidArgument("manifest rejected: nested too deeply") from None
         except PackageError as exc:
             raise InvalidArgument(f"manifest rejected: {exc}") from None
-        if package.name.startswith(".") or package.version.startswith("."):
-            raise InvalidArgument(f"manifest rejected: name and version may not start with '.' ({package.key})")
         files: dict[str, FileEntry] = {}
         for art in package.artifacts.values():
             for entry in art.files:
@@ -150,6 +158,7 @@ class UploadStore:
         if hashlib.sha256(data).hexdigest() != entry.chunks[index]:
             raise DataLoss(f"{path}: chunk {index} sha256 mismatch (corrupt); send it again")
         target = upload.package.path / path
+        inside(upload.package.path, target)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             with open(target, "r+b" if target.exists() else "wb") as f:
@@ -179,6 +188,8 @@ class UploadStore:
             raise DataLoss(f"upload of {upload.package.key} discarded: {exc} — the manifest does not match "
                            "its own chunks") from None
         final = self.root / upload.package.name / upload.package.version
+        if final.parent.exists():
+            inside(self.root, final.parent)
         if final.exists():
             raise AlreadyExists(f"model {upload.package.key} was installed meanwhile")
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -209,7 +220,10 @@ class UploadStore:
                 raise Aborted(f"model {name}:{version} is being uploaded; delete it when the upload ends")
         deleted = False
         for folder in (self.root / name / version, self.partial_dir(name, version)):
-            if folder.is_dir():
+            for path in (folder.parent, folder):
+                if path.exists() or path.is_symlink():
+                    inside(self.root, path)   # never follow a symlink out of the upload root
+            if folder.is_dir() and not folder.is_symlink():
                 shutil.rmtree(folder)
                 deleted = True
         return deleted

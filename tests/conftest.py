@@ -121,14 +121,14 @@ def raw_image(img: np.ndarray) -> pb.Image:
     return pb.Image(data=img.tobytes(), pixel_format=pb.PIXEL_FORMAT_RGB24, width=img.shape[1], height=img.shape[0])
 
 
-async def register(stub, img: np.ndarray, name: str = "", chunk: int = 1 << 14) -> pb.Style:
+async def register(stub, img: np.ndarray, name: str = "", chunk: int = 1 << 14, metadata=None) -> pb.Style:
     data = encoded(img)
 
     async def uploads():
         for i in range(0, len(data), chunk):
             yield pb.StyleUpload(name=name if i == 0 else "", chunk=data[i:i + chunk])
 
-    return (await stub.RegisterStyle(uploads())).style
+    return (await stub.RegisterStyle(uploads(), metadata=metadata)).style
 
 
 def decode_result(image: pb.Image) -> np.ndarray:

@@ -1,0 +1,291 @@
+"""Bearer tokens with roles, checked for every RPC in one server interceptor.
+
+A call carries ``authorization: Bearer <token>`` metadata.  The server holds only the
+sha256 of each token, read from a TOML tokens file::
+
+    [[tokens]]
+    name = "camera-1"                  # [A-Za-z0-9][A-Za-z0-9._-]{0,63}; the metrics label
+    roles = ["stylize"]                # stylize | styles | admin
+    sha256 = "<64 hex digits>"         # sha256 of the token's UTF-8 bytes
+    max_streams = 4                    # optional: concurrent Stylize streams of this token
+    max_calls = 16                     # optional: concurrent other calls of this token
+
+Every method of every served service needs one role (:data:`METHOD_ROLES`); health and
+reflection are open.  No token or an unknown one → UNAUTHENTICATED, a known token without
+the role → PERMISSION_DENIED; neither answer tells which tokens exist.  A presented token is
+hashed once and compared with every stored digest in constant time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import inspect
+import logging
+import re
+import secrets
+import tomllib
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from stylecast.server.config import ConfigError
+from stylecast.v1 import model_admin_pb2 as apb
+from stylecast.v1 import stylecast_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+ROLES = ("stylize", "styles", "admin")
+ANONYMOUS = "anonymous"          # the token label of calls without a (valid) token
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.v1alpha.ServerReflection/",
+                 "/grpc.reflection.v1.ServerReflection/")
+_STYLE_TRANSFER = pb.DESCRIPTOR.services_by_name["StyleTransfer"]
+_MODEL_ADMIN = apb.DESCRIPTOR.services_by_name["ModelAdmin"]
+_ROLE_OF = {"Stylize": "stylize", "StylizeImage": "stylize", "GetStyle": "stylize", "ListStyles": "stylize",
+            "SearchStyles": "stylize", "RegisterStyle": "styles", "DeleteStyle": "styles"}
+# full method name -> the role it needs; a StyleTransfer method missing from _ROLE_OF fails at import
+METHOD_ROLES: dict[str, str] = {
+    **{f"/{_STYLE_TRANSFER.full_name}/{m.name}": _ROLE_OF[m.name] for m in _STYLE_TRANSFER.methods},
+    **{f"/{_MODEL_ADMIN.full_name}/{m.name}": "admin" for m in _MODEL_ADMIN.methods},
+}
+STREAM_METHODS = frozenset({f"/{_STYLE_TRANSFER.full_name}/Stylize"})   # counted against max_streams
+
+
+def token_digest(token: str) -> str:
+    """The sha256 hex digest a tokens file stores for ``token``."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_token() -> str:
+    """A fresh random token: 32 random bytes, URL-safe base64 (43 characters)."""
+    return "sc_" + secrets.token_urlsafe(32)
+
+
+def tokens_entry(name: str, roles: Sequence[str], token: str) -> str:
+    """The TOML lines that add ``token`` (by its digest) to a tokens file."""
+    check_roles(roles, "roles")
+    if not NAME_RE.fullmatch(name) or name == ANONYMOUS:
+        raise ValueError(f"token name {name!r}: use 1-64 of A-Z a-z 0-9 . _ - (starting with a letter "
+                         f"or digit; {ANONYMOUS!r} is reserved)")
+    role_list = ", ".join(f'"{r}"' for r in roles)
+    return f'[[tokens]]\nname = "{name}"\nroles = [{role_list}]\nsha256 = "{token_digest(token)}"\n'
+
+
+def check_roles(roles: Iterable[str], where: str) -> frozenset[str]:
+    roles = frozenset(roles)
+    unknown = roles - set(ROLES)
+    if unknown or not roles:
+        raise ValueError(f"{where}: roles must be a non-empty subset of {', '.join(ROLES)}; "
+                         f"got {', '.join(sorted(roles)) or 'none'}")
+    return roles
+
+
+@dataclass(frozen=True)
+class TokenEntry:
+    """One token of the tokens file (its digest, never the token)."""
+
+    name: str
+    roles: frozenset[str]
+    digest: bytes                  # 32 bytes
+    max_streams: int = 0           # 0 = only the server-wide limit
+    max_calls: int = 0
+
+
+def parse_tokens(text: str, source: str = "tokens file") -> tuple[TokenEntry, ...]:
+    """Entries of a tokens file's TOML text; raises :class:`ConfigError` naming the bad entry."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    unknown_top = set(data) - {"tokens"}
+    if unknown_top or not isinstance(data.get("tokens", []), list):
+        raise ConfigError(f"{source}: expected only [[tokens]] tables")
+    entries, names, digests = [], set(), set()
+    for i, raw in enumerate(data.get("tokens", [])):
+        where = f"{source}: [[tokens]] #{i + 1}"
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{where}: expected a table")
+        extra = set(raw) - {"name", "roles", "sha256", "max_streams", "max_calls"}
+        if extra:
+            raise ConfigError(f"{where}: unknown keys {', '.join(sorted(extra))}")
+        name, digest = raw.get("name"), raw.get("sha256")
+        if not isinstance(name, str) or not NAME_RE.fullmatch(name) or name == ANONYMOUS:
+            raise ConfigError(f"{where}: name must be 1-64 of A-Z a-z 0-9 . _ - (not {ANONYMOUS!r})")
+        where = f"{source}: token {name!r}"
+        if name in names:
+            raise ConfigError(f"{where}: the name is used twice")
+        if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", digest):
+            raise ConfigError(f"{where}: sha256 must be 64 hex digits (stylecast token new prints it)")
+        if digest.lower() in digests:
+            raise ConfigError(f"{where}: the same token digest is listed twice")
+        roles_raw = raw.get("roles")
+        if not isinstance(roles_raw, list) or not all(isinstance(r, str) for r in roles_raw):
+            raise ConfigError(f"{where}: roles must be a list of strings")
+        try:
+            roles = check_roles(roles_raw, where)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        limits = []
+        for key in ("max_streams", "max_calls"):
+            value = raw.get(key, 0)
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 1_000_000:
+                raise ConfigError(f"{where}: {key} must be an integer 0..1000000 (0 = no per-token limit)")
+            limits.append(value)
+        names.add(name)
+        digests.add(digest.lower())
+        entries.append(TokenEntry(name, roles, bytes.fromhex(digest), *limits))
+    return tuple(entries)
+
+
+def read_tokens(path: str | Path) -> tuple[TokenEntry, ...]:
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"tokens file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"tokens file {path}: not UTF-8 text") from None
+    return parse_tokens(text, f"tokens file {path}")
+
+
+def bearer(metadata: Sequence[tuple[str, str | bytes]] | None) -> str | None:
+    """The token of an ``authorization: Bearer …`` metadata entry, or None."""
+    for key, value in metadata or ():
+        if key == "authorization" and isinstance(value, str):
+            scheme, _, token = value.strip().partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+    return None
+
+
+class Authenticator:
+    """The tokens of a tokens file, re-read by :meth:`reload` (SIGHUP) without touching open calls."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._entries = read_tokens(self.path)
+        if not self._entries:
+            log.warning("tokens file %s lists no tokens: every call except health and reflection is refused",
+                        self.path)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(e.name for e in self._entries)
+
+    def reload(self) -> bool:
+        """Re-read the tokens file; on an error keep the current tokens, log it and return False."""
+        try:
+            entries = read_tokens(self.path)
+        except ConfigError as exc:
+            log.error("tokens not reloaded, the previous ones stay in force: %s", exc)
+            return False
+        self._entries = entries
+        log.info("tokens reloaded from %s: %d token(s)", self.path, len(entries))
+        return True
+
+    def identify(self, metadata) -> TokenEntry | None:
+        """The entry of the call's bearer token, or None.  Every stored digest is compared, in
+        constant time, so the time taken tells nothing about which digests exist."""
+        token = bearer(metadata)
+        if token is None:
+            return None
+        presented = hashlib.sha256(token.encode()).digest()
+        found = None
+        for entry in self._entries:
+            if hmac.compare_digest(presented, entry.digest):
+                found = entry
+        return found
+
+    def label(self, metadata) -> str:
+        """The bounded ``token`` metrics label of a call: a token name, or ``anonymous``."""
+        entry = self.identify(metadata)
+        return entry.name if entry is not None else ANONYMOUS
+
+
+def unauthenticated_message() -> str:
+    return ("missing or invalid bearer token: send metadata 'authorization: Bearer <token>' "
+            "(SDK: Client(target, token=...); CLI: --token or STYLECAST_TOKEN)")
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):
+    """Refuses calls without a valid token or the method's role; caps each token's concurrent
+    streams and calls.  Health and reflection pass untouched."""
+
+    def __init__(self, authenticator: Authenticator) -> None:
+        self._auth = authenticator
+        self._active: Counter[tuple[str, bool]] = Counter()   # (token name, is stream) -> calls
+
+    async def intercept_service(self, continuation, details: grpc.HandlerCallDetails):
+        handler = await continuation(details)
+        method = details.method
+        if handler is None or method.startswith(OPEN_PREFIXES):
+            return handler
+        role = METHOD_ROLES.get(method)
+        entry = self._auth.identify(details.invocation_metadata)
+        if entry is None:
+            return _refusal(handler, grpc.StatusCode.UNAUTHENTICATED, unauthenticated_message())
+        if role is None or role not in entry.roles:
+            needed = f"the role {role!r}" if role else "a role (this method has none assigned)"
+            return _refusal(handler, grpc.StatusCode.PERMISSION_DENIED,
+                            f"{method}: this token lacks {needed}; ask the server's operator for a token with it")
+        stream = method in STREAM_METHODS
+        limit = entry.max_streams if stream else entry.max_calls
+        if not limit:
+            return handler
+        key, inner = (entry.name, stream), _behaviour(handler)
+        what = "Stylize streams" if stream else "calls"
+
+        message = (f"token {entry.name!r} already has {limit} {what} open (its max_"
+                   f"{'streams' if stream else 'calls'}); close one or retry later")
+
+        if inspect.isasyncgenfunction(inner):
+            async def limited_stream(request, context):
+                if self._active[key] >= limit:
+                    await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, message)
+                self._active[key] += 1
+                try:
+                    async for response in inner(request, context):
+                        yield response
+                finally:
+                    self._active[key] -= 1
+
+            return _with_behaviour(handler, limited_stream)
+
+        async def limited(request, context):
+            if self._active[key] >= limit:
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, message)
+            self._active[key] += 1
+            try:
+                return await inner(request, context)
+            finally:
+                self._active[key] -= 1
+
+        return _with_behaviour(handler, limited)
+
+
+def _behaviour(handler: grpc.RpcMethodHandler):
+    return handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream
+
+
+_FACTORIES = {
+    (False, False): grpc.unary_unary_rpc_method_handler,
+    (False, True): grpc.unary_stream_rpc_method_handler,
+    (True, False): grpc.stream_unary_rpc_method_handler,
+    (True, True): grpc.stream_stream_rpc_method_handler,
+}
+
+
+def _with_behaviour(handler: grpc.RpcMethodHandler, behaviour) -> grpc.RpcMethodHandler:
+    factory = _FACTORIES[(handler.request_streaming, handler.response_streaming)]
+    return factory(behaviour, request_deserializer=handler.request_deserializer,
+                   response_serializer=handler.response_serializer)
+
+
+def _refusal(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:
+    async def refuse(request, context):
+        await context.abort(code, message)
+
+    return _with_behaviour(handler, refuse)
