@@ -63,6 +63,8 @@ class RunningServer:
     metrics_endpoint: MetricsEndpoint | None = None   # /metrics, when config.metrics_port is set
     admin_port: int | None = None                     # ModelAdmin's port; None = off
     admin_server: grpc.aio.Server | None = None       # when ModelAdmin has a port of its own
+    health_server: grpc.aio.Server | None = None      # plaintext health only (config.health_port)
+    health_port: int | None = None
     authenticator: Authenticator | None = None        # None = no authentication (loopback)
 
     def reload_tokens(self) -> bool:
@@ -81,7 +83,8 @@ class RunningServer:
         log.info("shutting down (grace %.1fs)", grace or 0)
         await self.health.enter_graceful_shutdown()
         self.shutdown.set()
-        await asyncio.gather(*(s.stop(grace) for s in (self.server, self.admin_server) if s is not None))
+        await asyncio.gather(*(s.stop(grace) for s in (self.server, self.admin_server, self.health_server)
+                               if s is not None))
         await self.engine.close()
         if self.metrics_endpoint is not None:
             self.metrics_endpoint.close()
@@ -189,6 +192,13 @@ async def start(config: ServerConfig) -> RunningServer:
         except StylecastError as exc:  # serving matters more than administration
             log.warning("ModelAdmin disabled: %s (set admin_port, or admin = false)", exc)
             admin_server = None
+    health_server, health_port = None, None
+    if config.health_port:
+        health_server = grpc.aio.server()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, health_server)
+        health_port = _listen(health_server, f"{config.host}:{config.health_port}", None)
+        await health_server.start()
+        log.info("plaintext health checks (only) on %s:%d", config.host, health_port)
     await server.start()
     if admin_server is not None:
         await admin_server.start()
@@ -202,7 +212,8 @@ async def start(config: ServerConfig) -> RunningServer:
              config.load_order or "(one artifact)")
     log.info("stylecast serving %s with %s on %s:%d", engine.package.key, engine.backend.name, config.host, port)
     return RunningServer(server, port, engine, health_servicer, shutdown, metrics_endpoint=endpoint,
-                         admin_port=admin_port, admin_server=admin_server, authenticator=auth)
+                         admin_port=admin_port, admin_server=admin_server, authenticator=auth,
+                         health_server=health_server, health_port=health_port)
 
 
 async def serve(config: ServerConfig) -> None:

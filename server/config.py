@@ -73,6 +73,7 @@ class ServerConfig:
     tls_key: str = ""                 # PEM private key
     tls_client_ca: str = ""           # PEM CA: clients must present a certificate it signed (mTLS)
     metrics_tls: bool = False         # serve /metrics over HTTPS with tls_cert/tls_key (and tls_client_ca)
+    health_port: int = 0              # plaintext grpc.health.v1 only, on host (Kubernetes probes cannot do TLS); 0 = off
     max_process_side: int = 2048      # ceiling on a stream's process_max_side
     stream_buffer_bytes: int = 32 * MiB   # request + answer bytes one stream may hold before reading pauses
     frame_memory_bytes: int = 1024 * MiB  # all streams together; new streams are refused beyond it
@@ -85,7 +86,7 @@ class ServerConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not all(0 <= p < 65536 for p in (self.port, self.metrics_port, self.admin_port)):
+        if not all(0 <= p < 65536 for p in (self.port, self.metrics_port, self.admin_port, self.health_port)):
             raise ConfigError("ports must be in 0..65535")
         if self.threads < 0 or self.workers < 0:
             raise ConfigError(f"threads and workers must be >= 0 (0 = auto), got {self.threads}, {self.workers}")

@@ -25,13 +25,13 @@ from stylecast.model.preprocess import style_image_uint8, to_float
 from stylecast.server import codecs
 from stylecast.server.batcher import BatchResult
 from stylecast.server.config import ServerConfig
-from stylecast.server.errors import InvalidArgument, NotFound, Unavailable
+from stylecast.server.errors import InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from stylecast.server.loaded_model import LoadedModel
 from stylecast.server.loader import Loader
 from stylecast.server.metrics import Metrics
 from stylecast.server.models import load_order
 from stylecast.server.registry import AVAILABLE, ModelRegistry
-from stylecast.server.styles import StyleLibrary, StyleRecord, nearest, png_bytes
+from stylecast.server.styles import StyleLibrary, StyleRecord, check_style_name, nearest, png_bytes
 
 log = logging.getLogger(__name__)
 THUMBNAIL_SIDE = 128
@@ -235,7 +235,9 @@ class Engine:
         return self._vectors.setdefault(model.key, {})
 
     async def register_style(self, image: ImageInput, name: str) -> tuple[StyleRecord, bool]:
-        """Store a style (id = sha256 of its normalised image) and its vector; idempotent."""
+        """Store a style (id = sha256 of its normalised image) and its vector; idempotent.
+        Raises InvalidArgument for a name over 256 characters or with control characters."""
+        check_style_name(name)
         normalised = await self.codec(self._normalise, image)
         style_id = hashlib.sha256(normalised.tobytes()).hexdigest()
         existing = await self.library.get(style_id)
@@ -336,8 +338,12 @@ class Engine:
         if not 0 <= output.quality <= 100:
             raise InvalidArgument(f"quality must be 1..100 (0 = default), got {output.quality}")
         side = process_max_side or self.config.process_max_side
-        if side > 8192:
-            raise InvalidArgument(f"process_max_side {side} is above 8192")
+        if side > self.config.max_process_side:
+            raise InvalidArgument(f"process_max_side {side} is above this server's ceiling of "
+                                  f"{self.config.max_process_side} (max_process_side); ask for less")
+        if output.width and output.height:  # a fixed output size: refused now, before any frame
+            codecs.check_output(output.width, output.height, output.encoding, max_pixels=self.config.max_pixels,
+                                max_message_bytes=self.config.max_message_bytes)
         model = self.model
         vector = await self.blend_vector(style.weights, model)
         return Session(self, style, output, side, {model.key: vector})
@@ -369,8 +375,9 @@ class Session:
     def _output_size(self, size: tuple[int, int]) -> tuple[int, int]:
         """The (width, height) to answer a frame of ``size`` with; checked before any inference."""
         target = codecs.output_size(size, self.output.width, self.output.height)
-        if max(target) > 16384:
-            raise InvalidArgument(f"output size {target[0]}x{target[1]} is above 16384 per side")
+        config = self.engine.config
+        codecs.check_output(*target, self.output.encoding, max_pixels=config.max_pixels,
+                            max_message_bytes=config.max_message_bytes)
         return target
 
     def _encode(self, out: np.ndarray, target: tuple[int, int]) -> bytes:
@@ -424,6 +431,9 @@ class Session:
             data = self._encode(res.image, target)
         else:
             data = await engine.codec(self._encode, res.image, target)
+        if len(data) + codecs.ANSWER_OVERHEAD > engine.config.max_message_bytes:  # a rare lossy overshoot
+            raise ResourceExhausted(f"the {w}x{h} {self.output.encoding} answer is {len(data)} bytes, above the "
+                                    f"message limit (max_message_bytes): ask for a smaller output or lower quality")
         t3 = time.perf_counter()
         timings = {"queue": res.queue_s * 1e3 + (t0 - received) * 1e3, "decode": (t1 - t0) * 1e3,
                    "infer": res.infer_s * 1e3, "encode": (t3 - t2) * 1e3, "total": (t3 - received) * 1e3}

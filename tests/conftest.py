@@ -66,6 +66,16 @@ def tiny_v2_dir(request: pytest.FixtureRequest) -> Path:
     return _cached_tiny(request, "2", ("tflite-fp32", "tflite-int8"), 1)
 
 
+SUMMARY: dict[str, list[str]] = {}   # section title -> lines printed after the run (test_hostile's figures)
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    for title, lines in SUMMARY.items():
+        terminalreporter.section(title)
+        for line in lines:
+            terminalreporter.write_line(line)
+
+
 def make_config(models_dir: Path, tmp_path: Path, **overrides) -> ServerConfig:
     values = dict(port=0, host="127.0.0.1", metrics_port=0, backend="litert", format="tflite-fp32",
                   models_dir=str(models_dir), styles_db=str(tmp_path / "styles.db"), workers=2, threads=1,

@@ -89,9 +89,9 @@ async def test_metrics_page_counts_frames_stages_calls_and_model(server_factory)
     assert value(after, "stylecast_styles") == 1
     assert value(after, "stylecast_queued_frames") == 0
     rpc = "stylecast_rpc_duration_seconds_count"
-    assert value(after, rpc, method="/stylecast.v1.StyleTransfer/RegisterStyle", code="OK") == 1
-    assert value(after, rpc, method="/stylecast.v1.StyleTransfer/GetStyle", code="NOT_FOUND") == 1
-    assert value(after, "stylecast_stream_duration_seconds_count", method=STYLIZE, code="OK") == 1
+    assert value(after, rpc, method="/stylecast.v1.StyleTransfer/RegisterStyle", code="OK", token="anonymous") == 1
+    assert value(after, rpc, method="/stylecast.v1.StyleTransfer/GetStyle", code="NOT_FOUND", token="anonymous") == 1
+    assert value(after, "stylecast_stream_duration_seconds_count", method=STYLIZE, code="OK", token="anonymous") == 1
     assert value(after, "stylecast_active_streams", method=STYLIZE) == 0
     # Only bounded labels: no frame or stream ids anywhere.
     assert all(k != "id" for _, labels in after for k, _ in labels)
@@ -114,8 +114,8 @@ async def test_live_drops_and_aborted_streams_are_counted(server_factory):
     assert value(samples, "stylecast_frames_total", outcome="dropped", backend="litert") == kinds.count("dropped")
     assert value(samples, "stylecast_frames_total", outcome="ok", backend="litert") == kinds.count("frame")
     stream_count = "stylecast_stream_duration_seconds_count"
-    assert value(samples, stream_count, method=STYLIZE, code="OK") == 1
-    assert value(samples, stream_count, method=STYLIZE, code="INVALID_ARGUMENT") == 1
+    assert value(samples, stream_count, method=STYLIZE, code="OK", token="anonymous") == 1
+    assert value(samples, stream_count, method=STYLIZE, code="INVALID_ARGUMENT", token="anonymous") == 1
 
 
 async def test_servers_in_one_process_keep_separate_metrics_and_unload_removes_version(server_factory):
