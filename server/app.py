@@ -17,13 +17,13 @@ from grpc_reflection.v1alpha import reflection
 
 from stylecast.backends.base import BackendError
 from stylecast.backends.memory import keep_freed_memory
-from stylecast.model.package import PackageError
+from stylecast.backends.package import PackageError
 from stylecast.server.admin_servicer import ModelAdminServicer
-from stylecast.server.auth import Authenticator, AuthInterceptor
+from stylecast.server.auth import Authenticator
 from stylecast.server.config import ConfigError, ServerConfig, load_config
 from stylecast.server.engine import Engine
 from stylecast.server.errors import StylecastError
-from stylecast.server.interceptors import AdmissionInterceptor, MetricsInterceptor
+from stylecast.server.interceptors import AdmissionInterceptor, AuthInterceptor, ErrorInterceptor, MetricsInterceptor
 from stylecast.server.metrics import Metrics, MetricsEndpoint, serve_metrics
 from stylecast.server.servicer import StyleTransferServicer
 from stylecast.server.tls import metrics_tls_kwargs, server_credentials
@@ -118,8 +118,8 @@ def _grpc_server(config: ServerConfig, metrics: Metrics, shutdown: asyncio.Event
                  auth: Authenticator | None) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
     """A server with the interceptors, health and reflection (servicers are added by the caller).
 
-    Metrics first (refused calls are counted too), then authentication, then admission."""
-    interceptors = [MetricsInterceptor(metrics, auth.label if auth is not None else None),
+    Metrics first (refused calls are counted too), errors, authentication, then admission."""
+    interceptors = [MetricsInterceptor(metrics, auth.label if auth is not None else None), ErrorInterceptor(),
                     *((AuthInterceptor(auth),) if auth is not None else ()),
                     AdmissionInterceptor(_limits(config), shutdown)]
     server = grpc.aio.server(interceptors=interceptors, options=grpc_options(config))
@@ -172,12 +172,13 @@ async def start(config: ServerConfig) -> RunningServer:
     shared = config.admin and config.admin_on_main_port
     server, health_servicer = _grpc_server(config, metrics, shutdown, (SERVICE, ADMIN_SERVICE) if shared else (SERVICE,),
                                            auth)
-    pb_grpc.add_StyleTransferServicer_to_server(StyleTransferServicer(engine, shutdown), server)
+    servicer = StyleTransferServicer(engine.sessions, engine.styles, metrics, config.max_message_bytes, shutdown)
+    pb_grpc.add_StyleTransferServicer_to_server(servicer, server)
     admin_server = None
     if config.admin and not shared:
         admin_server, _ = _grpc_server(config, metrics, shutdown, (ADMIN_SERVICE,), None)
     if config.admin:
-        admin_grpc.add_ModelAdminServicer_to_server(ModelAdminServicer(engine), admin_server or server)
+        admin_grpc.add_ModelAdminServicer_to_server(ModelAdminServicer(engine.control), admin_server or server)
     try:
         port = _listen(server, config.address, credentials)
     except StylecastError:
@@ -206,11 +207,12 @@ async def start(config: ServerConfig) -> RunningServer:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     _log_exposure(config, port)
     if admin_port is not None:
-        log.info("model admin on %s", "the main port for the admin role" if config.auth
-                 else f"{'the main port' if shared else '127.0.0.1'}:{admin_port} (loopback only)")
-    log.info("artifact %s of %s active; load order %s", engine.format, engine.package.key,
+        where = "the main port" if shared else f"127.0.0.1:{admin_port}"
+        log.info("model admin on %s (%s)", where, "the admin role" if config.auth else "loopback only")
+    model = engine.slot.model
+    log.info("artifact %s of %s active; load order %s", model.format, model.package.key,
              config.load_order or "(one artifact)")
-    log.info("stylecast serving %s with %s on %s:%d", engine.package.key, engine.backend.name, config.host, port)
+    log.info("stylecast serving %s with %s on %s:%d", model.package.key, model.backend.name, config.host, port)
     return RunningServer(server, port, engine, health_servicer, shutdown, metrics_endpoint=endpoint,
                          admin_port=admin_port, admin_server=admin_server, authenticator=auth,
                          health_server=health_server, health_port=health_port)

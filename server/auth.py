@@ -11,7 +11,7 @@ sha256 of each token, read from a TOML tokens file::
     max_calls = 16                     # optional: concurrent other calls of this token
 
 Every method of every served service needs one role (:data:`METHOD_ROLES`); health and
-reflection are open.  No token or an unknown one → UNAUTHENTICATED, a known token without
+reflection are open.  :class:`~stylecast.server.interceptors.AuthInterceptor` applies it.  No token or an unknown one → UNAUTHENTICATED, a known token without
 the role → PERMISSION_DENIED; neither answer tells which tokens exist.  A presented token is
 hashed once and compared with every stored digest in constant time.
 """
@@ -20,17 +20,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import inspect
 import logging
 import re
 import secrets
 import tomllib
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-import grpc
 
 from stylecast.server.config import ConfigError
 from stylecast.v1 import model_admin_pb2 as apb
@@ -205,87 +201,13 @@ class Authenticator:
         return entry.name if entry is not None else ANONYMOUS
 
 
-def unauthenticated_message() -> str:
-    return ("missing or invalid bearer token: send metadata 'authorization: Bearer <token>' "
-            "(SDK: Client(target, token=...); CLI: --token or STYLECAST_TOKEN)")
+def required_role(method: str) -> str | None:
+    """The role a method needs; None for the open services (health, reflection).  A method of
+    no known service needs ``admin`` (fails closed)."""
+    if method.startswith(OPEN_PREFIXES):
+        return None
+    return METHOD_ROLES.get(method, "admin")
 
 
-class AuthInterceptor(grpc.aio.ServerInterceptor):
-    """Refuses calls without a valid token or the method's role; caps each token's concurrent
-    streams and calls.  Health and reflection pass untouched."""
-
-    def __init__(self, authenticator: Authenticator) -> None:
-        self._auth = authenticator
-        self._active: Counter[tuple[str, bool]] = Counter()   # (token name, is stream) -> calls
-
-    async def intercept_service(self, continuation, details: grpc.HandlerCallDetails):
-        handler = await continuation(details)
-        method = details.method
-        if handler is None or method.startswith(OPEN_PREFIXES):
-            return handler
-        role = METHOD_ROLES.get(method)
-        entry = self._auth.identify(details.invocation_metadata)
-        if entry is None:
-            return _refusal(handler, grpc.StatusCode.UNAUTHENTICATED, unauthenticated_message())
-        if role is None or role not in entry.roles:
-            needed = f"the role {role!r}" if role else "a role (this method has none assigned)"
-            return _refusal(handler, grpc.StatusCode.PERMISSION_DENIED,
-                            f"{method}: this token lacks {needed}; ask the server's operator for a token with it")
-        stream = method in STREAM_METHODS
-        limit = entry.max_streams if stream else entry.max_calls
-        if not limit:
-            return handler
-        key, inner = (entry.name, stream), _behaviour(handler)
-        what = "Stylize streams" if stream else "calls"
-
-        message = (f"token {entry.name!r} already has {limit} {what} open (its max_"
-                   f"{'streams' if stream else 'calls'}); close one or retry later")
-
-        if inspect.isasyncgenfunction(inner):
-            async def limited_stream(request, context):
-                if self._active[key] >= limit:
-                    await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, message)
-                self._active[key] += 1
-                try:
-                    async for response in inner(request, context):
-                        yield response
-                finally:
-                    self._active[key] -= 1
-
-            return _with_behaviour(handler, limited_stream)
-
-        async def limited(request, context):
-            if self._active[key] >= limit:
-                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, message)
-            self._active[key] += 1
-            try:
-                return await inner(request, context)
-            finally:
-                self._active[key] -= 1
-
-        return _with_behaviour(handler, limited)
-
-
-def _behaviour(handler: grpc.RpcMethodHandler):
-    return handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream
-
-
-_FACTORIES = {
-    (False, False): grpc.unary_unary_rpc_method_handler,
-    (False, True): grpc.unary_stream_rpc_method_handler,
-    (True, False): grpc.stream_unary_rpc_method_handler,
-    (True, True): grpc.stream_stream_rpc_method_handler,
-}
-
-
-def _with_behaviour(handler: grpc.RpcMethodHandler, behaviour) -> grpc.RpcMethodHandler:
-    factory = _FACTORIES[(handler.request_streaming, handler.response_streaming)]
-    return factory(behaviour, request_deserializer=handler.request_deserializer,
-                   response_serializer=handler.response_serializer)
-
-
-def _refusal(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:
-    async def refuse(request, context):
-        await context.abort(code, message)
-
-    return _with_behaviour(handler, refuse)
+UNAUTHENTICATED_MESSAGE = ("missing or invalid bearer token: send metadata 'authorization: Bearer <token>' "
+                           "(SDK: Client(target, token=...); CLI: --token or STYLECAST_TOKEN)")

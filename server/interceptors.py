@@ -1,5 +1,7 @@
-"""Admission control (refuse new calls while shutting down, cap concurrent calls per method)
-and call metrics (duration by method and status code, streams included).
+"""The server's interceptors, outermost first: call metrics (duration by method, status
+code and token name, streams included), errors (every exception becomes its mapped status
+with rich details), authentication (bearer token and role of every call; per-token limits),
+admission control (refuse new calls while shutting down, cap concurrent calls per method).
 
 Health checks are never refused, so probes keep answering (NOT_SERVING while draining).
 """
@@ -14,11 +16,12 @@ from collections.abc import Callable
 
 import grpc
 
-from stylecast.server.auth import ANONYMOUS
-from stylecast.server.errors import ShuttingDown
+from stylecast.server.auth import ANONYMOUS, STREAM_METHODS, UNAUTHENTICATED_MESSAGE, Authenticator, required_role
+from stylecast.server.errors import PermissionDenied, ResourceExhausted, ShuttingDown, Unauthenticated, rich_status
 from stylecast.server.metrics import Metrics
 
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
+RETRY_AFTER_LIMIT_S = 1.0  # RetryInfo of a call refused at the concurrency limit
 
 _FACTORIES = {
     (False, False): grpc.unary_unary_rpc_method_handler,
@@ -38,8 +41,94 @@ def _with_behaviour(handler: grpc.RpcMethodHandler, behaviour) -> grpc.RpcMethod
                    response_serializer=handler.response_serializer)
 
 
+async def _abort(context: grpc.aio.ServicerContext, exc: Exception):
+    status = rich_status(exc)
+    await context.abort(status.code, status.details, status.trailing_metadata)
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):
+    """Ends a call that raised with the error's status (:func:`~stylecast.server.errors.rich_status`),
+    for unary and streaming methods alike.  Place it inside the metrics interceptor, so the
+    mapped code is what gets counted, and outside admission, whose refusals it maps too."""
+
+    async def intercept_service(self, continuation, details: grpc.HandlerCallDetails):
+        handler = await continuation(details)
+        if handler is None:
+            return handler
+        inner = _behaviour(handler)
+
+        if inspect.isasyncgenfunction(inner):
+            async def mapped_stream(request, context):
+                try:
+                    async for response in inner(request, context):
+                        yield response
+                except (grpc.aio.AbortError, asyncio.CancelledError):
+                    raise
+                except Exception as exc:
+                    await _abort(context, exc)
+
+            return _with_behaviour(handler, mapped_stream)
+
+        async def mapped(request, context):
+            try:
+                return await inner(request, context)
+            except (grpc.aio.AbortError, asyncio.CancelledError):
+                raise
+            except Exception as exc:
+                await _abort(context, exc)
+
+        return _with_behaviour(handler, mapped)
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):
+    """Refuses a call without a valid bearer token (:class:`Unauthenticated`) or without the role
+    its method needs (:class:`PermissionDenied`), and a token's call past its own ``max_streams``
+    (Stylize) or ``max_calls`` (everything else).  Health and reflection pass untouched.  Place it
+    inside the error interceptor, which maps its refusals."""
+
+    def __init__(self, authenticator: Authenticator) -> None:
+        self._auth = authenticator
+        self._active: Counter[tuple[str, bool]] = Counter()   # (token name, is a stream) -> open calls
+
+    async def intercept_service(self, continuation, details: grpc.HandlerCallDetails):
+        handler = await continuation(details)
+        method = details.method
+        role = required_role(method)
+        if handler is None or role is None:
+            return handler
+        entry = self._auth.identify(details.invocation_metadata)
+        if entry is None or role not in entry.roles:
+            refusal = (Unauthenticated(UNAUTHENTICATED_MESSAGE) if entry is None else PermissionDenied(
+                f"{method}: this token lacks the role {role!r}; ask the server's operator for a token with it"))
+
+            async def refuse(request, context):
+                raise refusal
+
+            return _with_behaviour(handler, refuse)
+        stream = method in STREAM_METHODS
+        limit = entry.max_streams if stream else entry.max_calls
+        if not limit:
+            return handler
+        key, inner = (entry.name, stream), _behaviour(handler)
+        kind = "streams" if stream else "calls"
+
+        async def limited(request, context):
+            if self._active[key] >= limit:
+                raise ResourceExhausted(f"token {entry.name!r} already has {limit} {kind} open (its max_{kind}); "
+                                        "close one or retry later", subject=f"token:{entry.name}",
+                                        retry_after_s=RETRY_AFTER_LIMIT_S)
+            self._active[key] += 1
+            try:
+                return await inner(request, context)
+            finally:
+                self._active[key] -= 1
+
+        return _with_behaviour(handler, limited)
+
+
 class AdmissionInterceptor(grpc.aio.ServerInterceptor):
-    """``limit_for(method)`` gives a method's concurrency cap (None = unlimited)."""
+    """``limit_for(method)`` gives a method's concurrency cap (None = unlimited).  Refusals
+    raise the hierarchy's errors (:class:`ShuttingDown`, :class:`ResourceExhausted`)."""
 
     def __init__(self, limit_for: Callable[[str], int | None], shutdown: asyncio.Event) -> None:
         self._limit_for, self._shutdown = limit_for, shutdown
@@ -51,10 +140,8 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or method.startswith(HEALTH_PREFIX):
             return handler
         if self._shutdown.is_set():
-            unavailable = ShuttingDown()
-
             async def refuse(request, context):
-                await context.abort(unavailable.code, str(unavailable))
+                raise ShuttingDown()
 
             return _with_behaviour(handler, refuse)
         limit = self._limit_for(method)
@@ -64,9 +151,9 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
 
         async def limited(request, context):
             if self._active[method] >= limit:
-                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                    f"{method}: {limit} calls already running on this server; retry later "
-                                    "or raise the server's limit (max_streams / max_calls)")
+                raise ResourceExhausted(f"{method}: {limit} calls already running on this server; retry later "
+                                        "or raise the server's limit (max_streams / max_calls)",
+                                        subject=method, retry_after_s=RETRY_AFTER_LIMIT_S)
             self._active[method] += 1
             try:
                 return await inner(request, context)

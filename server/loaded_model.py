@@ -16,9 +16,9 @@ from contextlib import contextmanager
 import numpy as np
 
 from stylecast.backends.base import Backend
-from stylecast.model.package import ModelPackage
+from stylecast.backends.package import ModelPackage
 from stylecast.model.preprocess import to_float, to_uint8
-from stylecast.server.batcher import Batcher, BatchResult
+from stylecast.server.batcher import Batcher
 from stylecast.server.config import ServerConfig
 from stylecast.server.metrics import Metrics
 
@@ -68,10 +68,6 @@ class LoadedModel:
         """N×256×256×3 float style images → N×D vectors, on the inference threads."""
         out = await asyncio.get_running_loop().run_in_executor(self._inference, self.backend.predict_style, images)
         return np.asarray(out, np.float32).reshape(len(images), -1)
-
-    async def infer(self, content: np.ndarray, vector: np.ndarray) -> BatchResult:
-        """Stylize one H×W×3 uint8 frame, batched with same-size frames for this artifact."""
-        return await self.batcher.submit((*self.key, self.format, *content.shape[:2]), content, vector)
 
     @property
     def pending(self) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stylecast.model.package import PackageError, check_name
+from stylecast.backends.package import PackageError, check_name
 from stylecast.server.errors import InvalidArgument
 
 

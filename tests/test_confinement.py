@@ -12,7 +12,7 @@ import grpc
 import pytest
 from conftest import CHANNEL_OPTIONS
 
-from stylecast.model.package import PackageError, parse_manifest, safe_relpath
+from stylecast.backends.package import PackageError, parse_manifest, safe_relpath
 from stylecast.v1 import model_admin_pb2 as apb
 from stylecast.v1 import model_admin_pb2_grpc as apb_grpc
 
@@ -67,7 +67,8 @@ async def test_traversal_attempts_are_invalid_argument_and_change_nothing(server
         # the serving model is untouched, nothing was deleted, nothing outside was loaded
         models = (await admin.ListModels(apb.ListModelsRequest())).models
     assert snapshot(victim) == before
-    assert server.engine.package.key == "tiny:1" and server.engine.package.path.is_relative_to(
+    package = server.engine.slot.model.package
+    assert package.key == "tiny:1" and package.path.is_relative_to(
         Path(server.engine.config.models_dir))
     assert all(m.name != "evil" and not (m.name == "tiny" and m.version == "9") for m in models)
 

@@ -1,4 +1,4 @@
-"""The style library: normalised style images and their vectors per model version, in SQLite.
+"""The style store in SQLite: normalised style images and their vectors per model version.
 
 Every database call runs on one dedicated thread (a single-worker executor), so
 the event loop never blocks and the connection is never shared across threads.
@@ -9,19 +9,14 @@ acknowledges it.
 from __future__ import annotations
 
 import asyncio
-import base64
-import io
 import sqlite3
 import time
-import unicodedata
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from stylecast.server.errors import InvalidArgument
+from stylecast.server.style_store import StyleRecord, page_token, parse_page_token
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS style (
@@ -41,54 +36,8 @@ CREATE TABLE IF NOT EXISTS vector (
 """
 
 
-MAX_NAME_CHARS = 256
-PAGE_BYTES = 1 << 20   # a ListStyles page stops growing past about this many bytes of records
-
-
-@dataclass(frozen=True)
-class StyleRecord:
-    id: str
-    name: str
-    created_ms: int
-    model_versions: tuple[str, ...] = field(default=())
-
-
-def png_bytes(image: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, "PNG")
-    return buf.getvalue()
-
-
-def check_style_name(name: str) -> str:
-    """A style's display name: at most :data:`MAX_NAME_CHARS` characters, no control characters;
-    raises :class:`InvalidArgument`."""
-    if len(name) > MAX_NAME_CHARS:
-        raise InvalidArgument(f"style name is {len(name)} characters; at most {MAX_NAME_CHARS} are allowed")
-    if any(unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zl", "Zp") for c in name):
-        raise InvalidArgument("style name contains control or format characters; use printable text")
-    return name
-
-
-def _page_token(record: StyleRecord) -> str:
-    return base64.urlsafe_b64encode(f"{record.created_ms}:{record.id}".encode()).decode()
-
-
-def _parse_token(token: str) -> tuple[int, str]:
-    invalid = InvalidArgument("invalid page_token: pass the next_page_token of a previous ListStyles")
-    if len(token) > 256:
-        raise invalid
-    try:
-        created, style_id = base64.urlsafe_b64decode(token.encode()).decode().split(":", 1)
-        created_ms = int(created)
-    except (ValueError, UnicodeDecodeError):
-        raise invalid from None
-    if not 0 <= created_ms < 1 << 63 or len(style_id) > 128:  # SQLite integers are 64-bit
-        raise invalid
-    return created_ms, style_id
-
-
-class StyleLibrary:
-    """Async facade over one SQLite file; every method runs on the database thread."""
+class SqliteStyleStore:
+    """The :class:`StyleStore` on one SQLite file; every method runs on the database thread."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -117,14 +66,13 @@ class StyleLibrary:
         self._executor.shutdown(wait=True)
 
     def _tx(self, sql_params: list[tuple[str, tuple]]) -> list[int]:
-        assert self._db is not None, "StyleLibrary.open() first"
+        assert self._db is not None, "SqliteStyleStore.open() first"
         with self._db:  # sqlite3 commits (durably: synchronous=FULL) or rolls back
             self._db.execute("BEGIN IMMEDIATE")
             return [self._db.execute(sql, params).rowcount for sql, params in sql_params]
 
     def _record(self, row: tuple) -> StyleRecord:
         style_id, name, created = row
-        name = name[:MAX_NAME_CHARS]  # rows stored before names were bounded
         versions = tuple(f"{m}:{v}" for m, v in self._db.execute(
             "SELECT model, version FROM vector WHERE style_id = ? ORDER BY model, version", (style_id,)))
         return StyleRecord(style_id, name, created, versions)
@@ -162,25 +110,16 @@ class StyleLibrary:
         return row[0] if row else None
 
     async def list(self, page_size: int, page_token: str = "") -> tuple[list[StyleRecord], str]:
-        """One page in creation order and the token of the next page ("" at the end).  A page holds
-        at most ``page_size`` records and stops early past :data:`PAGE_BYTES` bytes of them.
-        Raises :class:`InvalidArgument` for a token that no earlier page returned."""
-        after = _parse_token(page_token) if page_token else (-1, "")
+        """One page in creation order and the token of the next page ("" at the end)."""
+        after = parse_page_token(page_token) if page_token else (-1, "")
         return await self._run(self._list, page_size, after)
 
     def _list(self, page_size, after):
         rows = self._db.execute(
             "SELECT id, name, created_ms FROM style WHERE (created_ms, id) > (?, ?) "
             "ORDER BY created_ms, id LIMIT ?", (*after, page_size + 1)).fetchall()
-        records, size = [], 0
-        for row in rows[:page_size]:
-            if records and size > PAGE_BYTES:
-                break
-            record = self._record(row)
-            records.append(record)
-            size += len(record.id) + 4 * len(record.name) + sum(len(v) + 4 for v in record.model_versions) + 32
-        more = len(records) < len(rows)
-        return records, (_page_token(records[-1]) if more else "")
+        records = [self._record(r) for r in rows[:page_size]]
+        return records, (page_token(records[-1]) if len(rows) > page_size else "")
 
     async def count(self) -> int:
         return await self._run(lambda: self._db.execute("SELECT COUNT(*) FROM style").fetchone()[0])
@@ -217,15 +156,3 @@ class StyleLibrary:
             "(SELECT style_id FROM vector WHERE model = ? AND version = ?)", (model, version)).fetchall())
         return [r[0] for r in rows]
 
-
-def nearest(query: np.ndarray, ids: list[str], matrix: np.ndarray, limit: int,
-            exclude: str | None = None) -> list[tuple[str, float]]:
-    """Top ``limit`` ids by cosine similarity after centring by the mean stored vector."""
-    if not ids:
-        return []
-    mean = matrix.mean(axis=0)
-    m, q = matrix - mean, np.asarray(query, np.float32) - mean
-    norms = np.linalg.norm(m, axis=1) * np.linalg.norm(q)
-    scores = np.divide(m @ q, norms, out=np.zeros(len(ids), np.float32), where=norms > 1e-12)
-    order = [i for i in np.argsort(-scores, kind="stable") if ids[i] != exclude]
-    return [(ids[i], float(scores[i])) for i in order[:limit]]
