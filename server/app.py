@@ -26,6 +26,7 @@ from stylecast.server.errors import StylecastError
 from stylecast.server.interceptors import AdmissionInterceptor, AuthInterceptor, ErrorInterceptor, MetricsInterceptor
 from stylecast.server.metrics import Metrics, MetricsEndpoint, serve_metrics
 from stylecast.server.servicer import StyleTransferServicer
+from stylecast.server.stream import FrameMemory
 from stylecast.server.tls import metrics_tls_kwargs, server_credentials
 from stylecast.v1 import model_admin_pb2 as apb
 from stylecast.v1 import model_admin_pb2_grpc as admin_grpc
@@ -172,7 +173,9 @@ async def start(config: ServerConfig) -> RunningServer:
     shared = config.admin and config.admin_on_main_port
     server, health_servicer = _grpc_server(config, metrics, shutdown, (SERVICE, ADMIN_SERVICE) if shared else (SERVICE,),
                                            auth)
-    servicer = StyleTransferServicer(engine.sessions, engine.styles, metrics, config.max_message_bytes, shutdown)
+    memory = FrameMemory(config.frame_memory_bytes, metrics.stream_buffered_bytes)
+    servicer = StyleTransferServicer(engine.sessions, engine.styles, metrics, config.max_message_bytes, shutdown,
+                                     memory)
     pb_grpc.add_StyleTransferServicer_to_server(servicer, server)
     admin_server = None
     if config.admin and not shared:

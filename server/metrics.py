@@ -93,6 +93,10 @@ class Metrics:
             ["method", "code", "token"], buckets=STREAM_BUCKETS, registry=r)
         self.active_streams = Gauge("stylecast_active_streams", "Response-streaming RPCs now open.",
                                     ["method"], registry=r)
+        self.stream_buffered_bytes = Gauge(
+            "stylecast_stream_buffered_bytes",
+            "Bytes of frames Stylize streams hold: requests read and answers not yet sent (frame_memory_bytes "
+            "bounds it).", registry=r)
         self.queued_frames = Gauge("stylecast_queued_frames",
                                    "Frames waiting for an inference batch (sampled at each submit and completion).",
                                    registry=r)

@@ -13,7 +13,7 @@ from stylecast.server.codecs import ImageInput
 from stylecast.server.errors import InvalidArgument, ResourceExhausted
 from stylecast.server.metrics import Metrics
 from stylecast.server.session import Sessions
-from stylecast.server.stream import StylizeStream
+from stylecast.server.stream import FrameMemory, StylizeStream
 from stylecast.server.style_vectors import StyleVectors
 from stylecast.v1 import stylecast_pb2 as pb
 from stylecast.v1 import stylecast_pb2_grpc as pb_grpc
@@ -23,13 +23,13 @@ MAX_PAGE_SIZE = 1000
 
 class StyleTransferServicer(pb_grpc.StyleTransferServicer):
     def __init__(self, sessions: Sessions, styles: StyleVectors, metrics: Metrics, max_message_bytes: int,
-                 shutdown: asyncio.Event) -> None:
+                 shutdown: asyncio.Event, memory: FrameMemory) -> None:
         self.sessions, self.styles, self.metrics = sessions, styles, metrics
-        self.max_message_bytes, self.shutdown = max_message_bytes, shutdown
+        self.max_message_bytes, self.shutdown, self.memory = max_message_bytes, shutdown, memory
 
     async def Stylize(self, request_iterator, context):
         await StylizeStream(self.sessions, self.metrics, context.read, context.write, grpc.aio.EOF,
-                            self.shutdown).run()
+                            self.shutdown, self.memory).run()
 
     async def StylizeImage(self, request: pb.StylizeImageRequest, context) -> pb.StylizeImageResponse:
         cfg = request.config

@@ -7,6 +7,13 @@ pushes back on the client.  LIVE never stops reading: at most ``workers`` frames
 run at once, one more waits, and a newer frame replaces (drops) the waiting one.
 A fatal condition (bad or missing StreamConfig, shutdown) is raised after every
 frame read before it has been answered.
+
+Memory is bounded in every mode: the bytes a stream holds (frames read, answers not yet
+sent) pause its reading past ``stream_buffer_bytes``; all streams together are counted in
+one :class:`FrameMemory` of ``frame_memory_bytes``, past which a stream reads only while it
+holds nothing and new streams are refused (RESOURCE_EXHAUSTED).  An answer that cannot be
+sent for ``stall_timeout_s`` (a client that stopped reading) ends the stream
+(DEADLINE_EXCEEDED), freeing what it held.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from stylecast.server import wire
-from stylecast.server.errors import InvalidArgument, ShuttingDown, code_number, to_status
+from stylecast.server.errors import InvalidArgument, ResourceExhausted, ShuttingDown, Stalled, code_number, to_status
 from stylecast.server.metrics import Metrics
 from stylecast.server.session import FrameTrace, Session, Sessions
 from stylecast.v1 import stylecast_pb2 as pb
@@ -25,18 +32,42 @@ from stylecast.v1 import stylecast_pb2 as pb
 LIVE_BACKLOG = 256  # unwritten LIVE answers (mostly tiny FrameDropped) before reading pauses
 
 
+class FrameMemory:
+    """Bytes of frames all streams of one server hold (requests read, answers not yet sent),
+    against a budget; event loop only.  ``gauge`` (optional) mirrors :attr:`held`."""
+
+    def __init__(self, budget: int, gauge=None) -> None:
+        self.budget, self.held, self._gauge = budget, 0, gauge
+        self._changed = asyncio.Event()
+
+    @property
+    def full(self) -> bool:
+        return self.held >= self.budget
+
+    def add(self, n: int) -> None:
+        """Count ``n`` more bytes (negative: fewer); a decrease wakes streams waiting for room."""
+        self.held += n
+        if self._gauge is not None:
+            self._gauge.set(self.held)
+        if n < 0:
+            self._changed.set()
+            self._changed = asyncio.Event()
+
+    async def changed(self) -> None:
+        """Wait until some stream frees bytes."""
+        await self._changed.wait()
+
+
 @dataclass(eq=False)  # identity semantics: jobs live in a set
 class _Job:
-    frame: pb.Frame
+    frame: pb.Frame | None          # dropped once answered: only the answer is held then
+    frame_id: int
     session: Session
     trace: FrameTrace
     permit: asyncio.Semaphore
+    bytes: int = 0                  # what this frame holds now: its request, then its answer
     future: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     task: asyncio.Task | None = None
-
-    def answer(self, response: pb.StylizeResponse) -> None:
-        if not self.future.done():
-            self.future.set_result(response)
 
 
 @dataclass
@@ -51,10 +82,14 @@ class StylizeStream:
     backend a dropped frame would have run on."""
 
     def __init__(self, sessions: Sessions, metrics: Metrics, read: Callable[[], Awaitable],
-                 write: Callable[[pb.StylizeResponse], Awaitable], eof: object, shutdown: asyncio.Event) -> None:
+                 write: Callable[[pb.StylizeResponse], Awaitable], eof: object, shutdown: asyncio.Event,
+                 memory: FrameMemory) -> None:
         self._sessions, self._slot, self._metrics = sessions, sessions.slot, metrics
         self._read, self._write, self._eof = read, write, eof
-        self._shutdown = shutdown
+        self._shutdown, self._memory = shutdown, memory
+        self._buffer_bytes = sessions.config.stream_buffer_bytes
+        self._stall_s = sessions.config.stall_timeout_s
+        self._held = 0
         self._queue: asyncio.Queue[_Job | _End] = asyncio.Queue()
         self._every_frame = asyncio.Semaphore(sessions.config.queue_depth)
         self._live_backlog = asyncio.Semaphore(LIVE_BACKLOG)
@@ -65,7 +100,12 @@ class StylizeStream:
         self._closed = False
 
     async def run(self) -> None:
-        """Serve the stream to its end; raises the fatal error that ended it, if any."""
+        """Serve the stream to its end; raises the fatal error that ended it, if any
+        (:class:`ResourceExhausted` at once when the server's frame memory is full)."""
+        if self._memory.full:
+            raise ResourceExhausted(f"the server holds its budget of {self._memory.budget} bytes of frames "
+                                    "(frame_memory_bytes) for other streams; retry later or on another replica",
+                                    subject="frame_memory_bytes", retry_after_s=1.0)
         reader = asyncio.create_task(self._reader(), name="stylecast-stream-reader")
         try:
             while True:
@@ -75,10 +115,19 @@ class StylizeStream:
                         raise item.error
                     return
                 response = await item.future
-                await self._write(response)
+                write = asyncio.ensure_future(self._write(response))
+                if not (await asyncio.wait((write,), timeout=self._stall_s))[0]:
+                    # not cancelled (a cancelled grpc write breaks the call): the status follows it
+                    write.add_done_callback(lambda w: w.cancelled() or w.exception())
+                    raise Stalled(f"no answer could be sent for {self._stall_s:g} s (stall_timeout_s): the client "
+                                  f"stopped reading; the stream ends, freeing {self._held} bytes")
+                write.result()
+                self._hold(item, 0)
                 item.permit.release()
         finally:
             self._closed = True
+            self._memory.add(-self._held)
+            self._held = 0
             reader.cancel()
             jobs = [j.task for j in self._running if j.task is not None]
             for task in jobs:
@@ -87,7 +136,25 @@ class StylizeStream:
 
     # ------------------------------------------------------------------ reader
 
+    def _hold(self, job: _Job, n: int) -> None:
+        """``job`` now holds ``n`` bytes (its request, its answer, or 0 once written)."""
+        if self._closed:  # everything was released when the stream ended
+            return
+        delta, job.bytes = n - job.bytes, n
+        self._held += delta
+        self._memory.add(delta)
+
+    def _room(self) -> bool:
+        """Whether the reader may read: it holds nothing, or is within its own and the server's budget."""
+        return not self._held or (self._held < self._buffer_bytes and not self._memory.full)
+
     async def _next(self, shutdown: asyncio.Future):
+        while not self._room():  # unsent answers pile up: stop reading, flow control pushes back
+            changed = asyncio.ensure_future(self._memory.changed())
+            await asyncio.wait((changed, shutdown), return_when=asyncio.FIRST_COMPLETED)
+            changed.cancel()
+            if shutdown.done():
+                raise ShuttingDown()
         read = asyncio.ensure_future(self._read())
         await asyncio.wait((read, shutdown), return_when=asyncio.FIRST_COMPLETED)
         if not read.done():
@@ -130,18 +197,25 @@ class StylizeStream:
     async def _admit(self, frame: pb.Frame, received: float) -> None:
         permit = self._live_backlog if self._live else self._every_frame
         await permit.acquire()  # EVERY_FRAME: blocks when queue_depth frames are unanswered
-        job = _Job(frame, self._session, FrameTrace(received), permit)
+        job = _Job(frame, frame.id, self._session, FrameTrace(received), permit)
+        self._hold(job, frame.ByteSize())
         self._queue.put_nowait(job)
         if not self._live or len(self._running) < self._slot.workers:
             self._start(job)
             return
         if self._waiting is not None:
-            self._waiting.answer(pb.StylizeResponse(dropped=pb.FrameDropped(
-                id=self._waiting.frame.id, reason="LIVE stream: a newer frame arrived while this one waited")))
+            self._answer(self._waiting, pb.StylizeResponse(dropped=pb.FrameDropped(
+                id=self._waiting.frame_id, reason="LIVE stream: a newer frame arrived while this one waited")))
             self._metrics.frame_dropped(self._slot.backend_name)  # the backend that would have run it
         self._waiting = job
 
     # -------------------------------------------------------------------- jobs
+
+    def _answer(self, job: _Job, response: pb.StylizeResponse) -> None:
+        if not job.future.done():
+            job.frame = None
+            self._hold(job, response.ByteSize())
+            job.future.set_result(response)
 
     def _start(self, job: _Job) -> None:
         self._running.add(job)
@@ -150,14 +224,14 @@ class StylizeStream:
     async def _process(self, job: _Job) -> None:
         try:
             res = await job.session.process(wire.image_input(job.frame.image), job.trace)
-            job.answer(pb.StylizeResponse(frame=wire.stylized_frame(job.frame.id, res)))
+            self._answer(job, pb.StylizeResponse(frame=wire.stylized_frame(job.frame_id, res)))
             self._metrics.frame_done(res.backend, res.timings_ms)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bad frame: answered in-band, the stream goes on
             code, message = to_status(exc)
-            job.answer(pb.StylizeResponse(error=pb.FrameError(id=job.frame.id, code=code_number(code),
-                                                              message=message)))
+            self._answer(job, pb.StylizeResponse(error=pb.FrameError(id=job.frame_id, code=code_number(code),
+                                                                     message=message)))
             # the backend that ran it, or (failed before inference) the one that would have
             self._metrics.frame_failed(job.trace.backend or self._slot.backend_name)
         finally:

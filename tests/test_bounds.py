@@ -1,0 +1,131 @@
+"""Every resource bounded before work: output pixels and per-encoder limits, the answer's bytes
+against the message limit (in-band, the stream goes on), the bytes a stream that is not read
+may hold, stalled streams, the server-wide frame memory, process_max_side's ceiling.
+
+(How fast refusals are and how much memory they save is measured by ``benchmarks/bounds.py``,
+not asserted here.)"""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+from conftest import picture, raw_image, register
+
+from stylecast.v1 import stylecast_pb2 as pb
+from stylecast.v1 import stylecast_pb2_grpc as pb_grpc
+
+RAW = pb.OutputOptions(encoding=pb.ENCODING_RAW_RGB24)
+
+
+def buffered(server) -> float:
+    return server.engine.metrics.registry.get_sample_value("stylecast_stream_buffered_bytes")
+
+
+async def code_of(call) -> tuple[grpc.StatusCode, str]:
+    try:
+        await call
+    except grpc.aio.AioRpcError as exc:
+        return exc.code(), exc.details()
+    return grpc.StatusCode.OK, ""
+
+
+async def test_output_limits_are_refused_before_work_with_what_to_ask_instead(server_factory):
+    server = await server_factory(max_pixels=4_000_000, max_message_bytes=8 << 20)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        stub = pb_grpc.StyleTransferStub(channel)
+        style = await register(stub, picture(64, 64))
+        tiny = raw_image(picture(8, 8))
+
+        def request(**output):
+            return pb.StylizeImageRequest(config=pb.StreamConfig(style_id=style.id, output=pb.OutputOptions(**output)),
+                                          image=tiny)
+
+        cases = {
+            "max_pixels": request(width=16384, height=16384, encoding=pb.ENCODING_RAW_RGB24),
+            "16383 px a side": request(width=16384, height=8, encoding=pb.ENCODING_WEBP),
+            "max_message_bytes": request(width=2000, height=1800, encoding=pb.ENCODING_RAW_RGB24),
+        }
+        for words, req in cases.items():
+            code, details = await code_of(stub.StylizeImage(req))
+            assert code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED), (words, code)
+            assert words in details and "ask for" in details, details
+        # one side given: the other follows the aspect, checked per frame before inference
+        code, details = await code_of(stub.StylizeImage(request(width=17000, encoding=pb.ENCODING_WEBP)))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "16383" in details
+        code, details = await code_of(stub.StylizeImage(pb.StylizeImageRequest(
+            config=pb.StreamConfig(style_id=style.id, process_max_side=4096), image=tiny)))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "max_process_side" in details
+        ok = await stub.StylizeImage(request(width=1000, height=1000, encoding=pb.ENCODING_WEBP))
+        assert (ok.result.image.width, ok.result.image.height) == (1000, 1000)
+
+
+async def test_a_frame_whose_answer_would_not_fit_gets_an_in_band_error_and_the_stream_goes_on(server_factory):
+    server = await server_factory(max_message_bytes=4 << 20)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        stub = pb_grpc.StyleTransferStub(channel)
+        style = await register(stub, picture(64, 64))
+        big, small = picture(1400, 1000), picture(40, 30)   # raw answers: 4.2 MB (> 4 MiB) and 3.6 kB
+
+        async def requests():
+            yield pb.StylizeRequest(config=pb.StreamConfig(style_id=style.id, output=RAW, process_max_side=64))
+            yield pb.StylizeRequest(frame=pb.Frame(id=1, image=pb.Image(data=big[:, :, 0].tobytes(),
+                                                                         pixel_format=pb.PIXEL_FORMAT_GRAY8,
+                                                                         width=1400, height=1000)))
+            yield pb.StylizeRequest(frame=pb.Frame(id=2, image=raw_image(small)))
+
+        answers = [a async for a in stub.Stylize(requests())]
+    assert [a.WhichOneof("msg") for a in answers] == ["error", "frame"]
+    assert answers[0].error.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+    assert "max_message_bytes" in answers[0].error.message
+    assert (answers[1].frame.image.width, answers[1].frame.image.height) == (40, 30)
+
+
+async def test_a_live_client_that_stops_reading_holds_bounded_memory_then_its_stream_ends(server_factory):
+    """Its stream stops being read at the byte budget, new streams are refused while the server's
+    frame memory is full, and the stall timeout ends it and frees everything."""
+    budget = 2 << 20
+    server = await server_factory(stream_buffer_bytes=budget, frame_memory_bytes=budget, stall_timeout_s=3.0,
+                                  workers=1)
+    frame = raw_image(picture(256, 256))                 # 196 kB in, 196 kB raw out
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        stub = pb_grpc.StyleTransferStub(channel)
+        style = await register(stub, picture(64, 64))
+        call = stub.Stylize()
+        await call.write(pb.StylizeRequest(config=pb.StreamConfig(style_id=style.id, output=RAW,
+                                                                  mode=pb.STREAM_MODE_LIVE)))
+        sent, peak = 0, 0.0
+        for i in range(400):                              # never read: the server must stop reading
+            write = asyncio.ensure_future(call.write(pb.StylizeRequest(frame=pb.Frame(id=i, image=frame))))
+            if not (await asyncio.wait((write,), timeout=2.0))[0]:
+                break                                     # flow control: the server stopped reading
+            sent += 1
+            peak = max(peak, buffered(server))
+        assert sent < 400, "the server kept reading a stream whose answers are not read"
+        assert peak <= budget + 2 * frame.ByteSize() + 1024, peak
+
+        # it holds the server's whole frame memory now: a second stream is refused at once
+        assert buffered(server) >= budget
+        other = stub.Stylize()
+        await other.write(pb.StylizeRequest(config=pb.StreamConfig(style_id=style.id)))
+        code, details = await code_of(other.read())
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "frame_memory_bytes" in details, details
+
+        for _ in range(300):                              # stall_timeout_s: the server gives up ...
+            if buffered(server) == 0:
+                break
+            await asyncio.sleep(0.1)
+        assert buffered(server) == 0                      # ... and holds none of the stream's frames
+        code, details = grpc.StatusCode.OK, ""
+        try:
+            while True:                                   # the stall timeout ended it meanwhile
+                if await call.read() is grpc.aio.EOF:
+                    break
+        except grpc.aio.AioRpcError as exc:
+            code, details = exc.code(), exc.details()
+        assert code == grpc.StatusCode.DEADLINE_EXCEEDED and "stall_timeout_s" in details, (code, details)
+        write.cancel()
+        ok = await stub.StylizeImage(pb.StylizeImageRequest(config=pb.StreamConfig(style_id=style.id, output=RAW),
+                                                            image=raw_image(picture(16, 16))))
+        assert ok.result.image.width == 16
