@@ -361,9 +361,9 @@ def test_k8s_pod_runs_serve_with_the_configmap_and_no_service_links(tmp_path) ->
     config = pod_config(objects, tmp_path)
     c = container(objects)
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-    assert ports == {"grpc": config.port, "metrics": config.metrics_port}
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert c[probe]["grpc"]["port"] == config.port, probe
+    assert ports == {"grpc": config.port, "metrics": config.metrics_port, "health": config.health_port}
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):   # kubelet probes cannot speak TLS
+        assert c[probe]["grpc"]["port"] == config.health_port, probe
         assert c[probe]["grpc"].get("service", "") in ("", SERVICE), probe
     assert c["readinessProbe"]["grpc"]["service"] == SERVICE
     meta = by_kind(objects, "Deployment")["spec"]["template"]["metadata"]
@@ -371,6 +371,28 @@ def test_k8s_pod_runs_serve_with_the_configmap_and_no_service_links(tmp_path) ->
     assert meta["annotations"]["prometheus.io/path"] == "/metrics"
     assert pod["terminationGracePeriodSeconds"] > config.grace_s
     assert config.workers * config.threads <= 2, "the edge profile is sized for 2 cores"
+
+
+def test_k8s_and_compose_serve_tls_with_tokens_from_secrets(tmp_path, monkeypatch) -> None:
+    objects = base_objects()
+    config = pod_config(objects, tmp_path)
+    assert config.auth and config.tls and not config.allow_unauthenticated
+    pod = by_kind(objects, "Deployment")["spec"]["template"]["spec"]
+    for path in (config.tokens_file, config.tls_cert, config.tls_key):
+        mount = next(m for m in container(objects)["volumeMounts"] if Path(path).parent == Path(m["mountPath"]))
+        volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+        assert volume["secret"]["secretName"] == "stylecast-auth" and mount["readOnly"], path
+        assert Path(path).name in ("tokens.toml", "tls.crt", "tls.key")
+
+    service = yaml.safe_load(COMPOSE.read_text())
+    flags, config_path = serve_flags(service["services"]["stylecast"]["command"])
+    monkeypatch.setenv("HOME", str(IMAGE_HOME))
+    env = service["services"]["stylecast"]["environment"]
+    compose = load_config(flags, env, config_path)
+    assert compose.auth and compose.tls and compose.health_port
+    mounted = {f"/run/secrets/{name}" for name in service["services"]["stylecast"]["secrets"]}
+    assert {compose.tokens_file, compose.tls_cert, compose.tls_key} <= mounted
+    assert set(service["services"]["stylecast"]["secrets"]) <= set(service["secrets"])
 
 
 def test_k8s_styles_db_lives_on_the_claim_with_one_replica(tmp_path) -> None:

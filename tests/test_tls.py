@@ -105,3 +105,22 @@ async def test_tls_files_are_checked_at_start(server_factory, certs, tmp_path):
     other = write_dev_certs(tmp_path / "o")
     with pytest.raises(ConfigError, match="tls_key"):
         await server_factory(tls_cert=str(certs.server_cert), tls_key=str(other.server_key))
+
+
+async def test_health_port_answers_plaintext_health_only(server_factory, certs):
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from stylecast.v1 import stylecast_pb2 as pb
+    from stylecast.v1 import stylecast_pb2_grpc as pb_grpc
+    from test_metrics import free_port
+
+    server = await server_factory(tls_cert=str(certs.server_cert), tls_key=str(certs.server_key),
+                                  health_port=free_port(), host="localhost")
+    async with grpc.aio.insecure_channel(f"localhost:{server.health_port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        reply = await health.Check(health_pb2.HealthCheckRequest(service="stylecast.v1.StyleTransfer"))
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await pb_grpc.StyleTransferStub(channel).GetStyle(pb.GetStyleRequest(id="x"))
+        assert exc.value.code() == grpc.StatusCode.UNIMPLEMENTED
