@@ -5,10 +5,10 @@ BIN := $(VENV)/bin
 PORT ?= 50051
 METRICS_PORT ?= 9090
 
-.PHONY: serve test bench bench-startup bench-model train eval-model proto clean help prometheus-tools
+.PHONY: serve test bench bench-bounds bench-startup bench-model train eval-model proto clean help prometheus-tools
 
 help:
-	@echo "make serve | test | bench | bench-startup | bench-model | train | eval-model | proto"
+	@echo "make serve | test | bench | bench-bounds | bench-startup | bench-model | train | eval-model | proto"
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -43,6 +43,10 @@ bench: $(VENV)/.dev-stamp
 	$(BIN)/python -m benchmarks.serving
 	$(BIN)/python -m benchmarks.metrics_cost
 	$(BIN)/python -m benchmarks.transport
+
+# what the resource bounds save: a 16384² output request refused, LIVE clients that never read.
+bench-bounds: $(VENV)/.dev-stamp
+	$(BIN)/python -m benchmarks.bounds
 
 # exec of `stylecast serve` → first stylized frame, and → last artifact of the load order active.
 bench-startup: $(VENV)/.dev-stamp
