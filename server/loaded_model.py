@@ -8,7 +8,6 @@ it, then its batcher and backend close.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterator
 from concurrent.futures import Executor
 from contextlib import contextmanager
@@ -36,7 +35,6 @@ class LoadedModel:
         self._leases = 0
         self._idle = asyncio.Event()
         self._idle.set()
-        self.loaded_at = time.monotonic()
 
     def _stylize(self, content: np.ndarray, styles: np.ndarray) -> np.ndarray:
         """N×H×W×3 uint8 → uint8, converted on the inference thread (not the event loop)."""

@@ -31,6 +31,8 @@ class BackendStatus:
 
 
 class ModelControl:
+    """ModelAdmin's operations over the registry, the serving slot and the loader."""
+
     def __init__(self, config: ServerConfig, registry: ModelRegistry, slot: ServingSlot, loader: Loader) -> None:
         self._config, self._registry, self._slot, self._loader = config, registry, slot, loader
         self._uploads = registry.uploads

@@ -16,7 +16,6 @@ from pathlib import Path
 from stylecast.backends.package import ModelPackage, PackageError, load_package, model_dirs, version_dirs
 from stylecast.model import BUILTIN_DIR
 from stylecast.server.config import ServerConfig
-from stylecast.server.errors import NotFound
 from stylecast.server.packages import find_package
 from stylecast.server.paths import inside, model_key
 from stylecast.server.uploads import Upload, UploadStore
@@ -154,12 +153,6 @@ class ModelRegistry:
         arts = tuple(live.get(fmt) or ArtifactStatus(fmt, art.size) for fmt, art in package.artifacts.items())
         return ModelStatus(package.name, package.version, self.is_uploaded(package.path), arts,
                            swaps=self._swaps[(package.name, package.version)])
-
-    def package(self, name: str, version: str) -> ModelPackage:
-        folder = self.installed(name, version)
-        if folder is None:
-            raise NotFound(f"model {name}:{version} is not installed")
-        return load_package(folder)
 
     # ------------------------------------------------------------ live state
 

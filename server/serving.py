@@ -30,6 +30,9 @@ ModelKey = tuple[str, str]  # (model name, version)
 
 
 class ServingSlot:
+    """The current model (``current``; None until the loader activates the first), the retiring
+    ones, the inference threads (``inference``) and the recent frame sizes."""
+
     def __init__(self, config: ServerConfig, metrics: Metrics, registry: ModelRegistry) -> None:
         self._metrics, self._registry = metrics, registry
         self.inference = ThreadPoolExecutor(config.workers or os.cpu_count() or 1,  # the most layout() picks

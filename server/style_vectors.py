@@ -50,6 +50,8 @@ def nearest(query: np.ndarray, ids: list[str], matrix: np.ndarray, limit: int,
 
 
 class StyleVectors:
+    """The styles of a :class:`StyleStore` (``store``) and their vectors by the slot's models."""
+
     def __init__(self, config: ServerConfig, store: StyleStore, slot: ServingSlot, codec_pool: CodecPool,
                  metrics: Metrics) -> None:
         self.store = store
