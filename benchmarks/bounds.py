@@ -123,14 +123,22 @@ async def non_reading_clients(channel, style_id: str, pid: int, metrics_port: in
           f"{peak_held / MiB:.1f} MiB")
     await asyncio.sleep(stall_s + 1)
     held_after = await asyncio.to_thread(buffered, metrics_port)
-    codes = []
-    for call in calls:
+    async def status(call) -> str:
         try:
             while await call.read() is not grpc.aio.EOF:
                 pass
-            codes.append("OK")
+            return "OK"
         except grpc.aio.AioRpcError as exc:
-            codes.append(exc.code().name)
+            return exc.code().name
+
+    codes = []
+    for call in calls:
+        try:
+            codes.append(await asyncio.wait_for(status(call), 30))
+        except asyncio.TimeoutError:
+            codes.append("no status after 30 s of reading")
+    for w in writers:
+        w.cancel()
     await asyncio.gather(*writers, return_exceptions=True)
     print(f"      {stall_s + 1:g} s later: frame bytes held {held_after / MiB:.1f} MiB; the streams ended with "
           f"{', '.join(sorted(set(codes)))}; RSS +{(rss(pid)[0] - before) / MiB:.0f} MiB")
@@ -143,7 +151,8 @@ async def run(args) -> None:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=channel_options()) as channel:
                 stub = pb_grpc.StyleTransferStub(channel)
                 style_png = np.random.default_rng(1).integers(0, 256, (64, 64, 3), np.uint8)
-                style = (await stub.RegisterStyle(iter([pb.StyleUpload(name="b", chunk=encoded_bytes(style_png))]))).style
+                upload = [pb.StyleUpload(name="b", chunk=encoded_bytes(style_png))]
+                style = (await stub.RegisterStyle(iter(upload))).style
                 warm = pb.StylizeImageRequest(
                     config=pb.StreamConfig(style_id=style.id, output=pb.OutputOptions(encoding=pb.ENCODING_RAW_RGB24)),
                     image=raw(np.zeros((512, 512, 3), np.uint8)))

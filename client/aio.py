@@ -136,7 +136,7 @@ class AsyncClient:
         """Styles nearest to a stored style (``style=``) or to an image's style (``image=``)."""
         return parse_matches(await self._unary(self._stub.SearchStyles, search_request(style, image, limit, model)))
 
-    # ------------------------------------------------------------ models (ModelAdmin, loopback only)
+    # ------------------------------------------------------------ models (ModelAdmin: the admin role)
 
     async def upload_model(self, package_dir: str | os.PathLike, *,
                            progress: Callable[[int, int], None] | None = None,

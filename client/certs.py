@@ -58,7 +58,8 @@ def _write(path: Path, data: bytes, private: bool) -> None:
 
 
 def _leaf(subject: str, issuer: x509.Certificate, issuer_key: ec.EllipticCurvePrivateKey, now: dt.datetime,
-          days: int, usage: x509.ObjectIdentifier, hosts: Sequence[str] = ()) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+          days: int, usage: x509.ObjectIdentifier,
+          hosts: Sequence[str] = ()) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     key = ec.generate_private_key(ec.SECP256R1())
     builder = (x509.CertificateBuilder().subject_name(_name(subject)).issuer_name(issuer.subject)
                .public_key(key.public_key()).serial_number(x509.random_serial_number())

@@ -140,7 +140,8 @@ def video(
         if not probe.streams.video:
             raise _fail(f"{source} has no video stream")
         total = probe.streams.video[0].frames or None
-    with _client(target, token, tls_ca, tls_cert, tls_key) as client, tqdm(total=total, unit="frame", desc=source.name) as bar:
+    with _client(target, token, tls_ca, tls_cert, tls_key) as client, \
+            tqdm(total=total, unit="frame", desc=source.name) as bar:
         report = stylize_video(client, source, output, _resolve_style(client, style), strength=strength,
                                process_max_side=size, wire=wire, progress=bar)
     typer.echo(f"{output}  {report.frames} frames, audio {report.audio}")
@@ -354,7 +355,8 @@ def models_upload(
     """Upload a model package in verified chunks; resumes an interrupted upload."""
     from tqdm import tqdm
 
-    with _client(target, token, tls_ca, tls_cert, tls_key) as client, tqdm(unit="B", unit_scale=True, desc=package.name) as bar:
+    with _client(target, token, tls_ca, tls_cert, tls_key) as client, \
+            tqdm(unit="B", unit_scale=True, desc=package.name) as bar:
         def progress(done: int, total: int) -> None:
             bar.total = total
             bar.n = done

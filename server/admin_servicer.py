@@ -1,6 +1,7 @@
 """The ModelAdmin servicer: protobuf in, :class:`ModelControl` calls, protobuf out — nothing more.
 
-The app serves it on loopback only; errors are mapped by the server's ErrorInterceptor.
+The app serves it to the ``admin`` role (without authentication: on loopback only); errors are
+mapped by the server's ErrorInterceptor.
 """
 
 from __future__ import annotations

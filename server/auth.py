@@ -11,7 +11,8 @@ sha256 of each token, read from a TOML tokens file::
     max_calls = 16                     # optional: concurrent other calls of this token
 
 Every method of every served service needs one role (:data:`METHOD_ROLES`); health and
-reflection are open.  :class:`~stylecast.server.interceptors.AuthInterceptor` applies it.  No token or an unknown one → UNAUTHENTICATED, a known token without
+reflection are open; :class:`~stylecast.server.interceptors.AuthInterceptor` applies it.
+No token or an unknown one → UNAUTHENTICATED, a known token without
 the role → PERMISSION_DENIED; neither answer tells which tokens exist.  A presented token is
 hashed once and compared with every stored digest in constant time.
 """

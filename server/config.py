@@ -73,7 +73,7 @@ class ServerConfig:
     tls_key: str = ""                 # PEM private key
     tls_client_ca: str = ""           # PEM CA: clients must present a certificate it signed (mTLS)
     metrics_tls: bool = False         # serve /metrics over HTTPS with tls_cert/tls_key (and tls_client_ca)
-    health_port: int = 0              # plaintext grpc.health.v1 only, on host (Kubernetes probes cannot do TLS); 0 = off
+    health_port: int = 0              # plaintext grpc.health.v1 only, on host (for probes without TLS); 0 = off
     max_process_side: int = 2048      # ceiling on a stream's process_max_side
     stream_buffer_bytes: int = 32 * MiB   # request + answer bytes one stream may hold before reading pauses
     frame_memory_bytes: int = 1024 * MiB  # all streams together; new streams are refused beyond it

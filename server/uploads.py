@@ -23,7 +23,8 @@ from pathlib import Path
 
 from stylecast.backends.package import (MANIFEST, FileEntry, ModelPackage, PackageError, check_entry, chunk_span,
                                      load_package, parse_manifest, verify_file)
-from stylecast.server.errors import Aborted, AlreadyExists, DataLoss, FailedPrecondition, InvalidArgument, ResourceExhausted
+from stylecast.server.errors import (Aborted, AlreadyExists, DataLoss, FailedPrecondition, InvalidArgument,
+                                     ResourceExhausted)
 from stylecast.server.paths import inside, model_key
 
 PARTIAL = ".uploads"

@@ -129,3 +129,27 @@ async def test_a_live_client_that_stops_reading_holds_bounded_memory_then_its_st
         ok = await stub.StylizeImage(pb.StylizeImageRequest(config=pb.StreamConfig(style_id=style.id, output=RAW),
                                                             image=raw_image(picture(16, 16))))
         assert ok.result.image.width == 16
+
+
+async def test_style_names_and_page_tokens_are_checked_and_pages_bounded_in_bytes(server):
+    import base64
+
+    from stylecast.client.cli import printable
+    from stylecast.server.style_store import PAGE_BYTES, StyleRecord, bounded_page
+
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        stub = pb_grpc.StyleTransferStub(channel)
+        for name, words in (("x" * 257, "at most 256"), ("evil\x1b[2J", "control"), ("a\u202eb", "control")):
+            code, details = await code_of(register(stub, picture(32, 32), name=name))
+            assert code == grpc.StatusCode.INVALID_ARGUMENT and words in details, (name, details)
+        assert (await register(stub, picture(32, 32), name="ünïcode ok")).name == "ünïcode ok"
+        for token in (base64.urlsafe_b64encode(b"99999999999999999999999:x").decode(), "not base64!", "x" * 300,
+                      base64.urlsafe_b64encode(b"-5:abc").decode()):
+            code, _ = await code_of(stub.ListStyles(pb.ListStylesRequest(page_token=token)))
+            assert code == grpc.StatusCode.INVALID_ARGUMENT, token
+    records = [StyleRecord(f"{i:064x}", "n" * 256, i) for i in range(1000)]
+    page, token = bounded_page(records, "")
+    assert 1 <= len(page) < 1000 and token
+    assert sum(len(r.id) + 4 * len(r.name) for r in page[:-1]) <= PAGE_BYTES
+    assert bounded_page(records[:3], "next") == (records[:3], "next")
+    assert printable("evil\x1b[2J\n") == "evil\\x1b[2J\\n"

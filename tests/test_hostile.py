@@ -166,7 +166,8 @@ def configs(draw, style_id: str):
     blend = draw(st.lists(st.builds(pb.StyleWeight, style_id=mostly(st.just(style_id), st.text(max_size=10)),
                                     weight=mostly(st.floats(0.1, 2), floats)), min_size=1, max_size=3))
     use_blend = draw(st.integers(0, 3)) == 0
-    cfg = pb.StreamConfig(style_id="" if use_blend and draw(mostly(st.just(True), st.just(False))) else sid, blend=blend if use_blend else [],
+    both = draw(mostly(st.just(False), st.just(True)))   # style_id and blend together: a client mistake
+    cfg = pb.StreamConfig(style_id=sid if both or not use_blend else "", blend=blend if use_blend else [],
                           output=pb.OutputOptions(encoding=draw(mostly(st.integers(0, 4), enum)),
                                                   quality=draw(mostly(st.integers(0, 100), u32)),
                                                   width=draw(sizes), height=draw(sizes)),
@@ -239,7 +240,8 @@ def test_register_and_manage_styles(hostile):
                                                          metadata=TOKEN, timeout=60))
         else:
             record("DeleteStyle", lambda: stub.DeleteStyle(
-                pb.DeleteStyleRequest(id=some_id if some_id != style_id else some_id + "x"), metadata=TOKEN, timeout=60))
+                pb.DeleteStyleRequest(id=some_id if some_id != style_id else some_id + "x"), metadata=TOKEN,
+                timeout=60))
         record("SearchStyles", lambda: stub.SearchStyles(
             pb.SearchStylesRequest(style_id=some_id if which else style_id, limit=page_size,
                                    model=some_id[:3] if which == 3 else ""), metadata=TOKEN, timeout=60))
@@ -251,10 +253,12 @@ def manifest_base(root: Path) -> dict:
     return json.loads((root / "models" / "tiny" / "1" / "manifest.json").read_text())
 
 
-json_values = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), floats, st.text(max_size=20)),
-                           lambda inner: st.one_of(st.lists(inner, max_size=3),
-                                                   st.dictionaries(st.text(max_size=8), inner, max_size=3)),
-                           max_leaves=8)
+def _nested(children):
+    return st.one_of(st.lists(children, max_size=3), st.dictionaries(st.text(max_size=8), children, max_size=3))
+
+
+json_values = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), floats,
+                                     st.text(max_size=20)), _nested, max_leaves=8)
 
 
 def test_upload_and_admin(hostile):
