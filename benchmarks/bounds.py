@@ -136,7 +136,8 @@ async def non_reading_clients(channel, style_id: str, pid: int, metrics_port: in
         try:
             codes.append(await asyncio.wait_for(status(call), 30))
         except asyncio.TimeoutError:
-            codes.append("no status after 30 s of reading")
+            codes.append("nothing more readable in 30 s (a 64 KiB window without BDP probing cannot take a "
+                         "0.75 MiB message: a grpc client-side limit)")
     for w in writers:
         w.cancel()
     await asyncio.gather(*writers, return_exceptions=True)

@@ -41,7 +41,7 @@ BAD = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
 BAD_NUMBERS = {c.value[0] for c in BAD}
 CODE_NAMES = {c.value[0]: c.name for c in grpc.StatusCode}
 SEEN: dict[str, Counter] = defaultdict(Counter)
-FUZZ = settings(max_examples=400, deadline=None, derandomize=True, database=None,
+FUZZ = settings(max_examples=700, deadline=None, derandomize=True, database=None,
                 suppress_health_check=list(HealthCheck))
 CHANNEL_OPTIONS = [("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20)]
 
