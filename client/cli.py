@@ -104,22 +104,33 @@ def video(
     target: Target = DEFAULT_TARGET,
     token: Token = None,
 ) -> None:
-    """Stylize every frame of a video (audio passed through), streaming frames to the server."""
+    """Stylize every frame of a video, keeping timestamps, rotation and audio tracks."""
     import av
     from tqdm import tqdm
 
-    from stylecast.client.video import stylize_video
+    from stylecast.client.video import output_format, stylize_video
 
     if wire not in ("raw", "jpeg"):
         raise _fail(f"--wire must be raw or jpeg, not {wire!r}")
-    with av.open(str(source)) as probe:
-        if not probe.streams.video:
-            raise _fail(f"{source} has no video stream")
-        total = probe.streams.video[0].frames or None
-    with _client(target, token) as client, tqdm(total=total, unit="frame", desc=source.name) as bar:
-        report = stylize_video(client, source, output, _resolve_style(client, style), strength=strength,
-                               process_max_side=size, wire=wire, progress=bar)
-    typer.echo(f"{output}  {report.frames} frames, audio {report.audio}")
+    try:
+        output_format(output)
+        with av.open(str(source)) as probe:
+            if not probe.streams.video:
+                raise _fail(f"{source} has no video stream")
+            total = probe.streams.video[0].frames or None
+    except (ValueError, av.error.FFmpegError) as exc:
+        raise _fail(str(exc)) from None
+    with _client(target, token) as client:
+        style_id = _resolve_style(client, style)
+        with tqdm(total=total, unit="frame", desc=source.name) as bar:
+            report = stylize_video(client, source, output, style_id, strength=strength,
+                                   process_max_side=size, wire=wire, progress=bar)
+    rotation = f", rotation {report.rotation}°" if report.rotation else ""
+    typer.echo(f"{output}  {report.frames} frames, audio {report.audio}  ({report.width}x{report.height}{rotation})")
+    for track in report.tracks:
+        if track.outcome != "remuxed":
+            typer.echo(f"{'warning: ' if track.outcome == 'dropped' else ''}{track.describe()}",
+                       err=track.outcome == "dropped")
 
 
 @styles_app.command("add")
