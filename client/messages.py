@@ -17,9 +17,9 @@ import numpy as np
 from PIL import Image as PILImage
 from PIL import ImageOps
 
-from stylecast.client.errors import error_for
-from stylecast.client.types import (MODES, ArtifactInfo, BackendInfo, FrameResult, ModelInfo, Output, Style,
-                                    StyleMatch, Timings, UploadInfo)
+from stylecast.client.errors import InvalidArgument, ResourceExhausted, error_for
+from stylecast.client.types import (MODES, ArtifactInfo, BackendInfo, FrameResult, Limits, ModelInfo, Output,
+                                    Style, StyleMatch, Timings, UploadInfo)
 from stylecast.model.preprocess import grey16_to_uint8, on_white, to_rgb, to_uint8
 from stylecast.v1 import model_admin_pb2 as apb
 from stylecast.v1 import stylecast_pb2 as pb
@@ -145,6 +145,74 @@ def encoded_bytes(source: ImageLike) -> bytes:
     buf = io.BytesIO()
     PILImage.fromarray(pixels(source)).save(buf, format="PNG")
     return buf.getvalue()
+
+
+# ------------------------------------------------------------------ size checks, before sending
+
+# Bytes an answer adds to its image (id, timings, backend and model names, field tags): an upper bound.
+ANSWER_OVERHEAD = 512
+
+
+def max_raw_pixels(max_message_bytes: int) -> int:
+    """The most pixels a raw RGB24 image may have to fit a message of ``max_message_bytes``
+    (a frame or an answer; the few bytes around the pixels counted as :data:`ANSWER_OVERHEAD`)."""
+    return (max_message_bytes - ANSWER_OVERHEAD) // 3
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MiB"
+
+
+def _message_limit(client_bytes: int, server: Limits | None) -> tuple[int, str]:
+    """The binding per-message limit and how to raise it."""
+    if server is not None and server.max_message_bytes < client_bytes:
+        return server.max_message_bytes, "the server's max_message_bytes"
+    return client_bytes, "Client(max_message_bytes=...) (and the server's max_message_bytes)"
+
+
+def check_message(size: int, what: str, fix: str, client_bytes: int, server: Limits | None) -> None:
+    """Raise :class:`ResourceExhausted` saying what to do when a ``size``-byte message exceeds
+    this client's or the server's per-message limit (gRPC would refuse it after sending)."""
+    limit, raise_it = _message_limit(client_bytes, server)
+    if size > limit:
+        raise ResourceExhausted(f"{what} is {_mib(size)}, over the {_mib(limit)} a message may carry: "
+                                f"{fix}, or raise {raise_it}")
+
+
+def _size(image: pb.Image) -> tuple[int, int] | None:
+    """(width, height) of an image message: from its fields, or an encoded image's header."""
+    if image.pixel_format != pb.PIXEL_FORMAT_UNSPECIFIED:
+        return image.width, image.height
+    try:
+        with PILImage.open(io.BytesIO(image.data)) as img:
+            return img.size
+    except (PILImage.UnidentifiedImageError, OSError):
+        return None  # the server will say what is wrong with it
+
+
+def check_image(image: pb.Image, request_bytes: int, output: pb.OutputOptions, what: str, client_bytes: int,
+                server: Limits | None) -> None:
+    """Check a request carrying ``image`` (``request_bytes`` serialised) and the raw answer it asks
+    for against the limits, before anything is sent; raises ``ResourceExhausted`` or
+    ``InvalidArgument`` (pixels) with what to do instead."""
+    raw = image.pixel_format != pb.PIXEL_FORMAT_UNSPECIFIED
+    check_message(request_bytes, what, "send it encoded (JPEG on the wire: wire='jpeg', or the JPEG/PNG file "
+                  "itself) or scale it down" if raw else "scale it down or encode it with a lower quality",
+                  client_bytes, server)
+    size = _size(image) if raw or output.encoding == pb.ENCODING_RAW_RGB24 else None
+    if size is None:
+        return
+    w, h = size
+    if server is not None and raw and w * h > server.max_pixels:
+        raise InvalidArgument(f"{what} is {w}x{h} = {w * h / 1e6:.1f} MP; the server accepts at most "
+                              f"{server.max_pixels / 1e6:.1f} MP per image (max_pixels): scale it down")
+    if output.encoding == pb.ENCODING_RAW_RGB24:
+        ow, oh = output.width, output.height
+        if not (ow and oh):
+            ow, oh = (ow, max(1, round(h * ow / w))) if ow else (max(1, round(w * oh / h)), oh) if oh else (w, h)
+        check_message(ow * oh * 3 + ANSWER_OVERHEAD, f"the raw answer to {what} ({ow}x{oh} RGB24)",
+                      "ask for an encoded answer (output='jpeg' or 'png') or a smaller output size",
+                      client_bytes, server)
 
 
 def upload_messages(data: bytes, name: str) -> Iterator[pb.StyleUpload]:

@@ -73,3 +73,8 @@ class StyleTransferServicer(pb_grpc.StyleTransferServicer):
             limit=min(request.limit or 10, MAX_PAGE_SIZE))
         return pb.SearchStylesResponse(matches=[pb.StyleMatch(style=protocol.style_message(r), score=s)
                                                 for r, s in matches])
+
+    @mapped_errors
+    async def GetLimits(self, request: pb.GetLimitsRequest, context) -> pb.Limits:
+        config = self.engine.config
+        return pb.Limits(max_message_bytes=config.max_message_bytes, max_pixels=config.max_pixels)
