@@ -1,5 +1,6 @@
-"""Admission control (refuse new calls while shutting down, cap concurrent calls per method)
-and call metrics (duration by method and status code, streams included).
+"""Admission control (refuse new calls while shutting down, cap concurrent calls per method),
+answers over the message limit refused with RESOURCE_EXHAUSTED, and call metrics (duration by
+method and status code, streams included).
 
 Health checks are never refused, so probes keep answering (NOT_SERVING while draining).
 """
@@ -14,7 +15,7 @@ from collections.abc import Callable
 
 import grpc
 
-from stylecast.server.errors import ShuttingDown
+from stylecast.server.errors import ShuttingDown, answer_too_large
 from stylecast.server.metrics import Metrics
 
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
@@ -75,6 +76,29 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
         return _with_behaviour(handler, limited)
 
 
+class AnswerSizeInterceptor(grpc.aio.ServerInterceptor):
+    """Refuses a unary answer over ``max_message_bytes`` with RESOURCE_EXHAUSTED and what to ask
+    for instead.  gRPC itself fails such a send only after the handler returned, so the client got
+    gRPC's own words and the call was counted OK.  (Stream answers are checked per frame.)"""
+
+    def __init__(self, max_message_bytes: int) -> None:
+        self._limit = max_message_bytes
+
+    async def intercept_service(self, continuation, details: grpc.HandlerCallDetails):
+        handler = await continuation(details)
+        if handler is None or handler.response_streaming:
+            return handler
+        inner = _behaviour(handler)
+
+        async def checked(request, context):
+            response = await inner(request, context)
+            if response is not None and (size := response.ByteSize()) > self._limit:
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, answer_too_large(size, self._limit))
+            return response
+
+        return _with_behaviour(handler, checked)
+
+
 class MetricsInterceptor(grpc.aio.ServerInterceptor):
     """Times every call by method and final status code, streams included.
 
@@ -132,7 +156,8 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
 
 
 def _final_code(context, exc: BaseException | None) -> str:
-    """The status name a call ended with: the aborted/set code, else OK, CANCELLED or UNKNOWN."""
+    """The status name a call ended with: the aborted/set code, else OK, DEADLINE_EXCEEDED or
+    CANCELLED (the call was cancelled under the handler), or UNKNOWN."""
     code = context.code()
     if isinstance(code, grpc.StatusCode):
         return code.name
@@ -140,4 +165,6 @@ def _final_code(context, exc: BaseException | None) -> str:
         return next((c.name for c in grpc.StatusCode if c.value[0] == code), "UNKNOWN")
     if exc is None:
         return "OK"
-    return "CANCELLED" if isinstance(exc, asyncio.CancelledError) else "UNKNOWN"
+    if isinstance(exc, asyncio.CancelledError):
+        return "DEADLINE_EXCEEDED" if context.time_remaining() == 0 else "CANCELLED"
+    return "UNKNOWN"

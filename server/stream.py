@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 
 from stylecast.server import protocol
 from stylecast.server.engine import Engine, Session
-from stylecast.server.errors import InvalidArgument, ShuttingDown, code_number, to_status
+from stylecast.server.errors import (InvalidArgument, ResourceExhausted, ShuttingDown, answer_too_large, code_number,
+                                     to_status)
 from stylecast.v1 import stylecast_pb2 as pb
 
 LIVE_BACKLOG = 256  # unwritten LIVE answers (mostly tiny FrameDropped) before reading pauses
@@ -32,10 +33,13 @@ class _Job:
     permit: asyncio.Semaphore
     future: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     task: asyncio.Task | None = None
+    outcome: str = ""  # ok | error | dropped once answered (counted when the answer is written)
+    backend: str = ""
 
-    def answer(self, response: pb.StylizeResponse) -> None:
+    def answer(self, response: pb.StylizeResponse, outcome: str, backend: str) -> None:
         if not self.future.done():
             self.future.set_result(response)
+            self.outcome, self.backend = outcome, backend
 
 
 @dataclass
@@ -60,8 +64,12 @@ class StylizeStream:
         self._closed = False
 
     async def run(self) -> None:
-        """Serve the stream to its end; raises the fatal error that ended it, if any."""
+        """Serve the stream to its end; raises the fatal error that ended it, if any.
+
+        Each frame read is counted once in ``stylecast_frames_total``: with its answer's outcome
+        when that answer has been written, as cancelled when the stream ended first."""
         reader = asyncio.create_task(self._reader(), name="stylecast-stream-reader")
+        unwritten: _Job | None = None
         try:
             while True:
                 item = await self._queue.get()
@@ -69,8 +77,11 @@ class StylizeStream:
                     if item.error is not None:
                         raise item.error
                     return
-                response = await item.future
+                unwritten = item
+                response = self._fits(await item.future, item)
                 await self._write(response)
+                unwritten = None
+                self._engine.metrics.frame_answered(item.backend, item.outcome)
                 item.permit.release()
         finally:
             self._closed = True
@@ -79,6 +90,23 @@ class StylizeStream:
             for task in jobs:
                 task.cancel()
             await asyncio.gather(reader, *jobs, return_exceptions=True)
+            never = [unwritten] if unwritten is not None else []
+            while not self._queue.empty():
+                if isinstance(item := self._queue.get_nowait(), _Job):
+                    never.append(item)
+            if never:
+                self._engine.metrics.frame_answered(self._engine.backend.name, "cancelled", len(never))
+
+    def _fits(self, response: pb.StylizeResponse, job: _Job) -> pb.StylizeResponse:
+        """``response``, or a RESOURCE_EXHAUSTED FrameError in its place when it exceeds the message
+        limit (gRPC would fail the write and end the stream)."""
+        limit = self._engine.config.max_message_bytes
+        if (size := response.ByteSize()) <= limit:
+            return response
+        job.outcome = "error"
+        error = ResourceExhausted(answer_too_large(size, limit))
+        return pb.StylizeResponse(error=pb.FrameError(id=job.frame.id, code=code_number(error.code),
+                                                      message=str(error)))
 
     # ------------------------------------------------------------------ reader
 
@@ -133,8 +161,8 @@ class StylizeStream:
             return
         if self._waiting is not None:
             self._waiting.answer(pb.StylizeResponse(dropped=pb.FrameDropped(
-                id=self._waiting.frame.id, reason="LIVE stream: a newer frame arrived while this one waited")))
-            self._engine.metrics.frame_dropped(self._engine.backend.name)
+                id=self._waiting.frame.id, reason="LIVE stream: a newer frame arrived while this one waited")),
+                "dropped", self._engine.backend.name)
         self._waiting = job
 
     # -------------------------------------------------------------------- jobs
@@ -147,15 +175,14 @@ class StylizeStream:
         engine = self._engine
         try:
             res = await job.session.process(protocol.image_input(job.frame.image), job.received)
-            job.answer(pb.StylizeResponse(frame=protocol.stylized_frame(job.frame.id, res)))
+            job.answer(pb.StylizeResponse(frame=protocol.stylized_frame(job.frame.id, res)), "ok", res.backend)
             engine.metrics.frame_done(res.backend, res.timings_ms)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bad frame: answered in-band, the stream goes on
             code, message = to_status(exc)
             job.answer(pb.StylizeResponse(error=pb.FrameError(id=job.frame.id, code=code_number(code),
-                                                              message=message)))
-            engine.metrics.frame_failed(engine.backend.name)
+                                                              message=message)), "error", engine.backend.name)
         finally:
             self._running.discard(job)
             if not self._closed and self._waiting is not None and len(self._running) < engine.workers:
