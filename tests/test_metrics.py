@@ -201,3 +201,28 @@ async def test_answers_over_the_message_limit_are_refused_and_counted_so(server_
     assert value(samples, rpc, method="/stylecast.v1.StyleTransfer/StylizeImage", code="OK") is None
     assert value(samples, "stylecast_frames_total", outcome="error", backend="litert") == 1
     assert value(samples, "stylecast_frames_total", outcome="ok", backend="litert") == 1
+
+
+async def test_a_stream_past_its_deadline_is_counted_deadline_exceeded(server_factory):
+    server = await server_factory(metrics_port=free_port(), workers=1, process_max_side=1024)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}", options=CHANNEL_OPTIONS) as channel:
+        stub = pb_grpc.StyleTransferStub(channel)
+        style = await register(stub, picture(80, 80, seed=9))
+        frame = pb.Image(data=encoded(picture(1024, 1024, seed=10), "JPEG", quality=50))
+
+        async def requests():
+            yield pb.StylizeRequest(config=pb.StreamConfig(style_id=style.id))
+            for i in range(20):
+                yield pb.StylizeRequest(frame=pb.Frame(id=i, image=frame))
+
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            [r async for r in stub.Stylize(requests(), timeout=0.5)]
+        assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        for _ in range(100):
+            samples = await scrape(server.metrics_endpoint.port)
+            if value(samples, "stylecast_active_streams", method=STYLIZE) == 0:
+                break
+            await asyncio.sleep(0.1)
+    count = "stylecast_stream_duration_seconds_count"
+    assert value(samples, count, method=STYLIZE, code="DEADLINE_EXCEEDED") == 1
+    assert value(samples, "stylecast_frames_total", outcome="cancelled", backend="litert") >= 1
