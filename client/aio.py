@@ -43,13 +43,13 @@ def _deadline(timeout: float | None) -> float | None:
     return None if timeout is None else time.monotonic() + timeout
 
 
-def _call_error(code: grpc.StatusCode, details: str, deadline: float | None, timeout: float | None
-                ) -> StylecastError:
-    """The typed error of a streaming call: DEADLINE_EXCEEDED when its deadline has passed,
+def _past_deadline(error: StylecastError, deadline: float | None, timeout: float | None) -> StylecastError:
+    """A streaming call's typed error, as DEADLINE_EXCEEDED when its deadline has passed,
     whatever grpcio reported instead."""
-    if deadline is not None and code in _DEADLINE_MASKS and time.monotonic() >= deadline:
-        return DeadlineExceeded(f"the call passed its {timeout:g} s deadline (grpc reported {code.name}: {details})")
-    return error_for(code, details)
+    if deadline is not None and error.code in _DEADLINE_MASKS and time.monotonic() >= deadline:
+        return DeadlineExceeded(f"the call passed its {timeout:g} s deadline "
+                                f"(grpc reported {error.code.name}: {error.details})")
+    return error
 
 
 async def _aiter(items: Iterable[T] | AsyncIterable[T]) -> AsyncIterator[T]:
@@ -203,7 +203,8 @@ class AsyncClient:
                 raise StylecastError("the server ended the upload without confirming it")
             return parse_upload(final)
         except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
-            raise _call_error(await call.code(), await call.details() or "", deadline, timeout) from None
+            error = error_for(await call.code(), await call.details(), await call.trailing_metadata())
+            raise _past_deadline(error, deadline, timeout) from None
         finally:
             call.cancel()
 
@@ -237,7 +238,7 @@ class AsyncClient:
             async for msg in call:
                 yield parse_model(msg)
         except grpc.aio.AioRpcError as exc:
-            raise _call_error(exc.code(), exc.details() or "", deadline, timeout) from None
+            raise _past_deadline(from_rpc_error(exc), deadline, timeout) from None
         finally:
             call.cancel()
 
@@ -287,7 +288,7 @@ class AsyncClient:
                         raise writer.exception() from None  # the producer or a frame failed
                     if isinstance(exc, asyncio.CancelledError):
                         raise
-                    raise _call_error(exc.code(), exc.details() or "", deadline, timeout) from None
+                    raise _past_deadline(from_rpc_error(exc), deadline, timeout) from None
                 if msg is grpc.aio.EOF:
                     break
                 start = sent.pop(response_id(msg), None)
