@@ -21,6 +21,7 @@ from stylecast.server.metrics import Metrics
 
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
 RETRY_AFTER_LIMIT_S = 1.0  # RetryInfo of a call refused at the concurrency limit
+DEADLINE_SLACK_S = 0.05  # a call cancelled this close to its deadline was cancelled by it (clock reads differ)
 
 _FACTORIES = {
     (False, False): grpc.unary_unary_rpc_method_handler,
@@ -161,9 +162,9 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
         active = self._metrics.active_streams.labels(method) if streaming else None
 
         def finish(start: float, context, exc: BaseException | None) -> None:
-            if active is not None:
-                active.dec()
             hist.labels(method, _final_code(context, exc)).observe(time.perf_counter() - start)
+            if active is not None:  # after: a scrape that sees the stream gone also sees it counted
+                active.dec()
 
         if inspect.isasyncgenfunction(inner):
             async def timed_stream(request, context):
@@ -206,6 +207,7 @@ def _final_code(context, exc: BaseException | None) -> str:
         return next((c.name for c in grpc.StatusCode if c.value[0] == code), "UNKNOWN")
     if exc is None:
         return "OK"
-    if isinstance(exc, asyncio.CancelledError):
-        return "DEADLINE_EXCEEDED" if context.time_remaining() == 0 else "CANCELLED"
+    if isinstance(exc, asyncio.CancelledError):  # the call's deadline passed, or the client cancelled it
+        remaining = context.time_remaining()
+        return "DEADLINE_EXCEEDED" if remaining is not None and remaining < DEADLINE_SLACK_S else "CANCELLED"
     return "UNKNOWN"

@@ -3,7 +3,6 @@ GetLimits) and says what to do; streams past their deadline report DEADLINE_EXCE
 
 from __future__ import annotations
 
-import asyncio
 import re
 from pathlib import Path
 
@@ -16,7 +15,6 @@ from stylecast.client.messages import max_raw_pixels
 from stylecast.server.config import ServerConfig
 
 STYLIZE_IMAGE = "/stylecast.v1.StyleTransfer/StylizeImage"
-STYLIZE = "/stylecast.v1.StyleTransfer/Stylize"
 MIB = 1 << 20
 README = Path(__file__).resolve().parents[1] / "README.md"
 
