@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from stylecast.backends.base import BackendError
@@ -23,7 +23,9 @@ from stylecast.server.auth import Authenticator
 from stylecast.server.config import ConfigError, ServerConfig, load_config
 from stylecast.server.engine import Engine
 from stylecast.server.errors import StylecastError
-from stylecast.server.interceptors import AdmissionInterceptor, AuthInterceptor, ErrorInterceptor, MetricsInterceptor
+from stylecast.server.health import HealthServicer
+from stylecast.server.interceptors import (AdmissionInterceptor, AnswerSizeInterceptor, AuthInterceptor,
+                                           ErrorInterceptor, MetricsInterceptor)
 from stylecast.server.metrics import Metrics, MetricsEndpoint, serve_metrics
 from stylecast.server.servicer import StyleTransferServicer
 from stylecast.server.stream import FrameMemory
@@ -58,12 +60,13 @@ class RunningServer:
     server: grpc.aio.Server
     port: int
     engine: Engine
-    health: health.aio.HealthServicer
+    health: HealthServicer
     shutdown: asyncio.Event
     _stopping: asyncio.Task | None = None
     metrics_endpoint: MetricsEndpoint | None = None   # /metrics, when config.metrics_port is set
     admin_port: int | None = None                     # ModelAdmin's port; None = off
     admin_server: grpc.aio.Server | None = None       # when ModelAdmin has a port of its own
+    admin_health: HealthServicer | None = None        # that server's health service
     health_server: grpc.aio.Server | None = None      # plaintext health only (config.health_port)
     health_port: int | None = None
     authenticator: Authenticator | None = None        # None = no authentication (loopback)
@@ -82,7 +85,9 @@ class RunningServer:
 
     async def _stop(self, grace: float | None) -> None:
         log.info("shutting down (grace %.1fs)", grace or 0)
-        await self.health.enter_graceful_shutdown()
+        for health in (self.health, self.admin_health):
+            if health is not None:
+                await health.enter_graceful_shutdown()  # open Watch streams send NOT_SERVING and end
         self.shutdown.set()
         await asyncio.gather(*(s.stop(grace) for s in (self.server, self.admin_server, self.health_server)
                                if s is not None))
@@ -116,15 +121,15 @@ def _serve_metrics(metrics: Metrics, config: ServerConfig) -> MetricsEndpoint | 
 
 
 def _grpc_server(config: ServerConfig, metrics: Metrics, shutdown: asyncio.Event, services: tuple[str, ...],
-                 auth: Authenticator | None) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
+                 auth: Authenticator | None) -> tuple[grpc.aio.Server, HealthServicer]:
     """A server with the interceptors, health and reflection (servicers are added by the caller).
 
-    Metrics first (refused calls are counted too), errors, authentication, then admission."""
+    Metrics first (refused calls are counted too), errors, authentication, admission, answer sizes."""
     interceptors = [MetricsInterceptor(metrics, auth.label if auth is not None else None), ErrorInterceptor(),
                     *((AuthInterceptor(auth),) if auth is not None else ()),
-                    AdmissionInterceptor(_limits(config), shutdown)]
+                    AdmissionInterceptor(_limits(config), shutdown), AnswerSizeInterceptor(config.max_message_bytes)]
     server = grpc.aio.server(interceptors=interceptors, options=grpc_options(config))
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (*services, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server)
@@ -173,13 +178,13 @@ async def start(config: ServerConfig) -> RunningServer:
     shared = config.admin and config.admin_on_main_port
     server, health_servicer = _grpc_server(config, metrics, shutdown, (SERVICE, ADMIN_SERVICE) if shared else (SERVICE,),
                                            auth)
+    limits = pb.Limits(max_message_bytes=config.max_message_bytes, max_pixels=config.max_pixels)
     memory = FrameMemory(config.frame_memory_bytes, metrics.stream_buffered_bytes)
-    servicer = StyleTransferServicer(engine.sessions, engine.styles, metrics, config.max_message_bytes, shutdown,
-                                     memory)
+    servicer = StyleTransferServicer(engine.sessions, engine.styles, metrics, limits, shutdown, memory)
     pb_grpc.add_StyleTransferServicer_to_server(servicer, server)
-    admin_server = None
+    admin_server = admin_health = None
     if config.admin and not shared:
-        admin_server, _ = _grpc_server(config, metrics, shutdown, (ADMIN_SERVICE,), None)
+        admin_server, admin_health = _grpc_server(config, metrics, shutdown, (ADMIN_SERVICE,), None)
     if config.admin:
         admin_grpc.add_ModelAdminServicer_to_server(ModelAdminServicer(engine.control), admin_server or server)
     try:
@@ -217,8 +222,8 @@ async def start(config: ServerConfig) -> RunningServer:
              config.load_order or "(one artifact)")
     log.info("stylecast serving %s with %s on %s:%d", model.package.key, model.backend.name, config.host, port)
     return RunningServer(server, port, engine, health_servicer, shutdown, metrics_endpoint=endpoint,
-                         admin_port=admin_port, admin_server=admin_server, authenticator=auth,
-                         health_server=health_server, health_port=health_port)
+                         admin_port=admin_port, admin_server=admin_server, admin_health=admin_health,
+                         authenticator=auth, health_server=health_server, health_port=health_port)
 
 
 async def serve(config: ServerConfig) -> None:

@@ -42,8 +42,9 @@ OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.v1alpha.ServerRefl
                  "/grpc.reflection.v1.ServerReflection/")
 _STYLE_TRANSFER = pb.DESCRIPTOR.services_by_name["StyleTransfer"]
 _MODEL_ADMIN = apb.DESCRIPTOR.services_by_name["ModelAdmin"]
+ANY_TOKEN = "any"    # a method every valid token may call, whatever its roles (GetLimits: the SDK asks first)
 _ROLE_OF = {"Stylize": "stylize", "StylizeImage": "stylize", "GetStyle": "stylize", "ListStyles": "stylize",
-            "SearchStyles": "stylize", "RegisterStyle": "styles", "DeleteStyle": "styles"}
+            "SearchStyles": "stylize", "RegisterStyle": "styles", "DeleteStyle": "styles", "GetLimits": ANY_TOKEN}
 # full method name -> the role it needs; a StyleTransfer method missing from _ROLE_OF fails at import
 METHOD_ROLES: dict[str, str] = {
     **{f"/{_STYLE_TRANSFER.full_name}/{m.name}": _ROLE_OF[m.name] for m in _STYLE_TRANSFER.methods},

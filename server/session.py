@@ -18,7 +18,7 @@ from stylecast.model.preprocess import style_image_uint8
 from stylecast.server import codecs
 from stylecast.server.codecs import CodecPool, ImageInput
 from stylecast.server.config import ServerConfig
-from stylecast.server.errors import InvalidArgument, ResourceExhausted
+from stylecast.server.errors import InvalidArgument, ResourceExhausted, answer_too_large
 from stylecast.server.loaded_model import LoadedModel
 from stylecast.server.serving import ModelKey, ServingSlot
 from stylecast.server.style_vectors import StyleVectors
@@ -83,9 +83,6 @@ class Sessions:
         if side > self.config.max_process_side:
             raise InvalidArgument(f"process_max_side {side} is above this server's ceiling of "
                                   f"{self.config.max_process_side} (max_process_side); ask for less")
-        if output.width and output.height:  # a fixed output size: refused now, before any frame
-            codecs.check_output(output.width, output.height, output.encoding, max_pixels=self.config.max_pixels,
-                                max_message_bytes=self.config.max_message_bytes)
         model = self.slot.model
         vector = await self.vectors.blend(style.weights, model)
         return Session(self, style, output, side, {model.key: vector})
@@ -119,7 +116,8 @@ class Session:
         return codecs.resize(rgb, codecs.fit_within(size, self.process_max_side)), size
 
     def _output_size(self, size: tuple[int, int]) -> tuple[int, int]:
-        """The (width, height) to answer a frame of ``size`` with; checked before any inference."""
+        """The (width, height) to answer a frame of ``size`` with; checked before any inference
+        (a raw answer that cannot fit a message is refused here, not after the work)."""
         target = codecs.output_size(size, self.output.width, self.output.height)
         codecs.check_output(*target, self.output.encoding, max_pixels=self._max_pixels,
                             max_message_bytes=self._max_message_bytes)
@@ -178,9 +176,8 @@ class Session:
             data = self._encode(res.image, target)
         else:
             data = await self._codecs.run(self._encode, res.image, target)
-        if len(data) + codecs.ANSWER_OVERHEAD > self._max_message_bytes:  # a rare lossy overshoot
-            raise ResourceExhausted(f"the {w}x{h} {self.output.encoding} answer is {len(data)} bytes, above the "
-                                    f"message limit (max_message_bytes): ask for a smaller output or lower quality")
+        if (size := len(data) + codecs.ANSWER_OVERHEAD) > self._max_message_bytes:  # a rare lossy overshoot
+            raise ResourceExhausted(answer_too_large(size, self._max_message_bytes))
         t3 = time.perf_counter()
         received = trace.received
         timings = {"queue": res.queue_s * 1e3 + (t0 - received) * 1e3, "decode": (t1 - t0) * 1e3,

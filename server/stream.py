@@ -24,7 +24,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from stylecast.server import wire
-from stylecast.server.errors import InvalidArgument, ResourceExhausted, ShuttingDown, Stalled, code_number, to_status
+from stylecast.server.errors import (InvalidArgument, ResourceExhausted, ShuttingDown, Stalled, answer_too_large,
+                                     code_number, to_status)
 from stylecast.server.metrics import Metrics
 from stylecast.server.session import FrameTrace, Session, Sessions
 from stylecast.v1 import stylecast_pb2 as pb
@@ -68,6 +69,13 @@ class _Job:
     bytes: int = 0                  # what this frame holds now: its request, then its answer
     future: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     task: asyncio.Task | None = None
+    outcome: str = ""  # ok | error | dropped once answered (counted when the answer is written)
+    backend: str = ""
+
+    def answer(self, response: pb.StylizeResponse, outcome: str, backend: str) -> None:
+        if not self.future.done():
+            self.future.set_result(response)
+            self.outcome, self.backend = outcome, backend
 
 
 @dataclass
@@ -101,12 +109,16 @@ class StylizeStream:
 
     async def run(self) -> None:
         """Serve the stream to its end; raises the fatal error that ended it, if any
-        (:class:`ResourceExhausted` at once when the server's frame memory is full)."""
+        (:class:`ResourceExhausted` at once when the server's frame memory is full).
+
+        Each frame read is counted once in ``stylecast_frames_total``: with its answer's outcome
+        when that answer has been written, as cancelled when the stream ended first."""
         if self._memory.full:
             raise ResourceExhausted(f"the server holds its budget of {self._memory.budget} bytes of frames "
                                     "(frame_memory_bytes) for other streams; retry later or on another replica",
                                     subject="frame_memory_bytes", retry_after_s=1.0)
         reader = asyncio.create_task(self._reader(), name="stylecast-stream-reader")
+        unwritten: _Job | None = None
         try:
             while True:
                 item = await self._queue.get()
@@ -114,7 +126,8 @@ class StylizeStream:
                     if item.error is not None:
                         raise item.error
                     return
-                response = await item.future
+                unwritten = item
+                response = self._fits(await item.future, item)
                 write = asyncio.ensure_future(self._write(response))
                 if not (await asyncio.wait((write,), timeout=self._stall_s))[0]:
                     # not cancelled (a cancelled grpc write breaks the call): the status follows it
@@ -122,6 +135,8 @@ class StylizeStream:
                     raise Stalled(f"no answer could be sent for {self._stall_s:g} s (stall_timeout_s): the client "
                                   f"stopped reading; the stream ends, freeing {self._held} bytes")
                 write.result()
+                unwritten = None
+                self._metrics.frame_answered(item.backend, item.outcome)
                 self._hold(item, 0)
                 item.permit.release()
         finally:
@@ -133,6 +148,23 @@ class StylizeStream:
             for task in jobs:
                 task.cancel()
             await asyncio.gather(reader, *jobs, return_exceptions=True)
+            never = [unwritten] if unwritten is not None else []
+            while not self._queue.empty():
+                if isinstance(item := self._queue.get_nowait(), _Job):
+                    never.append(item)
+            if never:
+                self._metrics.frame_answered(self._slot.backend_name, "cancelled", len(never))
+
+    def _fits(self, response: pb.StylizeResponse, job: _Job) -> pb.StylizeResponse:
+        """``response``, or a RESOURCE_EXHAUSTED FrameError in its place when it exceeds the message
+        limit (gRPC would fail the write and end the stream)."""
+        limit = self._sessions.config.max_message_bytes
+        if (size := response.ByteSize()) <= limit:
+            return response
+        job.outcome = "error"
+        error = ResourceExhausted(answer_too_large(size, limit))
+        return pb.StylizeResponse(error=pb.FrameError(id=job.frame_id, code=code_number(error.code),
+                                                      message=str(error)))
 
     # ------------------------------------------------------------------ reader
 
@@ -205,17 +237,18 @@ class StylizeStream:
             return
         if self._waiting is not None:
             self._answer(self._waiting, pb.StylizeResponse(dropped=pb.FrameDropped(
-                id=self._waiting.frame_id, reason="LIVE stream: a newer frame arrived while this one waited")))
-            self._metrics.frame_dropped(self._slot.backend_name)  # the backend that would have run it
+                id=self._waiting.frame_id, reason="LIVE stream: a newer frame arrived while this one waited")),
+                "dropped", self._slot.backend_name)  # the backend that would have run it
         self._waiting = job
 
     # -------------------------------------------------------------------- jobs
 
-    def _answer(self, job: _Job, response: pb.StylizeResponse) -> None:
+    def _answer(self, job: _Job, response: pb.StylizeResponse, outcome: str, backend: str) -> None:
+        """Answer ``job`` once; from then on it holds its answer's bytes instead of its frame's."""
         if not job.future.done():
             job.frame = None
             self._hold(job, response.ByteSize())
-            job.future.set_result(response)
+            job.answer(response, outcome, backend)
 
     def _start(self, job: _Job) -> None:
         self._running.add(job)
@@ -224,16 +257,16 @@ class StylizeStream:
     async def _process(self, job: _Job) -> None:
         try:
             res = await job.session.process(wire.image_input(job.frame.image), job.trace)
-            self._answer(job, pb.StylizeResponse(frame=wire.stylized_frame(job.frame_id, res)))
+            self._answer(job, pb.StylizeResponse(frame=wire.stylized_frame(job.frame_id, res)), "ok", res.backend)
             self._metrics.frame_done(res.backend, res.timings_ms)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bad frame: answered in-band, the stream goes on
             code, message = to_status(exc)
             self._answer(job, pb.StylizeResponse(error=pb.FrameError(id=job.frame_id, code=code_number(code),
-                                                                     message=message)))
-            # the backend that ran it, or (failed before inference) the one that would have
-            self._metrics.frame_failed(job.trace.backend or self._slot.backend_name)
+                                                                     message=message)),
+                         # the backend that ran it, or (failed before inference) the one that would have
+                         "error", job.trace.backend or self._slot.backend_name)
         finally:
             self._running.discard(job)
             if not self._closed and self._waiting is not None and len(self._running) < self._slot.workers:

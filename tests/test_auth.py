@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from stylecast.client import AsyncClient, PermissionDenied, Unauthenticated
 from stylecast.client.cli import app
-from stylecast.server.auth import METHOD_ROLES, ROLES, Authenticator, parse_tokens, token_digest, tokens_entry
+from stylecast.server.auth import ANY_TOKEN, METHOD_ROLES, ROLES, Authenticator, parse_tokens, token_digest, tokens_entry
 from stylecast.server.config import ConfigError, ServerConfig
 from stylecast.v1 import stylecast_pb2 as pb
 from stylecast.v1 import stylecast_pb2_grpc as pb_grpc
@@ -86,14 +86,22 @@ async def test_every_rpc_listed_by_reflection_needs_a_token_and_its_role(secured
     guarded = [(p, m) for p, m in methods if p.split("/")[1] not in OPEN_SERVICES]
     assert {p for p, _ in guarded} == set(METHOD_ROLES), "a served method has no role, or a role no method"
     async with grpc.aio.insecure_channel(f"127.0.0.1:{secured.port}") as channel:
-        seen = {}
+        seen, open_to_any = {}, {}
         for path, method in guarded:
             role = METHOD_ROLES[path]
-            seen[path] = (await call_raw(channel, path, method, None),
-                          await call_raw(channel, path, method, (("authorization", "Bearer not-a-token"),)),
-                          await call_raw(channel, path, method, (("authorization", f"Bearer tok-no-{role}"),)))
-        assert all(codes == (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.UNAUTHENTICATED,
-                             grpc.StatusCode.PERMISSION_DENIED) for codes in seen.values()), seen
+            refused = (await call_raw(channel, path, method, None),
+                       await call_raw(channel, path, method, (("authorization", "Bearer not-a-token"),)))
+            if role == ANY_TOKEN:   # no role to lack: any valid token passes authentication
+                open_to_any[path] = refused + (await call_raw(channel, path, method, (("authorization",
+                                                                                       "Bearer tok-no-admin"),)),)
+            else:
+                seen[path] = refused + (await call_raw(channel, path, method,
+                                                       (("authorization", f"Bearer tok-no-{role}"),)),)
+        assert seen and all(codes == (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.UNAUTHENTICATED,
+                                      grpc.StatusCode.PERMISSION_DENIED) for codes in seen.values()), seen
+        for path, codes in open_to_any.items():
+            assert codes[:2] == (grpc.StatusCode.UNAUTHENTICATED,) * 2, (path, codes)
+            assert codes[2] not in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED), (path, codes)
         # health and reflection stay open
         health = health_pb2_grpc.HealthStub(channel)
         assert (await health.Check(health_pb2.HealthCheckRequest())).status == health_pb2.HealthCheckResponse.SERVING
