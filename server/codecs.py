@@ -25,25 +25,14 @@ ENCODED_FORMATS = ("JPEG", "PNG", "WEBP")
 DEFAULT_QUALITY = 90
 # the longest side each encoder can write (libwebp: 16383; libjpeg: 65500); raw and PNG: no own limit
 MAX_ENCODER_SIDE = {"webp": 16383, "jpeg": 65500}
-ANSWER_OVERHEAD = 4096   # protobuf framing, timings and names around an answer's image bytes
-
-
-def answer_bound(width: int, height: int, encoding: str) -> int:
-    """Upper bound in bytes of an answer carrying a ``width``×``height`` image in ``encoding``.
-
-    Raw RGB24 is exact.  PNG stores incompressible rows at worst (+1 filter byte a row and
-    5 bytes per 64 KiB deflate block); JPEG and WebP are budgeted at raw size, which their
-    output stays below at any quality for photographs (a rare overshoot is caught after encoding)."""
-    raw = 3 * width * height
-    if encoding == "png":
-        raw += height + 5 * (raw // 65535 + 1) + 1024
-    return raw + ANSWER_OVERHEAD
+ANSWER_OVERHEAD = 512    # protobuf framing, timings and names around an answer's pixels (as the SDK counts)
 
 
 def check_output(width: int, height: int, encoding: str, *, max_pixels: int, max_message_bytes: int) -> None:
     """Refuse an output size before any work: encoder side limits and ``max_pixels`` raise
-    :class:`InvalidArgument`, an answer that may not fit ``max_message_bytes`` raises
-    :class:`ResourceExhausted`; each message says what to ask for instead."""
+    :class:`InvalidArgument`, a raw answer (3·W·H bytes) that cannot fit ``max_message_bytes``
+    :class:`ResourceExhausted`; each message says what to ask for instead.  An encoded answer's
+    size is known once encoded (the stream and the AnswerSizeInterceptor check it then)."""
     side = MAX_ENCODER_SIDE.get(encoding)
     if side is not None and max(width, height) > side:
         raise InvalidArgument(f"output {width}x{height}: {encoding} encodes at most {side} px a side; ask for a "
@@ -51,14 +40,8 @@ def check_output(width: int, height: int, encoding: str, *, max_pixels: int, max
     if width * height > max_pixels:
         raise InvalidArgument(f"output {width}x{height} = {width * height / 1e6:.1f} MP; the server answers at most "
                               f"{max_pixels / 1e6:.1f} MP (max_pixels): ask for a smaller OutputOptions width/height")
-    bound = answer_bound(width, height, encoding)
-    if bound > max_message_bytes:
-        fit = (max_message_bytes - ANSWER_OVERHEAD) // 3
-        raise ResourceExhausted(f"{width}x{height} {encoding}: " + answer_too_large(bound, max_message_bytes, bound=True)
-                                + f" (at most {fit / 1e6:.1f} MP here)")
-
-
-T = TypeVar("T")
+    if encoding == "raw" and (size := 3 * width * height + ANSWER_OVERHEAD) > max_message_bytes:
+        raise ResourceExhausted(f"{width}x{height} raw: " + answer_too_large(size, max_message_bytes))
 
 
 @dataclass(frozen=True)
