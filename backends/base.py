@@ -37,7 +37,12 @@ class BackendOptions:
     device_id: int = 0            # GPU backends
     shape_cache: int = 4          # LiteRT: interpreters kept per worker, one per input shape
     providers: tuple[str, ...] = ()  # onnx: ONNX Runtime execution providers (default: the backend's own)
-    engine_cache_dir: str | None = None  # tensorrt: engine cache folder (default ~/.cache/stylecast/trt)
+    engine_cache_dir: str | None = None  # tensorrt, tf-trt: engine cache root (default ~/.cache/stylecast)
+    precision: str = "fp16"       # tensorrt, tf-trt: fp16 | fp32
+    max_batch: int = 1            # tensorrt, tf-trt: the largest batch the engines take
+    # tensorrt, tf-trt: frame sizes (H, W) the engines cover, the first the typical one
+    frame_sizes: tuple[tuple[int, int], ...] = ((512, 512),)
+    cudnn_conv_algo_search: str = "EXHAUSTIVE"  # cuda, tensorrt: EXHAUSTIVE | HEURISTIC | DEFAULT
 
 
 @runtime_checkable
@@ -64,8 +69,9 @@ _REGISTRY: dict[str, tuple[str, str, str]] = {
     "litert": ("stylecast.backends.litert", "LiteRTBackend", "ai_edge_litert"),
     "savedmodel": ("stylecast.backends.savedmodel", "SavedModelBackend", "tensorflow"),
     "onnx": ("stylecast.backends.onnx", "OnnxBackend", "onnxruntime"),
-    "onnx-cuda": ("stylecast.backends.onnx", "OnnxCudaBackend", "onnxruntime"),
+    "cuda": ("stylecast.backends.cuda", "CudaBackend", "onnxruntime"),
     "tensorrt": ("stylecast.backends.tensorrt", "TensorRTBackend", "onnxruntime"),
+    "tf-trt": ("stylecast.backends.tftrt", "TfTrtBackend", "tensorflow"),
 }
 
 
@@ -97,7 +103,7 @@ def best_available() -> str:
         if "TensorrtExecutionProvider" in providers:
             return "tensorrt"
         if "CUDAExecutionProvider" in providers:
-            return "onnx-cuda"
+            return "cuda"
     for name in ("litert", "savedmodel"):
         if is_installed(name):
             return name

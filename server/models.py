@@ -17,8 +17,9 @@ BACKEND_FORMATS = {
     "litert": ("tflite-int8", "tflite-fp16", "tflite-fp32"),
     "savedmodel": ("savedmodel",),
     "onnx": ("onnx",),
-    "onnx-cuda": ("onnx",),
+    "cuda": ("onnx",),
     "tensorrt": ("onnx",),
+    "tf-trt": ("savedmodel",),
 }
 
 
