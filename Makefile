@@ -87,7 +87,7 @@ gpu-bundle: $(VENV)/.dev-stamp
 		split -b 40M -d -a 1 --numeric-suffixes=1 .gpu-ort/$$wheel .gpu-ort/$$wheel.part- && \
 		for part in .gpu-ort/*.part-*; do n=$${part##*-}; mkdir .gpu-ort-$$n; mv $$part .gpu-ort-$$n/; done && \
 		rm -rf .gpu-ort; fi
-	@du -sh .gpu-bundle .gpu-ort-* 2>/dev/null
+	@du -sh .gpu-bundle .gpu-ort-* 2>/dev/null || true
 
 # The GPU check, here: without a GPU its GPU parts skip and the rest runs as a dry run.
 gpu-check: $(VENV)/.dev-stamp

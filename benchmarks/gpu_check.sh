@@ -66,6 +66,10 @@ if $PY -c "import stylecast.server.app" 2>/dev/null && [ ! -d "$BUNDLE" ]; then
 elif ls "$BUNDLE"/*.whl >/dev/null 2>&1; then
   timeout 120 $PY -m pip install -q --no-index --no-deps --no-compile --upgrade --target "$SITE" "$BUNDLE"/*.whl \
     && echo "installed into $SITE: $(cd "$BUNDLE" && ls *.whl | tr '\n' ' ')"
+  # stylecast from this tree when the machine's setuptools can build it (the bundled wheel may be older)
+  if timeout 60 $PY -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --upgrade \
+       --target "$SITE" . >/dev/null 2>&1; then echo "stylecast: built from this tree"
+  else echo "stylecast: the bundled wheel (this tree needs setuptools >= 77 to build here)"; fi
 else
   echo "no $BUNDLE/ wheels and stylecast does not import: run 'make gpu-bundle' and carry $BUNDLE"
 fi
@@ -77,7 +81,7 @@ $PY -c "import onnxruntime as o; print('onnxruntime now', o.__version__, o.get_a
   | tee -a "$OUT/env.txt"
 
 step "(c) gpu-marked tests"
-timeout 150 $PY -m pytest -q -rs -m gpu -p no:cacheprovider tests/test_gpu.py 2>&1 | tee "$OUT/gpu_tests.txt" | tail -25
+timeout 150 $PY -m pytest -q -rs -m gpu tests/test_gpu.py 2>&1 | tee "$OUT/gpu_tests.txt" | tail -25
 echo "pytest status: ${PIPESTATUS[0]}"
 
 step "(d) measurements"

@@ -19,7 +19,7 @@ import grpc
 import numpy as np
 import onnxruntime as ort
 import pytest
-from conftest import CHANNEL_OPTIONS, encoded, picture, register
+from conftest import CHANNEL_OPTIONS, encoded, make_config, picture, register
 
 from stylecast.backends import nvidia
 from stylecast.backends.base import BackendError, BackendOptions, BackendUnavailable, create_backend
@@ -29,6 +29,7 @@ from stylecast.backends.engines import (
 from stylecast.backends.tensorrt import tensorrt_problem, trt_options
 from stylecast.model import BUILTIN_DIR
 from stylecast.model.package import load_package
+from stylecast.server.app import start
 from stylecast.v1 import model_admin_pb2 as apb
 from stylecast.v1 import model_admin_pb2_grpc as apb_grpc
 from stylecast.v1 import stylecast_pb2 as pb
@@ -317,21 +318,26 @@ def test_cuda_io_binding_matches_a_plain_run(builtin):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("name", ["tensorrt", "cuda"])
-async def test_a_gpu_backend_serves_a_stream(server_factory, builtin, tmp_path, name):
+async def test_a_gpu_backend_serves_a_stream(tmp_path, name):
+    """The built-in model served on the GPU (no tiny package: exporting it needs TensorFlow)."""
     _needs(name)
-    running = await server_factory(models_dir=str(BUILTIN_DIR), backend=name, format="onnx", workers=1,
-                                   threads=2, max_batch=4, max_wait_ms=2.0, warmup_sizes="120x160",
-                                   engine_cache_dir=str(tmp_path / "engines"))
-    assert running.engine.model.backend.name == name
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}", options=CHANNEL_OPTIONS) as channel:
-        stub = pb_grpc.StyleTransferStub(channel)
-        style = await register(stub, picture(64, 64, seed=3))
+    running = await start(make_config(BUILTIN_DIR, tmp_path, backend=name, format="onnx", workers=1, threads=2,
+                                      max_batch=4, max_wait_ms=2.0, warmup_sizes="120x160",
+                                      engine_cache_dir=str(tmp_path / "engines")))
+    try:
+        assert running.engine.model.backend.name == name
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}", options=CHANNEL_OPTIONS) as channel:
+            stub = pb_grpc.StyleTransferStub(channel)
+            style = await register(stub, picture(64, 64, seed=3))
 
-        async def requests():
-            yield pb.StylizeRequest(config=pb.StreamConfig(style_id=style.id))
-            for i in range(6):
-                yield pb.StylizeRequest(frame=pb.Frame(id=i, image=pb.Image(data=encoded(picture(160, 120, seed=i)))))
+            async def requests():
+                yield pb.StylizeRequest(config=pb.StreamConfig(style_id=style.id))
+                for i in range(6):
+                    image = pb.Image(data=encoded(picture(160, 120, seed=i)))
+                    yield pb.StylizeRequest(frame=pb.Frame(id=i, image=image))
 
-        answers = [r async for r in stub.Stylize(requests())]
+            answers = [r async for r in stub.Stylize(requests())]
+    finally:
+        await running.stop(1.0)
     assert [a.frame.id for a in answers] == list(range(6))
     assert all(a.WhichOneof("msg") == "frame" and a.frame.backend == name for a in answers), answers
