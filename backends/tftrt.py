@@ -40,26 +40,27 @@ REQUIREMENT = ("TF-TRT needs TensorFlow <= 2.17 built with TensorRT 8.x and an N
                "(e.g. NVIDIA's TensorFlow container: deploy/docker/Dockerfile.gpu-tftrt)")
 
 
-def tensorrt_linked() -> tuple[tuple[int, ...], tuple[int, ...]] | None:
-    """(linked, loaded) TensorRT versions of this TensorFlow, or None when it has no TF-TRT."""
+def _utils():
     try:
         from tensorflow.compiler.tf2tensorrt import _pywrap_py_utils as utils  # noqa: PLC0415 - private, may be absent
     except ImportError:
         return None
-    if not utils.is_tensorrt_enabled():
-        return None
-    return tuple(utils.get_linked_tensorrt_version()), tuple(utils.get_loaded_tensorrt_version())
+    return utils
 
 
 def tftrt_problem(device_id: int = 0) -> str:
-    """Why TF-TRT cannot run here, or "" when it can."""
-    versions = tensorrt_linked()
-    if versions is None:
+    """Why TF-TRT cannot run here, or "" when it can.
+
+    Never asks TensorFlow for the *loaded* TensorRT version unless TensorRT loaded:
+    TensorFlow 2.17 aborts the process when it is asked without the library."""
+    utils = _utils()
+    linked = tuple(utils.get_linked_tensorrt_version()) if utils is not None else (0, 0, 0)
+    if not any(linked):
         return f"TensorFlow {tf.__version__} here is built without TensorRT. {REQUIREMENT}"
-    linked, loaded = versions
-    if not any(loaded):
-        return (f"TensorFlow {tf.__version__} was built with TensorRT {'.'.join(map(str, linked))}, "
-                f"but libnvinfer.so.{linked[0]} does not load (put TensorRT {linked[0]}.x on the library path)")
+    if not utils.is_tensorrt_enabled():
+        return (f"TensorFlow {tf.__version__} is built with TensorRT {'.'.join(map(str, linked))}, but "
+                f"libnvinfer.so.{linked[0]} does not load: put TensorRT {linked[0]}.x's libraries on the "
+                "library path (ldconfig or LD_LIBRARY_PATH)")
     gpus = tf.config.list_physical_devices("GPU")
     if not gpus:
         return f"TensorFlow sees no GPU ({nvidia.cuda().problem or 'check CUDA_VISIBLE_DEVICES'})"
@@ -128,7 +129,7 @@ class TfTrtBackend(WithinProfile, SavedModelBackend):
         memory = RssGrowth()
         profile = content_profile(options.frame_sizes, options.max_batch)
         gpu = nvidia.gpu(options.device_id)
-        _, loaded = tensorrt_linked() or ((), ())
+        loaded = _utils().get_loaded_tensorrt_version()   # safe: tftrt_problem found it loaded
         runtime = {"tensorflow": tf.__version__, "tensorrt": ".".join(map(str, loaded)),
                    "gpu": f"{gpu.name} {gpu.arch}"}
         cache = EngineCache(options.engine_cache_dir, "tf-trt",

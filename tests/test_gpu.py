@@ -341,3 +341,34 @@ async def test_a_gpu_backend_serves_a_stream(tmp_path, name):
         await running.stop(1.0)
     assert [a.frame.id for a in answers] == list(range(6))
     assert all(a.WhichOneof("msg") == "frame" and a.frame.backend == name for a in answers), answers
+
+
+# ------------------------------------------------------------------ the TF-TRT image
+
+def test_tftrt_dockerfile_pins_a_tensorflow_with_tensorrt_and_serves_tf_trt():
+    """No Docker engine here: the file is read as a Docker build would, instruction by instruction."""
+    import json
+    import re
+
+    from stylecast.server.config import ServerConfig
+
+    from test_deploy_files import serve_flags
+
+    text = (Path(__file__).resolve().parents[1] / "deploy/docker/Dockerfile.gpu-tftrt").read_text()
+    body = re.sub(r"\\\n", " ", "\n".join(ln for ln in text.splitlines() if not ln.lstrip().startswith("#")))
+    lines = [ln.strip() for ln in body.splitlines() if ln.strip()]
+    args = dict(re.findall(r'^ARG (\w+)="?([^"\n]*)"?$', "\n".join(lines), re.MULTILINE))
+    assert args["PYTHON_IMAGE"] == "python:3.11-slim"                      # the base image is a build arg
+    assert [ln for ln in lines if ln.startswith("FROM")] == ["FROM ${PYTHON_IMAGE} AS wheel", "FROM ${PYTHON_IMAGE}"]
+    tf_version = re.fullmatch(r"tensorflow\[and-cuda\]==(\d+)\.(\d+)\.(\d+)", args["TENSORFLOW"])
+    assert tf_version and (int(tf_version[1]), int(tf_version[2])) <= (2, 17)   # TF-TRT's last line
+    assert re.fullmatch(r"tensorrt-libs==8\.\d+\.\d+", args["TENSORRT_LIBS"])    # what TF 2.17 links against
+    run = " ".join(ln for ln in lines if ln.startswith("RUN"))
+    assert run.index('"$TENSORFLOW"') < run.index("stylecast-*.whl")    # stylecast's protobuf 7 after TF's pins
+    assert "get_linked_tensorrt_version" in run and "is_tensorrt_enabled" in run and "ldconfig" in run
+    user = [ln for ln in lines if ln.startswith("USER")][-1].split()[1]
+    assert user.split(":")[0].isdigit() and int(user.split(":")[0]) != 0
+    exposed = {int(p) for ln in lines if ln.startswith("EXPOSE") for p in ln.split()[1:]}
+    assert exposed == {ServerConfig.port, ServerConfig.metrics_port}
+    flags, _ = serve_flags(json.loads([ln for ln in lines if ln.startswith("CMD")][-1][3:]))
+    assert flags["backend"] == "tf-trt"
