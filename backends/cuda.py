@@ -10,6 +10,8 @@ installed CUDA major version (PyPI's 1.31: CUDA 13, cuDNN 9) and an NVIDIA GPU.
 
 from __future__ import annotations
 
+import functools
+import logging
 from collections.abc import Sequence
 
 import numpy as np
@@ -21,6 +23,19 @@ from stylecast.backends.onnx import OnnxBackend, Provider
 from stylecast.model.package import ModelPackage
 
 CONV_ALGO_SEARCH = ("EXHAUSTIVE", "HEURISTIC", "DEFAULT")
+log = logging.getLogger(__name__)
+
+
+@functools.cache
+def preload_cuda_libraries() -> None:
+    """Load CUDA and cuDNN from the ``nvidia-*`` wheels where they are installed
+    (``onnxruntime-gpu[cuda,cudnn]``, ≥ 1.21); libraries on the system path need nothing."""
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is not None:
+        try:
+            preload()
+        except Exception as exc:  # noqa: BLE001 - ORT's own untyped errors; the session says what is missing
+            log.warning("onnxruntime.preload_dlls: %s", exc)
 
 
 def gpu_problem(provider: str) -> str:
@@ -58,6 +73,7 @@ class CudaBackend(OnnxBackend):
             nvidia.gpu(options.device_id)
         except LookupError as exc:
             raise BackendUnavailable(f"the {self.name} backend cannot run here: {exc}") from None
+        preload_cuda_libraries()
         return [("CUDAExecutionProvider", self.cuda_options(options)), "CPUExecutionProvider"]
 
     def check_session(self, session: ort.InferenceSession) -> None:

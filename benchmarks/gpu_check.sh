@@ -51,18 +51,9 @@ EOF
 } 2>&1 | tee "$OUT/env.txt"
 
 step "(b) packages (no network)"
-if ls .gpu-ort-*/*.part-* >/dev/null 2>&1 && [ -f "$BUNDLE/onnxruntime-gpu.sha256" ]; then
-  WHEEL_NAME=$(awk '{print $2}' "$BUNDLE/onnxruntime-gpu.sha256")
-  mkdir -p /tmp/stylecast-ort && cat $(ls -1 .gpu-ort-*/*.part-* | sort -V) > "/tmp/stylecast-ort/$WHEEL_NAME"
-  if (cd /tmp/stylecast-ort && sha256sum -c "$OLDPWD/$BUNDLE/onnxruntime-gpu.sha256"); then
-    $PY -m pip install -q --no-index --no-deps --no-compile --target "$SITE" "/tmp/stylecast-ort/$WHEEL_NAME" \
-      && echo "onnxruntime-gpu from the carried parts: installed in $SITE"
-  else
-    echo "onnxruntime-gpu parts are incomplete or corrupt: the ORT GPU backends will say they cannot run"
-  fi
-fi
-if $PY -c "import stylecast.server.app" 2>/dev/null && [ ! -d "$BUNDLE" ]; then
-  echo "stylecast imports as installed: nothing to install"
+rm -rf "$SITE"
+if $PY -c "import stylecast.server.app" 2>/dev/null; then
+  echo "stylecast imports as installed (a dev checkout): nothing to install"
 elif ls "$BUNDLE"/*.whl >/dev/null 2>&1; then
   timeout 120 $PY -m pip install -q --no-index --no-deps --no-compile --upgrade --target "$SITE" "$BUNDLE"/*.whl \
     && echo "installed into $SITE: $(cd "$BUNDLE" && ls *.whl | tr '\n' ' ')"
@@ -72,6 +63,16 @@ elif ls "$BUNDLE"/*.whl >/dev/null 2>&1; then
   else echo "stylecast: the bundled wheel (this tree needs setuptools >= 77 to build here)"; fi
 else
   echo "no $BUNDLE/ wheels and stylecast does not import: run 'make gpu-bundle' and carry $BUNDLE"
+fi
+if ls .gpu-ort-*/*.part-* >/dev/null 2>&1 && [ -f "$BUNDLE/onnxruntime-gpu.sha256" ]; then
+  WHEEL_NAME=$(awk '{print $2}' "$BUNDLE/onnxruntime-gpu.sha256")
+  mkdir -p /tmp/stylecast-ort && cat $(ls -1 .gpu-ort-*/*.part-* | sort -V) > "/tmp/stylecast-ort/$WHEEL_NAME"
+  if (cd /tmp/stylecast-ort && sha256sum -c "$OLDPWD/$BUNDLE/onnxruntime-gpu.sha256"); then
+    $PY -m pip install -q --no-index --no-deps --no-compile --upgrade --target "$SITE" "/tmp/stylecast-ort/$WHEEL_NAME" \
+      && echo "onnxruntime-gpu from the carried parts: installed in $SITE"
+  else
+    echo "onnxruntime-gpu parts are incomplete or corrupt: the ORT GPU backends will say they cannot run"
+  fi
 fi
 [ -d "$SITE" ] && export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
 if ! $PY -c "import stylecast.server.app, stylecast.backends.nvidia" 2>&1; then
