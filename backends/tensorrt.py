@@ -21,7 +21,7 @@ from stylecast.backends import nvidia
 from stylecast.backends.base import BackendOptions, BackendUnavailable
 from stylecast.backends.cuda import CudaBackend, gpu_problem
 from stylecast.backends.endpoints import Endpoint
-from stylecast.backends.engines import EngineCache, Profile, WithinProfile, cache_key, content_profile, input_shapes
+from stylecast.backends.engines import EngineCache, WithinProfile, cache_key, content_profile, input_shapes
 from stylecast.backends.onnx import Provider
 from stylecast.model.package import ModelPackage
 
@@ -55,7 +55,6 @@ class TensorRTBackend(WithinProfile, CudaBackend):
 
     name = "tensorrt"
     provider = "TensorrtExecutionProvider"
-    _pending: Profile | None = None   # the profile while ``load`` opens sessions
 
     def __init__(self) -> None:
         super().__init__()
@@ -70,12 +69,15 @@ class TensorRTBackend(WithinProfile, CudaBackend):
     def file_providers(self, providers: list[Provider], path: Path, endpoints: list[Endpoint],
                        package: ModelPackage, options: BackendOptions) -> list[Provider]:
         """TensorRT first, with the profile shapes of this file's dynamic inputs."""
-        assert self.cache is not None and self._pending is not None
+        assert self.cache is not None, "load() sets the cache before opening sessions"
+        profile = content_profile(options.frame_sizes, options.max_batch)
         roles = {model_name: role for ep in endpoints for role, model_name in ep.inputs.items()}
-        meta = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])  # declared input shapes
+        plain = ort.SessionOptions()
+        plain.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL   # only to read the inputs
+        meta = ort.InferenceSession(str(path), plain, providers=["CPUExecutionProvider"])
         shapes = {}
         for inp in meta.get_inputs():
-            found = input_shapes(inp.shape, roles.get(inp.name, ""), self._pending, options.max_batch)
+            found = input_shapes(inp.shape, roles.get(inp.name, ""), profile, options.max_batch)
             if found is not None:
                 shapes[inp.name] = found
         return [("TensorrtExecutionProvider", trt_options(options, self.cache.folder, shapes)), *providers]
@@ -91,11 +93,7 @@ class TensorRTBackend(WithinProfile, CudaBackend):
         self.cache = EngineCache(options.engine_cache_dir, "ort-trt",
                                  cache_key(package, "onnx", options.precision, profile, runtime))
         self.cache.prepare()
-        self._pending = profile
-        try:
-            super().load(package, options)
-        finally:
-            self._pending = None
+        super().load(package, options)
         self._profile = profile
 
     def close(self) -> None:

@@ -30,9 +30,10 @@ step() { echo; echo "=== [$((SECONDS - START)) s] $*"; }
 
 step "(a) machine"
 {
-  nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used,clocks.max.sm --format=csv 2>&1 \
-    || echo "nvidia-smi: not available (no NVIDIA driver here)"
-  nvidia-smi 2>/dev/null | grep -o "CUDA Version: [0-9.]*" || true
+  if command -v nvidia-smi >/dev/null; then
+    nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used,clocks.max.sm --format=csv 2>&1
+    nvidia-smi | grep -o "CUDA Version: [0-9.]*"
+  else echo "nvidia-smi: not here (no NVIDIA driver)"; fi
   command -v nvcc >/dev/null && nvcc --version | tail -1
   echo "python: $($PY --version 2>&1) at $(command -v "$PY")"
   $PY - <<'EOF'

@@ -100,6 +100,32 @@ def test_profiles_for_the_builtin_models_declared_inputs(builtin):
     assert found["image"] == ((1, 256, 256, 3), (1, 256, 256, 3), (8, 256, 256, 3))
 
 
+def test_engines_profile_bounds_slice_batches_and_scale_large_frames(builtin):
+    """The mixin the TensorRT backends share, on ONNX Runtime's CPU backend: a batch above the
+    profile's runs in slices, a frame above it runs scaled to fit and back; both equal doing so by hand."""
+    from stylecast.backends.engines import WithinProfile
+    from stylecast.backends.fit import resize_bilinear
+    from stylecast.backends.onnx import OnnxBackend
+
+    class Bounded(WithinProfile, OnnxBackend):
+        pass
+
+    bounded, plain = Bounded(), create_backend("onnx")
+    for backend in (bounded, plain):
+        backend.load(builtin, BackendOptions(format="onnx", threads=2))
+    bounded._profile = content_profile([(64, 64)], 2)
+    vectors = np.random.default_rng(1).normal(size=(3, builtin.style_dim)).astype(np.float32)
+    content = _content(3, 48, 64)
+    np.testing.assert_allclose(bounded.stylize(content, vectors), plain.stylize(content, vectors), atol=1e-5)
+    big = _content(1, 100, 150)
+    assert fit_within(100, 150, bounded._profile) == (32, 64)
+    out = bounded.stylize(big, vectors[:1])
+    assert out.shape == big.shape
+    by_hand = resize_bilinear(plain.stylize(resize_bilinear(big, (32, 64)), vectors[:1]), (100, 150))
+    np.testing.assert_allclose(out, by_hand, atol=1e-5)
+    assert np.abs(out - plain.stylize(big, vectors[:1])).mean() > 1e-3   # it did run at another size
+
+
 def test_tensorrt_provider_options(tmp_path):
     shapes = {"content": ((1, 16, 16, 3), (2, 64, 64, 3), (2, 512, 512, 3)), "style": ((1, 100), (2, 100), (2, 100))}
     opts = trt_options(BackendOptions(format="onnx", device_id=1), tmp_path, shapes)
