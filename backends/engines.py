@@ -191,11 +191,12 @@ class WithinProfile:
     _style_dim: int
 
     def _call(self, endpoint: str, arrays: dict[str, np.ndarray]) -> np.ndarray:
+        call = super()._call  # type: ignore[misc]
         n = next(iter(arrays.values())).shape[0]
         limit = self._profile.max[0] if self._profile else n
         if n <= limit:
-            return super()._call(endpoint, arrays)  # type: ignore[misc]
-        return np.concatenate([super()._call(endpoint, {k: a[i:i + limit] for k, a in arrays.items()})  # type: ignore[misc]
+            return call(endpoint, arrays)
+        return np.concatenate([call(endpoint, {k: a[i:i + limit] for k, a in arrays.items()})
                                for i in range(0, n, limit)])
 
     def stylize(self, content: np.ndarray, styles: np.ndarray) -> np.ndarray:
