@@ -198,8 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, help="folder for gpu_check.json and gpu_check.txt")
     parser.add_argument("--budget-s", type=float, default=300.0, help="stop starting new measurements after this")
-    parser.add_argument("--seconds", type=float, default=2.0, help="per size × batch cell")
-    parser.add_argument("--served-seconds", type=float, default=6.0)
+    parser.add_argument("--seconds", type=float, default=1.0, help="per size × batch cell")
+    parser.add_argument("--served-seconds", type=float, default=4.0)
     parser.add_argument("--dry-run", action="store_true",
                         help="without a GPU backend, run the same code on the onnx CPU backend, briefly")
     args = parser.parse_args(argv)

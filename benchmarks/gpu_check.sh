@@ -83,7 +83,7 @@ $PY -c "import onnxruntime as o; print('onnxruntime now', o.__version__, o.get_a
   | tee -a "$OUT/env.txt"
 
 step "(c) gpu-marked tests"
-timeout 150 $PY -m pytest -q -rs -m gpu tests/test_gpu.py 2>&1 | tee "$OUT/gpu_tests.txt" | tail -25
+timeout 200 $PY -m pytest -q -rs -m gpu tests/test_gpu.py 2>&1 | tee "$OUT/gpu_tests.txt" | tail -25
 echo "pytest status: ${PIPESTATUS[0]}"
 
 step "(d) measurements"

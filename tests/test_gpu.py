@@ -261,6 +261,21 @@ async def test_loading_a_gpu_backend_it_cannot_run_keeps_the_model_serving(serve
 
 # ------------------------------------------------------------------ on a GPU
 
+# One profile for every GPU test (256² typical, up to 512², batch ≤ 2: what a server with
+# warmup_sizes "256x256", process_max_side 512 and max_batch 2 builds), so TensorRT builds its
+# engines once per run, in one folder, and the later tests load them.
+GPU_SIZES, GPU_BATCH = ((256, 256), (512, 512)), 2
+
+
+@pytest.fixture(scope="module")
+def engine_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("engines")
+
+
+def _gpu_options(engine_dir: Path) -> BackendOptions:
+    return BackendOptions(format="onnx", max_batch=GPU_BATCH, frame_sizes=GPU_SIZES, engine_cache_dir=str(engine_dir))
+
+
 def _needs(name: str) -> None:
     if PROBLEMS[name]:
         pytest.skip(f"{name}: {PROBLEMS[name]}")
@@ -281,11 +296,10 @@ def _content(n: int, h: int, w: int) -> np.ndarray:
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("name,atol,mean_tol", [("cuda", 2e-3, 2e-4), ("tensorrt", 0.1, 5e-3)])  # TensorRT: fp16
-def test_ort_gpu_backends_agree_with_the_cpu(builtin, tmp_path, name, atol, mean_tol):
+def test_ort_gpu_backends_agree_with_the_cpu(builtin, engine_dir, name, atol, mean_tol):
     _needs(name)
     backend = create_backend(name)
-    backend.load(builtin, BackendOptions(format="onnx", max_batch=2, frame_sizes=((288, 512),),
-                                         engine_cache_dir=str(tmp_path)))
+    backend.load(builtin, _gpu_options(engine_dir))
     backend.warmup([(288, 512)])
     style = np.stack([picture(256, 256, seed=9), picture(256, 256, seed=10)]).astype(np.float32) / 255
     vectors = backend.predict_style(style)
@@ -304,13 +318,12 @@ def test_ort_gpu_backends_agree_with_the_cpu(builtin, tmp_path, name, atol, mean
 
 
 @pytest.mark.gpu
-def test_tensorrt_engines_are_cached_and_new_sizes_need_no_rebuild(builtin, tmp_path):
+def test_tensorrt_engines_are_cached_and_new_sizes_need_no_rebuild(builtin, engine_dir):
     _needs("tensorrt")
-    options = BackendOptions(format="onnx", max_batch=2, frame_sizes=((256, 256), (512, 512)),
-                             engine_cache_dir=str(tmp_path))
+    options = _gpu_options(engine_dir)
     first = create_backend("tensorrt")
     first.load(builtin, options)
-    first.warmup([(256, 256)])
+    first.warmup([(256, 256)])   # builds the engines, or loads those an earlier test built
     engines = {p: p.stat().st_mtime_ns for p in first.cache.folder.iterdir() if p.suffix == ".engine"}
     assert engines, list(first.cache.folder.iterdir())
     vector = first.predict_style(np.full((1, 256, 256, 3), 0.5, np.float32))
@@ -344,12 +357,13 @@ def test_cuda_io_binding_matches_a_plain_run(builtin):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("name", ["tensorrt", "cuda"])
-async def test_a_gpu_backend_serves_a_stream(tmp_path, name):
-    """The built-in model served on the GPU (no tiny package: exporting it needs TensorFlow)."""
+async def test_a_gpu_backend_serves_a_stream(tmp_path, engine_dir, name):
+    """The built-in model served on the GPU (no tiny package: exporting it needs TensorFlow),
+    configured so that it needs the engines the tests above built."""
     _needs(name)
     running = await start(make_config(BUILTIN_DIR, tmp_path, backend=name, format="onnx", workers=1, threads=2,
-                                      max_batch=4, max_wait_ms=2.0, warmup_sizes="120x160",
-                                      engine_cache_dir=str(tmp_path / "engines")))
+                                      max_batch=GPU_BATCH, max_wait_ms=2.0, warmup_sizes="256x256",
+                                      process_max_side=512, engine_cache_dir=str(engine_dir)))
     try:
         assert running.engine.model.backend.name == name
         async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}", options=CHANNEL_OPTIONS) as channel:
@@ -367,6 +381,8 @@ async def test_a_gpu_backend_serves_a_stream(tmp_path, name):
         await running.stop(1.0)
     assert [a.frame.id for a in answers] == list(range(6))
     assert all(a.WhichOneof("msg") == "frame" and a.frame.backend == name for a in answers), answers
+    if name == "tensorrt":
+        assert running.engine.model.backend.cache.folder.parent.parent == engine_dir / "ort-trt"
 
 
 # ------------------------------------------------------------------ the TF-TRT image
