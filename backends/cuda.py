@@ -20,7 +20,7 @@ import onnxruntime as ort
 from stylecast.backends import nvidia
 from stylecast.backends.base import BackendError, BackendOptions, BackendUnavailable
 from stylecast.backends.onnx import OnnxBackend, Provider
-from stylecast.model.package import ModelPackage
+from stylecast.backends.package import ModelPackage
 
 CONV_ALGO_SEARCH = ("EXHAUSTIVE", "HEURISTIC", "DEFAULT")
 log = logging.getLogger(__name__)
@@ -45,6 +45,11 @@ def gpu_problem(provider: str) -> str:
         return (f"ONNX Runtime {ort.__version__} here has no {provider} (it has {', '.join(available)}): "
                 "install onnxruntime-gpu in place of onnxruntime (pip install 'stylecast[gpu]')")
     return nvidia.cuda().problem
+
+
+def cuda_problem() -> str:
+    """Why ORT-CUDA cannot run here, or "" when it can."""
+    return gpu_problem("CUDAExecutionProvider")
 
 
 class CudaBackend(OnnxBackend):

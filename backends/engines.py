@@ -30,7 +30,7 @@ import numpy as np
 
 from stylecast.backends.base import PAD_MULTIPLE, BackendError
 from stylecast.backends.fit import resize_bilinear, stylize_inputs
-from stylecast.model.package import ModelPackage
+from stylecast.backends.package import ModelPackage
 
 DEFAULT_CACHE_ROOT = Path("~/.cache/stylecast")
 PRECISIONS = ("fp16", "fp32")
@@ -183,7 +183,7 @@ def _write_key(folder: Path, key: Mapping[str, object]) -> None:
 
 
 class WithinProfile:
-    """Mixin for :class:`~stylecast.backends.fit.SessionCalls` backends whose engines cover one
+    """Mixin for :class:`~stylecast.backends.session_backend.SessionBackend` subclasses whose engines cover one
     :class:`Profile` (set ``_profile`` in ``load``): a larger batch runs in slices of the
     profile's batch, a larger frame is scaled to fit the profile and back."""
 

@@ -23,7 +23,7 @@ from stylecast.backends.cuda import CudaBackend, gpu_problem
 from stylecast.backends.endpoints import Endpoint
 from stylecast.backends.engines import EngineCache, WithinProfile, cache_key, content_profile, input_shapes
 from stylecast.backends.onnx import Provider
-from stylecast.model.package import ModelPackage
+from stylecast.backends.package import ModelPackage
 
 
 def tensorrt_problem() -> str:

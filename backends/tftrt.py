@@ -32,7 +32,7 @@ from stylecast.backends.endpoints import Endpoint, endpoints
 from stylecast.backends.engines import EngineCache, Profile, WithinProfile, cache_key, content_profile, input_shapes
 from stylecast.backends.memory import RssGrowth
 from stylecast.backends.savedmodel import SavedModelBackend, configure_threads
-from stylecast.model.package import ModelPackage
+from stylecast.backends.package import ModelPackage
 
 log = logging.getLogger(__name__)
 

@@ -36,9 +36,9 @@ from stylecast.backends import nvidia
 from stylecast.backends.base import BackendOptions, create_backend
 from stylecast.client.loadgen import synthetic_image
 from stylecast.model import BUILTIN_DIR
-from stylecast.model.package import ModelPackage
+from stylecast.backends.package import ModelPackage
 from stylecast.model.preprocess import to_float
-from stylecast.server.models import find_package
+from stylecast.server.packages import find_package
 
 SIZES = ((1024, 1024), (512, 512), (1080, 1920))   # the first is what engines are tuned for
 BATCHES = (1, 4, 8)

@@ -28,7 +28,7 @@ from stylecast.backends.engines import (
     EngineCache, Profile, artifact_digest, cache_key, content_profile, fit_within, input_shapes)
 from stylecast.backends.tensorrt import tensorrt_problem, trt_options
 from stylecast.model import BUILTIN_DIR
-from stylecast.model.package import load_package
+from stylecast.backends.package import load_package
 from stylecast.server.app import start
 from stylecast.v1 import model_admin_pb2 as apb
 from stylecast.v1 import model_admin_pb2_grpc as apb_grpc
@@ -257,6 +257,31 @@ async def test_loading_a_gpu_backend_it_cannot_run_keeps_the_model_serving(serve
         out = await stub.StylizeImage(pb.StylizeImageRequest(
             config=pb.StreamConfig(style_id=style.id), image=pb.Image(data=encoded(picture(40, 30, seed=4)))))
         assert (out.result.image.width, out.result.image.height) == (40, 30) and out.result.backend == "litert"
+
+
+# ------------------------------------------------------------------ auto
+
+def test_auto_takes_the_first_backend_that_runs_here_and_logs_why(builtin, caplog):
+    from stylecast.backends.base import AUTO_ORDER, best_available, unavailable
+    from stylecast.server.config import ServerConfig
+    from stylecast.server.errors import FailedPrecondition
+    from stylecast.server.packages import choose_backend
+
+    if nvidia.cuda().gpus:
+        pytest.skip("this machine has a GPU: auto takes a GPU backend")
+    assert AUTO_ORDER[:3] == ("tensorrt", "cuda", "tf-trt")
+    caplog.set_level("INFO", logger="stylecast.backends.base")
+    assert choose_backend(ServerConfig(backend="auto"), builtin) == ("litert", "tflite-int8")
+    message = caplog.records[-1].getMessage()
+    assert message.startswith("backend auto: litert; not tensorrt: ")
+    for name in ("tensorrt", "cuda", "tf-trt"):
+        assert f"not {name}: {unavailable(name)}" in message and unavailable(name)
+    # the package decides too: no TFLite artifact, or a format asked for
+    assert best_available(("savedmodel",)) == "savedmodel"
+    assert "not litert: the model has no tflite-int8 / tflite-fp16 / tflite-fp32 artifact" in caplog.records[-1].getMessage()
+    assert choose_backend(ServerConfig(backend="auto", format="onnx"), builtin) == ("onnx", "onnx")
+    with pytest.raises(FailedPrecondition, match="no backend can run here: tensorrt: .*; onnx: the model has no onnx"):
+        choose_backend(ServerConfig(backend="auto", format="tflite-int4"), builtin)
 
 
 # ------------------------------------------------------------------ on a GPU
