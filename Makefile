@@ -71,7 +71,7 @@ proto: $(VENV)/.dev-stamp
 # over one carry's 64 MiB) split into .gpu-ort-N/ parts of 40 MiB to carry in separate calls.
 GPU_PY ?= 3.12
 ORT_GPU_VERSION ?= 1.31.1
-GPU_WHEELS := grpcio protobuf grpcio-health-checking grpcio-reflection pytest-asyncio
+GPU_WHEELS := grpcio protobuf grpcio-health-checking grpcio-reflection grpcio-status googleapis-common-protos pytest-asyncio
 PLATFORMS := --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64
 gpu-bundle: $(VENV)/.dev-stamp
 	rm -rf .gpu-bundle .gpu-ort-* && mkdir .gpu-bundle
