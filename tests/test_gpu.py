@@ -28,6 +28,7 @@ from stylecast.backends.engines import (
     EngineCache, Profile, artifact_digest, cache_key, content_profile, fit_within, input_shapes)
 from stylecast.backends.tensorrt import tensorrt_problem, trt_options
 from stylecast.model import BUILTIN_DIR
+from stylecast.model.preprocess import to_float
 from stylecast.backends.package import load_package
 from stylecast.server.app import start
 from stylecast.v1 import model_admin_pb2 as apb
@@ -316,7 +317,7 @@ def _cpu_reference(builtin, content: np.ndarray, vectors: np.ndarray) -> np.ndar
 
 
 def _content(n: int, h: int, w: int) -> np.ndarray:
-    return np.stack([picture(w, h, seed=i) for i in range(n)]).astype(np.float32) / 255
+    return to_float(np.stack([picture(w, h, seed=i) for i in range(n)]))
 
 
 @pytest.mark.gpu
@@ -326,7 +327,7 @@ def test_ort_gpu_backends_agree_with_the_cpu(builtin, engine_dir, name, atol, me
     backend = create_backend(name)
     backend.load(builtin, _gpu_options(engine_dir))
     backend.warmup([(288, 512)])
-    style = np.stack([picture(256, 256, seed=9), picture(256, 256, seed=10)]).astype(np.float32) / 255
+    style = to_float(np.stack([picture(256, 256, seed=9), picture(256, 256, seed=10)]))
     vectors = backend.predict_style(style)
     cpu = create_backend("onnx")
     cpu.load(builtin, BackendOptions(format="onnx"))
