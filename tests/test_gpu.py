@@ -196,6 +196,18 @@ def test_engine_cache_entries_appear_whole_and_are_reused(builtin, tmp_path):
 
 # ------------------------------------------------------------------ refusals on this machine
 
+def test_tensorrt_versions_and_config_settings_read_right():
+    from stylecast.server.config import ConfigError, ServerConfig
+
+    assert nvidia._version(100300) == "10.3.0" and nvidia._version(8601) == "8.6.1"   # TRT 10 / TRT 8 encodings
+    config = ServerConfig(warmup_sizes="288x512,1080x1920", process_max_side=640, precision="fp32")
+    assert config.frame_sizes == ((288, 512), (1080, 1920), (640, 640))
+    profile = content_profile(config.frame_sizes, config.max_batch)
+    assert (profile.opt, profile.max) == ((1, 288, 512), (1, 1920, 1920))
+    with pytest.raises(ConfigError, match="precision must be fp16 or fp32"):
+        ServerConfig(precision="int8")
+
+
 def test_nvidia_probes_say_what_is_missing():
     found = nvidia.cuda()
     if found.gpus:
