@@ -30,7 +30,9 @@ models_app = typer.Typer(no_args_is_help=True, help="Upload, load, unload, list 
 app.add_typer(model_app, name="model")
 app.add_typer(models_app, name="models")
 
-Target = Annotated[str, typer.Option("--target", "-t", help="Server address HOST:PORT.",
+Target = Annotated[str, typer.Option("--target", "-t", help="Server address HOST:PORT, or any gRPC target: "
+                                     "several replicas as ipv4:H1:P1,H2:P2 or dns:///NAME:PORT (calls are "
+                                     "balanced round-robin over healthy replicas).",
                                      envvar="STYLECAST_TARGET")]
 Token = Annotated[str | None, typer.Option("--token", help="Bearer token.", envvar="STYLECAST_TOKEN")]
 AdminTarget = Annotated[str, typer.Option("--target", "-t", help="ModelAdmin address HOST:PORT (the server's "

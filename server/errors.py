@@ -48,7 +48,13 @@ class FailedPrecondition(StylecastError):
 
 
 class Unavailable(StylecastError):
+    """Try again later (elsewhere); ``retry_after_s`` is sent to clients as gRPC's retry pushback."""
+
     code = grpc.StatusCode.UNAVAILABLE
+
+    def __init__(self, message: str = "", retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class ShuttingDown(Unavailable):

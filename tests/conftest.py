@@ -11,9 +11,12 @@ from __future__ import annotations
 import hashlib
 import io
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import grpc
@@ -97,6 +100,77 @@ async def server(server_factory) -> RunningServer:
 async def stub(server: RunningServer):
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}", options=CHANNEL_OPTIONS) as channel:
         yield pb_grpc.StyleTransferStub(channel)
+
+
+# --------------------------------------------------------------------- Redis
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RedisProcess:
+    """A real ``redis-server`` on a free loopback port, with AOF (``appendfsync always``) in
+    ``workdir``: :meth:`kill` (SIGKILL) and :meth:`start` again on the same port keep the data."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir, self.port = workdir, free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisProcess:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.workdir),
+             "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--daemonize", "no",
+             "--logfile", str(self.workdir / "redis.log")], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 30
+        while True:  # wait until it answers PING
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as conn:
+                    conn.sendall(b"PING\r\n")
+                    if conn.recv(64).startswith(b"+PONG"):
+                        return self
+            except OSError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"redis-server did not start: {self.proc.stderr.read().decode()[-2000:]}")
+            time.sleep(0.05)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+    def flush(self) -> None:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as conn:
+            conn.sendall(b"FLUSHALL\r\n")
+            assert conn.recv(64).startswith(b"+OK")
+
+
+def redis_server_or_skip() -> None:
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server not installed (make test installs Debian's redis-server)")
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory):
+    """One real redis-server for the session; tests that use it call ``flush`` first (``redis_url``)."""
+    redis_server_or_skip()
+    proc = RedisProcess(tmp_path_factory.mktemp("redis")).start()
+    yield proc
+    proc.kill()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisProcess) -> str:
+    """The URL of an empty database on the session's redis-server."""
+    redis_server.flush()
+    return redis_server.url
 
 
 # --------------------------------------------------------------------- images

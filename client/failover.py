@@ -1,0 +1,179 @@
+"""One ``Stylize`` stream that survives its replica: resume elsewhere from the first unanswered frame.
+
+A stream sticks to the replica its call landed on.  When that replica drains
+(SIGTERM → health NOT_SERVING → the stream ends UNAVAILABLE after answering every
+frame it read) or dies (the connection breaks: UNAVAILABLE), the stream opens a
+new call — the channel's round_robin and client-side health checking pick a
+healthy replica, ``wait_for_ready`` waits for one — and sends again the
+StreamConfig in effect for the first unanswered frame, then every unanswered
+frame in order, then the current StreamConfig, then carries on with the frames
+not yet sent.  Frame ids never restart, so every id is answered exactly once, in
+order (an answer to an id already answered is dropped).  Only a whole-call
+UNAVAILABLE resumes; in-band answers (``FrameError``, ``FrameDropped``) are
+answers and are never retried, and any other status ends the stream.
+
+Memory: the unanswered frames are kept until answered (at most ``max_in_flight``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+
+from stylecast.client.errors import StylecastError, Unavailable, from_rpc_error
+from stylecast.client.messages import StreamOptions, parse_response, response_id, to_config, to_image
+from stylecast.client.types import FrameResult
+from stylecast.v1 import stylecast_pb2 as pb
+
+MAX_FAILOVERS = 5          # consecutive resumes without an answered frame before giving up
+FAILOVER_BACKOFF_S = 0.05  # before the n-th consecutive resume: (n - 1) × this
+FAILOVER_WAIT_S = 10.0     # how long a resumed call waits for a healthy replica
+RESUMABLE = (grpc.StatusCode.UNAVAILABLE,)
+_END = object()
+
+
+class _ProducerFailed:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+class FailoverStream:
+    """Drives one logical stream over as many ``Stylize`` calls as failover needs.
+
+    ``open_call(wait_for_ready, timeout)`` starts a call; ``items`` is the user's frames and
+    :class:`StreamOptions` (an async iterator, pulled by one task for the stream's life).
+    """
+
+    def __init__(self, open_call: Callable[[bool, float | None], Any], config: pb.StreamConfig,
+                 items: AsyncIterator[Any], *, failover: bool, timeout: float | None,
+                 max_in_flight: int | None) -> None:
+        self._open_call, self._failover, self._timeout = open_call, failover, timeout
+        self._config = pb.StylizeRequest(config=config)
+        self._window = asyncio.Semaphore(max_in_flight) if max_in_flight else None
+        # frame id -> (the config request in effect for it, its request, perf_counter when first sent)
+        self._pending: OrderedDict[int, tuple[pb.StylizeRequest, pb.StylizeRequest, float]] = OrderedDict()
+        self._next_id = 0
+        self._held: Any = None            # an item taken from the queue but not yet sent
+        self._produced_all = False
+        self._queue: asyncio.Queue = asyncio.Queue(maxsize=1)
+        self._producer = asyncio.create_task(self._produce(items))
+        self.resumes = 0                  # calls opened after the first (for tests and benchmarks)
+
+    async def _produce(self, items: AsyncIterator[Any]) -> None:
+        try:
+            async for item in items:
+                await self._queue.put(item)
+            await self._queue.put(_END)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # a failing producer ends the stream with its error
+            await self._queue.put(_ProducerFailed(exc))
+
+    async def results(self) -> AsyncIterator[FrameResult]:
+        """Every frame's result, in send order, across as many calls as it takes."""
+        deadline = None if self._timeout is None else time.monotonic() + self._timeout
+        stalled = 0   # consecutive resumes with no answer
+        try:
+            while True:
+                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+                resumed = self.resumes > 0
+                call = self._open_call(resumed, remaining)
+                writer = asyncio.create_task(self._write(call, resumed))
+                answered = False
+                try:
+                    async for result in self._read(call, writer):
+                        stalled, answered = 0, True
+                        yield result
+                    await writer
+                    return
+                except grpc.aio.AioRpcError as exc:
+                    # A stream whose very first call fails before any answer is refused, not
+                    # interrupted (no server, wrong address): report it at once.
+                    if not (self._failover and exc.code() in RESUMABLE and (answered or resumed)):
+                        raise from_rpc_error(exc) from None
+                    stalled += 1
+                    if stalled > MAX_FAILOVERS:
+                        raise Unavailable(f"stream failover gave up after {MAX_FAILOVERS} attempts with no "
+                                          f"answer: {exc.details()}") from None
+                    self.resumes += 1
+                    await asyncio.sleep(FAILOVER_BACKOFF_S * (stalled - 1))
+                finally:
+                    writer.cancel()
+                    call.cancel()
+                    await asyncio.gather(writer, return_exceptions=True)
+        finally:
+            self._producer.cancel()
+            await asyncio.gather(self._producer, return_exceptions=True)
+
+    async def _read(self, call: Any, writer: asyncio.Task) -> AsyncIterator[FrameResult]:
+        while True:
+            try:
+                msg = await call.read()
+            except (grpc.aio.AioRpcError, asyncio.CancelledError) as exc:
+                if writer.done() and not writer.cancelled() and writer.exception() is not None:
+                    raise writer.exception() from None  # the producer or a frame failed
+                raise exc from None
+            if msg is grpc.aio.EOF:
+                if self._pending:
+                    raise StylecastError(f"the server ended the stream with {len(self._pending)} frames unanswered")
+                return
+            frame_id = response_id(msg)
+            if frame_id not in self._pending:
+                continue  # already answered before a resume: exactly once
+            while self._pending:  # answers come in send order
+                first, (_, _, start) = self._pending.popitem(last=False)
+                if self._window is not None:
+                    self._window.release()
+                if first == frame_id:
+                    break
+            yield parse_response(msg, (time.perf_counter() - start) * 1e3)
+
+    async def _write(self, call: Any, resumed: bool) -> None:
+        try:
+            last_config = None
+            if resumed:
+                try:
+                    await asyncio.wait_for(call.wait_for_connection(), FAILOVER_WAIT_S)
+                except asyncio.TimeoutError:
+                    raise Unavailable(f"stream failover: no healthy replica within {FAILOVER_WAIT_S:g} s") from None
+                for config, request, _ in list(self._pending.values()):
+                    if config is not last_config:
+                        await call.write(config)
+                        last_config = config
+                    await call.write(request)
+            if self._config is not last_config:
+                await call.write(self._config)
+            while not self._produced_all:
+                if self._held is None:
+                    self._held = await self._queue.get()
+                item = self._held
+                if item is _END:
+                    self._produced_all = True
+                elif isinstance(item, _ProducerFailed):
+                    raise item.error
+                elif isinstance(item, StreamOptions):
+                    self._config = pb.StylizeRequest(config=to_config(item))
+                    self._held = None
+                    await call.write(self._config)
+                    continue
+                else:
+                    request = pb.StylizeRequest(frame=pb.Frame(id=self._next_id, image=to_image(item)))
+                    if self._window is not None:
+                        await self._window.acquire()
+                    self._pending[self._next_id] = (self._config, request, time.perf_counter())
+                    self._next_id += 1
+                    self._held = None
+                    await call.write(request)
+                    continue
+                self._held = None
+            await call.done_writing()
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            return  # the call ended first; the reader reports why (or resumes)
+        except BaseException:
+            call.cancel()  # a bad frame or a failing producer: stop the RPC and let the reader re-raise
+            raise
