@@ -199,7 +199,9 @@ def serve(
     threads: Annotated[int | None, typer.Option(help="Inference threads per worker.")] = None,
     workers: Annotated[int | None, typer.Option(help="Inference workers (frames run at once).")] = None,
     models_dir: Annotated[str | None, typer.Option(help="Model packages folder (default: built-in).")] = None,
-    styles_db: Annotated[str | None, typer.Option(help="Style library SQLite file.")] = None,
+    style_store: Annotated[str | None, typer.Option(help="Style library: sqlite:///PATH (default "
+                                                    "~/.stylecast/styles.db) or redis://HOST:PORT/DB, rediss://… "
+                                                    "shared by replicas (password: STYLECAST_REDIS_PASSWORD).")] = None,
     config: Annotated[Path | None, typer.Option(help="TOML config file.")] = None,
     format: Annotated[str | None, typer.Option(help="Artifact format, e.g. tflite-int8.")] = None,
     model: Annotated[str | None, typer.Option(help="Model name in the models folder.")] = None,
@@ -214,7 +216,7 @@ def serve(
     from stylecast.server.app import main
 
     main({"port": port, "metrics_port": metrics_port, "backend": backend, "threads": threads, "workers": workers,
-          "models_dir": models_dir, "styles_db": styles_db, "format": format, "model": model, "host": host,
+          "models_dir": models_dir, "style_store": style_store, "format": format, "model": model, "host": host,
           "load_order": load_order, "admin_port": admin_port, "upload_dir": upload_dir,
           "config": str(config) if config else None})
 

@@ -34,19 +34,14 @@ MAX_FAILOVERS = 5          # consecutive resumes without an answered frame befor
 FAILOVER_BACKOFF_S = 0.05  # before the n-th consecutive resume: (n - 1) × this
 FAILOVER_WAIT_S = 10.0     # how long a resumed call waits for a healthy replica
 RESUMABLE = (grpc.StatusCode.UNAVAILABLE,)
-_END = object()
-
-
-class _ProducerFailed:
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
 
 
 class FailoverStream:
     """Drives one logical stream over as many ``Stylize`` calls as failover needs.
 
     ``open_call(wait_for_ready, timeout)`` starts a call; ``items`` is the user's frames and
-    :class:`StreamOptions` (an async iterator, pulled by one task for the stream's life).
+    :class:`StreamOptions` (an async iterator, pulled one item at a time as the window allows;
+    a pull outlives the call that started it, so a resume never loses an item).
     """
 
     def __init__(self, open_call: Callable[[bool, float | None], Any], config: pb.StreamConfig,
@@ -58,21 +53,23 @@ class FailoverStream:
         # frame id -> (the config request in effect for it, its request, perf_counter when first sent)
         self._pending: OrderedDict[int, tuple[pb.StylizeRequest, pb.StylizeRequest, float]] = OrderedDict()
         self._next_id = 0
-        self._held: Any = None            # an item taken from the queue but not yet sent
+        self._items = items
+        self._pull: asyncio.Task | None = None   # the pending __anext__ of ``items``
+        self._held: Any = None                   # an item pulled but not yet sent
         self._produced_all = False
-        self._queue: asyncio.Queue = asyncio.Queue(maxsize=1)
-        self._producer = asyncio.create_task(self._produce(items))
-        self.resumes = 0                  # calls opened after the first (for tests and benchmarks)
+        self.resumes = 0                         # calls opened after the first (for tests and benchmarks)
 
-    async def _produce(self, items: AsyncIterator[Any]) -> None:
-        try:
-            async for item in items:
-                await self._queue.put(item)
-            await self._queue.put(_END)
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:  # a failing producer ends the stream with its error
-            await self._queue.put(_ProducerFailed(exc))
+    async def _next_item(self) -> Any:
+        """The held item, else the next one; raises StopAsyncIteration at the end."""
+        if self._held is None:
+            if self._pull is None:
+                self._pull = asyncio.ensure_future(self._items.__anext__())
+            try:
+                self._held = await asyncio.shield(self._pull)  # a cancelled writer leaves the pull running
+            finally:
+                if self._pull.done():
+                    self._pull = None
+        return self._held
 
     async def results(self) -> AsyncIterator[FrameResult]:
         """Every frame's result, in send order, across as many calls as it takes."""
@@ -107,8 +104,9 @@ class FailoverStream:
                     call.cancel()
                     await asyncio.gather(writer, return_exceptions=True)
         finally:
-            self._producer.cancel()
-            await asyncio.gather(self._producer, return_exceptions=True)
+            if self._pull is not None:
+                self._pull.cancel()
+                await asyncio.gather(self._pull, return_exceptions=True)
 
     async def _read(self, call: Any, writer: asyncio.Task) -> AsyncIterator[FrameResult]:
         while True:
@@ -149,28 +147,23 @@ class FailoverStream:
             if self._config is not last_config:
                 await call.write(self._config)
             while not self._produced_all:
-                if self._held is None:
-                    self._held = await self._queue.get()
-                item = self._held
-                if item is _END:
+                try:
+                    item = await self._next_item()
+                except StopAsyncIteration:
                     self._produced_all = True
-                elif isinstance(item, _ProducerFailed):
-                    raise item.error
-                elif isinstance(item, StreamOptions):
+                    break
+                if isinstance(item, StreamOptions):
                     self._config = pb.StylizeRequest(config=to_config(item))
                     self._held = None
                     await call.write(self._config)
                     continue
-                else:
-                    request = pb.StylizeRequest(frame=pb.Frame(id=self._next_id, image=to_image(item)))
-                    if self._window is not None:
-                        await self._window.acquire()
-                    self._pending[self._next_id] = (self._config, request, time.perf_counter())
-                    self._next_id += 1
-                    self._held = None
-                    await call.write(request)
-                    continue
+                request = pb.StylizeRequest(frame=pb.Frame(id=self._next_id, image=to_image(item)))
+                if self._window is not None:
+                    await self._window.acquire()
+                self._pending[self._next_id] = (self._config, request, time.perf_counter())
+                self._next_id += 1
                 self._held = None
+                await call.write(request)
             await call.done_writing()
         except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
             return  # the call ended first; the reader reports why (or resumes)

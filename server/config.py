@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from stylecast.server.style_store import SQLITE, check_style_store, default_style_store
+
 ENV_PREFIX = "STYLECAST_"
 MiB = 1 << 20
 
@@ -49,7 +51,10 @@ class ServerConfig:
     # main port when ``host`` is a loopback address, else on 127.0.0.1:admin_port (0 = any port).
     admin: bool = True
     admin_port: int = 50052
-    styles_db: str = ""               # "" = ~/.stylecast/styles.db
+    # sqlite:///PATH (one replica) or redis://[:PASSWORD@]HOST:PORT/DB, rediss://… (replicas share
+    # it; the password may come from STYLECAST_REDIS_PASSWORD instead); "" = sqlite:///~/.stylecast/styles.db
+    style_store: str = ""
+    redis_password: str = dataclasses.field(default="", repr=False)  # used when style_store's URL has none
     max_batch: int = 1                # frames per inference batch
     max_wait_ms: float = 0.0          # how long a batch may wait to fill
     queue_depth: int = 8              # frames in flight per EVERY_FRAME stream
@@ -80,6 +85,11 @@ class ServerConfig:
         if self.max_upload_bytes < 1:
             raise ConfigError(f"max_upload_bytes must be >= 1, got {self.max_upload_bytes}")
         self.load_entries, self.warmup_shapes  # noqa: B018 - validate both now
+        if self.style_store:
+            try:
+                check_style_store(self.style_store)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
 
     @property
     def load_entries(self) -> tuple[tuple[str, str], ...]:
@@ -96,6 +106,11 @@ class ServerConfig:
                 raise ConfigError(f"warmup_sizes: expected HxW entries (1..8192), got {item!r}")
             shapes.append((int(h), int(w)))
         return tuple(shapes)
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        """The SQLite file of a ``sqlite:///PATH`` style store (None for Redis)."""
+        return Path(self.style_store[len(SQLITE):]) if self.style_store.startswith(SQLITE) else None
 
     @property
     def upload_root(self) -> Path:
@@ -179,6 +194,8 @@ def load_config(cli_overrides: Mapping[str, Any], env: Mapping[str, str],
     values |= _layer("environment", {k[len(ENV_PREFIX):].lower(): v for k, v in env.items()
                                      if k.startswith(ENV_PREFIX) and k != f"{ENV_PREFIX}CONFIG"})
     values |= _layer("flags", {k: v for k, v in cli_overrides.items() if v is not None and k != "config"})
-    if not values.get("styles_db"):
-        values["styles_db"] = str(Path.home() / ".stylecast" / "styles.db")
+    if not values.get("style_store"):
+        values["style_store"] = default_style_store(Path.home())
+    elif "://" not in values["style_store"]:  # a bare path: SQLite
+        values["style_store"] = f"sqlite:///{values['style_store']}"
     return ServerConfig(**values)

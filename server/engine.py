@@ -31,6 +31,7 @@ from stylecast.server.loader import Loader
 from stylecast.server.metrics import Metrics
 from stylecast.server.models import load_order
 from stylecast.server.registry import AVAILABLE, ModelRegistry
+from stylecast.server.style_store import open_style_store
 from stylecast.server.styles import StyleLibrary, StyleRecord, nearest, png_bytes
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,6 @@ class Engine:
         self.current: LoadedModel | None = None
         self._retiring: set[LoadedModel] = set()
         self._retire_tasks: set[asyncio.Task] = set()
-        self._vectors: dict[tuple[str, str], dict[str, np.ndarray]] = {}
         self._shapes: OrderedDict[tuple[int, int], None] = OrderedDict()
 
     @classmethod
@@ -98,7 +98,7 @@ class Engine:
         registry = ModelRegistry(config)
         package = registry.find(config.model, config.model_version)
         order = load_order(config, package)
-        library = StyleLibrary(config.styles_db)
+        library = open_style_store(config.style_store, config.redis_password)
         await library.open()
         engine = cls(config, library, registry, metrics)
         try:
@@ -165,8 +165,6 @@ class Engine:
             return
         self.metrics.model_swapped(old.labels, model.labels, model.load_seconds, model.backend.memory_bytes)
         self.registry.swapped(model.package)
-        if old.key != model.key:
-            self._vectors.pop(old.key, None)
         self.registry.set(old.package, old.format, state=AVAILABLE)
         self._retiring.add(old)
         task = asyncio.create_task(self._retire(old), name="stylecast-retire")
@@ -231,9 +229,6 @@ class Engine:
                                max_pixels=self.config.max_pixels)
         return style_image_uint8(Image.fromarray(rgb))
 
-    def _cache(self, model: LoadedModel) -> dict[str, np.ndarray]:
-        return self._vectors.setdefault(model.key, {})
-
     async def register_style(self, image: ImageInput, name: str) -> tuple[StyleRecord, bool]:
         """Store a style (id = sha256 of its normalised image) and its vector; idempotent."""
         normalised = await self.codec(self._normalise, image)
@@ -246,9 +241,8 @@ class Engine:
             vector = await self.predict(normalised, model)
             png = await self.codec(png_bytes, normalised)
             record, created = await self.library.add(style_id, name, png, (*model.key, vector))
-        self._cache(model)[style_id] = vector
         if created:
-            self.metrics.styles.inc()
+            self.metrics.styles.set(await self.library.count())  # shared stores: other replicas add too
         return record, created
 
     async def get_style(self, style_id: str) -> StyleRecord:
@@ -258,11 +252,9 @@ class Engine:
         return record
 
     async def delete_style(self, style_id: str) -> bool:
-        for cache in self._vectors.values():
-            cache.pop(style_id, None)
         deleted = await self.library.delete(style_id)
         if deleted:
-            self.metrics.styles.dec()
+            self.metrics.styles.set(await self.library.count())
         return deleted
 
     async def thumbnail(self, style_id: str) -> bytes:
@@ -278,11 +270,9 @@ class Engine:
 
     async def style_vector(self, style_id: str, model: LoadedModel | None = None) -> np.ndarray:
         """A model's vector of a stored style (the serving model by default), computed and
-        stored on first use."""
+        stored on first use.  Always read from the store (never a process cache): a style another
+        replica deleted is NotFound here too; a stream keeps the vectors it resolved."""
         model = model or self.model
-        cache = self._cache(model)
-        if (vec := cache.get(style_id)) is not None:
-            return vec
         vec = await self.library.vector(style_id, *model.key)
         if vec is None:
             png = await self.library.image(style_id)
@@ -291,7 +281,6 @@ class Engine:
             rgb, _ = await self.codec(lambda: codecs.decode(png, max_pixels=self.config.max_pixels))
             vec = await self.predict(rgb, model)
             await self.library.put_vector(style_id, *model.key, vec)
-        cache[style_id] = vec
         return vec
 
     async def blend_vector(self, weights: tuple[tuple[str, float], ...],

@@ -75,6 +75,13 @@ def to_status(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.INTERNAL, "internal server error (logged on the server)"
 
 
+def retry_metadata(exc: BaseException) -> tuple[tuple[str, str], ...]:
+    """gRPC's retry pushback trailer for an error that says when to retry (clients' retry
+    policies wait that long before the next attempt)."""
+    after = getattr(exc, "retry_after_s", None)
+    return (("grpc-retry-pushback-ms", str(int(after * 1000))),) if after is not None else ()
+
+
 def code_number(code: grpc.StatusCode) -> int:
     """The numeric google.rpc.Code of a status (for in-band ``FrameError.code``)."""
     return code.value[0]
@@ -90,6 +97,6 @@ def mapped_errors(method):
         except grpc.aio.AbortError:
             raise
         except Exception as exc:
-            await context.abort(*to_status(exc))
+            await context.abort(*to_status(exc), trailing_metadata=retry_metadata(exc))
 
     return wrapper

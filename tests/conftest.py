@@ -71,7 +71,7 @@ def tiny_v2_dir(request: pytest.FixtureRequest) -> Path:
 
 def make_config(models_dir: Path, tmp_path: Path, **overrides) -> ServerConfig:
     values = dict(port=0, host="127.0.0.1", metrics_port=0, backend="litert", format="tflite-fp32",
-                  models_dir=str(models_dir), styles_db=str(tmp_path / "styles.db"), workers=2, threads=1,
+                  models_dir=str(models_dir), style_store=f"sqlite:///{tmp_path / 'styles.db'}", workers=2, threads=1,
                   grace_s=5.0, upload_dir=str(tmp_path / "uploads"))
     return ServerConfig(**(values | overrides))
 

@@ -285,10 +285,10 @@ def test_compose_builds_a_dockerfile_target_and_keeps_styles_on_its_volume(monke
     assert build["target"] in dockerfile_stages()
 
     flags, config_path = serve_flags(service["command"])
-    monkeypatch.setenv("HOME", str(IMAGE_HOME))   # the image user's home: the default styles_db lives there
+    monkeypatch.setenv("HOME", str(IMAGE_HOME))   # the image user's home: the default style store lives there
     config = load_config(flags, {}, config_path)
     mounts = dict(reversed(v.split(":")[:2]) for v in service["volumes"])
-    assert str(Path(config.styles_db).parent) in mounts, "styles.db must be on a volume"
+    assert str(config.sqlite_path.parent) in mounts, "styles.db must be on a volume"
     assert f"{config.port}:{config.port}" in service["ports"]
 
 
@@ -379,7 +379,7 @@ def test_k8s_styles_db_lives_on_the_claim_with_one_replica(tmp_path) -> None:
     pod = deployment["spec"]["template"]["spec"]
     config = pod_config(objects, tmp_path)
     mount = next(m for m in container(objects)["volumeMounts"]
-                 if str(Path(config.styles_db).parent) == m["mountPath"])
+                 if str(config.sqlite_path.parent) == m["mountPath"])
     assert not mount.get("readOnly", False)
     volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
     pvc = by_kind(objects, "PersistentVolumeClaim")
@@ -393,7 +393,7 @@ def test_k8s_styles_db_lives_on_the_claim_with_one_replica(tmp_path) -> None:
     # a read-only root file system: everything the server writes must be on a writable mount
     assert container(objects)["securityContext"]["readOnlyRootFilesystem"] is True
     writable = [m["mountPath"] for m in container(objects)["volumeMounts"] if not m.get("readOnly")]
-    for path in (Path(config.styles_db), config.upload_root, Path("/tmp")):
+    for path in (config.sqlite_path, config.upload_root, Path("/tmp")):
         assert any(path.is_relative_to(w) for w in writable), f"{path} is not on a writable volume"
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from stylecast.server.errors import InvalidArgument
 from stylecast.server.styles import StyleLibrary
-from stylecast.server.styles_redis import RedisStyleLibrary
+from stylecast.server.redis_store import RedisStyleStore
 
 
 @pytest.fixture(params=["sqlite", "redis"])
@@ -20,7 +20,7 @@ def store_url(request: pytest.FixtureRequest, tmp_path) -> str:
 
 
 def make_store(url: str):
-    return RedisStyleLibrary(url, {}) if url.startswith("redis") else StyleLibrary(url.removeprefix("sqlite:///"))
+    return RedisStyleStore(url) if url.startswith("redis") else StyleLibrary(url.removeprefix("sqlite:///"))
 
 
 @pytest.fixture

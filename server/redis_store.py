@@ -29,8 +29,6 @@ gone for this one on its next call.
 from __future__ import annotations
 
 import functools
-import os
-from collections.abc import Mapping
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
@@ -39,7 +37,6 @@ from stylecast.server.errors import Unavailable
 from stylecast.server.styles import StyleRecord, _page_token, _parse_token
 
 PREFIX = "{stylecast}:"
-PASSWORD_ENV = "STYLECAST_REDIS_PASSWORD"
 RETRY_AFTER_S = 1.0
 
 # KEYS: style, index, mv set, vec hash (or a dummy); ARGV: id, name, image, mv ('' = no vector), vector
@@ -89,7 +86,7 @@ def _unavailable(method):
     """Redis failures (connection lost, timeout, loading, read-only) become :class:`Unavailable`."""
 
     @functools.wraps(method)
-    async def wrapper(self: RedisStyleLibrary, *args, **kwargs):
+    async def wrapper(self: RedisStyleStore, *args, **kwargs):
         import redis.exceptions as rex
 
         try:
@@ -101,23 +98,22 @@ def _unavailable(method):
     return wrapper
 
 
-class RedisStyleLibrary:
+class RedisStyleStore:
     """The style library in one Redis database, shared by every replica pointing at it.
 
     ``url``: ``redis://[[user]:password@]host:port/db`` or ``rediss://…`` (TLS; ``ssl_ca_certs``
-    and the other redis-py options may follow as query parameters).  Without a password in
-    the URL, ``env[STYLECAST_REDIS_PASSWORD]`` is used when set.
+    and the other redis-py options may follow as query parameters).  ``password`` is used when
+    the URL has none.
     """
 
-    def __init__(self, url: str, env: Mapping[str, str] | None = None, *,
+    def __init__(self, url: str, password: str = "", *,
                  connect_timeout_s: float = 1.0, timeout_s: float = 5.0) -> None:
         import redis.asyncio as aioredis
         from redis.backoff import NoBackoff
         from redis.retry import Retry
 
-        env = os.environ if env is None else env
         self.name = redacted(url)
-        password = None if urlsplit(url).password else env.get(PASSWORD_ENV) or None
+        password = None if urlsplit(url).password else password or None
         # One immediate reconnect per command covers a pooled socket that died with an old
         # Redis process; anything longer is the client's retry policy's job (UNAVAILABLE).
         self._redis = aioredis.from_url(url, password=password, socket_connect_timeout=connect_timeout_s,
