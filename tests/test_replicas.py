@@ -8,7 +8,7 @@ import signal
 
 import grpc
 import pytest
-from conftest import RedisProcess, picture, redis_server_or_skip
+from conftest import RedisProcess, free_port, picture, redis_server_or_skip
 from grpc_health.v1 import health_pb2
 from test_server_lifecycle import ServerProcess, serve_flags
 
@@ -60,6 +60,48 @@ async def test_two_serve_processes_share_styles_through_redis(tiny_models_dir, t
     finally:
         a.proc.kill()
         b.proc.kill()
+
+
+async def test_a_stream_survives_its_serve_processes_drained_and_killed(tiny_models_dir, tmp_path, redis_url):
+    """Real processes on fixed ports: A gets SIGTERM and a new process, then B gets SIGKILL and a new
+    process; whichever served the stream, it moved at least once and lost nothing."""
+    flags = serve_flags(tiny_models_dir, tmp_path / "unused.db") | {"style_store": redis_url}
+    flags.pop("styles_db", None)
+    ports = [free_port(), free_port()]
+    procs = list(await asyncio.gather(*(asyncio.to_thread(ServerProcess, flags | {"port": p}) for p in ports)))
+    try:
+        async with AsyncClient(f"ipv4:127.0.0.1:{ports[0]},127.0.0.1:{ports[1]}") as client:
+            style = await client.register_style(picture(40, 40, seed=8))
+            answered = {n: asyncio.Event() for n in (10, 40)}
+            restarted = [asyncio.Event(), asyncio.Event()]
+
+            async def source():
+                for i in range(70):
+                    if i in (30, 60):                 # keep the stream going through each restart
+                        await restarted[i // 30 - 1].wait()
+                    await asyncio.sleep(0.02)
+                    yield picture(48, 32, seed=i)
+
+            async def restarts():
+                for i, (sig, after) in enumerate(((signal.SIGTERM, 10), (signal.SIGKILL, 40))):
+                    await answered[after].wait()
+                    procs[i].proc.send_signal(sig)
+                    await asyncio.to_thread(procs[i].proc.wait, 60)
+                    procs[i] = await asyncio.to_thread(ServerProcess, flags | {"port": ports[i]})
+                    restarted[i].set()
+
+            restarter = asyncio.create_task(restarts())
+            results = []
+            async for r in client.stream(source(), style, output="raw", max_in_flight=4):
+                results.append(r)
+                if len(results) in answered:
+                    answered[len(results)].set()
+            await restarter
+        assert [r.id for r in results] == list(range(70))
+        assert all(r.ok for r in results)
+    finally:
+        for proc in procs:
+            proc.proc.kill()
 
 
 async def test_round_robin_spreads_calls_and_health_checks_steer_around_a_draining_replica(
