@@ -8,12 +8,15 @@ import signal
 
 import grpc
 import pytest
-from conftest import RedisProcess, free_port, picture, redis_server_or_skip
+import numpy as np
+from conftest import RedisProcess, free_port, make_config, picture, redis_server_or_skip
 from grpc_health.v1 import health_pb2
 from test_server_lifecycle import ServerProcess, serve_flags
 
 from stylecast.client.aio import AsyncClient
 from stylecast.client.errors import NotFound, Unavailable
+from stylecast.server.app import start
+from stylecast.server.redis_store import RedisStyleStore
 from stylecast.v1 import stylecast_pb2 as pb
 from stylecast.v1 import stylecast_pb2_grpc as pb_grpc
 
@@ -210,3 +213,29 @@ async def test_redis_outage_is_unavailable_with_retries_and_the_server_recovers(
             assert calls(server, "GetStyle", "OK") >= 1
     finally:
         redis.kill()
+
+
+async def test_replicas_loading_a_new_version_compute_only_the_missing_vectors(server_factory, tiny_v2_dir,
+                                                                               redis_url, tmp_path):
+    v1 = await server_factory(style_store=redis_url)
+    async with AsyncClient(f"127.0.0.1:{v1.port}") as client:
+        styles = [await client.register_style(picture(40, 40, seed=20 + i)) for i in range(3)]
+    store = RedisStyleStore(redis_url)
+    await store.open()
+    try:
+        dim = (await store.vector(styles[0].id, "tiny", "1")).shape[0]
+        marker = np.full(dim, 7.0, np.float32)
+        await store.put_vector(styles[0].id, "tiny", "2", marker)     # already there for version 2
+        # two replicas of the new version start at once over the same store
+        v2 = await asyncio.gather(*(start(make_config(tiny_v2_dir, tmp_path / str(i), style_store=redis_url))
+                                    for i in range(2)))
+        await asyncio.gather(*(s.stop(1.0) for s in v2))
+        np.testing.assert_array_equal(await store.vector(styles[0].id, "tiny", "2"), marker)  # not recomputed
+        for style in styles[1:]:
+            vec = await store.vector(style.id, "tiny", "2")
+            assert vec is not None and vec.shape == (dim,) and not np.array_equal(vec, marker)
+            assert not np.array_equal(vec, await store.vector(style.id, "tiny", "1"))  # its own model's vector
+            assert (await store.get(style.id)).model_versions == ("tiny:1", "tiny:2")
+        assert await store.missing_vectors("tiny", "2") == []
+    finally:
+        await store.close()
