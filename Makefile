@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 50051
 METRICS_PORT ?= 9090
 
-.PHONY: serve test bench bench-startup bench-model train eval-model proto clean help prometheus-tools redis-tools images
+.PHONY: serve test bench bench-startup bench-model train eval-model proto clean help prometheus-tools redis-tools images images-smoke
 
 help:
 	@echo "make serve | test | bench | bench-startup | bench-model | train | eval-model | proto | images"
@@ -69,6 +69,10 @@ images:
 			--target $$target -t localhost/stylecast:$$target . || exit 1; \
 	done; \
 	$(ENGINE) images --filter reference=localhost/stylecast
+
+# Run each built image: gRPC health SERVING, its HEALTHCHECK, one stylized frame, its size.
+images-smoke: $(VENV)/.serve-stamp
+	ENGINE=$(ENGINE) $(BIN)/python deploy/docker/smoke.py $(foreach t,$(IMAGE_TARGETS),localhost/stylecast:$(t))
 
 # exec of `stylecast serve` → first stylized frame, and → last artifact of the load order active.
 bench-startup: $(VENV)/.dev-stamp
