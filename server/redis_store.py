@@ -107,7 +107,7 @@ class RedisStyleStore:
     """
 
     def __init__(self, url: str, password: str = "", *,
-                 connect_timeout_s: float = 1.0, timeout_s: float = 5.0) -> None:
+                 connect_timeout_s: float = 3.0, timeout_s: float = 5.0) -> None:
         import redis.asyncio as aioredis
         from redis.backoff import NoBackoff
         from redis.retry import Retry

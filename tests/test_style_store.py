@@ -7,25 +7,28 @@ import asyncio
 import numpy as np
 import pytest
 
-from stylecast.server.errors import InvalidArgument
-from stylecast.server.styles import StyleLibrary
+from stylecast.server.errors import InvalidArgument, Unavailable
 from stylecast.server.redis_store import RedisStyleStore
+from stylecast.server.style_store import open_style_store
+from stylecast.server.styles import StyleLibrary
 
 
-@pytest.fixture(params=["sqlite", "redis"])
-def store_url(request: pytest.FixtureRequest, tmp_path) -> str:
+@pytest.fixture(params=["sqlite", "redis", "rediss"])
+def make_store(request: pytest.FixtureRequest, tmp_path):
+    """A factory of stores on one library: SQLite, Redis, or Redis over TLS with a password."""
     if request.param == "redis":
-        return request.getfixturevalue("redis_url")
-    return f"sqlite:///{tmp_path / 'styles.db'}"
-
-
-def make_store(url: str):
-    return RedisStyleStore(url) if url.startswith("redis") else StyleLibrary(url.removeprefix("sqlite:///"))
+        url = request.getfixturevalue("redis_url")
+        return lambda: open_style_store(url)
+    if request.param == "rediss":
+        server = request.getfixturevalue("tls_redis_server")
+        server.flush()
+        return lambda: open_style_store(server.tls_url, server.password)
+    return lambda: open_style_store(f"sqlite:///{tmp_path / 'styles.db'}")
 
 
 @pytest.fixture
-async def store(store_url: str):
-    lib = make_store(store_url)
+async def store(make_store):
+    lib = make_store()
     await lib.open()
     yield lib
     await lib.close()
@@ -97,9 +100,9 @@ async def test_vectors_are_keyed_by_style_model_and_version(store):
     assert sorted(await store.missing_vectors("m", "2")) == ["s2"]
 
 
-async def test_concurrent_adds_of_one_style_have_one_winner(store_url):
+async def test_concurrent_adds_of_one_style_have_one_winner(make_store):
     # separate connections (Redis) or one serialising thread (SQLite): either way one row wins
-    stores = [make_store(store_url) for _ in range(4)]
+    stores = [make_store() for _ in range(4)]
     await asyncio.gather(*(s.open() for s in stores))
     try:
         results = await asyncio.gather(*(stores[i % 4].add("same", f"writer{i}", f"png{i}".encode(),
@@ -119,8 +122,8 @@ async def test_concurrent_adds_of_one_style_have_one_winner(store_url):
         await asyncio.gather(*(s.close() for s in stores))
 
 
-async def test_pagination_is_stable_while_others_insert_and_delete(store_url):
-    reader, writer = make_store(store_url), make_store(store_url)
+async def test_pagination_is_stable_while_others_insert_and_delete(make_store):
+    reader, writer = make_store(), make_store()
     await reader.open()
     await writer.open()
     try:
@@ -154,3 +157,16 @@ async def page_all_from(lib, size: int, token: str) -> list[str]:
         page, token = await lib.list(size, token)
         seen += [r.id for r in page]
     return seen
+
+
+async def test_stores_are_chosen_by_url_and_redis_credentials_stay_out_of_messages(tmp_path):
+    assert isinstance(open_style_store("rediss://example:6380/1"), RedisStyleStore)
+    assert isinstance(open_style_store(f"sqlite:///{tmp_path / 's.db'}"), StyleLibrary)
+    with pytest.raises(ValueError, match="sqlite:///PATH"):
+        open_style_store("postgres://db/styles")
+    # a wrong password is refused as UNAVAILABLE (retry elsewhere / later) and never echoed
+    bad = RedisStyleStore("redis://:wrong-password@127.0.0.1:1/0")
+    with pytest.raises(Unavailable) as err:
+        await bad.open()
+    assert "wrong-password" not in str(err.value) and "***" in str(err.value)
+    await bad.close()
