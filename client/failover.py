@@ -25,7 +25,7 @@ from typing import Any
 
 import grpc
 
-from stylecast.client.errors import StylecastError, Unavailable, from_rpc_error
+from stylecast.client.errors import Unavailable, from_rpc_error
 from stylecast.client.messages import StreamOptions, parse_response, response_id, to_config, to_image
 from stylecast.client.types import FrameResult
 from stylecast.v1 import stylecast_pb2 as pb
@@ -34,6 +34,25 @@ MAX_FAILOVERS = 5          # consecutive resumes without an answered frame befor
 FAILOVER_BACKOFF_S = 0.05  # before the n-th consecutive resume: (n - 1) × this
 FAILOVER_WAIT_S = 10.0     # how long a resumed call waits for a healthy replica
 RESUMABLE = (grpc.StatusCode.UNAVAILABLE,)
+# grpcio's asyncio client replaces the server's status by this one when a write races the end of
+# the call (grpc/grpc#36066): the server's UNAVAILABLE (drain) is lost, so it counts as one.
+_LOST_STATUS = (grpc.StatusCode.INTERNAL, "Internal error from Core")
+
+
+def _interrupted(exc: Exception) -> bool:
+    """The call ended because its replica went away (drain, death), not because of the request."""
+    return exc.code() in RESUMABLE or (exc.code(), exc.details()) == _LOST_STATUS
+
+
+class _EndedEarly(Exception):
+    """The server closed the call (OK) before this client finished sending: a drain that
+    half-closed the stream; the rest must go to another replica."""
+
+    def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.UNAVAILABLE
+
+    def details(self) -> str:
+        return str(self)
 
 
 class FailoverStream:
@@ -64,11 +83,9 @@ class FailoverStream:
         if self._held is None:
             if self._pull is None:
                 self._pull = asyncio.ensure_future(self._items.__anext__())
-            try:
-                self._held = await asyncio.shield(self._pull)  # a cancelled writer leaves the pull running
-            finally:
-                if self._pull.done():
-                    self._pull = None
+            await asyncio.wait([self._pull])  # a cancelled writer leaves the pull (and its item) to the next
+            pull, self._pull = self._pull, None
+            self._held = pull.result()
         return self._held
 
     async def results(self) -> AsyncIterator[FrameResult]:
@@ -88,10 +105,12 @@ class FailoverStream:
                         yield result
                     await writer
                     return
-                except grpc.aio.AioRpcError as exc:
-                    # A stream whose very first call fails before any answer is refused, not
-                    # interrupted (no server, wrong address): report it at once.
-                    if not (self._failover and exc.code() in RESUMABLE and (answered or resumed)):
+                except (grpc.aio.AioRpcError, _EndedEarly) as exc:
+                    # A stream whose very first call fails before a frame went out or came back
+                    # was refused, not interrupted (no server, wrong address): report it at once.
+                    if not (self._failover and _interrupted(exc) and (answered or resumed or self._pending)):
+                        if isinstance(exc, _EndedEarly) or (exc.code(), exc.details()) == _LOST_STATUS:
+                            raise Unavailable(f"the stream's replica went away: {exc.details()}") from None
                         raise from_rpc_error(exc) from None
                     stalled += 1
                     if stalled > MAX_FAILOVERS:
@@ -117,8 +136,8 @@ class FailoverStream:
                     raise writer.exception() from None  # the producer or a frame failed
                 raise exc from None
             if msg is grpc.aio.EOF:
-                if self._pending:
-                    raise StylecastError(f"the server ended the stream with {len(self._pending)} frames unanswered")
+                if self._pending or not self._produced_all:  # else every frame went out and came back
+                    raise _EndedEarly(f"the server ended the stream early ({len(self._pending)} frames unanswered)")
                 return
             frame_id = response_id(msg)
             if frame_id not in self._pending:

@@ -163,7 +163,7 @@ async def test_stream_fails_over_to_another_replica_when_its_replica_drains(serv
 
 
 async def test_stream_failover_can_be_turned_off(server_factory, redis_url):
-    with pytest.raises(Unavailable, match="shutting down"):
+    with pytest.raises(Unavailable, match="shutting down|went away"):
         await drain_under_stream(server_factory, redis_url, failover=False)
 
 
@@ -239,3 +239,33 @@ async def test_replicas_loading_a_new_version_compute_only_the_missing_vectors(s
         assert await store.missing_vectors("tiny", "2") == []
     finally:
         await store.close()
+
+
+async def test_failover_resends_the_config_in_force_for_each_unanswered_frame(server_factory, redis_url):
+    """A style switch mid-stream, then a drain: after the resume every frame is still stylized with
+    the style in force when it was sent (compared with each style's own answer for that frame)."""
+    from stylecast.client.messages import StreamOptions
+
+    a, b = await server_factory(style_store=redis_url), await server_factory(style_store=redis_url)
+    async with AsyncClient(f"ipv4:127.0.0.1:{a.port},127.0.0.1:{b.port}") as client:
+        first = await client.register_style(picture(40, 40, seed=11))
+        second = await client.register_style(picture(40, 40, seed=12))
+        frame = picture(64, 48, seed=13)
+        expected = {s.id: (await client.stylize(frame, s, output="raw")).data for s in (first, second)}
+        assert expected[first.id] != expected[second.id]
+        stopping = []
+
+        async def source():
+            for i in range(16):
+                if i == 6:
+                    yield StreamOptions(second, output="raw")
+                if i == 9:   # frames of both styles are sent; most are still unanswered
+                    serving = a if open_streams(a) else b
+                    stopping.append(asyncio.create_task(serving.stop(5.0)))
+                yield frame
+
+        results = [r async for r in client.stream(source(), first, output="raw", max_in_flight=16)]
+        await asyncio.gather(*stopping)
+    assert [r.id for r in results] == list(range(16))
+    styles = [first.id] * 6 + [second.id] * 10
+    assert [r.data == expected[s] for r, s in zip(results, styles)] == [True] * 16
