@@ -269,3 +269,20 @@ async def test_failover_resends_the_config_in_force_for_each_unanswered_frame(se
     assert [r.id for r in results] == list(range(16))
     styles = [first.id] * 6 + [second.id] * 10
     assert [r.data == expected[s] for r, s in zip(results, styles)] == [True] * 16
+
+
+async def test_cli_takes_a_multi_replica_target(server_factory, redis_url, tmp_path):
+    from conftest import encoded
+    from test_cli import stylecast
+
+    a, b = await server_factory(style_store=redis_url), await server_factory(style_store=redis_url)
+    target = f"ipv4:127.0.0.1:{a.port},127.0.0.1:{b.port}"
+    style = tmp_path / "style.png"
+    style.write_bytes(encoded(picture(60, 60, seed=30)))
+    code, out = await stylecast("styles", "add", style, "--target", target)
+    assert code == 0, out
+    style_id = out.split()[0]
+    for _ in range(4):   # each run's channel starts round_robin at a random replica: same library
+        code, out = await stylecast("styles", "list", "--target", target)
+        assert code == 0 and out.split()[0] == style_id, out
+    assert calls(a, "ListStyles") + calls(b, "ListStyles") == 4
