@@ -51,6 +51,9 @@ async def _aiter(items: Iterable[T] | AsyncIterable[T]) -> AsyncIterator[T]:
 class AsyncClient:
     """Asynchronous stylecast client.
 
+    ``target``: any gRPC target — ``host:port``, several replicas ``ipv4:H1:P1,H2:P2``, or
+    ``dns:///name:port`` resolving to all of them; calls are balanced round-robin over the
+    replicas that report SERVING, idempotent ones retried on UNAVAILABLE (:mod:`.channel`).
     ``tls``: ``True`` (system roots) or a :class:`TLS`; ``token``: a bearer token sent with every
     call; ``timeout``: seconds for unary calls (streams have none unless given).
     """
