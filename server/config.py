@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stylecast.server.style_store import SQLITE, check_style_store, default_style_store
-
 ENV_PREFIX = "STYLECAST_"
+SQLITE = "sqlite:///"
+REDIS_SCHEMES = ("redis://", "rediss://")
 MiB = 1 << 20
 
 
@@ -126,6 +126,14 @@ class ServerConfig:
         return f"{self.host}:{self.port}"
 
 
+def check_style_store(url: str) -> str:
+    """``url`` if it names a style store (``sqlite:///PATH``, ``redis://…``, ``rediss://…``);
+    raises ValueError otherwise."""
+    if url.startswith(REDIS_SCHEMES) or (url.startswith(SQLITE) and len(url) > len(SQLITE)):
+        return url
+    raise ValueError(f"style_store: expected sqlite:///PATH, redis://HOST:PORT/DB or rediss://…, got {url!r}")
+
+
 def parse_load_order(items: Iterable[str]) -> tuple[tuple[str, str], ...]:
     """``backend:format`` strings as (backend, format) pairs; blank items are skipped."""
     entries = []
@@ -195,7 +203,7 @@ def load_config(cli_overrides: Mapping[str, Any], env: Mapping[str, str],
                                      if k.startswith(ENV_PREFIX) and k != f"{ENV_PREFIX}CONFIG"})
     values |= _layer("flags", {k: v for k, v in cli_overrides.items() if v is not None and k != "config"})
     if not values.get("style_store"):
-        values["style_store"] = default_style_store(Path.home())
+        values["style_store"] = f"{SQLITE}{Path.home() / '.stylecast' / 'styles.db'}"
     elif "://" not in values["style_store"]:  # a bare path: SQLite
         values["style_store"] = f"sqlite:///{values['style_store']}"
     return ServerConfig(**values)

@@ -20,8 +20,8 @@ Keys (every key carries the hash tag ``{stylecast}``, so all land in one slot):
 ``{stylecast}:vec:<model>:<version>`` hash  style id → float32 bytes
 =================================  ====  ==========================================
 
-A lost connection raises :class:`Unavailable` (gRPC UNAVAILABLE, "retry in a
-second"); the connection pool reconnects on the next call, so the server never
+A lost connection raises :class:`StoreUnavailable` (gRPC UNAVAILABLE, "retry in a
+second", with gRPC's retry pushback); the connection pool reconnects on the next call, so the server never
 needs a restart.  Nothing is cached here: a style deleted by another replica is
 gone for this one on its next call.
 """
@@ -33,11 +33,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
-from stylecast.server.errors import Unavailable
-from stylecast.server.styles import StyleRecord, _page_token, _parse_token
+from stylecast.server.errors import StoreUnavailable
+from stylecast.server.style_store import StyleRecord, parse_page_token
+from stylecast.server.style_store import page_token as token_after
 
 PREFIX = "{stylecast}:"
-RETRY_AFTER_S = 1.0
 
 # KEYS: style, index, mv set, vec hash (or a dummy); ARGV: id, name, image, mv ('' = no vector), vector
 _ADD = """
@@ -83,7 +83,7 @@ def redacted(url: str) -> str:
 
 
 def _unavailable(method):
-    """Redis failures (connection lost, timeout, loading, read-only) become :class:`Unavailable`."""
+    """Redis failures (connection lost, timeout, loading, read-only) become :class:`StoreUnavailable`."""
 
     @functools.wraps(method)
     async def wrapper(self: RedisStyleStore, *args, **kwargs):
@@ -92,8 +92,8 @@ def _unavailable(method):
         try:
             return await method(self, *args, **kwargs)
         except rex.RedisError as exc:
-            raise Unavailable(f"style store {self.name} unavailable ({type(exc).__name__}: {exc}); "
-                              f"retry in {RETRY_AFTER_S:g} s", retry_after_s=RETRY_AFTER_S) from None
+            raise StoreUnavailable(f"style store {self.name} unavailable ({type(exc).__name__}: {exc}); "
+                                   f"retry in {StoreUnavailable.retry_after_s:g} s") from None
 
     return wrapper
 
@@ -143,7 +143,7 @@ class RedisStyleStore:
 
     @_unavailable
     async def open(self) -> None:
-        """Check that the server answers (raises :class:`Unavailable` when it does not)."""
+        """Check that the server answers (raises :class:`StoreUnavailable` when it does not)."""
         await self._redis.ping()
 
     async def close(self) -> None:
@@ -164,8 +164,7 @@ class RedisStyleStore:
                                   args=[style_id, name, image_png, mv, blob])
         record = await self.get(style_id)
         if record is None:  # deleted by another replica in between
-            raise Unavailable(f"style {style_id} was deleted while being registered; retry",
-                              retry_after_s=RETRY_AFTER_S)
+            raise StoreUnavailable(f"style {style_id} was deleted by another call while being registered; retry")
         return record, created == 1
 
     @_unavailable
@@ -198,7 +197,7 @@ class RedisStyleStore:
         """One page in creation order and the token of the next page ("" at the end)."""
         start = "-"
         if page_token:
-            created, after = _parse_token(page_token)
+            created, after = parse_page_token(page_token)
             start = f"({created:015d}:{after}"
         members = await self._redis.zrange(self._INDEX, start, "+", bylex=True, offset=0, num=page_size + 1)
         ids = [m.decode().split(":", 1)[1] for m in members[:page_size]]
@@ -206,7 +205,7 @@ class RedisStyleStore:
         if len(members) <= page_size or not ids:
             return records, ""
         created, last = members[page_size - 1].decode().split(":", 1)
-        return records, _page_token(StyleRecord(last, "", int(created)))
+        return records, token_after(StyleRecord(last, "", int(created)))
 
     @_unavailable
     async def count(self) -> int:

@@ -10,7 +10,7 @@ import pytest
 from stylecast.server.errors import InvalidArgument, Unavailable
 from stylecast.server.redis_store import RedisStyleStore
 from stylecast.server.style_store import open_style_store
-from stylecast.server.styles import StyleLibrary
+from stylecast.server.sqlite_store import SqliteStyleStore
 
 
 @pytest.fixture(params=["sqlite", "redis", "rediss"])
@@ -161,7 +161,7 @@ async def page_all_from(lib, size: int, token: str) -> list[str]:
 
 async def test_stores_are_chosen_by_url_and_redis_credentials_stay_out_of_messages(tmp_path):
     assert isinstance(open_style_store("rediss://example:6380/1"), RedisStyleStore)
-    assert isinstance(open_style_store(f"sqlite:///{tmp_path / 's.db'}"), StyleLibrary)
+    assert isinstance(open_style_store(f"sqlite:///{tmp_path / 's.db'}"), SqliteStyleStore)
     with pytest.raises(ValueError, match="sqlite:///PATH"):
         open_style_store("postgres://db/styles")
     # a wrong password is refused as UNAVAILABLE (retry elsewhere / later) and never echoed

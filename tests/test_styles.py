@@ -13,7 +13,7 @@ from conftest import encoded, picture, register
 from PIL import Image
 
 from stylecast.model.preprocess import style_image_uint8
-from stylecast.server.styles import nearest
+from stylecast.server.style_vectors import nearest
 from stylecast.v1 import stylecast_pb2 as pb
 from stylecast.v1 import stylecast_pb2_grpc as pb_grpc
 
