@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from stylecast.server.codecs import CodecPool
-from stylecast.server.config import ServerConfig
+from stylecast.server.config import REDIS_SCHEMES, SQLITE, ServerConfig, check_style_store
 from stylecast.server.loader import Loader
 from stylecast.server.metrics import Metrics
 from stylecast.server.model_control import ModelControl
@@ -24,8 +24,21 @@ from stylecast.server.packages import load_order
 from stylecast.server.registry import ModelRegistry
 from stylecast.server.serving import ServingSlot
 from stylecast.server.session import Sessions
-from stylecast.server.style_store import StyleStore, open_style_store
+from stylecast.server.sqlite_store import SqliteStyleStore
+from stylecast.server.style_store import StyleStore
 from stylecast.server.style_vectors import StyleVectors
+
+
+def open_style_store(url: str, redis_password: str = "") -> StyleStore:
+    """The (not yet opened) store a ``style_store`` URL names: SQLite for ``sqlite:///PATH``
+    (``sqlite:////abs`` or ``sqlite:///rel``), Redis for ``redis://`` and ``rediss://`` (TLS) with
+    the password from the URL, else ``redis_password``.  Raises ValueError for anything else."""
+    check_style_store(url)
+    if url.startswith(REDIS_SCHEMES):
+        from stylecast.server.redis_store import RedisStyleStore
+
+        return RedisStyleStore(url, redis_password)
+    return SqliteStyleStore(url[len(SQLITE):])
 
 
 @dataclass

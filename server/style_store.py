@@ -5,7 +5,7 @@ its pixels), with a name and a creation time.  Each model version computes its o
 D-float32 vector of a style; vectors are keyed by (style id, model, version).
 :class:`~stylecast.server.sqlite_store.SqliteStyleStore` implements it on one SQLite file,
 :class:`~stylecast.server.redis_store.RedisStyleStore` in Redis, shared by several replicas;
-:func:`open_style_store` picks one by URL.
+:func:`~stylecast.server.engine.open_style_store` picks one by URL.
 """
 
 from __future__ import annotations
@@ -65,22 +65,6 @@ class StyleStore(Protocol):
 
     async def missing_vectors(self, model: str, version: str) -> list[str]:
         """Ids of stored styles without a vector for this model version."""
-
-
-def open_style_store(url: str, redis_password: str = "") -> StyleStore:
-    """The (not yet opened) store a ``style_store`` URL names: SQLite for ``sqlite:///PATH``
-    (``sqlite:////abs`` or ``sqlite:///rel``), Redis for ``redis://`` and ``rediss://`` (TLS) with
-    the password from the URL, else ``redis_password``.  Raises ValueError for anything else."""
-    from stylecast.server.config import REDIS_SCHEMES, SQLITE, check_style_store
-
-    check_style_store(url)
-    if url.startswith(REDIS_SCHEMES):
-        from stylecast.server.redis_store import RedisStyleStore
-
-        return RedisStyleStore(url, redis_password)
-    from stylecast.server.sqlite_store import SqliteStyleStore
-
-    return SqliteStyleStore(url[len(SQLITE):])
 
 
 def page_token(record: StyleRecord) -> str:

@@ -9,7 +9,7 @@ import pytest
 
 from stylecast.server.errors import InvalidArgument, Unavailable
 from stylecast.server.redis_store import RedisStyleStore
-from stylecast.server.style_store import open_style_store
+from stylecast.server.engine import open_style_store
 from stylecast.server.sqlite_store import SqliteStyleStore
 
 
