@@ -8,9 +8,13 @@ healthy replica, ``wait_for_ready`` waits for one — and sends again the
 StreamConfig in effect for the first unanswered frame, then every unanswered
 frame in order, then the current StreamConfig, then carries on with the frames
 not yet sent.  Frame ids never restart, so every id is answered exactly once, in
-order (an answer to an id already answered is dropped).  Only a whole-call
-UNAVAILABLE resumes; in-band answers (``FrameError``, ``FrameDropped``) are
-answers and are never retried, and any other status ends the stream.
+order (an answer to an id already answered is dropped).  Only a call that its
+replica ended resumes — UNAVAILABLE, or OK before every frame was sent and
+answered (a drain that half-closed the stream); in-band answers (``FrameError``,
+``FrameDropped``) are answers and are never retried, and any other status ends
+the stream.  A stream whose first call fails before any frame went out (no
+server at that address) fails at once; five resumes in a row without an answer
+give up with :class:`Unavailable`.
 
 Memory: the unanswered frames are kept until answered (at most ``max_in_flight``).
 """
@@ -76,7 +80,7 @@ class FailoverStream:
         self._pull: asyncio.Task | None = None   # the pending __anext__ of ``items``
         self._held: Any = None                   # an item pulled but not yet sent
         self._produced_all = False
-        self.resumes = 0                         # calls opened after the first (for tests and benchmarks)
+        self.resumes = 0                         # calls opened after the first
 
     async def _next_item(self) -> Any:
         """The held item, else the next one; raises StopAsyncIteration at the end."""
