@@ -1,9 +1,11 @@
 """``make bench`` [failover]: one SDK stream at 30 frames/s against two replicas sharing one Redis
-while each replica is restarted in turn (SIGTERM, then a new process on the same port).
+while each replica is restarted in turn (SIGTERM, then a new process on the same port); then a
+stream while Redis is killed and restarted (same port, same append-only file).
 
 Reports frames sent, answered, lost (goal 0), answered twice (goal 0), reordered (goal 0), and the
 gaps between consecutive answers: the median (the frame interval, 33 ms) next to the longest
-(what a restart costs the viewer).  Everything is real: ``redis-server`` (Debian), two
+(what a restart costs the viewer); for the Redis outage also the statuses a client calling
+GetStyle without retries saw, and how soon after Redis came back the same server answered again.  Everything is real: ``redis-server`` (Debian), two
 ``stylecast serve`` processes with the built-in model, the SDK's round_robin + health checking +
 stream failover.  Skipped with a reason when ``redis-server`` is missing.
 """
@@ -27,6 +29,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from benchmarks.startup import free_port
 from stylecast.client import AsyncClient
 from stylecast.client.loadgen import synthetic_image
+from stylecast.v1 import stylecast_pb2 as pb
+from stylecast.v1 import stylecast_pb2_grpc as pb_grpc
 
 
 async def wait_serving(port: int, proc: subprocess.Popen, timeout: float = 180.0) -> None:
@@ -78,11 +82,41 @@ class Replica:
             self.proc.wait()
 
 
-async def run(seconds: float, fps: float, size: tuple[int, int]) -> dict:
+def redis_server(port: int, workdir: Path) -> subprocess.Popen:
+    return subprocess.Popen(["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--dir", str(workdir),
+                             "--appendonly", "yes", "--appendfsync", "always", "--save", "",
+                             "--logfile", str(workdir / "redis.log")])
+
+
+async def stream_while(client: AsyncClient, style, frame, seconds: float, fps: float, disturb) -> dict:
+    """One stream of ``seconds × fps`` paced frames while ``disturb()`` runs; answer statistics."""
+    interval, total = 1.0 / fps, int(seconds * fps)
+
+    async def paced():
+        start = time.perf_counter()
+        for i in range(total):
+            await asyncio.sleep(max(0.0, start + i * interval - time.perf_counter()))
+            yield frame
+
+    disturbing = asyncio.create_task(disturb())
+    ids, times, errors = [], [], 0
+    async for r in client.stream(paced(), style, output="raw", max_in_flight=8):
+        ids.append(r.id)
+        times.append(time.perf_counter())
+        errors += not r.ok
+    extra = await disturbing
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    return {"sent": total, "answered": len(ids), "lost": len(set(range(total)) - set(ids)),
+            "twice": len(ids) - len(set(ids)), "reordered": sum(b != a + 1 for a, b in zip(ids, ids[1:])),
+            "errors": errors, "gap_median_ms": statistics.median(gaps) * 1e3, "gap_max_ms": max(gaps) * 1e3,
+            **(extra or {})}
+
+
+async def run(seconds: float, fps: float, size: tuple[int, int]) -> tuple[dict, dict]:
+    """(replicas restarted in turn, Redis killed and restarted) under one stream each."""
     workdir = Path(tempfile.mkdtemp(prefix="stylecast-failover-"))
     redis_port = free_port()
-    redis = subprocess.Popen(["redis-server", "--bind", "127.0.0.1", "--port", str(redis_port), "--dir", str(workdir),
-                              "--appendonly", "yes", "--save", "", "--logfile", str(workdir / "redis.log")])
+    redis = redis_server(redis_port, workdir)
     replicas = [Replica(free_port(), f"redis://127.0.0.1:{redis_port}/0", workdir) for _ in range(2)]
     try:
         await asyncio.gather(*(r.start() for r in replicas))
@@ -90,38 +124,58 @@ async def run(seconds: float, fps: float, size: tuple[int, int]) -> dict:
         async with AsyncClient(target) as client:
             style = await client.register_style(synthetic_image(256, seed=1), name="bench")
             frame = synthetic_image(max(size), seed=2)[:size[1], :size[0]]
-            interval = 1.0 / fps
-            total = int(seconds * fps)
-
-            async def paced():
-                start = time.perf_counter()
-                for i in range(total):
-                    await asyncio.sleep(max(0.0, start + i * interval - time.perf_counter()))
-                    yield frame
 
             async def restarts():
                 for replica in replicas:          # each in turn, the stream's one included
                     await asyncio.sleep(seconds / 4)
                     await replica.restart()
+                return {"restarts": sum(r.restarts for r in replicas)}
 
-            restarter = asyncio.create_task(restarts())
-            ids, times, errors = [], [], 0
-            async for r in client.stream(paced(), style, output="raw", max_in_flight=8):
-                ids.append(r.id)
-                times.append(time.perf_counter())
-                errors += not r.ok
-            await restarter
+            restarted = await stream_while(client, style, frame, seconds, fps, restarts)
+
+            async def redis_outage():
+                """Redis killed a third in and started again (same port, same AOF) two thirds in;
+                GetStyle probes on one replica every 100 ms, without retries: what clients see,
+                and how soon after Redis is back the same server answers again."""
+                nonlocal redis
+                third = seconds / 6          # this stream lasts seconds / 2
+                codes: dict[str, int] = {}
+                detail = ""
+                async with grpc.aio.insecure_channel(f"127.0.0.1:{replicas[0].port}") as channel:
+                    stub = pb_grpc.StyleTransferStub(channel)
+
+                    async def probe() -> str:
+                        nonlocal detail
+                        try:
+                            await stub.GetStyle(pb.GetStyleRequest(id=style.id), timeout=5)
+                            return "OK"
+                        except grpc.aio.AioRpcError as exc:
+                            detail = detail or exc.details()
+                            return exc.code().name
+
+                    await asyncio.sleep(third)
+                    redis.kill()
+                    redis.wait()
+                    end = time.perf_counter() + third
+                    while time.perf_counter() < end:
+                        code = await probe()
+                        codes[code] = codes.get(code, 0) + 1
+                        await asyncio.sleep(0.1)
+                    redis = redis_server(redis_port, workdir)
+                    back = time.perf_counter()
+                    while (code := await probe()) != "OK" and time.perf_counter() - back < 30:
+                        await asyncio.sleep(0.05)
+                    recovered = time.perf_counter() - back if code == "OK" else None
+                return {"probes": codes, "detail": detail, "recovered_s": recovered}
+
+            outage = await stream_while(client, style, frame, seconds / 2, fps, redis_outage)
     finally:
         for r in replicas:
             r.kill()
         redis.kill()
         redis.wait()
         shutil.rmtree(workdir, ignore_errors=True)
-    gaps = [b - a for a, b in zip(times, times[1:])]
-    return {"sent": total, "answered": len(ids), "lost": len(set(range(total)) - set(ids)),
-            "twice": len(ids) - len(set(ids)), "reordered": sum(b != a + 1 for a, b in zip(ids, ids[1:])),
-            "errors": errors, "restarts": sum(r.restarts for r in replicas),
-            "gap_median_ms": statistics.median(gaps) * 1e3, "gap_max_ms": max(gaps) * 1e3}
+    return restarted, outage
 
 
 def main() -> None:
@@ -135,12 +189,17 @@ def main() -> None:
         print("  skipped: redis-server not installed (make test installs Debian's redis-server)")
         return
     w, h = (int(v) for v in args.size.lower().split("x"))
-    res = asyncio.run(run(args.seconds, args.fps, (w, h)))
-    print(f"  {args.fps:g} fps, {w}x{h} raw RGB, {args.seconds:g} s, {res['restarts']} restarts")
-    print(f"  sent {res['sent']}  answered {res['answered']}  lost {res['lost']}  answered twice {res['twice']}  "
-          f"reordered {res['reordered']}  frame errors {res['errors']}")
-    print(f"  gap between answers: median {res['gap_median_ms']:.0f} ms, longest {res['gap_max_ms']:.0f} ms "
-          f"({res['gap_max_ms'] / res['gap_median_ms']:.1f}x the median)")
+    restarted, outage = asyncio.run(run(args.seconds, args.fps, (w, h)))
+    for title, res in ((f"{restarted['restarts']} replica restarts", restarted), ("Redis killed, restarted", outage)):
+        print(f"  {title}: {args.fps:g} fps, {w}x{h} raw RGB, {res['sent'] / args.fps:g} s")
+        print(f"    sent {res['sent']}  answered {res['answered']}  lost {res['lost']}  answered twice {res['twice']}  "
+              f"reordered {res['reordered']}  frame errors {res['errors']}")
+        print(f"    gap between answers: median {res['gap_median_ms']:.0f} ms, longest {res['gap_max_ms']:.0f} ms "
+              f"({res['gap_max_ms'] / res['gap_median_ms']:.1f}x the median)")
+    recovered = outage["recovered_s"]
+    print(f"    GetStyle probes (no retries) during it: {outage['probes']}; first refusal: {outage['detail']!r}")
+    print(f"    answered OK again {recovered:.2f} s after Redis restarted (same server process)"
+          if recovered is not None else "    not recovered within the run")
 
 
 if __name__ == "__main__":

@@ -37,7 +37,6 @@ def open_streams(server) -> float:
 
 async def test_two_serve_processes_share_styles_through_redis(tiny_models_dir, tmp_path, redis_url):
     flags = serve_flags(tiny_models_dir, tmp_path / "unused.db") | {"style_store": redis_url}
-    flags.pop("styles_db", None)
     a, b = await asyncio.gather(asyncio.to_thread(ServerProcess, flags), asyncio.to_thread(ServerProcess, flags))
     try:
         async with AsyncClient(f"127.0.0.1:{a.port}") as on_a, AsyncClient(f"127.0.0.1:{b.port}") as on_b:
@@ -69,7 +68,6 @@ async def test_a_stream_survives_its_serve_processes_drained_and_killed(tiny_mod
     """Real processes on fixed ports: A gets SIGTERM and a new process, then B gets SIGKILL and a new
     process; whichever served the stream, it moved at least once and lost nothing."""
     flags = serve_flags(tiny_models_dir, tmp_path / "unused.db") | {"style_store": redis_url}
-    flags.pop("styles_db", None)
     ports = [free_port(), free_port()]
     procs = list(await asyncio.gather(*(asyncio.to_thread(ServerProcess, flags | {"port": p}) for p in ports)))
     try:

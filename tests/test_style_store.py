@@ -103,7 +103,8 @@ async def test_vectors_are_keyed_by_style_model_and_version(store):
 async def test_concurrent_adds_of_one_style_have_one_winner(make_store):
     # separate connections (Redis) or one serialising thread (SQLite): either way one row wins
     stores = [make_store() for _ in range(4)]
-    await asyncio.gather(*(s.open() for s in stores))
+    for s in stores:  # (SQLite: the first one switches the file to WAL)
+        await s.open()
     try:
         results = await asyncio.gather(*(stores[i % 4].add("same", f"writer{i}", f"png{i}".encode(),
                                                              ("m", "1", np.full(4, i, np.float32)))
