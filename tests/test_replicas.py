@@ -284,3 +284,20 @@ async def test_cli_takes_a_multi_replica_target(server_factory, redis_url, tmp_p
         code, out = await stylecast("styles", "list", "--target", target)
         assert code == 0 and out.split()[0] == style_id, out
     assert calls(a, "ListStyles") + calls(b, "ListStyles") == 4
+
+
+def streams(server, code: str = "OK") -> float:
+    return server.engine.metrics.registry.get_sample_value(
+        "stylecast_stream_duration_seconds_count", {"method": SERVICE + "Stylize", "code": code}) or 0.0
+
+
+async def test_in_band_frame_errors_are_answers_not_failovers(server_factory, redis_url):
+    a, b = await server_factory(style_store=redis_url), await server_factory(style_store=redis_url)
+    async with AsyncClient(f"dns:///localhost:{a.port}") as by_name:   # a DNS target resolves too
+        style = await by_name.register_style(picture(40, 40, seed=14))
+    async with AsyncClient(f"ipv4:127.0.0.1:{a.port},127.0.0.1:{b.port}") as client:
+        frames = [picture(32, 32, seed=1), b"\x89PNG\r\n\x1a\n not a png", picture(32, 32, seed=2)]
+        results = [r async for r in client.stream(frames, style, output="raw")]
+    assert [(r.id, r.status) for r in results] == [(0, "ok"), (1, "error"), (2, "ok")]
+    assert results[1].error.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert streams(a) + streams(b) == 1      # one call: nothing was retried or resumed
