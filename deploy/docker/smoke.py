@@ -4,7 +4,10 @@ published on loopback, wait for gRPC health SERVING, run the image's own HEALTHC
 inside it, register a style and stylize one frame through the SDK, report the image size,
 remove the container.  Then (podman only) ``podman kube play`` of the base Kubernetes manifests
 (ConfigMap, PersistentVolumeClaim, Deployment) with the first image, the same checks against the
-pod's address, and ``podman kube down``.  Exits non-zero on the first failure."""
+pod's address, and ``podman kube down``; and two containers of the first image on the host network
+sharing one ``redis-server`` (started here on a free loopback port): a style registered on one is
+streamed on the other, deleted there, and NOT_FOUND on the first.  Exits non-zero on the first
+failure."""
 
 from __future__ import annotations
 
@@ -17,11 +20,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import shutil
+
 import grpc
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from stylecast.client import Client
+from stylecast.client import Client, NotFound
 from stylecast.client.loadgen import synthetic_image
 
 ENGINE = os.environ.get("ENGINE", "podman")
@@ -109,9 +114,46 @@ def kube_play(image: str) -> None:
                     subprocess.run([ENGINE, "volume", "rm", "-f", d["metadata"]["name"]], capture_output=True)
 
 
+def replicas(image: str) -> None:
+    """Two containers of ``image`` (host network, loopback ports) on one Redis."""
+    if shutil.which("redis-server") is None:
+        print("replicas: skipped, redis-server not installed (make redis-tools)")
+        return
+    redis_port, ports = free_port(), [free_port(), free_port()]
+    redis = subprocess.Popen(["redis-server", "--bind", "127.0.0.1", "--port", str(redis_port), "--save", ""],
+                             stdout=subprocess.DEVNULL)
+    names = [f"stylecast-smoke-{os.getpid()}-{p}" for p in ports]
+    try:
+        for name, port in zip(names, ports):
+            engine("run", "-d", "--name", name, "--network", "host", image, "stylecast", "serve", "--host",
+                   "127.0.0.1", "--port", str(port), "--metrics-port", "0",
+                   "--style-store", f"redis://127.0.0.1:{redis_port}/0")
+        for name, port in zip(names, ports):
+            wait_serving(f"127.0.0.1:{port}", name)
+        with Client(f"127.0.0.1:{ports[0]}") as a, Client(f"127.0.0.1:{ports[1]}") as b:
+            style = a.register_style(synthetic_image(256, seed=5), name="shared")
+            results = list(b.stream([synthetic_image(64, seed=i) for i in range(3)], style.id, output="raw"))
+            deleted = b.delete_style(style.id)
+            try:
+                a.get_style(style.id)
+                gone = False
+            except NotFound:
+                gone = True
+        ok = [r.status for r in results] == ["ok"] * 3 and deleted and gone
+        print(f"two {image} containers on one Redis: registered on A, {len(results)} frames streamed on B, "
+              f"deleted on B, NOT_FOUND on A: {'ok' if ok else 'FAILED'}")
+        if not ok:
+            raise SystemExit("replicas: smoke test failed")
+    finally:
+        subprocess.run([ENGINE, "rm", "-f", *names], capture_output=True)
+        redis.kill()
+        redis.wait()
+
+
 if __name__ == "__main__":
     images = sys.argv[1:] or ["localhost/stylecast:edge"]
     for image in images:
         smoke(image)
     if ENGINE == "podman":
         kube_play(images[0])
+    replicas(images[0])
