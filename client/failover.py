@@ -24,12 +24,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
 
-from stylecast.client.errors import Unavailable, from_rpc_error
+from stylecast.client.errors import StylecastError, Unavailable, from_rpc_error
 from stylecast.client.messages import StreamOptions, parse_response, response_id, to_config, to_image
 from stylecast.client.types import FrameResult
 from stylecast.v1 import stylecast_pb2 as pb
@@ -65,12 +65,15 @@ class FailoverStream:
     ``open_call(wait_for_ready, timeout)`` starts a call; ``items`` is the user's frames and
     :class:`StreamOptions` (an async iterator, pulled one item at a time as the window allows;
     a pull outlives the call that started it, so a resume never loses an item).
+    ``check(request, output)`` vets each frame before it is sent: a frame it refuses (ValueError
+    or StylecastError) is not sent, the frames before it are still answered, then the stream
+    raises the refusal.
     """
 
     def __init__(self, open_call: Callable[[bool, float | None], Any], config: pb.StreamConfig,
-                 items: AsyncIterator[Any], *, failover: bool, timeout: float | None,
-                 max_in_flight: int | None) -> None:
-        self._open_call, self._failover, self._timeout = open_call, failover, timeout
+                 items: AsyncIterator[Any], *, check: Callable[[pb.StylizeRequest, pb.OutputOptions], Awaitable[None]],
+                 failover: bool, timeout: float | None, max_in_flight: int | None) -> None:
+        self._open_call, self._check, self._failover, self._timeout = open_call, check, failover, timeout
         self._config = pb.StylizeRequest(config=config)
         self._window = asyncio.Semaphore(max_in_flight) if max_in_flight else None
         # frame id -> (the config request in effect for it, its request, perf_counter when first sent)
@@ -80,6 +83,7 @@ class FailoverStream:
         self._pull: asyncio.Task | None = None   # the pending __anext__ of ``items``
         self._held: Any = None                   # an item pulled but not yet sent
         self._produced_all = False
+        self._refused: BaseException | None = None  # the frame check's refusal that ended the sending
         self.resumes = 0                         # calls opened after the first
 
     async def _next_item(self) -> Any:
@@ -108,11 +112,14 @@ class FailoverStream:
                         stalled, answered = 0, True
                         yield result
                     await writer
+                    if self._refused is not None:
+                        raise self._refused
                     return
                 except (grpc.aio.AioRpcError, _EndedEarly) as exc:
                     # A stream whose very first call fails before a frame went out or came back
                     # was refused, not interrupted (no server, wrong address): report it at once.
-                    if not (self._failover and _interrupted(exc) and (answered or resumed or self._pending)):
+                    expired = deadline is not None and time.monotonic() >= deadline
+                    if expired or not (self._failover and _interrupted(exc) and (answered or resumed or self._pending)):
                         if isinstance(exc, _EndedEarly) or (exc.code(), exc.details()) == _LOST_STATUS:
                             raise Unavailable(f"the stream's replica went away: {exc.details()}") from None
                         raise from_rpc_error(exc) from None
@@ -180,7 +187,12 @@ class FailoverStream:
                     self._held = None
                     await call.write(self._config)
                     continue
-                request = pb.StylizeRequest(frame=pb.Frame(id=self._next_id, image=to_image(item)))
+                try:
+                    request = pb.StylizeRequest(frame=pb.Frame(id=self._next_id, image=to_image(item)))
+                    await self._check(request, self._config.config.output)
+                except (ValueError, StylecastError) as exc:  # refused before sending: no more frames
+                    self._refused, self._produced_all, self._held = exc, True, None
+                    break
                 if self._window is not None:
                     await self._window.acquire()
                 self._pending[self._next_id] = (self._config, request, time.perf_counter())
