@@ -546,8 +546,8 @@ def test_k8s_profiles_render_with_their_image_targets(tmp_path) -> None:
     assert config.backend == "tensorrt" and "gpu" in installed_extras(stages, "gpu")
     c = container(gpu)
     assert c["resources"]["limits"]["nvidia.com/gpu"] == 1
-    from stylecast.backends.tensorrt import DEFAULT_ENGINE_CACHE   # the engines need a writable cache
-    cache = IMAGE_HOME / DEFAULT_ENGINE_CACHE.relative_to("~")
+    from stylecast.backends.engines import DEFAULT_CACHE_ROOT   # the engines need a writable cache
+    cache = IMAGE_HOME / DEFAULT_CACHE_ROOT.relative_to("~")
     assert any(cache.is_relative_to(m["mountPath"]) and not m.get("readOnly") for m in c["volumeMounts"])
     # the overlay changes only what a GPU needs; the rest of the pod is the base's
     edge_c = container(edge)
