@@ -120,9 +120,10 @@ class FailoverStream:
                     # was refused, not interrupted (no server, wrong address): report it at once.
                     expired = deadline is not None and time.monotonic() >= deadline
                     if expired or not (self._failover and _interrupted(exc) and (answered or resumed or self._pending)):
-                        if isinstance(exc, _EndedEarly) or (exc.code(), exc.details()) == _LOST_STATUS:
-                            raise Unavailable(f"the stream's replica went away: {exc.details()}") from None
-                        raise from_rpc_error(exc) from None
+                        if isinstance(exc, grpc.aio.AioRpcError) and (expired or not _interrupted(exc)
+                                                                       or exc.code() in RESUMABLE):
+                            raise from_rpc_error(exc) from None  # past the deadline: as grpcio said
+                        raise Unavailable(f"the stream's replica went away: {exc.details()}") from None
                     stalled += 1
                     if stalled > MAX_FAILOVERS:
                         raise Unavailable(f"stream failover gave up after {MAX_FAILOVERS} attempts with no "
