@@ -5,10 +5,10 @@ BIN := $(VENV)/bin
 PORT ?= 50051
 METRICS_PORT ?= 9090
 
-.PHONY: serve test bench bench-bounds bench-startup bench-model train eval-model proto clean help prometheus-tools gpu-bundle gpu-check
+.PHONY: serve test bench bench-bounds bench-startup bench-model train eval-model proto clean help prometheus-tools redis-tools images images-smoke gpu-bundle gpu-check
 
 help:
-	@echo "make serve | test | bench | bench-bounds | bench-startup | bench-model | train | eval-model | proto | gpu-bundle | gpu-check"
+	@echo "make serve | test | bench | bench-bounds | bench-startup | bench-model | train | eval-model | proto | images | images-smoke | gpu-bundle | gpu-check"
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -36,13 +36,43 @@ prometheus-tools:
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends prometheus; \
 	else echo "prometheus/promtool missing and no apt-get: the Prometheus tests will skip"; fi
 
-test: $(VENV)/.dev-stamp prometheus-tools
+# Debian's redis-server for the style store contract suite and the replica tests (installed only
+# when missing, root or sudo); the tests start their own on a free loopback port.
+redis-tools:
+	@if command -v redis-server >/dev/null; then :; \
+	elif command -v apt-get >/dev/null; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends redis-server; \
+	else echo "redis-server missing and no apt-get: the Redis tests will skip"; fi
+
+test: $(VENV)/.dev-stamp prometheus-tools redis-tools
 	$(BIN)/python -m pytest -q -ra
 
-bench: $(VENV)/.dev-stamp
+bench: $(VENV)/.dev-stamp redis-tools
 	$(BIN)/python -m benchmarks.serving
 	$(BIN)/python -m benchmarks.metrics_cost
 	$(BIN)/python -m benchmarks.transport
+	$(BIN)/python -m benchmarks.failover
+
+# Container images with podman (or docker: ENGINE=docker). Public registries need not be reachable:
+# BASE_IMAGE is any python:3.11-slim-like image; empty = build localhost/stylecast-base:bookworm from
+# Debian's own packages with debootstrap (deploy/docker/debian-base.sh, root).
+ENGINE ?= podman
+BASE_IMAGE ?=
+IMAGE_TARGETS ?= edge server
+images:
+	@base="$(BASE_IMAGE)"; \
+	if [ -z "$$base" ]; then base=localhost/stylecast-base:bookworm; ENGINE=$(ENGINE) sh deploy/docker/debian-base.sh "$$base"; fi; \
+	for target in $(IMAGE_TARGETS); do \
+		nice -n 10 $(ENGINE) build $(if $(filter podman,$(ENGINE)),--format docker) --build-arg PYTHON_IMAGE="$$base" -f deploy/docker/Dockerfile \
+			--target $$target -t localhost/stylecast:$$target . || exit 1; \
+	done; \
+	$(ENGINE) images --filter reference=localhost/stylecast
+
+# Run each built image: gRPC health SERVING, its HEALTHCHECK, one stylized frame, its size.
+images-smoke: $(VENV)/.serve-stamp
+	ENGINE=$(ENGINE) $(BIN)/python deploy/docker/smoke.py $(foreach t,$(IMAGE_TARGETS),localhost/stylecast:$(t))
 
 # what the resource bounds save: a 16384² output request refused, LIVE clients that never read.
 bench-bounds: $(VENV)/.dev-stamp

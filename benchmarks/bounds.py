@@ -56,7 +56,7 @@ def buffered(metrics_port: int) -> float:
 def start_server(folder: Path, stall_s: float) -> tuple[subprocess.Popen, int, int]:
     port, metrics_port = free_port(), free_port()
     env_flags = ["--port", str(port), "--metrics-port", str(metrics_port), "--host", "127.0.0.1",
-                 "--styles-db", str(folder / "styles.db"), "--upload-dir", str(folder / "models")]
+                 "--style-store", str(folder / "styles.db"), "--upload-dir", str(folder / "models")]
     proc = subprocess.Popen([sys.executable, "-m", "stylecast.client", "serve", *env_flags],
                             stderr=subprocess.PIPE, text=True,
                             env={"STYLECAST_STALL_TIMEOUT_S": str(stall_s), "PATH": "/usr/bin:/bin"})

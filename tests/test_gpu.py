@@ -247,7 +247,7 @@ def test_serve_refuses_a_gpu_backend_it_cannot_run(tmp_path, backend):
     if not why:
         pytest.skip(f"{backend} can run here")
     cmd = [sys.executable, "-m", "stylecast.client", "serve", "--backend", backend, "--port", "0",
-           "--metrics-port", "0", "--host", "127.0.0.1", "--styles-db", str(tmp_path / "s.db"),
+           "--metrics-port", "0", "--host", "127.0.0.1", "--style-store", f"sqlite:///{tmp_path / 's.db'}",
            "--upload-dir", str(tmp_path / "up")]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
                           env=dict(os.environ, STYLECAST_ENGINE_CACHE_DIR=str(tmp_path / "engines")))
