@@ -503,8 +503,9 @@ def test_k8s_replicas_share_one_redis_and_drain_within_the_grace_period(tmp_path
                                               "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
     assert pod["terminationGracePeriodSeconds"] > config.grace_s
     c = container(objects)
-    assert c["readinessProbe"]["grpc"] == {"port": config.port, "service": SERVICE}
-    assert c["livenessProbe"]["grpc"]["port"] == config.port
+    assert c["readinessProbe"]["grpc"] == {"port": config.health_port, "service": SERVICE}  # plaintext health
+    assert c["livenessProbe"]["grpc"]["port"] == config.health_port
+    assert config.auth and config.tls   # the base's tokens and TLS from the stylecast-auth Secret
     # one Secret feeds both Redis' requirepass and the replicas' STYLECAST_REDIS_PASSWORD
     secret_of = lambda env, name: next(e["valueFrom"]["secretKeyRef"] for e in env if e["name"] == name)  # noqa: E731
     redis_c = redis["spec"]["template"]["spec"]["containers"][0]

@@ -70,7 +70,9 @@ def stylize_one(address: str, **auth):
 
 def smoke(image: str) -> None:
     port, name = free_port(), f"stylecast-smoke-{os.getpid()}"
-    engine("run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:50051", image)
+    # published on this host's loopback only, so the container may listen without tokens
+    engine("run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:50051", image,
+           "stylecast", "serve", "--host", "0.0.0.0", "--allow-unauthenticated")
     try:
         ready_s = wait_serving(f"127.0.0.1:{port}", name)
         health = subprocess.run([ENGINE, "healthcheck", "run", name], capture_output=True, text=True) \
