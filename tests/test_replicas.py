@@ -27,7 +27,7 @@ SERVICE = "/stylecast.v1.StyleTransfer/"
 def calls(server, method: str, code: str = "OK") -> float:
     """Calls of ``method`` that ``server`` finished with ``code`` (its own metrics)."""
     return server.engine.metrics.registry.get_sample_value(
-        "stylecast_rpc_duration_seconds_count", {"method": SERVICE + method, "code": code}) or 0.0
+        "stylecast_rpc_duration_seconds_count", {"method": SERVICE + method, "code": code, "token": "anonymous"}) or 0.0
 
 
 def open_streams(server) -> float:
@@ -288,7 +288,8 @@ async def test_cli_takes_a_multi_replica_target(server_factory, redis_url, tmp_p
 
 def streams(server, code: str = "OK") -> float:
     return server.engine.metrics.registry.get_sample_value(
-        "stylecast_stream_duration_seconds_count", {"method": SERVICE + "Stylize", "code": code}) or 0.0
+        "stylecast_stream_duration_seconds_count",
+        {"method": SERVICE + "Stylize", "code": code, "token": "anonymous"}) or 0.0
 
 
 async def test_in_band_frame_errors_are_answers_not_failovers(server_factory, redis_url):
