@@ -1,14 +1,15 @@
 # stylecast: `make serve` and `make test` work on a fresh clone.
 PY ?= python3
 VENV := .venv
+PEERS := .venv-peers
 BIN := $(VENV)/bin
 PORT ?= 50051
 METRICS_PORT ?= 9090
 
-.PHONY: serve test bench bench-startup bench-model train eval-model proto clean help prometheus-tools
+.PHONY: serve test bench bench-peers bench-startup bench-model train eval-model proto clean help prometheus-tools
 
 help:
-	@echo "make serve | test | bench | bench-startup | bench-model | train | eval-model | proto"
+	@echo "make serve | test | bench | bench-peers | bench-startup | bench-model | train | eval-model | proto"
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -39,10 +40,25 @@ prometheus-tools:
 test: $(VENV)/.dev-stamp prometheus-tools
 	$(BIN)/python -m pytest -q -ra
 
-bench: $(VENV)/.dev-stamp
+bench: $(VENV)/.dev-stamp $(PEERS)/.stamp
 	$(BIN)/python -m benchmarks.serving
 	$(BIN)/python -m benchmarks.metrics_cost
 	$(BIN)/python -m benchmarks.transport
+	$(BIN)/python -m benchmarks.peers --peer-python $(PEERS)/bin/python
+
+# NVIDIA Triton for bench-peers, in a venv of its own (not a project dependency): PyTriton bundles
+# tritonserver (Linux x86-64, glibc >= 2.35; numpy < 2).  stylecast goes in without its
+# dependencies so that Triton's Python model runs the same backend, conversions and codecs.
+$(PEERS)/.stamp: pyproject.toml
+	$(PY) -m venv $(PEERS)
+	$(PEERS)/bin/pip install -q --upgrade pip
+	$(PEERS)/bin/pip install -q "nvidia-pytriton==0.7.0" "tritonclient[grpc]>=2.50" "ai-edge-litert>=2.3.0" "pillow>=10.0"
+	$(PEERS)/bin/pip install -q --no-deps -e .
+	touch $@
+
+# stylecast next to Triton on the same model and worker layout, alternating order over two rounds.
+bench-peers: $(VENV)/.dev-stamp $(PEERS)/.stamp
+	$(BIN)/python -m benchmarks.peers --peer-python $(PEERS)/bin/python
 
 # exec of `stylecast serve` → first stylized frame, and → last artifact of the load order active.
 bench-startup: $(VENV)/.dev-stamp
@@ -66,4 +82,4 @@ proto: $(VENV)/.dev-stamp
 		--grpc_python_out=protos protos/stylecast/v1/*.proto
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(PEERS) build *.egg-info
