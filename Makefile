@@ -2,14 +2,15 @@
 PY ?= python3
 VENV := .venv
 PEERS := .venv-peers
+EDGE := .venv-edge
 BIN := $(VENV)/bin
 PORT ?= 50051
 METRICS_PORT ?= 9090
 
-.PHONY: serve test bench bench-peers bench-startup bench-model train eval-model proto clean help prometheus-tools
+.PHONY: serve test bench bench-peers bench-memory bench-startup bench-model train eval-model proto clean help prometheus-tools
 
 help:
-	@echo "make serve | test | bench | bench-peers | bench-startup | bench-model | train | eval-model | proto"
+	@echo "make serve | test | bench | bench-peers | bench-memory | bench-startup | bench-model | train | eval-model | proto"
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -60,6 +61,16 @@ $(PEERS)/.stamp: pyproject.toml
 bench-peers: $(VENV)/.dev-stamp $(PEERS)/.stamp
 	$(BIN)/python -m benchmarks.peers --peer-python $(PEERS)/bin/python
 
+# Resident memory of `stylecast serve` from an edge install (LiteRT and video only, no TensorFlow).
+$(EDGE)/.stamp: pyproject.toml
+	$(PY) -m venv $(EDGE)
+	$(EDGE)/bin/pip install -q --upgrade pip
+	$(EDGE)/bin/pip install -q -e ".[litert,video]"
+	touch $@
+
+bench-memory: $(EDGE)/.stamp
+	$(EDGE)/bin/python -m benchmarks.memory
+
 # exec of `stylecast serve` → first stylized frame, and → last artifact of the load order active.
 bench-startup: $(VENV)/.dev-stamp
 	$(BIN)/python -m benchmarks.startup
@@ -82,4 +93,4 @@ proto: $(VENV)/.dev-stamp
 		--grpc_python_out=protos protos/stylecast/v1/*.proto
 
 clean:
-	rm -rf $(VENV) $(PEERS) build *.egg-info
+	rm -rf $(VENV) $(PEERS) $(EDGE) build *.egg-info

@@ -20,6 +20,7 @@ import argparse
 import io
 import os
 import re
+import subprocess
 import sys
 import tempfile
 import threading
@@ -29,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.serving import Setup, cpu_seconds, resolve, server
+from benchmarks.serving import CLI, Setup, cpu_seconds, resolve, server
 
 ANCHOR_MB = 112.0
 
@@ -138,9 +139,6 @@ def photo(width: int, height: int, fmt: str) -> bytes:
 
 
 def mixed(client, style_id: str, workdir: Path, target: str) -> None:
-    import asyncio
-
-    from stylecast.client.loadgen import run_load
     from stylecast.client.video import stylize_video
 
     video = workdir / "clip.mp4"
@@ -148,7 +146,8 @@ def mixed(client, style_id: str, workdir: Path, target: str) -> None:
     stylize_video(client, video, workdir / "out.mp4", style_id)
     for w, h, fmt in ((4000, 3000, "JPEG"), (1920, 1080, "JPEG"), (2048, 2048, "PNG")):
         client.stylize(photo(w, h, fmt), style_id, output="jpeg")
-    asyncio.run(run_load(target, streams=4, seconds=8, size=384, wire="jpeg", warmup_s=0.5, style_id=style_id))
+    subprocess.run(CLI + ["bench", "--json", "--target", target, "--streams", "4", "--seconds", "8", "--size", "384",
+                          "--wire", "jpeg", "--warmup", "0.5"], check=True, capture_output=True)
 
 
 def line(label: str, mem: dict[str, float], extra: str = "") -> str:
@@ -188,8 +187,8 @@ def main(argv: list[str] | None = None) -> int:
         peak = Sampler(srv.pid)
         mixed(client, style_id, workdir, srv.target)
         print(line("mixed workload (peak)", {"rss": max(peak.stop() or [float("nan")])}))
-        time.sleep(3.0)
-        print(line("idle after the mixed workload", memory_mb(srv.pid)))
+        time.sleep(5.0)
+        print(line("idle 5 s after the mixed workload", memory_mb(srv.pid)))
         s2 = stream_512(client, style_id, srv.pid, args.seconds)
         print(line("one 512² raw stream again", {**memory_mb(srv.pid), "rss": s2["rss_median"]},
                    f"   (max {s2['rss_max']:.1f}; {s2['fps']:.1f} frames/s, {s2['cpu_ms']:.1f} ms CPU/frame; "
