@@ -53,7 +53,7 @@ bench: $(VENV)/.dev-stamp $(PEERS)/.stamp
 $(PEERS)/.stamp: pyproject.toml
 	$(PY) -m venv $(PEERS)
 	$(PEERS)/bin/pip install -q --upgrade pip
-	$(PEERS)/bin/pip install -q "nvidia-pytriton==0.7.0" "tritonclient[grpc]>=2.50" "ai-edge-litert>=2.3.0" "pillow>=10.0"
+	$(PEERS)/bin/pip install -q "nvidia-pytriton==0.7.0" "tritonclient[grpc]>=2.50" "grpcio-status>=1.85.1" "ai-edge-litert>=2.3.0" "pillow>=10.0"
 	$(PEERS)/bin/pip install -q --no-deps -e .
 	touch $@
 

@@ -1,7 +1,8 @@
 """The Backend protocol every inference engine implements, and the lazy registry.
 
 Backends are synchronous and know nothing of gRPC or protobuf.  The registry maps
-names to import paths so that choosing ``litert`` never imports TensorFlow.
+names to import paths (so that choosing ``litert`` never imports TensorFlow) and to
+the artifact formats each loads: the one backend → formats table.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from stylecast.model.package import ModelPackage
+from stylecast.backends.package import ModelPackage
 
 PAD_MULTIPLE = 16
 
@@ -60,13 +61,23 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
-# name -> (module, class, the import that proves the runtime is installed)
-_REGISTRY: dict[str, tuple[str, str, str]] = {
-    "litert": ("stylecast.backends.litert", "LiteRTBackend", "ai_edge_litert"),
-    "savedmodel": ("stylecast.backends.savedmodel", "SavedModelBackend", "tensorflow"),
-    "onnx": ("stylecast.backends.onnx", "OnnxBackend", "onnxruntime"),
-    "onnx-cuda": ("stylecast.backends.onnx", "OnnxCudaBackend", "onnxruntime"),
-    "tensorrt": ("stylecast.backends.tensorrt", "TensorRTBackend", "onnxruntime"),
+@dataclass(frozen=True)
+class BackendEntry:
+    """Where a backend lives and what it loads: the one table of backend → artifact formats."""
+
+    module: str
+    cls: str
+    requires: str                 # the import that proves the runtime is installed
+    formats: tuple[str, ...]      # artifact formats it loads, best first
+
+
+_REGISTRY: dict[str, BackendEntry] = {
+    "litert": BackendEntry("stylecast.backends.litert", "LiteRTBackend", "ai_edge_litert",
+                           ("tflite-int8", "tflite-fp16", "tflite-fp32")),
+    "savedmodel": BackendEntry("stylecast.backends.savedmodel", "SavedModelBackend", "tensorflow", ("savedmodel",)),
+    "onnx": BackendEntry("stylecast.backends.onnx", "OnnxBackend", "onnxruntime", ("onnx",)),
+    "onnx-cuda": BackendEntry("stylecast.backends.onnx", "OnnxCudaBackend", "onnxruntime", ("onnx",)),
+    "tensorrt": BackendEntry("stylecast.backends.tensorrt", "TensorRTBackend", "onnxruntime", ("onnx",)),
 }
 
 
@@ -74,19 +85,25 @@ def backend_names() -> list[str]:
     return list(_REGISTRY)
 
 
+def backend_formats(name: str) -> tuple[str, ...]:
+    """Artifact formats backend ``name`` loads, best first (``()`` for an unknown name)."""
+    entry = _REGISTRY.get(name)
+    return entry.formats if entry is not None else ()
+
+
 def is_installed(name: str) -> bool:
-    return importlib.util.find_spec(_REGISTRY[name][2]) is not None
+    return importlib.util.find_spec(_REGISTRY[name].requires) is not None
 
 
 def create_backend(name: str) -> Backend:
     """Instantiate a backend by name, importing its module only now."""
     try:
-        module, cls, _ = _REGISTRY[name]
+        entry = _REGISTRY[name]
     except KeyError:
         raise BackendError(f"unknown backend {name!r}; choose one of {', '.join(_REGISTRY)}") from None
     if not is_installed(name):
-        raise BackendUnavailable(f"backend {name!r} needs the {_REGISTRY[name][2]!r} package")
-    return getattr(importlib.import_module(module), cls)()
+        raise BackendUnavailable(f"backend {name!r} needs the {entry.requires!r} package")
+    return getattr(importlib.import_module(entry.module), entry.cls)()
 
 
 def best_available() -> str:

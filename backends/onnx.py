@@ -14,14 +14,14 @@ import onnxruntime as ort
 
 from stylecast.backends.base import BackendError, BackendOptions, BackendUnavailable
 from stylecast.backends.endpoints import Endpoint, endpoints
-from stylecast.backends.fit import SessionCalls
 from stylecast.backends.memory import RssGrowth
-from stylecast.model.package import ModelPackage
+from stylecast.backends.package import ModelPackage
+from stylecast.backends.session_backend import SessionBackend
 
 Provider = str | tuple[str, dict[str, Any]]
 
 
-class OnnxBackend(SessionCalls):
+class OnnxBackend(SessionBackend):
     """The Backend protocol on ONNX Runtime (format ``onnx``)."""
 
     name = "onnx"

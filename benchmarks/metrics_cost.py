@@ -46,7 +46,7 @@ def frame_ms(models_dir: str, model: str, backend_name: str, fmt: str, threads: 
     """Mean ``backend.stylize`` milliseconds for one size×size frame, and what was measured."""
     from stylecast.backends.base import BackendOptions, create_backend
     from stylecast.server.config import ServerConfig
-    from stylecast.server.models import choose_backend, find_package
+    from stylecast.server.packages import choose_backend, find_package
 
     package = find_package(models_dir, model)
     name, fmt = choose_backend(ServerConfig(backend=backend_name, format=fmt), package)

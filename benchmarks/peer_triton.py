@@ -50,7 +50,7 @@ def serve(args: argparse.Namespace) -> int:
     from stylecast.backends.base import BackendOptions
     from stylecast.backends.litert import LiteRTBackend
     from stylecast.backends.memory import keep_freed_memory
-    from stylecast.model.package import load_package
+    from stylecast.backends.package import load_package
     from stylecast.model.preprocess import to_float, to_uint8
     from stylecast.server import codecs
 

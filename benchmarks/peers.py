@@ -67,7 +67,7 @@ def triton(setup: Setup, peer_python: str, workdir: Path, size: int, attempts: i
 
     Started up to ``attempts`` times: PyTriton's second model instance fetches its config from
     the first one's handshake socket within 1 s, which a loaded machine can miss."""
-    from stylecast.server.models import find_package
+    from stylecast.server.packages import find_package
 
     package = find_package(setup.models_dir, setup.model)
     for attempt in range(1, attempts + 1):

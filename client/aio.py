@@ -154,7 +154,7 @@ class AsyncClient:
                 raise StylecastError("the server ended the upload without confirming it")
             return parse_upload(final)
         except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
-            raise error_for(await call.code(), await call.details()) from None
+            raise error_for(await call.code(), await call.details(), await call.trailing_metadata()) from None
         finally:
             call.cancel()
 

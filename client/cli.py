@@ -352,7 +352,7 @@ def model_export(
 ) -> None:
     """Export a training checkpoint to a model package (needs TensorFlow)."""
     from stylecast.model.export import export_checkpoint
-    from stylecast.model.package import FORMATS
+    from stylecast.backends.package import FORMATS
 
     package = export_checkpoint(checkpoint, output, name, version, tuple(formats or FORMATS))
     typer.echo(f"{package.path}  formats: {', '.join(package.artifacts)}")
@@ -371,7 +371,7 @@ def model_import_magenta(
 ) -> None:
     """Wrap a user's own Magenta TFLite pair as a model package."""
     from stylecast.model.magenta import import_magenta
-    from stylecast.model.package import PackageError
+    from stylecast.backends.package import PackageError
 
     try:
         package = import_magenta(predict, transfer, output, name=name, version=version, overwrite=overwrite,

@@ -140,9 +140,6 @@ class FrameResult:
         return path
 
 
-Mode = Literal["every_frame", "live"]
-
-
 @dataclass(frozen=True)
 class ArtifactInfo:
     """One artifact (format) of a model package and its load state: available, queued,

@@ -21,11 +21,10 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from stylecast.backends.base import BackendOptions, create_backend
+from stylecast.backends.package import load_package, locate_package
 from stylecast.model import BUILTIN_DIR, data
-from stylecast.model.package import load_package
 from stylecast.model.preprocess import center_crop_square, content_image, style_image, to_uint8
 from stylecast.model.teacher import TEACHER_SIZE, Teacher
-from stylecast.server.models import find_package
 
 SIZE = TEACHER_SIZE
 
@@ -142,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     root = args.assets or data.assets_dir()
     if not (root / "models" / "magenta").is_dir():
         raise SystemExit(f"teacher assets not found under {root} (set STYLECAST_ASSETS)")
-    pkg = args.package or find_package(BUILTIN_DIR).path
+    pkg = args.package or locate_package(BUILTIN_DIR).path
     res = evaluate(pkg, args.format, root, args.threads, args.limit, args.sheet)
     n = len(data.val_content(root)[:args.limit])
     print(f"package {pkg} ({args.format}) on {n} val images x {len(data.HELDOUT_STYLES)} held-out styles at {SIZE}^2")

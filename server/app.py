@@ -17,12 +17,12 @@ from grpc_reflection.v1alpha import reflection
 
 from stylecast.backends.base import BackendError
 from stylecast.backends.memory import keep_freed_memory
-from stylecast.model.package import PackageError
+from stylecast.backends.package import PackageError
 from stylecast.server.admin_servicer import ModelAdminServicer
 from stylecast.server.config import ConfigError, ServerConfig, load_config
 from stylecast.server.engine import Engine
 from stylecast.server.errors import StylecastError
-from stylecast.server.interceptors import AdmissionInterceptor, MetricsInterceptor
+from stylecast.server.interceptors import AdmissionInterceptor, ErrorInterceptor, MetricsInterceptor
 from stylecast.server.metrics import Metrics, MetricsEndpoint, serve_metrics
 from stylecast.server.servicer import StyleTransferServicer
 from stylecast.v1 import model_admin_pb2 as apb
@@ -106,7 +106,7 @@ def _serve_metrics(metrics: Metrics, config: ServerConfig) -> MetricsEndpoint | 
 def _grpc_server(config: ServerConfig, metrics: Metrics, shutdown: asyncio.Event,
                  services: tuple[str, ...]) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
     """A server with the interceptors, health and reflection (servicers are added by the caller)."""
-    interceptors = [MetricsInterceptor(metrics), AdmissionInterceptor(_limits(config), shutdown)]
+    interceptors = [MetricsInterceptor(metrics), ErrorInterceptor(), AdmissionInterceptor(_limits(config), shutdown)]
     server = grpc.aio.server(interceptors=interceptors, options=grpc_options(config))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -139,12 +139,13 @@ async def start(config: ServerConfig) -> RunningServer:
     shutdown = asyncio.Event()
     shared = config.admin and config.admin_on_main_port
     server, health_servicer = _grpc_server(config, metrics, shutdown, (SERVICE, ADMIN_SERVICE) if shared else (SERVICE,))
-    pb_grpc.add_StyleTransferServicer_to_server(StyleTransferServicer(engine, shutdown), server)
+    servicer = StyleTransferServicer(engine.sessions, engine.styles, metrics, config.max_message_bytes, shutdown)
+    pb_grpc.add_StyleTransferServicer_to_server(servicer, server)
     admin_server = None
     if config.admin and not shared:
         admin_server, _ = _grpc_server(config, metrics, shutdown, (ADMIN_SERVICE,))
     if config.admin:
-        admin_grpc.add_ModelAdminServicer_to_server(ModelAdminServicer(engine), admin_server or server)
+        admin_grpc.add_ModelAdminServicer_to_server(ModelAdminServicer(engine.control), admin_server or server)
     try:
         port = _listen(server, config.address)
     except StylecastError:
@@ -166,9 +167,10 @@ async def start(config: ServerConfig) -> RunningServer:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     if admin_port is not None:
         log.info("model admin on 127.0.0.1:%d (loopback only)", admin_port)
-    log.info("artifact %s of %s active; load order %s", engine.format, engine.package.key,
+    model = engine.slot.model
+    log.info("artifact %s of %s active; load order %s", model.format, model.package.key,
              config.load_order or "(one artifact)")
-    log.info("stylecast serving %s with %s on %s:%d", engine.package.key, engine.backend.name, config.host, port)
+    log.info("stylecast serving %s with %s on %s:%d", model.package.key, model.backend.name, config.host, port)
     return RunningServer(server, port, engine, health_servicer, shutdown, metrics_endpoint=endpoint,
                          admin_port=admin_port, admin_server=admin_server)
 

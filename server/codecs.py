@@ -1,4 +1,5 @@
-"""Image decoding and encoding for frames: raw pixels or JPEG/PNG/WebP → RGB uint8 and back.
+"""Image decoding and encoding for frames: raw pixels or JPEG/PNG/WebP → RGB uint8 and back,
+and the codec threads they run on.
 
 Every decoded image is H×W×3 uint8 RGB.  Encoded images are checked against the
 pixel limit from their header, before any pixel is decoded (decompression bombs).
@@ -6,7 +7,12 @@ pixel limit from their header, before any pixel is decoded (decompression bombs)
 
 from __future__ import annotations
 
+import asyncio
 import io
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -16,6 +22,17 @@ from stylecast.server.errors import InvalidArgument
 RAW_CHANNELS = {"rgb24": 3, "rgba32": 4, "gray8": 1}
 ENCODED_FORMATS = ("JPEG", "PNG", "WEBP")
 DEFAULT_QUALITY = 90
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ImageInput:
+    """An image as a client sent it: encoded bytes, or raw pixels with their size."""
+
+    data: bytes
+    pixel_format: str = "encoded"   # encoded | rgb24 | rgba32 | gray8
+    width: int = 0                  # raw formats only
+    height: int = 0
 
 
 def _check_pixels(width: int, height: int, max_pixels: int) -> None:
@@ -139,3 +156,17 @@ def encode(img: np.ndarray, encoding: str = "jpeg", quality: int = 0) -> bytes:
     else:
         raise InvalidArgument(f"unknown output encoding {encoding!r}")
     return buf.getvalue()
+
+
+class CodecPool:
+    """The codec threads: decoding, scaling and encoding run here, never on the event loop."""
+
+    def __init__(self, threads: int) -> None:
+        self._executor = ThreadPoolExecutor(threads, thread_name_prefix="stylecast-codec")
+
+    async def run(self, fn: Callable[..., T], *args) -> T:
+        """``fn(*args)`` on a codec thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)

@@ -1,5 +1,7 @@
-"""Admission control (refuse new calls while shutting down, cap concurrent calls per method)
-and call metrics (duration by method and status code, streams included).
+"""The server's interceptors, outermost first: call metrics (duration by method and status
+code, streams included), errors (every exception becomes its mapped status with rich
+details), admission control (refuse new calls while shutting down, cap concurrent calls
+per method).
 
 Health checks are never refused, so probes keep answering (NOT_SERVING while draining).
 """
@@ -14,10 +16,11 @@ from collections.abc import Callable
 
 import grpc
 
-from stylecast.server.errors import ShuttingDown
+from stylecast.server.errors import ResourceExhausted, ShuttingDown, rich_status
 from stylecast.server.metrics import Metrics
 
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
+RETRY_AFTER_LIMIT_S = 1.0  # RetryInfo of a call refused at the concurrency limit
 
 _FACTORIES = {
     (False, False): grpc.unary_unary_rpc_method_handler,
@@ -37,8 +40,48 @@ def _with_behaviour(handler: grpc.RpcMethodHandler, behaviour) -> grpc.RpcMethod
                    response_serializer=handler.response_serializer)
 
 
+async def _abort(context: grpc.aio.ServicerContext, exc: Exception):
+    status = rich_status(exc)
+    await context.abort(status.code, status.details, status.trailing_metadata)
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):
+    """Ends a call that raised with the error's status (:func:`~stylecast.server.errors.rich_status`),
+    for unary and streaming methods alike.  Place it inside the metrics interceptor, so the
+    mapped code is what gets counted, and outside admission, whose refusals it maps too."""
+
+    async def intercept_service(self, continuation, details: grpc.HandlerCallDetails):
+        handler = await continuation(details)
+        if handler is None:
+            return handler
+        inner = _behaviour(handler)
+
+        if inspect.isasyncgenfunction(inner):
+            async def mapped_stream(request, context):
+                try:
+                    async for response in inner(request, context):
+                        yield response
+                except (grpc.aio.AbortError, asyncio.CancelledError):
+                    raise
+                except Exception as exc:
+                    await _abort(context, exc)
+
+            return _with_behaviour(handler, mapped_stream)
+
+        async def mapped(request, context):
+            try:
+                return await inner(request, context)
+            except (grpc.aio.AbortError, asyncio.CancelledError):
+                raise
+            except Exception as exc:
+                await _abort(context, exc)
+
+        return _with_behaviour(handler, mapped)
+
+
 class AdmissionInterceptor(grpc.aio.ServerInterceptor):
-    """``limit_for(method)`` gives a method's concurrency cap (None = unlimited)."""
+    """``limit_for(method)`` gives a method's concurrency cap (None = unlimited).  Refusals
+    raise the hierarchy's errors (:class:`ShuttingDown`, :class:`ResourceExhausted`)."""
 
     def __init__(self, limit_for: Callable[[str], int | None], shutdown: asyncio.Event) -> None:
         self._limit_for, self._shutdown = limit_for, shutdown
@@ -50,10 +93,8 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or method.startswith(HEALTH_PREFIX):
             return handler
         if self._shutdown.is_set():
-            unavailable = ShuttingDown()
-
             async def refuse(request, context):
-                await context.abort(unavailable.code, str(unavailable))
+                raise ShuttingDown()
 
             return _with_behaviour(handler, refuse)
         limit = self._limit_for(method)
@@ -63,9 +104,9 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
 
         async def limited(request, context):
             if self._active[method] >= limit:
-                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                    f"{method}: {limit} calls already running on this server; retry later "
-                                    "or raise the server's limit (max_streams / max_calls)")
+                raise ResourceExhausted(f"{method}: {limit} calls already running on this server; retry later "
+                                        "or raise the server's limit (max_streams / max_calls)",
+                                        subject=method, retry_after_s=RETRY_AFTER_LIMIT_S)
             self._active[method] += 1
             try:
                 return await inner(request, context)

@@ -21,7 +21,6 @@ from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, Pla
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-FRAME_BUDGET_S = 1 / 30
 # Around the 33 ms frame budget, 1 ms … 1 s.
 FRAME_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025, 0.033, 0.04, 0.05, 0.066,
                  0.1, 0.15, 0.25, 0.5, 1.0)

@@ -23,7 +23,7 @@ import pytest
 from stylecast.backends.base import (
     BackendError, BackendOptions, BackendUnavailable, backend_names, best_available, create_backend,
     pad_to_multiple)
-from stylecast.model.package import PackageError, load_package
+from stylecast.backends.package import PackageError, load_package
 
 REPO = Path(__file__).resolve().parents[1]
 TOLERANCE = {"tflite-fp32": (1e-4, 1e-5), "tflite-fp16": (5e-3, 1e-3), "tflite-int8": (0.15, 0.01),
@@ -194,7 +194,7 @@ def test_litert_serving_never_imports_tensorflow(tiny):
     code = (
         "import json, sys, numpy as np\n"
         "from stylecast.backends.base import BackendOptions, create_backend\n"
-        "from stylecast.model.package import load_package\n"
+        "from stylecast.backends.package import load_package\n"
         "b = create_backend('litert')\n"
         "b.load(load_package(sys.argv[1]), BackendOptions(format='tflite-int8', threads=1))\n"
         "b.warmup([(64, 64)])\n"
@@ -213,7 +213,7 @@ def test_savedmodel_sets_thread_pools_before_tensorflow_starts(tiny):
     code = (
         "import sys, numpy as np, tensorflow as tf\n"
         "from stylecast.backends.base import BackendOptions, create_backend\n"
-        "from stylecast.model.package import load_package\n"
+        "from stylecast.backends.package import load_package\n"
         "b = create_backend('savedmodel')\n"
         "b.load(load_package(sys.argv[1]), BackendOptions(format='savedmodel', threads=1))\n"
         "b.stylize(np.full((1, 32, 32, 3), 0.5, np.float32), np.zeros((1, 100), np.float32))\n"

@@ -171,7 +171,7 @@ MAGENTA = Path(__file__).resolve().parents[1].parent / "shared" / "assets" / "mo
 @pytest.mark.skipif(not (MAGENTA / "style_predict_quantized_256.tflite").is_file(),
                     reason="Magenta teacher files need <repo>/../shared/assets (not part of the project)")
 def test_model_import_magenta_writes_a_package(tmp_path) -> None:
-    from stylecast.model.package import load_package
+    from stylecast.backends.package import load_package
 
     args = ["model", "import-magenta", str(MAGENTA / "style_predict_quantized_256.tflite"),
             str(MAGENTA / "style_transfer_quantized_384.tflite"), "-o", str(tmp_path), "--name", "teacher"]
@@ -186,7 +186,7 @@ def test_model_import_magenta_writes_a_package(tmp_path) -> None:
 
 @pytest.mark.skipif(not MAGENTA.is_dir(), reason=f"Magenta teacher files not found at {MAGENTA}")
 def test_model_import_magenta_resizable_drops_the_fixed_size(tmp_path) -> None:
-    from stylecast.model.package import load_package
+    from stylecast.backends.package import load_package
 
     args = ["model", "import-magenta", str(MAGENTA / "style_predict_quantized_256.tflite"),
             str(MAGENTA / "style_transfer_quantized_384.tflite"), "-o", str(tmp_path), "--resizable"]

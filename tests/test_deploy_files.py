@@ -265,7 +265,7 @@ def test_wheel_built_from_the_docker_context_holds_the_server(tmp_path) -> None:
         entry_points = next(zf.read(n).decode() for n in names if n.endswith(".dist-info/entry_points.txt"))
     for module in ("stylecast/v1/stylecast_pb2.py", "stylecast/v1/stylecast_pb2_grpc.py",
                    "stylecast/v1/stylecast.proto", "stylecast/server/app.py", "stylecast/backends/litert.py",
-                   "stylecast/client/cli.py", "stylecast/model/package.py"):
+                   "stylecast/client/cli.py", "stylecast/backends/package.py"):
         assert module in names, module
     assert re.search(r"^stylecast = stylecast\.client\.cli:app$", entry_points, re.MULTILINE)
     builtin = REPO / "model" / "builtin"

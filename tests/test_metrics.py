@@ -7,10 +7,14 @@ import socket
 import urllib.request
 
 import grpc
+import pytest
 from conftest import CHANNEL_OPTIONS, picture, raw_image, register
 from prometheus_client.parser import text_string_to_metric_families
 
+from stylecast.server.codecs import ImageInput
+from stylecast.server.errors import InvalidArgument
 from stylecast.server.metrics import STAGES
+from stylecast.server.session import FrameTrace, OutputSpec, StyleSpec
 from stylecast.v1 import stylecast_pb2 as pb
 from stylecast.v1 import stylecast_pb2_grpc as pb_grpc
 
@@ -137,3 +141,24 @@ async def test_servers_in_one_process_keep_separate_metrics_and_unload_removes_v
     assert registry.get_sample_value("stylecast_model_info", labels) is None
     assert registry.get_sample_value("stylecast_model_ready", dict(model="tiny", backend="litert")) == 0
     assert registry.get_sample_value("stylecast_backend_host_memory_estimate_bytes", dict(backend="litert")) is None
+
+
+async def test_a_frame_is_labelled_with_the_backend_it_ran_on(server_factory):
+    """A frame's trace names the backend of the model it leased; one that failed before leasing
+    one is counted under the backend that would have run it (the serving one)."""
+    server = await server_factory(metrics_port=free_port())
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}", options=CHANNEL_OPTIONS) as channel:
+        stub = pb_grpc.StyleTransferStub(channel)
+        style = await register(stub, picture(64, 64, seed=5))
+        session = await server.engine.sessions.open(StyleSpec(((style.id, 1.0),)), OutputSpec("raw"))
+        failed, ran = FrameTrace(), FrameTrace()
+        with pytest.raises(InvalidArgument):
+            await session.process(ImageInput(b"not an image"), failed)
+        img = picture(48, 32, seed=6)
+        res = await session.process(ImageInput(img.tobytes(), "rgb24", 48, 32), ran)
+        responses = await stream(stub, style.id, [pb.Image(data=b"not an image"), raw_image(img)])
+        samples = await scrape(server.metrics_endpoint.port)
+    assert failed.backend == "" and ran.backend == res.backend == server.engine.slot.backend_name == "litert"
+    assert [r.WhichOneof("msg") for r in responses] == ["error", "frame"]
+    assert value(samples, "stylecast_frames_total", outcome="error", backend="litert") == 1
+    assert value(samples, "stylecast_frames_total", outcome="ok", backend=responses[1].frame.backend) == 1

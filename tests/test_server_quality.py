@@ -9,7 +9,7 @@ from conftest import decode_result, picture, psnr, raw_image, register
 from PIL import Image
 
 from stylecast.backends.base import BackendOptions, create_backend
-from stylecast.model.package import load_package
+from stylecast.backends.package import load_package
 from stylecast.model.preprocess import style_image, to_uint8
 from stylecast.v1 import stylecast_pb2 as pb
 
