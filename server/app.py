@@ -24,11 +24,10 @@ from stylecast.server.engine import Engine
 from stylecast.server.errors import StylecastError
 from stylecast.server.interceptors import AdmissionInterceptor, ErrorInterceptor, MetricsInterceptor
 from stylecast.server.metrics import Metrics, MetricsEndpoint, serve_metrics
-from stylecast.server.servicer import StyleTransferServicer
+from stylecast.server.servicer import StyleTransferServicer, add_to_server
 from stylecast.v1 import model_admin_pb2 as apb
 from stylecast.v1 import model_admin_pb2_grpc as admin_grpc
 from stylecast.v1 import stylecast_pb2 as pb
-from stylecast.v1 import stylecast_pb2_grpc as pb_grpc
 
 log = logging.getLogger("stylecast.server")
 SERVICE = pb.DESCRIPTOR.services_by_name["StyleTransfer"].full_name
@@ -140,7 +139,7 @@ async def start(config: ServerConfig) -> RunningServer:
     shared = config.admin and config.admin_on_main_port
     server, health_servicer = _grpc_server(config, metrics, shutdown, (SERVICE, ADMIN_SERVICE) if shared else (SERVICE,))
     servicer = StyleTransferServicer(engine.sessions, engine.styles, metrics, config.max_message_bytes, shutdown)
-    pb_grpc.add_StyleTransferServicer_to_server(servicer, server)
+    add_to_server(servicer, server)
     admin_server = None
     if config.admin and not shared:
         admin_server, _ = _grpc_server(config, metrics, shutdown, (ADMIN_SERVICE,))

@@ -34,7 +34,7 @@ class _Job:
     future: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     task: asyncio.Task | None = None
 
-    def answer(self, response: pb.StylizeResponse) -> None:
+    def answer(self, response: pb.StylizeResponse | bytes) -> None:
         if not self.future.done():
             self.future.set_result(response)
 
@@ -45,13 +45,14 @@ class _End:
 
 
 class StylizeStream:
-    """Runs one stream over ``read()`` (returns a request or ``eof``) and ``write(response)``.
+    """Runs one stream over ``read()`` (returns a request or ``eof``) and ``write(response)``
+    (a message, or a stylized frame already serialized: see :func:`wire.serialize_stylize_response`).
 
     Frames run through ``sessions``; ``slot`` says how many run at once (LIVE) and which
     backend a dropped frame would have run on."""
 
     def __init__(self, sessions: Sessions, metrics: Metrics, read: Callable[[], Awaitable],
-                 write: Callable[[pb.StylizeResponse], Awaitable], eof: object, shutdown: asyncio.Event) -> None:
+                 write: Callable[[pb.StylizeResponse | bytes], Awaitable], eof: object, shutdown: asyncio.Event) -> None:
         self._sessions, self._slot, self._metrics = sessions, sessions.slot, metrics
         self._read, self._write, self._eof = read, write, eof
         self._shutdown = shutdown
@@ -150,7 +151,7 @@ class StylizeStream:
     async def _process(self, job: _Job) -> None:
         try:
             res = await job.session.process(wire.image_input(job.frame.image), job.trace)
-            job.answer(pb.StylizeResponse(frame=wire.stylized_frame(job.frame.id, res)))
+            job.answer(wire.stylized_frame_response(job.frame.id, res))
             self._metrics.frame_done(res.backend, res.timings_ms)
         except asyncio.CancelledError:
             raise
