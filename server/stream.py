@@ -88,19 +88,32 @@ class StylizeStream:
 
     # ------------------------------------------------------------------ reader
 
-    async def _next(self, shutdown: asyncio.Future):
-        read = asyncio.ensure_future(self._read())
-        await asyncio.wait((read, shutdown), return_when=asyncio.FIRST_COMPLETED)
-        if not read.done():
-            read.cancel()
-            raise ShuttingDown()
-        return read.result()
-
     async def _reader(self) -> None:
+        """Read and admit messages until EOF; a shutdown ends the stream with ShuttingDown.
+
+        Shutdown cancels this task while it waits on ``read()``, or stops it before the next
+        read (no per-message race of two futures: reading is the hot path)."""
+        reader, state = asyncio.current_task(), {"reading": False, "stop": False}
+
+        def stop(_: asyncio.Future) -> None:
+            state["stop"] = True
+            if state["reading"]:
+                reader.cancel()
+
         shutdown = asyncio.ensure_future(self._shutdown.wait())
+        shutdown.add_done_callback(stop)
         try:
             first = True
-            while (msg := await self._next(shutdown)) is not self._eof:
+            while True:
+                if state["stop"]:
+                    raise ShuttingDown()
+                state["reading"] = True
+                try:
+                    msg = await self._read()
+                finally:
+                    state["reading"] = False
+                if msg is self._eof:
+                    break
                 kind = msg.WhichOneof("msg")
                 if first and kind != "config":
                     raise InvalidArgument("the first message of a Stylize stream must be a StreamConfig")
@@ -113,10 +126,14 @@ class StylizeStream:
                     raise InvalidArgument("empty StylizeRequest: set config or frame")
             end = _End()
         except asyncio.CancelledError:
-            raise
+            if not state["stop"]:
+                raise
+            reader.uncancel()  # cancelled by the shutdown: end the stream in order
+            end = _End(ShuttingDown())
         except Exception as exc:  # fatal for the stream: reported after earlier frames
             end = _End(exc)
         finally:
+            shutdown.remove_done_callback(stop)
             shutdown.cancel()
         self._queue.put_nowait(end)
 
