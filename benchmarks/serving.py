@@ -295,9 +295,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(row(f"{n:2d} stream(s)", r))
             print(f"    LIVE, {args.live_fps:g} FPS offered per stream")
             live = {}
-            for n in (1, 4, 16):
-                r = live[n] = load(srv, setup, size=size, wire="raw", streams=n, mode="live", fps=args.live_fps)
-                print(row(f"{n:2d} stream(s)", r, f"   ({r['dropped'] / max(r['answered'], 1):.0%} of answers)"))
+            interval = 1e3 / args.live_fps
+            for n, s in [(1, s) for s in sizes] + [(4, size), (16, size)]:
+                r = live[f"{n}-{s}"] = load(srv, setup, size=s, wire="raw", streams=n, mode="live", fps=args.live_fps)
+                print(row(f"{n:2d} stream(s) {s}x{s}", r, f"   ({r['dropped'] / max(r['answered'], 1):.0%} of answers; "
+                                                          f"p99 {r['p99_ms'] / interval:.1f} frame intervals)"))
             results["concurrent"], results["live"] = conc, live
 
         print(f"\n[4] batch sweep, 4 streams {size}x{size} raw (max_wait 5 ms)")
