@@ -17,6 +17,7 @@ from typing import TypeVar
 import numpy as np
 from PIL import Image, ImageOps
 
+from stylecast.model.preprocess import on_white, to_rgb
 from stylecast.server.errors import InvalidArgument
 
 RAW_CHANNELS = {"rgb24": 3, "rgba32": 4, "gray8": 1}
@@ -44,11 +45,6 @@ def _check_pixels(width: int, height: int, max_pixels: int) -> None:
             f"{max_pixels / 1e6:.1f} MP per image (max_pixels): scale it down before sending")
 
 
-def _on_white(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    a = alpha.astype(np.uint16)[..., None]
-    return ((rgb.astype(np.uint16) * a + 255 * (255 - a) + 127) // 255).astype(np.uint8)
-
-
 def _decode_raw(data: bytes, pixel_format: str, width: int, height: int, max_pixels: int) -> np.ndarray:
     _check_pixels(width, height, max_pixels)
     channels = RAW_CHANNELS[pixel_format]
@@ -59,18 +55,8 @@ def _decode_raw(data: bytes, pixel_format: str, width: int, height: int, max_pix
     if channels == 1:
         return np.repeat(arr, 3, axis=2)
     if channels == 4:
-        return _on_white(arr[..., :3], arr[..., 3])
+        return on_white(arr[..., :3], arr[..., 3])
     return arr
-
-
-def _to_rgb(img: Image.Image) -> np.ndarray:
-    if img.mode in ("I", "I;16", "I;16B", "I;16L"):  # 16-bit greyscale PNG
-        grey = (np.asarray(img, dtype=np.uint32) >> 8).astype(np.uint8)
-        return np.repeat(grey[..., None], 3, axis=2)
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        rgba = np.asarray(img.convert("RGBA"))
-        return _on_white(rgba[..., :3], rgba[..., 3])
-    return np.asarray(img.convert("RGB"))  # grey, palette, CMYK, YCbCr...
 
 
 def _decode_encoded(data: bytes, max_pixels: int, draft_side: int | None) -> tuple[np.ndarray, tuple[int, int]]:
@@ -85,7 +71,7 @@ def _decode_encoded(data: bytes, max_pixels: int, draft_side: int | None) -> tup
                 scale = draft_side / max(img.size)
                 if scale < 1:  # let libjpeg decode at a reduced size (DCT scaling)
                     img.draft("RGB", (int(img.size[0] * scale) + 1, int(img.size[1] * scale) + 1))
-            return _to_rgb(transposed or img), size
+            return to_rgb(transposed or img), size
     except InvalidArgument:
         raise
     except Image.DecompressionBombError as exc:

@@ -106,6 +106,12 @@ class ShuttingDown(Unavailable):
         super().__init__("server shutting down; retry on another replica or after restart")
 
 
+def answer_too_large(size: int, limit: int) -> str:
+    """The message for an answer of ``size`` bytes over the ``limit`` (max_message_bytes)."""
+    return (f"the answer is {size / (1 << 20):.1f} MiB, over the {limit / (1 << 20):.1f} MiB a message may carry "
+            "(max_message_bytes): ask for JPEG or PNG output or a smaller output size")
+
+
 def _classify(exc: BaseException) -> StylecastError:
     if isinstance(exc, StylecastError):
         return exc

@@ -1,7 +1,7 @@
 """The server's interceptors, outermost first: call metrics (duration by method and status
 code, streams included), errors (every exception becomes its mapped status with rich
 details), admission control (refuse new calls while shutting down, cap concurrent calls
-per method).
+per method), answer size (a unary answer over the message limit is refused).
 
 Health checks are never refused, so probes keep answering (NOT_SERVING while draining).
 """
@@ -16,11 +16,12 @@ from collections.abc import Callable
 
 import grpc
 
-from stylecast.server.errors import ResourceExhausted, ShuttingDown, rich_status
+from stylecast.server.errors import ResourceExhausted, ShuttingDown, answer_too_large, rich_status
 from stylecast.server.metrics import Metrics
 
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
 RETRY_AFTER_LIMIT_S = 1.0  # RetryInfo of a call refused at the concurrency limit
+DEADLINE_SLACK_S = 0.05  # a call cancelled this close to its deadline was cancelled by it (clock reads differ)
 
 _FACTORIES = {
     (False, False): grpc.unary_unary_rpc_method_handler,
@@ -116,6 +117,30 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
         return _with_behaviour(handler, limited)
 
 
+class AnswerSizeInterceptor(grpc.aio.ServerInterceptor):
+    """Refuses a unary answer over ``max_message_bytes`` (:class:`ResourceExhausted`, saying what
+    to ask for instead).  gRPC itself fails such a send only after the handler returned, so the
+    client got gRPC's own words and the call was counted OK.  Place it inside the error
+    interceptor.  (Stream answers are checked per frame.)"""
+
+    def __init__(self, max_message_bytes: int) -> None:
+        self._limit = max_message_bytes
+
+    async def intercept_service(self, continuation, details: grpc.HandlerCallDetails):
+        handler = await continuation(details)
+        if handler is None or handler.response_streaming:
+            return handler
+        inner = _behaviour(handler)
+
+        async def checked(request, context):
+            response = await inner(request, context)
+            if response is not None and (size := response.ByteSize()) > self._limit:
+                raise ResourceExhausted(answer_too_large(size, self._limit))
+            return response
+
+        return _with_behaviour(handler, checked)
+
+
 class MetricsInterceptor(grpc.aio.ServerInterceptor):
     """Times every call by method and final status code, streams included.
 
@@ -137,9 +162,9 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
         active = self._metrics.active_streams.labels(method) if streaming else None
 
         def finish(start: float, context, exc: BaseException | None) -> None:
-            if active is not None:
-                active.dec()
             hist.labels(method, _final_code(context, exc)).observe(time.perf_counter() - start)
+            if active is not None:  # after: a scrape that sees the stream gone also sees it counted
+                active.dec()
 
         if inspect.isasyncgenfunction(inner):
             async def timed_stream(request, context):
@@ -173,7 +198,8 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
 
 
 def _final_code(context, exc: BaseException | None) -> str:
-    """The status name a call ended with: the aborted/set code, else OK, CANCELLED or UNKNOWN."""
+    """The status name a call ended with: the aborted/set code, else OK, DEADLINE_EXCEEDED or
+    CANCELLED (the call was cancelled under the handler), or UNKNOWN."""
     code = context.code()
     if isinstance(code, grpc.StatusCode):
         return code.name
@@ -181,4 +207,7 @@ def _final_code(context, exc: BaseException | None) -> str:
         return next((c.name for c in grpc.StatusCode if c.value[0] == code), "UNKNOWN")
     if exc is None:
         return "OK"
-    return "CANCELLED" if isinstance(exc, asyncio.CancelledError) else "UNKNOWN"
+    if isinstance(exc, asyncio.CancelledError):  # the call's deadline passed, or the client cancelled it
+        remaining = context.time_remaining()
+        return "DEADLINE_EXCEEDED" if remaining is not None and remaining < DEADLINE_SLACK_S else "CANCELLED"
+    return "UNKNOWN"

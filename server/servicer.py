@@ -22,10 +22,11 @@ MAX_PAGE_SIZE = 1000
 
 
 class StyleTransferServicer(pb_grpc.StyleTransferServicer):
-    def __init__(self, sessions: Sessions, styles: StyleVectors, metrics: Metrics, max_message_bytes: int,
+    def __init__(self, sessions: Sessions, styles: StyleVectors, metrics: Metrics, limits: pb.Limits,
                  shutdown: asyncio.Event) -> None:
+        """``limits``: what GetLimits answers; ``max_message_bytes`` also bounds a style upload."""
         self.sessions, self.styles, self.metrics = sessions, styles, metrics
-        self.max_message_bytes, self.shutdown = max_message_bytes, shutdown
+        self.limits, self.shutdown = limits, shutdown
 
     async def Stylize(self, request_iterator, context):
         await StylizeStream(self.sessions, self.metrics, context.read, context.write, grpc.aio.EOF,
@@ -39,7 +40,7 @@ class StyleTransferServicer(pb_grpc.StyleTransferServicer):
         return pb.StylizeImageResponse(result=wire.stylized_frame(0, res))
 
     async def RegisterStyle(self, request_iterator, context) -> pb.RegisterStyleResponse:
-        limit, name, chunks, size = self.max_message_bytes, "", [], 0
+        limit, name, chunks, size = self.limits.max_message_bytes, "", [], 0
         async for upload in request_iterator:
             name = name or upload.name
             size += len(upload.chunk)
@@ -73,6 +74,8 @@ class StyleTransferServicer(pb_grpc.StyleTransferServicer):
         return pb.SearchStylesResponse(matches=[pb.StyleMatch(style=wire.style_message(r), score=s)
                                                 for r, s in matches])
 
+    async def GetLimits(self, request: pb.GetLimitsRequest, context) -> pb.Limits:
+        return self.limits
 
 class _Handlers:
     """Stands in for the server while the generated code registers: collects the handlers."""

@@ -18,7 +18,7 @@ from stylecast.model.preprocess import style_image_uint8
 from stylecast.server import codecs
 from stylecast.server.codecs import CodecPool, ImageInput
 from stylecast.server.config import ServerConfig
-from stylecast.server.errors import InvalidArgument
+from stylecast.server.errors import InvalidArgument, ResourceExhausted, answer_too_large
 from stylecast.server.loaded_model import LoadedModel
 from stylecast.server.serving import ModelKey, ServingSlot
 from stylecast.server.style_vectors import StyleVectors
@@ -100,6 +100,7 @@ class Session:
                  vectors: dict[ModelKey, np.ndarray]) -> None:
         self._slot, self._vectors_of, self._codecs = sessions.slot, sessions.vectors, sessions.codecs
         self._max_pixels = sessions.config.max_pixels
+        self._max_message_bytes = sessions.config.max_message_bytes
         self._content_refresh = sessions.config.content_vector_refresh
         self.style, self.strength = style, style.strength
         self.output, self.process_max_side = output, process_max_side
@@ -114,10 +115,13 @@ class Session:
         return codecs.resize(rgb, codecs.fit_within(size, self.process_max_side)), size
 
     def _output_size(self, size: tuple[int, int]) -> tuple[int, int]:
-        """The (width, height) to answer a frame of ``size`` with; checked before any inference."""
+        """The (width, height) to answer a frame of ``size`` with; checked before any inference
+        (a raw answer that cannot fit a message is refused here, not after the work)."""
         target = codecs.output_size(size, self.output.width, self.output.height)
         if max(target) > 16384:
             raise InvalidArgument(f"output size {target[0]}x{target[1]} is above 16384 per side")
+        if self.output.encoding == "raw" and (raw := target[0] * target[1] * 3) > self._max_message_bytes:
+            raise ResourceExhausted(answer_too_large(raw, self._max_message_bytes))
         return target
 
     def _encode(self, out: np.ndarray, target: tuple[int, int]) -> bytes:

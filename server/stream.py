@@ -17,7 +17,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from stylecast.server import wire
-from stylecast.server.errors import InvalidArgument, ShuttingDown, code_number, to_status
+from stylecast.server.errors import (InvalidArgument, ResourceExhausted, ShuttingDown, answer_too_large, code_number,
+                                     to_status)
 from stylecast.server.metrics import Metrics
 from stylecast.server.session import FrameTrace, Session, Sessions
 from stylecast.v1 import stylecast_pb2 as pb
@@ -33,10 +34,13 @@ class _Job:
     permit: asyncio.Semaphore
     future: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     task: asyncio.Task | None = None
+    outcome: str = ""  # ok | error | dropped once answered (counted when the answer is written)
+    backend: str = ""
 
-    def answer(self, response: pb.StylizeResponse | bytes) -> None:
+    def answer(self, response: pb.StylizeResponse | bytes, outcome: str, backend: str) -> None:
         if not self.future.done():
             self.future.set_result(response)
+            self.outcome, self.backend = outcome, backend
 
 
 @dataclass
@@ -66,8 +70,12 @@ class StylizeStream:
         self._closed = False
 
     async def run(self) -> None:
-        """Serve the stream to its end; raises the fatal error that ended it, if any."""
+        """Serve the stream to its end; raises the fatal error that ended it, if any.
+
+        Each frame read is counted once in ``stylecast_frames_total``: with its answer's outcome
+        when that answer has been written, as cancelled when the stream ended first."""
         reader = asyncio.create_task(self._reader(), name="stylecast-stream-reader")
+        unwritten: _Job | None = None
         try:
             while True:
                 item = await self._queue.get()
@@ -75,8 +83,11 @@ class StylizeStream:
                     if item.error is not None:
                         raise item.error
                     return
-                response = await item.future
+                unwritten = item
+                response = self._fits(await item.future, item)
                 await self._write(response)
+                unwritten = None
+                self._metrics.frame_answered(item.backend, item.outcome)
                 item.permit.release()
         finally:
             self._closed = True
@@ -85,6 +96,24 @@ class StylizeStream:
             for task in jobs:
                 task.cancel()
             await asyncio.gather(reader, *jobs, return_exceptions=True)
+            never = [unwritten] if unwritten is not None else []
+            while not self._queue.empty():
+                if isinstance(item := self._queue.get_nowait(), _Job):
+                    never.append(item)
+            if never:
+                self._metrics.frame_answered(self._slot.backend_name, "cancelled", len(never))
+
+    def _fits(self, response: pb.StylizeResponse | bytes, job: _Job) -> pb.StylizeResponse | bytes:
+        """``response``, or a RESOURCE_EXHAUSTED FrameError in its place when it exceeds the message
+        limit (gRPC would fail the write and end the stream)."""
+        limit = self._sessions.config.max_message_bytes
+        size = len(response) if isinstance(response, bytes) else response.ByteSize()
+        if size <= limit:
+            return response
+        job.outcome = "error"
+        error = ResourceExhausted(answer_too_large(size, limit))
+        return pb.StylizeResponse(error=pb.FrameError(id=job.frame.id, code=code_number(error.code),
+                                                      message=str(error)))
 
     # ------------------------------------------------------------------ reader
 
@@ -155,8 +184,8 @@ class StylizeStream:
             return
         if self._waiting is not None:
             self._waiting.answer(pb.StylizeResponse(dropped=pb.FrameDropped(
-                id=self._waiting.frame.id, reason="LIVE stream: a newer frame arrived while this one waited")))
-            self._metrics.frame_dropped(self._slot.backend_name)  # the backend that would have run it
+                id=self._waiting.frame.id, reason="LIVE stream: a newer frame arrived while this one waited")),
+                "dropped", self._slot.backend_name)  # the backend that would have run it
         self._waiting = job
 
     # -------------------------------------------------------------------- jobs
@@ -168,16 +197,16 @@ class StylizeStream:
     async def _process(self, job: _Job) -> None:
         try:
             res = await job.session.process(wire.image_input(job.frame.image), job.trace)
-            job.answer(wire.stylized_frame_response(job.frame.id, res))
+            job.answer(wire.stylized_frame_response(job.frame.id, res), "ok", res.backend)
             self._metrics.frame_done(res.backend, res.timings_ms)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bad frame: answered in-band, the stream goes on
             code, message = to_status(exc)
             job.answer(pb.StylizeResponse(error=pb.FrameError(id=job.frame.id, code=code_number(code),
-                                                              message=message)))
-            # the backend that ran it, or (failed before inference) the one that would have
-            self._metrics.frame_failed(job.trace.backend or self._slot.backend_name)
+                                                              message=message)),
+                       # the backend that ran it, or (failed before inference) the one that would have
+                       "error", job.trace.backend or self._slot.backend_name)
         finally:
             self._running.discard(job)
             if not self._closed and self._waiting is not None and len(self._running) < self._slot.workers:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 
 import grpc
-import numpy as np
 import pytest
 from conftest import CHANNEL_OPTIONS, decode_result, picture, psnr, raw_image, register
 from PIL import Image
@@ -14,7 +13,7 @@ from PIL import Image
 from stylecast.backends.base import BackendOptions, create_backend
 from stylecast.backends.package import load_package
 from stylecast.client import AsyncClient
-from stylecast.model.preprocess import style_image_uint8
+from stylecast.model.preprocess import style_image_uint8, to_float, to_uint8
 from stylecast.v1 import stylecast_pb2 as pb
 from stylecast.v1 import stylecast_pb2_grpc as pb_grpc
 
@@ -126,8 +125,8 @@ async def test_new_version_swaps_in_mid_stream_without_losing_or_reordering_fram
     backend.load(package, BackendOptions(format="tflite-fp32", threads=1))
     try:
         normalised = style_image_uint8(Image.fromarray(picture(96, 80, seed=11)))
-        vector = backend.predict_style(normalised[None].astype(np.float32) / 255)
-        direct = backend.stylize(content[None].astype(np.float32) / 255, vector)[0]
+        vector = backend.predict_style(to_float(normalised[None]))
+        direct = backend.stylize(to_float(content[None]), vector)[0]
     finally:
         backend.close()
-    assert psnr(served, (np.clip(direct, 0, 1) * 255 + 0.5).astype(np.uint8)) > 35
+    assert psnr(served, to_uint8(direct)) > 35

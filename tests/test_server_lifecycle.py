@@ -128,6 +128,21 @@ async def test_refusals_carry_rich_status_details_the_client_reads_as_fields(ser
     assert (type(draining), draining.reason, draining.retry_after_s) == (Unavailable, "SHUTTING_DOWN", 1.0)
 
 
+async def test_health_watch_ends_once_not_serving_is_sent_so_stop_skips_the_grace(server_factory):
+    """Clients with client-side health checking hold a Watch stream: at shutdown it gets NOT_SERVING
+    and ends, instead of holding ``stop`` for the whole grace period (120 s here)."""
+    server = await server_factory()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        watch = health.Watch(health_pb2.HealthCheckRequest(service="stylecast.v1.StyleTransfer"))
+        assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
+        stopping = asyncio.ensure_future(server.stop(120.0))
+        assert (await asyncio.wait_for(watch.read(), 60)).status == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert await asyncio.wait_for(watch.read(), 60) == grpc.aio.EOF
+        assert await watch.code() == grpc.StatusCode.OK
+        await asyncio.wait_for(stopping, 60)  # far inside the grace: nothing else was running
+
+
 # ------------------------------------------------------------ subprocess server
 
 SERVE = """
