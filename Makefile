@@ -7,10 +7,10 @@ BIN := $(VENV)/bin
 PORT ?= 50051
 METRICS_PORT ?= 9090
 
-.PHONY: serve test bench bench-peers bench-memory bench-startup bench-model train eval-model proto clean help prometheus-tools
+.PHONY: serve test bench bench-peers bench-memory bench-startup bench-model train eval-model proto clean help prometheus-tools redis-tools images images-smoke gpu-bundle gpu-check
 
 help:
-	@echo "make serve | test | bench | bench-peers | bench-memory | bench-startup | bench-model | train | eval-model | proto"
+	@echo "make serve | test | bench | bench-peers | bench-memory | bench-startup | bench-model | train | eval-model | proto | images | images-smoke | gpu-bundle | gpu-check"
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -38,13 +38,24 @@ prometheus-tools:
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends prometheus; \
 	else echo "prometheus/promtool missing and no apt-get: the Prometheus tests will skip"; fi
 
-test: $(VENV)/.dev-stamp prometheus-tools
+# Debian's redis-server for the style store contract suite and the replica tests (installed only
+# when missing, root or sudo); the tests start their own on a free loopback port.
+redis-tools:
+	@if command -v redis-server >/dev/null; then :; \
+	elif command -v apt-get >/dev/null; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends redis-server; \
+	else echo "redis-server missing and no apt-get: the Redis tests will skip"; fi
+
+test: $(VENV)/.dev-stamp prometheus-tools redis-tools
 	$(BIN)/python -m pytest -q -ra
 
-bench: $(VENV)/.dev-stamp $(PEERS)/.stamp
+bench: $(VENV)/.dev-stamp redis-tools $(PEERS)/.stamp
 	$(BIN)/python -m benchmarks.serving
 	$(BIN)/python -m benchmarks.metrics_cost
 	$(BIN)/python -m benchmarks.transport
+	$(BIN)/python -m benchmarks.failover
 	$(BIN)/python -m benchmarks.peers --peer-python $(PEERS)/bin/python
 
 # NVIDIA Triton for bench-peers, in a venv of its own (not a project dependency): PyTriton bundles
@@ -71,6 +82,25 @@ $(EDGE)/.stamp: pyproject.toml
 bench-memory: $(EDGE)/.stamp
 	$(EDGE)/bin/python -m benchmarks.memory
 
+# Container images with podman (or docker: ENGINE=docker). Public registries need not be reachable:
+# BASE_IMAGE is any python:3.11-slim-like image; empty = build localhost/stylecast-base:bookworm from
+# Debian's own packages with debootstrap (deploy/docker/debian-base.sh, root).
+ENGINE ?= podman
+BASE_IMAGE ?=
+IMAGE_TARGETS ?= edge server
+images:
+	@base="$(BASE_IMAGE)"; \
+	if [ -z "$$base" ]; then base=localhost/stylecast-base:bookworm; ENGINE=$(ENGINE) sh deploy/docker/debian-base.sh "$$base"; fi; \
+	for target in $(IMAGE_TARGETS); do \
+		nice -n 10 $(ENGINE) build $(if $(filter podman,$(ENGINE)),--format docker) --build-arg PYTHON_IMAGE="$$base" -f deploy/docker/Dockerfile \
+			--target $$target -t localhost/stylecast:$$target . || exit 1; \
+	done; \
+	$(ENGINE) images --filter reference=localhost/stylecast
+
+# Run each built image: gRPC health SERVING, its HEALTHCHECK, one stylized frame, its size.
+images-smoke: $(VENV)/.serve-stamp
+	ENGINE=$(ENGINE) $(BIN)/python deploy/docker/smoke.py $(foreach t,$(IMAGE_TARGETS),localhost/stylecast:$(t))
+
 # exec of `stylecast serve` → first stylized frame, and → last artifact of the load order active.
 bench-startup: $(VENV)/.dev-stamp
 	$(BIN)/python -m benchmarks.startup
@@ -92,5 +122,33 @@ proto: $(VENV)/.dev-stamp
 	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=protos --pyi_out=protos \
 		--grpc_python_out=protos protos/stylecast/v1/*.proto
 
+# Wheels for benchmarks/gpu_check.sh on a GPU machine with no network (CPython $(GPU_PY), x86-64):
+# stylecast itself and the packages that machine's image lacks or has too old, at the versions
+# the test suite runs with here.  ORT_GPU=1 adds onnxruntime-gpu $(ORT_GPU_VERSION) (CUDA 13; ~240 MiB,
+# over one carry's 64 MiB) split into .gpu-ort-N/ parts of 40 MiB to carry in separate calls.
+GPU_PY ?= 3.12
+ORT_GPU_VERSION ?= 1.31.1
+GPU_WHEELS := grpcio protobuf grpcio-health-checking grpcio-reflection grpcio-status googleapis-common-protos pytest-asyncio
+PLATFORMS := --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64
+gpu-bundle: $(VENV)/.dev-stamp
+	rm -rf .gpu-bundle .gpu-ort-* && mkdir .gpu-bundle
+	$(BIN)/pip wheel -q --no-deps --wheel-dir .gpu-bundle .
+	$(BIN)/pip download -q --no-deps --only-binary=:all: --python-version $(GPU_PY) --implementation cp \
+		$(PLATFORMS) -d .gpu-bundle $$($(BIN)/python -c "import importlib.metadata as m; \
+		print(' '.join(f'{p}=={m.version(p)}' for p in '$(GPU_WHEELS)'.split()))")
+	@if [ -n "$(ORT_GPU)" ]; then \
+		$(BIN)/pip download -q --no-deps --only-binary=:all: --python-version $(GPU_PY) --implementation cp \
+			$(PLATFORMS) -d .gpu-ort onnxruntime-gpu==$(ORT_GPU_VERSION) && \
+		wheel=$$(cd .gpu-ort && ls onnxruntime_gpu-*.whl) && \
+		(cd .gpu-ort && sha256sum $$wheel) > .gpu-bundle/onnxruntime-gpu.sha256 && \
+		split -b 40M -d -a 1 --numeric-suffixes=1 .gpu-ort/$$wheel .gpu-ort/$$wheel.part- && \
+		for part in .gpu-ort/*.part-*; do n=$${part##*-}; mkdir .gpu-ort-$$n; mv $$part .gpu-ort-$$n/; done && \
+		rm -rf .gpu-ort; fi
+	@du -sh .gpu-bundle .gpu-ort-* 2>/dev/null || true
+
+# The GPU check, here: without a GPU its GPU parts skip and the rest runs as a dry run.
+gpu-check: $(VENV)/.dev-stamp
+	OUT=$${OUT:-/tmp/stylecast-gpu-check} bash benchmarks/gpu_check.sh
+
 clean:
-	rm -rf $(VENV) $(PEERS) $(EDGE) build *.egg-info
+	rm -rf $(VENV) $(PEERS) $(EDGE) build *.egg-info .gpu-bundle .gpu-ort-*

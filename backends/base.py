@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from pathlib import Path
-from collections.abc import Sequence
+import logging
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -18,6 +18,7 @@ import numpy as np
 
 from stylecast.backends.package import ModelPackage
 
+log = logging.getLogger(__name__)
 PAD_MULTIPLE = 16
 
 
@@ -39,7 +40,12 @@ class BackendOptions:
     shape_cache: int = 4          # LiteRT: interpreters kept per worker, one per input shape
     idle_s: float = 10.0          # LiteRT: an interpreter unused this long is dropped (0 = never)
     providers: tuple[str, ...] = ()  # onnx: ONNX Runtime execution providers (default: the backend's own)
-    engine_cache_dir: str | None = None  # tensorrt: engine cache folder (default ~/.cache/stylecast/trt)
+    engine_cache_dir: str | None = None  # tensorrt, tf-trt: engine cache root (default ~/.cache/stylecast)
+    precision: str = "fp16"       # tensorrt, tf-trt: fp16 | fp32
+    max_batch: int = 1            # tensorrt, tf-trt: the largest batch the engines take
+    # tensorrt, tf-trt: frame sizes (H, W) the engines cover, the first the typical one
+    frame_sizes: tuple[tuple[int, int], ...] = ((512, 512),)
+    cudnn_conv_algo_search: str = "EXHAUSTIVE"  # cuda, tensorrt: EXHAUSTIVE | HEURISTIC | DEFAULT
 
 
 @runtime_checkable
@@ -69,6 +75,7 @@ class BackendEntry:
     cls: str
     requires: str                 # the import that proves the runtime is installed
     formats: tuple[str, ...]      # artifact formats it loads, best first
+    probe: str = ""               # GPU backends: the function in ``module`` saying why it cannot run here
 
 
 _REGISTRY: dict[str, BackendEntry] = {
@@ -76,9 +83,14 @@ _REGISTRY: dict[str, BackendEntry] = {
                            ("tflite-int8", "tflite-fp16", "tflite-fp32")),
     "savedmodel": BackendEntry("stylecast.backends.savedmodel", "SavedModelBackend", "tensorflow", ("savedmodel",)),
     "onnx": BackendEntry("stylecast.backends.onnx", "OnnxBackend", "onnxruntime", ("onnx",)),
-    "onnx-cuda": BackendEntry("stylecast.backends.onnx", "OnnxCudaBackend", "onnxruntime", ("onnx",)),
-    "tensorrt": BackendEntry("stylecast.backends.tensorrt", "TensorRTBackend", "onnxruntime", ("onnx",)),
+    "cuda": BackendEntry("stylecast.backends.cuda", "CudaBackend", "onnxruntime", ("onnx",), "cuda_problem"),
+    "tensorrt": BackendEntry("stylecast.backends.tensorrt", "TensorRTBackend", "onnxruntime", ("onnx",),
+                             "tensorrt_problem"),
+    "tf-trt": BackendEntry("stylecast.backends.tftrt", "TfTrtBackend", "tensorflow", ("savedmodel",),
+                           "tftrt_problem"),
 }
+# ``--backend auto`` tries these in order (on a CPU, ONNX Runtime loses to LiteRT/XNNPACK).
+AUTO_ORDER = ("tensorrt", "cuda", "tf-trt", "litert", "savedmodel", "onnx")
 
 
 def backend_names() -> list[str]:
@@ -106,20 +118,33 @@ def create_backend(name: str) -> Backend:
     return getattr(importlib.import_module(entry.module), entry.cls)()
 
 
-def best_available() -> str:
-    """``--backend auto``: ORT TensorRT on a GPU, else ORT CUDA, else LiteRT (else SavedModel)."""
-    if is_installed("onnx") and Path("/dev/nvidiactl").exists():  # GPU providers need a GPU
-        import onnxruntime  # noqa: PLC0415 - only when asked, never at import time
+def unavailable(name: str) -> str:
+    """Why backend ``name`` cannot run here, or "" when it can: its package; then, for a GPU
+    backend, a GPU the driver sees (read without importing any framework) and its own probe."""
+    entry = _REGISTRY[name]
+    if not is_installed(name):
+        return f"the {entry.requires!r} package is not installed"
+    if not entry.probe:
+        return ""
+    from stylecast.backends import nvidia  # noqa: PLC0415 - only when asked
 
-        providers = onnxruntime.get_available_providers()
-        if "TensorrtExecutionProvider" in providers:
-            return "tensorrt"
-        if "CUDAExecutionProvider" in providers:
-            return "onnx-cuda"
-    for name in ("litert", "savedmodel"):
-        if is_installed(name):
+    return nvidia.cuda().problem or getattr(importlib.import_module(entry.module), entry.probe)()
+
+
+def best_available(formats: Collection[str] = ()) -> str:
+    """``--backend auto``: the first backend of :data:`AUTO_ORDER` that can run here and loads
+    one of ``formats`` (the package's artifacts; any when empty).  Logs the choice with why each
+    backend before it was passed over; :class:`BackendUnavailable` with every reason when none can."""
+    passed: list[str] = []
+    for name in AUTO_ORDER:
+        why = unavailable(name)
+        if not why and formats and not set(_REGISTRY[name].formats) & set(formats):
+            why = f"the model has no {' / '.join(_REGISTRY[name].formats)} artifact"
+        if not why:
+            log.info("backend auto: %s%s", name, "".join(f"; not {p}" for p in passed))
             return name
-    raise BackendUnavailable("no inference runtime installed: pip install 'stylecast[litert]'")
+        passed.append(f"{name}: {why}")
+    raise BackendUnavailable("no backend can run here: " + "; ".join(passed))
 
 
 def pad_to_multiple(x: np.ndarray, multiple: int = PAD_MULTIPLE) -> tuple[np.ndarray, int, int]:

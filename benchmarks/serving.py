@@ -160,7 +160,7 @@ def server(setup: Setup, workdir: Path, **settings: Any) -> Iterator[Served]:
     port = free_port()
     cmd = CLI + ["serve", "--port", str(port), "--metrics-port", "0", "--backend", setup.backend,
                  "--format", setup.format, "--threads", str(setup.threads), "--workers", str(setup.workers),
-                 "--styles-db", str(workdir / "styles.db")]
+                 "--style-store", f"sqlite:///{workdir / 'styles.db'}"]
     if setup.models_dir:
         cmd += ["--models-dir", setup.models_dir]
     if setup.model:

@@ -90,7 +90,7 @@ def one_run(models: Path, order: str, threads: int) -> dict:
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "stylecast.client", "serve", "--host", "127.0.0.1", "--port", str(port),
-               "--metrics-port", "0", "--models-dir", str(models), "--styles-db", f"{tmp}/styles.db",
+               "--metrics-port", "0", "--models-dir", str(models), "--style-store", f"sqlite:///{tmp}/styles.db",
                "--upload-dir", f"{tmp}/uploads", "--load-order", order, "--threads", str(threads)]
         env = {k: v for k, v in os.environ.items() if not k.startswith("STYLECAST_")}
         start = time.perf_counter()

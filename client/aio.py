@@ -18,9 +18,10 @@ import grpc
 from stylecast.client.channel import DEFAULT_TARGET, MAX_MESSAGE_BYTES, TLS, aio_channel
 from stylecast.client.errors import (DeadlineExceeded, ResourceExhausted, StylecastError, Unavailable, error_for,
                                      from_rpc_error)
+from stylecast.client.failover import FailoverStream
 from stylecast.client.messages import (ImageLike, StreamOptions, StyleSpec, check_image, encoded_bytes,
-                                       parse_backend, parse_frame, parse_matches, parse_model, parse_response,
-                                       parse_style, parse_upload, read_chunk, response_id, search_request,
+                                       parse_backend, parse_frame, parse_matches, parse_model, parse_style,
+                                       parse_upload, read_chunk, search_request,
                                        to_config, to_image, upload_messages)
 from stylecast.client.types import (BackendInfo, FrameResult, Limits, ModelInfo, Output, Style, StyleMatch,
                                     UploadInfo)
@@ -265,72 +266,36 @@ class AsyncClient:
     async def stream(self, frames: Iterable[Any] | AsyncIterable[Any], style: StyleSpec, *,
                      strength: float | None = None, output: Output | str | None = None,
                      mode: str = "every_frame", process_max_side: int = 0, model: str = "",
-                     timeout: float | None = None, max_in_flight: int | None = MAX_IN_FLIGHT
-                     ) -> AsyncIterator[FrameResult]:
+                     timeout: float | None = None, max_in_flight: int | None = MAX_IN_FLIGHT,
+                     failover: bool = True) -> AsyncIterator[FrameResult]:
         """Stream frames (ndarrays travel as raw RGB, bytes as encoded images) and yield one
         result per frame, in send order; frame ids count from 0.  A :class:`StreamOptions` item
         in ``frames`` switches the stream's options from that point on.  At most
         ``max_in_flight`` frames are sent and unanswered (the producer waits): this bounds the
-        latency and the memory that transport buffers add (``None``: flow control alone)."""
+        latency and the memory that transport buffers add (``None``: flow control alone).
+
+        ``failover`` (default on): when the replica serving the stream drains or dies, the
+        stream continues on another healthy replica from the first unanswered frame, re-sending
+        the StreamConfig in force; every frame is still answered exactly once, in order.
+        In-band frame errors are answers and never retried.  ``failover=False`` ends the stream
+        with :class:`Unavailable` instead (see :mod:`.failover`)."""
         config = to_config(StreamOptions(style, strength, output, mode, process_max_side, model))
         await self.limits()  # learnt before the call starts, so frames are checked as they are sent
         deadline = _deadline(timeout)
-        call = self._stub.Stylize(metadata=self._metadata, timeout=timeout)
-        sent: dict[int, float] = {}
-        window = asyncio.Semaphore(max_in_flight) if max_in_flight else None
-        writer = asyncio.create_task(self._write_frames(call, config, frames, sent, window))
-        try:
-            while True:
-                try:
-                    msg = await call.read()
-                except (grpc.aio.AioRpcError, asyncio.CancelledError) as exc:
-                    if writer.done() and not writer.cancelled() and writer.exception() is not None:
-                        raise writer.exception() from None  # the producer or a frame failed
-                    if isinstance(exc, asyncio.CancelledError):
-                        raise
-                    raise _past_deadline(from_rpc_error(exc), deadline, timeout) from None
-                if msg is grpc.aio.EOF:
-                    break
-                start = sent.pop(response_id(msg), None)
-                if window is not None and start is not None:
-                    window.release()
-                yield parse_response(msg, None if start is None else (time.perf_counter() - start) * 1e3)
-            if (refused := await writer) is not None:
-                raise refused
-        finally:
-            writer.cancel()
-            call.cancel()
 
-    async def _write_frames(self, call: Any, config: pb.StreamConfig, frames: Iterable[Any] | AsyncIterable[Any],
-                            sent: dict[int, float], window: asyncio.Semaphore | None) -> Exception | None:
-        """Send the config and frames; returns the error that refused a frame before sending, if any."""
+        def open_call(wait_for_ready: bool, remaining: float | None) -> Any:
+            return self._stub.Stylize(metadata=self._metadata, timeout=remaining, wait_for_ready=wait_for_ready)
+
+        async def check(request: pb.StylizeRequest, output: pb.OutputOptions) -> None:
+            await self._check_image(request.frame.image, request.ByteSize(), output, f"frame {request.frame.id}")
+
+        driver = FailoverStream(open_call, config, _aiter(frames), check=check, failover=failover,
+                                timeout=timeout, max_in_flight=max_in_flight)
         try:
-            await call.write(pb.StylizeRequest(config=config))
-            output = config.output
-            frame_id = 0
-            async for item in _aiter(frames):
-                if isinstance(item, StreamOptions):
-                    config = to_config(item)
-                    output = config.output
-                    await call.write(pb.StylizeRequest(config=config))
-                    continue
-                try:
-                    request = pb.StylizeRequest(frame=pb.Frame(id=frame_id, image=to_image(item)))
-                    await self._check_image(request.frame.image, request.ByteSize(), output, f"frame {frame_id}")
-                except (ValueError, StylecastError) as exc:  # refused before sending: earlier frames are
-                    await call.done_writing()               # still answered, then the stream raises it
-                    return exc
-                if window is not None:
-                    await window.acquire()
-                sent[frame_id] = time.perf_counter()
-                await call.write(request)
-                frame_id += 1
-            await call.done_writing()
-        except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
-            return None  # the call ended first; the reader reports why
-        except BaseException:
-            call.cancel()  # a bad frame or a failing producer: stop the RPC and let the reader re-raise
-            raise
+            async for result in driver.results():
+                yield result
+        except StylecastError as exc:
+            raise _past_deadline(exc, deadline, timeout) from None
 
 
 __all__ = ["AsyncClient", "StylecastError"]

@@ -1,7 +1,21 @@
-"""gRPC channel construction: message-size limits, keepalive and optional (m)TLS."""
+"""gRPC channel construction: message-size limits, keepalive, optional (m)TLS, and the service
+config that balances calls over replicas.
+
+``target`` is any gRPC name: ``host:port``, several addresses (``ipv4:10.0.0.1:50051,10.0.0.2:50051``)
+or a DNS name resolving to every replica (``dns:///stylecast-headless.ns.svc:50051``, a Kubernetes
+headless Service).  The service config (gRPC's own machinery, no hand-written loops):
+
+- ``round_robin`` over every resolved address: each call (and so each stream) goes to the next
+  ready replica;
+- client-side health checking (``grpc.health.v1.Health/Watch`` on every connection): a replica
+  that reports NOT_SERVING (draining) stops getting new calls before it closes;
+- a retry policy for the idempotent calls (UNAVAILABLE: a replica went away, or the style store
+  is briefly unreachable, whose answer carries gRPC's retry pushback).
+"""
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +26,14 @@ DEFAULT_TARGET = "localhost:50051"
 MAX_MESSAGE_BYTES = 64 << 20
 KEEPALIVE_MS = 60_000
 KEEPALIVE_TIMEOUT_MS = 20_000
+RETRY_BUFFER_BYTES = 16 << 20  # per call: a style upload up to this size is retried too
+
+_SERVICE = "stylecast.v1.StyleTransfer"
+_ADMIN = "stylecast.v1.ModelAdmin"
+# Calls whose repetition changes nothing: styles are content-addressed, stylizing is a pure function.
+# (A retried DeleteStyle whose first attempt did delete answers deleted=False.)
+IDEMPOTENT = {_SERVICE: ("StylizeImage", "RegisterStyle", "GetStyle", "ListStyles", "DeleteStyle", "SearchStyles"),
+              _ADMIN: ("ListModels", "ListBackends")}
 
 
 @dataclass(frozen=True)
@@ -32,6 +54,21 @@ class TLS:
                                             certificate_chain=pem(self.cert))
 
 
+def service_config(max_attempts: int = 4) -> dict:
+    """round_robin, health checking of the whole server ("" turns NOT_SERVING on drain) and a
+    retry policy (UNAVAILABLE, exponential backoff 0.1 s … 1 s) for the :data:`IDEMPOTENT` calls."""
+    return {
+        "loadBalancingConfig": [{"round_robin": {}}],
+        "healthCheckConfig": {"serviceName": ""},
+        "methodConfig": [{
+            "name": [{"service": service, "method": method}
+                     for service, methods in IDEMPOTENT.items() for method in methods],
+            "retryPolicy": {"maxAttempts": max_attempts, "initialBackoff": "0.1s", "maxBackoff": "1s",
+                            "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]},
+        }],
+    }
+
+
 def channel_options(max_message_bytes: int = MAX_MESSAGE_BYTES, tls: TLS | None = None
                     ) -> list[tuple[str, int | str]]:
     options: list[tuple[str, int | str]] = [
@@ -41,6 +78,10 @@ def channel_options(max_message_bytes: int = MAX_MESSAGE_BYTES, tls: TLS | None 
         ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
         ("grpc.keepalive_permit_without_calls", 0),
         ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.service_config", json.dumps(service_config())),
+        ("grpc.service_config_disable_resolution", 1),  # ours, not one from DNS TXT records
+        ("grpc.enable_retries", 1),
+        ("grpc.per_rpc_retry_buffer_size", RETRY_BUFFER_BYTES),
     ]
     if tls is not None and tls.server_name:
         options.append(("grpc.ssl_target_name_override", tls.server_name))

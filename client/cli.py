@@ -31,7 +31,9 @@ models_app = typer.Typer(no_args_is_help=True, help="Upload, load, unload, list 
 app.add_typer(model_app, name="model")
 app.add_typer(models_app, name="models")
 
-Target = Annotated[str, typer.Option("--target", "-t", help="Server address HOST:PORT.",
+Target = Annotated[str, typer.Option("--target", "-t", help="Server address HOST:PORT, or any gRPC target: "
+                                     "several replicas as ipv4:H1:P1,H2:P2 or dns:///NAME:PORT (calls are "
+                                     "balanced round-robin over healthy replicas).",
                                      envvar="STYLECAST_TARGET")]
 Token = Annotated[str | None, typer.Option("--token", help="Bearer token.", envvar="STYLECAST_TOKEN")]
 AdminTarget = Annotated[str, typer.Option("--target", "-t", help="ModelAdmin address HOST:PORT (the server's "
@@ -242,7 +244,9 @@ def serve(
     threads: Annotated[int | None, typer.Option(help="Inference threads per worker.")] = None,
     workers: Annotated[int | None, typer.Option(help="Inference workers (frames run at once).")] = None,
     models_dir: Annotated[str | None, typer.Option(help="Model packages folder (default: built-in).")] = None,
-    styles_db: Annotated[str | None, typer.Option(help="Style library SQLite file.")] = None,
+    style_store: Annotated[str | None, typer.Option(help="Style library: sqlite:///PATH (default "
+                                                    "~/.stylecast/styles.db) or redis://HOST:PORT/DB, rediss://… "
+                                                    "shared by replicas (password: STYLECAST_REDIS_PASSWORD).")] = None,
     config: Annotated[Path | None, typer.Option(help="TOML config file.")] = None,
     format: Annotated[str | None, typer.Option(help="Artifact format, e.g. tflite-int8.")] = None,
     model: Annotated[str | None, typer.Option(help="Model name in the models folder.")] = None,
@@ -257,7 +261,7 @@ def serve(
     from stylecast.server.app import main
 
     main({"port": port, "metrics_port": metrics_port, "backend": backend, "threads": threads, "workers": workers,
-          "models_dir": models_dir, "styles_db": styles_db, "format": format, "model": model, "host": host,
+          "models_dir": models_dir, "style_store": style_store, "format": format, "model": model, "host": host,
           "load_order": load_order, "admin_port": admin_port, "upload_dir": upload_dir,
           "config": str(config) if config else None})
 

@@ -121,10 +121,11 @@ class Client:
     def stream(self, frames: Iterable[Any], style: StyleSpec, *, strength: float | None = None,
                output: Output | str | None = None, mode: str = "every_frame", process_max_side: int = 0,
                model: str = "", timeout: float | None = None,
-               max_in_flight: int | None = MAX_IN_FLIGHT) -> Iterator[FrameResult]:
+               max_in_flight: int | None = MAX_IN_FLIGHT, failover: bool = True) -> Iterator[FrameResult]:
         """Results in send order; ``frames`` is consumed on a worker thread as the server asks for more
-        (at most ``max_in_flight`` frames unanswered)."""
+        (at most ``max_in_flight`` frames unanswered).  ``failover``: continue on another replica when
+        this one drains or dies (see :meth:`AsyncClient.stream`)."""
         return self._iterate(self._async.stream(frames, style, strength=strength, output=output, mode=mode,
                                                 process_max_side=process_max_side, model=model, timeout=timeout,
-                                                max_in_flight=max_in_flight))
+                                                max_in_flight=max_in_flight, failover=failover))
 

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 ENV_PREFIX = "STYLECAST_"
+SQLITE = "sqlite:///"
+REDIS_SCHEMES = ("redis://", "rediss://")
 MiB = 1 << 20
 
 
@@ -35,6 +37,8 @@ class ServerConfig:
     workers: int = 0                  # inference workers (interpreters / sessions); 0 = auto
     codec_threads: int = 2            # image decode/encode threads
     xla: bool = False                 # savedmodel: jit_compile
+    precision: str = "fp16"           # tensorrt, tf-trt: fp16 | fp32
+    engine_cache_dir: str = ""        # tensorrt, tf-trt engines; "" = ~/.cache/stylecast
     models_dir: str = ""              # "" = the package's built-in models
     model: str = ""                   # model name; "" = the only model in models_dir
     model_version: str = ""           # "" = the latest version
@@ -49,7 +53,10 @@ class ServerConfig:
     # main port when ``host`` is a loopback address, else on 127.0.0.1:admin_port (0 = any port).
     admin: bool = True
     admin_port: int = 50052
-    styles_db: str = ""               # "" = ~/.stylecast/styles.db
+    # sqlite:///PATH (one replica) or redis://[:PASSWORD@]HOST:PORT/DB, rediss://… (replicas share
+    # it; the password may come from STYLECAST_REDIS_PASSWORD instead); "" = sqlite:///~/.stylecast/styles.db
+    style_store: str = ""
+    redis_password: str = dataclasses.field(default="", repr=False)  # used when style_store's URL has none
     max_batch: int = 1                # frames per inference batch
     max_wait_ms: float = 0.0          # how long a batch may wait to fill
     queue_depth: int = 8              # frames in flight per EVERY_FRAME stream
@@ -77,9 +84,16 @@ class ServerConfig:
             raise ConfigError(f"threads and workers must be >= 0 (0 = auto), got {self.threads}, {self.workers}")
         if self.max_wait_ms < 0 or self.grace_s < 0:
             raise ConfigError("max_wait_ms and grace_s must be >= 0")
+        if self.precision not in ("fp16", "fp32"):
+            raise ConfigError(f"precision must be fp16 or fp32, got {self.precision!r}")
         if self.max_upload_bytes < 1:
             raise ConfigError(f"max_upload_bytes must be >= 1, got {self.max_upload_bytes}")
         self.load_entries, self.warmup_shapes  # noqa: B018 - validate both now
+        if self.style_store:
+            try:
+                check_style_store(self.style_store)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
 
     @property
     def load_entries(self) -> tuple[tuple[str, str], ...]:
@@ -98,6 +112,18 @@ class ServerConfig:
         return tuple(shapes)
 
     @property
+    def sqlite_path(self) -> Path | None:
+        """The SQLite file of a ``sqlite:///PATH`` style store (None for Redis)."""
+        return Path(self.style_store[len(SQLITE):]) if self.style_store.startswith(SQLITE) else None
+
+    @property
+    def frame_sizes(self) -> tuple[tuple[int, int], ...]:
+        """(H, W) sizes the GPU engines must cover, the typical first: the warmup sizes, then
+        the largest frame ``process_max_side`` lets through (either orientation)."""
+        side = self.process_max_side
+        return (*self.warmup_shapes, (side, side))
+
+    @property
     def upload_root(self) -> Path:
         return Path(self.upload_dir) if self.upload_dir else Path.home() / ".stylecast" / "models"
 
@@ -109,6 +135,14 @@ class ServerConfig:
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
+
+
+def check_style_store(url: str) -> str:
+    """``url`` if it names a style store (``sqlite:///PATH``, ``redis://…``, ``rediss://…``);
+    raises ValueError otherwise."""
+    if url.startswith(REDIS_SCHEMES) or (url.startswith(SQLITE) and len(url) > len(SQLITE)):
+        return url
+    raise ValueError(f"style_store: expected sqlite:///PATH, redis://HOST:PORT/DB or rediss://…, got {url!r}")
 
 
 def parse_load_order(items: Iterable[str]) -> tuple[tuple[str, str], ...]:
@@ -179,6 +213,8 @@ def load_config(cli_overrides: Mapping[str, Any], env: Mapping[str, str],
     values |= _layer("environment", {k[len(ENV_PREFIX):].lower(): v for k, v in env.items()
                                      if k.startswith(ENV_PREFIX) and k != f"{ENV_PREFIX}CONFIG"})
     values |= _layer("flags", {k: v for k, v in cli_overrides.items() if v is not None and k != "config"})
-    if not values.get("styles_db"):
-        values["styles_db"] = str(Path.home() / ".stylecast" / "styles.db")
+    if not values.get("style_store"):
+        values["style_store"] = f"{SQLITE}{Path.home() / '.stylecast' / 'styles.db'}"
+    elif "://" not in values["style_store"]:  # a bare path: SQLite
+        values["style_store"] = f"sqlite:///{values['style_store']}"
     return ServerConfig(**values)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from stylecast.server.codecs import CodecPool
-from stylecast.server.config import ServerConfig
+from stylecast.server.config import REDIS_SCHEMES, SQLITE, ServerConfig, check_style_store
 from stylecast.server.loader import Loader
 from stylecast.server.metrics import Metrics
 from stylecast.server.model_control import ModelControl
@@ -27,6 +27,18 @@ from stylecast.server.session import Sessions
 from stylecast.server.sqlite_store import SqliteStyleStore
 from stylecast.server.style_store import StyleStore
 from stylecast.server.style_vectors import StyleVectors
+
+
+def open_style_store(url: str, redis_password: str = "") -> StyleStore:
+    """The (not yet opened) store a ``style_store`` URL names: SQLite for ``sqlite:///PATH``
+    (``sqlite:////abs`` or ``sqlite:///rel``), Redis for ``redis://`` and ``rediss://`` (TLS) with
+    the password from the URL, else ``redis_password``.  Raises ValueError for anything else."""
+    check_style_store(url)
+    if url.startswith(REDIS_SCHEMES):
+        from stylecast.server.redis_store import RedisStyleStore
+
+        return RedisStyleStore(url, redis_password)
+    return SqliteStyleStore(url[len(SQLITE):])
 
 
 @dataclass
@@ -46,14 +58,14 @@ class Engine:
     @classmethod
     async def create(cls, config: ServerConfig, metrics: Metrics | None = None,
                      store: StyleStore | None = None) -> Engine:
-        """Open the style store (SQLite at ``config.styles_db`` by default), find the package
+        """Open the style store (``config.style_store``: SQLite or Redis), find the package
         (latest version) and serve the first artifact of its load order; the rest load in the
         background."""
         metrics = metrics if metrics is not None else Metrics()
         registry = ModelRegistry(config)
         package = registry.find(config.model, config.model_version)
         order = load_order(config, package)
-        store = store if store is not None else SqliteStyleStore(config.styles_db)
+        store = store if store is not None else open_style_store(config.style_store, config.redis_password)
         await store.open()
         slot = ServingSlot(config, metrics, registry)
         codec_pool = CodecPool(config.codec_threads)

@@ -99,6 +99,14 @@ class Unavailable(StylecastError):
     code = grpc.StatusCode.UNAVAILABLE
 
 
+class StoreUnavailable(Unavailable):
+    """The style store (shared by every replica) cannot be reached.  Another replica would fail
+    alike, so besides ``RetryInfo`` the status carries gRPC's retry pushback
+    (``grpc-retry-pushback-ms``): clients' retry policies wait ``retry_after_s`` before retrying."""
+
+    retry_after_s = 1.0
+
+
 class ShuttingDown(Unavailable):
     retry_after_s = 1.0
 
@@ -137,7 +145,11 @@ def rich_status(exc: BaseException) -> grpc.Status:
     status = status_pb2.Status(code=code_number(err.code), message=str(err))
     for detail in err.details():
         status.details.add().Pack(detail)
-    return rpc_status.to_status(status)
+    out = rpc_status.to_status(status)
+    if isinstance(err, StoreUnavailable):
+        pushback = (("grpc-retry-pushback-ms", str(round(err.retry_after_s * 1000))),)
+        out = out._replace(trailing_metadata=tuple(out.trailing_metadata) + pushback)
+    return out
 
 
 def code_number(code: grpc.StatusCode) -> int:

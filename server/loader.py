@@ -145,7 +145,10 @@ class Loader:
             post(state=LOADING)
             backend = create_backend(backend_name)
             try:
-                backend.load(package, BackendOptions(format=fmt, threads=threads, workers=workers, xla=config.xla))
+                backend.load(package, BackendOptions(
+                    format=fmt, threads=threads, workers=workers, xla=config.xla, max_batch=config.max_batch,
+                    frame_sizes=config.frame_sizes, precision=config.precision,
+                    engine_cache_dir=config.engine_cache_dir or None))
                 stage = "warmup"
                 post(state=WARMING)
                 backend.warmup(shapes)

@@ -7,7 +7,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from stylecast.backends.base import BackendUnavailable, backend_formats, backend_names, best_available, is_installed
+from stylecast.backends.base import BackendUnavailable, backend_formats, backend_names, best_available
 from stylecast.backends.package import ModelPackage, PackageNotFound, locate_package
 from stylecast.model import BUILTIN_DIR
 from stylecast.server.config import ServerConfig
@@ -34,15 +34,14 @@ def layout(config: ServerConfig, backend: str) -> tuple[int, int]:
 
 
 def choose_backend(config: ServerConfig, package: ModelPackage) -> tuple[str, str]:
-    """(backend name, artifact format) for this config and package; ``auto`` prefers a GPU."""
+    """(backend name, artifact format) for this config and package; ``auto`` prefers a GPU
+    (:func:`~stylecast.backends.base.best_available`: the first that runs here and loads the package)."""
     name = config.backend
     if name == "auto":
         try:
-            name = best_available()
+            name = best_available((config.format,) if config.format else tuple(package.artifacts))
         except BackendUnavailable as exc:
             raise FailedPrecondition(str(exc)) from None
-        if not any(f in package.artifacts for f in backend_formats(name)):  # e.g. a GPU but no ONNX artifact
-            name = next((n for n in ("litert", "savedmodel") if is_installed(n)), name)
     formats = backend_formats(name)
     if not formats:
         raise FailedPrecondition(f"unknown backend {name!r}; choose auto or one of {', '.join(backend_names())}")

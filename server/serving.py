@@ -11,7 +11,6 @@ import asyncio
 import logging
 import os
 from collections import OrderedDict
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -41,11 +40,6 @@ class ServingSlot:
         self._retiring: set[LoadedModel] = set()
         self._retire_tasks: set[asyncio.Task] = set()
         self._shapes: OrderedDict[tuple[int, int], None] = OrderedDict()
-        self._version_retired: list[Callable[[ModelKey], None]] = []
-
-    def on_version_retired(self, callback: Callable[[ModelKey], None]) -> None:
-        """Call ``callback(key)`` when a swap retires the last serving artifact of a model version."""
-        self._version_retired.append(callback)
 
     @property
     def model(self) -> LoadedModel:
@@ -116,9 +110,6 @@ class ServingSlot:
             return
         self._metrics.model_swapped(old.labels, model.labels, model.load_seconds, model.backend.memory_bytes)
         self._registry.swapped(model.package)
-        if old.key != model.key:
-            for callback in self._version_retired:
-                callback(old.key)
         self._registry.set(old.package, old.format, state=AVAILABLE)
         self._retiring.add(old)
         task = asyncio.create_task(self._retire(old), name="stylecast-retire")

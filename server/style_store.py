@@ -3,8 +3,9 @@
 A style is a normalised 256×256 RGB image (stored as PNG) under its id (the sha256 of
 its pixels), with a name and a creation time.  Each model version computes its own
 D-float32 vector of a style; vectors are keyed by (style id, model, version).
-:class:`~stylecast.server.sqlite_store.SqliteStyleStore` implements it on one SQLite file;
-a shared store (Redis) implements the same methods.
+:class:`~stylecast.server.sqlite_store.SqliteStyleStore` implements it on one SQLite file,
+:class:`~stylecast.server.redis_store.RedisStyleStore` in Redis, shared by several replicas;
+:func:`~stylecast.server.engine.open_style_store` picks one by URL.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 Each model version has its own vector of a style, computed by its style predictor from
 the stored normalised image: on registration (by the serving model), for every stored
 style before a new version serves (:meth:`StyleVectors.prepare`), and on first use
-otherwise.  Vectors in use are cached in memory per (model, version).
+otherwise.  Nothing is cached in the process: the store is the one truth, shared by every
+replica when it is Redis (a stream resolves its vectors once per StreamConfig).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from stylecast.server.config import ServerConfig
 from stylecast.server.errors import InvalidArgument, NotFound
 from stylecast.server.loaded_model import LoadedModel
 from stylecast.server.metrics import Metrics
-from stylecast.server.serving import ModelKey, ServingSlot
+from stylecast.server.serving import ServingSlot
 from stylecast.server.style_store import StyleRecord, StyleStore
 
 THUMBNAIL_SIDE = 128
@@ -57,12 +58,6 @@ class StyleVectors:
         self.store = store
         self._max_pixels = config.max_pixels
         self._slot, self._codecs, self._metrics = slot, codec_pool, metrics
-        self._cache: dict[ModelKey, dict[str, np.ndarray]] = {}
-        slot.on_version_retired(self.forget)
-
-    def forget(self, key: ModelKey) -> None:
-        """Drop the cached vectors of a model version that no longer serves."""
-        self._cache.pop(key, None)
 
     def _decode_stored(self, png: bytes) -> np.ndarray:
         rgb, _ = codecs.decode(png, max_pixels=self._max_pixels)
@@ -101,9 +96,8 @@ class StyleVectors:
             vector = await self._slot.predict(normalised, model)
             png = await self._codecs.run(png_bytes, normalised)
             record, created = await self.store.add(style_id, name, png, (*model.key, vector))
-        self._cache.setdefault(model.key, {})[style_id] = vector
         if created:
-            self._metrics.styles.inc()
+            self._metrics.styles.set(await self.store.count())  # a shared store: other replicas add too
         return record, created
 
     async def get(self, style_id: str) -> StyleRecord:
@@ -119,11 +113,9 @@ class StyleVectors:
 
     async def delete(self, style_id: str) -> bool:
         """Delete a style and its vectors; False if there was none."""
-        for cache in self._cache.values():
-            cache.pop(style_id, None)
         deleted = await self.store.delete(style_id)
         if deleted:
-            self._metrics.styles.dec()
+            self._metrics.styles.set(await self.store.count())
         return deleted
 
     async def thumbnail(self, style_id: str) -> bytes:
@@ -142,11 +134,10 @@ class StyleVectors:
 
     async def vector(self, style_id: str, model: LoadedModel | None = None) -> np.ndarray:
         """A model's D float32 vector of a stored style (the serving model by default), computed
-        and stored on first use; raises :class:`NotFound` for an unknown id."""
+        and stored on first use; raises :class:`NotFound` for an unknown id.  Always read from
+        the store, never from a process cache: a style another replica deleted is NotFound here
+        too (a stream keeps the vectors its StreamConfig resolved)."""
         model = model or self._slot.model
-        cache = self._cache.setdefault(model.key, {})
-        if (vec := cache.get(style_id)) is not None:
-            return vec
         vec = await self.store.vector(style_id, *model.key)
         if vec is None:
             png = await self.store.image(style_id)
@@ -154,7 +145,6 @@ class StyleVectors:
                 raise NotFound(f"style {style_id!r} not found; register it with RegisterStyle first")
             vec = await self._slot.predict(await self._codecs.run(self._decode_stored, png), model)
             await self.store.put_vector(style_id, *model.key, vec)
-        cache[style_id] = vec
         return vec
 
     async def blend(self, weights: tuple[tuple[str, float], ...], model: LoadedModel | None = None) -> np.ndarray:

@@ -11,9 +11,12 @@ from __future__ import annotations
 import hashlib
 import io
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import grpc
@@ -66,7 +69,7 @@ def tiny_v2_dir(request: pytest.FixtureRequest) -> Path:
 
 def make_config(models_dir: Path, tmp_path: Path, **overrides) -> ServerConfig:
     values = dict(port=0, host="127.0.0.1", metrics_port=0, backend="litert", format="tflite-fp32",
-                  models_dir=str(models_dir), styles_db=str(tmp_path / "styles.db"), workers=2, threads=1,
+                  models_dir=str(models_dir), style_store=f"sqlite:///{tmp_path / 'styles.db'}", workers=2, threads=1,
                   grace_s=5.0, upload_dir=str(tmp_path / "uploads"))
     return ServerConfig(**(values | overrides))
 
@@ -95,6 +98,114 @@ async def server(server_factory) -> RunningServer:
 async def stub(server: RunningServer):
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}", options=CHANNEL_OPTIONS) as channel:
         yield pb_grpc.StyleTransferStub(channel)
+
+
+# --------------------------------------------------------------------- Redis
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RedisProcess:
+    """A real ``redis-server`` on a free loopback port, with AOF (``appendfsync always``) in
+    ``workdir``: :meth:`kill` (SIGKILL) and :meth:`start` again on the same port keep the data.
+
+    ``tls=True`` also opens a TLS port (a self-signed certificate for 127.0.0.1, made with the
+    ``openssl`` command) and requires ``password``: :attr:`tls_url` is a ``rediss://`` URL
+    without the password, which clients pass separately."""
+
+    def __init__(self, workdir: Path, *, tls: bool = False, password: str = "") -> None:
+        self.workdir, self.port = workdir, free_port()
+        self.tls_port = free_port() if tls else 0
+        self.password = password
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def tls_url(self) -> str:
+        return f"rediss://127.0.0.1:{self.tls_port}/0?ssl_ca_certs={self.workdir / 'cert.pem'}"
+
+    def _tls_args(self) -> list[str]:
+        cert, key = self.workdir / "cert.pem", self.workdir / "key.pem"
+        if not cert.exists():
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                            "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+        return ["--tls-port", str(self.tls_port), "--tls-cert-file", str(cert), "--tls-key-file", str(key),
+                "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no"]
+
+    def _command(self, command: bytes, expect: bytes) -> bool:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as conn:
+            if self.password:
+                conn.sendall(b"AUTH " + self.password.encode() + b"\r\n")
+                assert conn.recv(64).startswith(b"+OK")
+            conn.sendall(command + b"\r\n")
+            return conn.recv(64).startswith(expect)
+
+    def start(self) -> RedisProcess:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.workdir),
+             "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--daemonize", "no",
+             "--logfile", str(self.workdir / "redis.log"),
+             *(self._tls_args() if self.tls_port else []),
+             *(["--requirepass", self.password] if self.password else [])],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 30
+        while True:  # wait until it answers PING
+            try:
+                if self._command(b"PING", b"+PONG"):
+                    return self
+            except OSError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"redis-server did not start: {self.proc.stderr.read().decode()[-2000:]}")
+            time.sleep(0.05)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+    def flush(self) -> None:
+        assert self._command(b"FLUSHALL", b"+OK")
+
+
+def redis_server_or_skip() -> None:
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server not installed (make test installs Debian's redis-server)")
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory):
+    """One real redis-server for the session; tests that use it call ``flush`` first (``redis_url``)."""
+    redis_server_or_skip()
+    proc = RedisProcess(tmp_path_factory.mktemp("redis")).start()
+    yield proc
+    proc.kill()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisProcess) -> str:
+    """The URL of an empty database on the session's redis-server."""
+    redis_server.flush()
+    return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def tls_redis_server(tmp_path_factory: pytest.TempPathFactory):
+    """A real redis-server with TLS and a password (``tls_url``, ``password``)."""
+    redis_server_or_skip()
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl command not installed (makes the test certificate)")
+    proc = RedisProcess(tmp_path_factory.mktemp("redis-tls"), tls=True, password="s3cret").start()
+    yield proc
+    proc.kill()
 
 
 # --------------------------------------------------------------------- images

@@ -197,7 +197,7 @@ def test_serve_command_passes_its_flags_to_the_server(tiny_models_dir, tmp_path)
     proc = subprocess.Popen(
         [sys.executable, "-m", "stylecast.client", "serve", "--port", "0", "--metrics-port", "0",
          "--backend", "litert", "--format", "tflite-fp32", "--threads", "1", "--models-dir", str(tiny_models_dir),
-         "--styles-db", str(tmp_path / "cli.db")],
+         "--style-store", f"sqlite:///{tmp_path / 'cli.db'}"],
         stderr=subprocess.PIPE, text=True)
     try:
         port = None

@@ -285,10 +285,10 @@ def test_compose_builds_a_dockerfile_target_and_keeps_styles_on_its_volume(monke
     assert build["target"] in dockerfile_stages()
 
     flags, config_path = serve_flags(service["command"])
-    monkeypatch.setenv("HOME", str(IMAGE_HOME))   # the image user's home: the default styles_db lives there
+    monkeypatch.setenv("HOME", str(IMAGE_HOME))   # the image user's home: the default style store lives there
     config = load_config(flags, {}, config_path)
     mounts = dict(reversed(v.split(":")[:2]) for v in service["volumes"])
-    assert str(Path(config.styles_db).parent) in mounts, "styles.db must be on a volume"
+    assert str(config.sqlite_path.parent) in mounts, "styles.db must be on a volume"
     assert f"{config.port}:{config.port}" in service["ports"]
 
 
@@ -346,7 +346,7 @@ def pod_config(objects: list[dict], tmp_path: Path) -> ServerConfig:
               and o["metadata"]["name"] == volume["configMap"]["name"])
     local = tmp_path / "stylecast.toml"
     local.write_text(cm["data"][Path(config_path).name])
-    env = {e["name"]: e["value"] for e in c.get("env", [])}
+    env = {e["name"]: e.get("value", f"<{e['name']} from a Secret>") for e in c.get("env", [])}
     if pod.get("enableServiceLinks", True):
         env |= service_link_env(objects)
     return load_config(flags, env, local)
@@ -379,7 +379,7 @@ def test_k8s_styles_db_lives_on_the_claim_with_one_replica(tmp_path) -> None:
     pod = deployment["spec"]["template"]["spec"]
     config = pod_config(objects, tmp_path)
     mount = next(m for m in container(objects)["volumeMounts"]
-                 if str(Path(config.styles_db).parent) == m["mountPath"])
+                 if str(config.sqlite_path.parent) == m["mountPath"])
     assert not mount.get("readOnly", False)
     volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
     pvc = by_kind(objects, "PersistentVolumeClaim")
@@ -393,7 +393,7 @@ def test_k8s_styles_db_lives_on_the_claim_with_one_replica(tmp_path) -> None:
     # a read-only root file system: everything the server writes must be on a writable mount
     assert container(objects)["securityContext"]["readOnlyRootFilesystem"] is True
     writable = [m["mountPath"] for m in container(objects)["volumeMounts"] if not m.get("readOnly")]
-    for path in (Path(config.styles_db), config.upload_root, Path("/tmp")):
+    for path in (config.sqlite_path, config.upload_root, Path("/tmp")):
         assert any(path.is_relative_to(w) for w in writable), f"{path} is not on a writable volume"
 
 
@@ -426,6 +426,113 @@ def test_every_kustomization_names_files_that_exist_and_all_yaml_parses() -> Non
         assert list(yaml.safe_load_all(f.read_text())), f
 
 
+def merge(base, patch):
+    """A strategic merge as kustomize applies these patches: maps recursively, lists of named maps
+    by name, ``null`` deletes, ``$``-directives are dropped."""
+    if isinstance(base, dict) and isinstance(patch, dict):
+        out = dict(base)
+        for key, value in patch.items():
+            if key.startswith("$"):
+                continue
+            if value is None:
+                out.pop(key, None)
+            else:
+                out[key] = merge(base[key], value) if key in base else value
+        return out
+    if isinstance(base, list) and isinstance(patch, list) and all(isinstance(x, dict) and "name" in x
+                                                                   for x in base + patch):
+        named = {x["name"]: x for x in base}
+        for x in patch:
+            named[x["name"]] = merge(named[x["name"]], x) if x["name"] in named else x
+        return list(named.values())
+    return patch
+
+
+def replicas_objects() -> list[dict]:
+    """The replicas overlay: base + its resources, its patches applied (kubectl is not needed)."""
+    folder = K8S / "replicas"
+    kustomization = yaml.safe_load((folder / "kustomization.yaml").read_text())
+    objects = base_objects() + k8s_objects(*(folder / r for r in kustomization["resources"] if r != "../base"))
+    for entry in kustomization["patches"]:
+        [patch] = k8s_objects(folder / entry["path"])
+        key = (patch["kind"], patch["metadata"]["name"])
+        target = next(i for i, o in enumerate(objects) if (o["kind"], o["metadata"]["name"]) == key)
+        if patch.get("$patch") == "delete":
+            del objects[target]
+        else:
+            objects[target] = merge(objects[target], patch)
+    return objects
+
+
+def test_k8s_replicas_share_one_redis_and_drain_within_the_grace_period(tmp_path) -> None:
+    objects = replicas_objects()
+    deployment = by_kind(objects, "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    config = pod_config(objects, tmp_path)
+    redis = by_kind(objects, "StatefulSet")
+    redis_port = redis["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"]
+    host = f"{redis['metadata']['name']}-0.{redis['spec']['serviceName']}"
+    assert config.style_store == f"redis://{host}:{redis_port}/0" and config.sqlite_path is None
+    assert config.redis_password, "the password comes from the Secret"
+    assert not [o for o in objects if o["kind"] == "PersistentVolumeClaim"], "no SQLite claim with replicas"
+    assert all("persistentVolumeClaim" not in v for v in pod["volumes"])
+    assert deployment["spec"]["replicas"] >= 2
+    assert deployment["spec"]["strategy"] == {"type": "RollingUpdate",
+                                              "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+    assert pod["terminationGracePeriodSeconds"] > config.grace_s
+    c = container(objects)
+    assert c["readinessProbe"]["grpc"] == {"port": config.port, "service": SERVICE}
+    assert c["livenessProbe"]["grpc"]["port"] == config.port
+    # one Secret feeds both Redis' requirepass and the replicas' STYLECAST_REDIS_PASSWORD
+    secret_of = lambda env, name: next(e["valueFrom"]["secretKeyRef"] for e in env if e["name"] == name)  # noqa: E731
+    redis_c = redis["spec"]["template"]["spec"]["containers"][0]
+    assert secret_of(c["env"], "STYLECAST_REDIS_PASSWORD") == secret_of(redis_c["env"], "REDIS_PASSWORD")
+    assert by_kind(objects, "Secret")["metadata"]["name"] == secret_of(redis_c["env"], "REDIS_PASSWORD")["name"]
+
+
+def test_k8s_redis_keeps_an_append_only_file_on_its_volume() -> None:
+    objects = replicas_objects()
+    redis = by_kind(objects, "StatefulSet")
+    [c] = redis["spec"]["template"]["spec"]["containers"]
+    args = shlex.split(" ".join(c["args"]))
+    assert args[args.index("--appendonly") + 1] == "yes"
+    assert args[args.index("--appendfsync") + 1] in ("everysec", "always")
+    data_dir = args[args.index("--dir") + 1]
+    [claim] = redis["spec"]["volumeClaimTemplates"]
+    assert any(m["name"] == claim["metadata"]["name"] and m["mountPath"] == data_dir for m in c["volumeMounts"])
+    service = next(o for o in objects if o["kind"] == "Service" and o["metadata"]["name"] == redis["spec"]["serviceName"])
+    assert service["spec"]["clusterIP"] == "None"
+    assert service["spec"]["selector"].items() <= redis["spec"]["template"]["metadata"]["labels"].items()
+
+
+def test_k8s_replicas_have_headless_and_clusterip_services_a_pdb_and_an_hpa_on_a_served_metric() -> None:
+    from stylecast.server.metrics import Metrics
+
+    objects = replicas_objects()
+    deployment = by_kind(objects, "Deployment")
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    services = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Service"
+                and o["spec"]["selector"].items() <= labels.items()}
+    assert services["stylecast"]["spec"].get("clusterIP") is None          # ClusterIP (base)
+    headless = services["stylecast-headless"]
+    assert headless["spec"]["clusterIP"] == "None"
+    assert [p["targetPort"] for p in headless["spec"]["ports"]] == ["grpc"]
+    pdb = by_kind(objects, "PodDisruptionBudget")
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert 1 <= pdb["spec"]["minAvailable"] < deployment["spec"]["replicas"]
+    hpa = by_kind(objects, "HorizontalPodAutoscaler")
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
+                                             "name": deployment["metadata"]["name"]}
+    assert hpa["spec"]["minReplicas"] >= pdb["spec"]["minAvailable"] + 1
+    [metric] = hpa["spec"]["metrics"]
+    name = metric["pods"]["metric"]["name"]
+    rules = yaml.safe_load(next(o for o in objects if o["kind"] == "ConfigMap"
+                                and "adapter" in o["metadata"]["name"])["data"]["config.yaml"])["rules"]
+    [rule] = [r for r in rules if r["name"]["as"] == name]
+    served = {m.name for m in Metrics().registry.collect()}
+    assert rule["seriesQuery"].split("{")[0] == name and name in served, (name, sorted(served))
+
+
 @needs_kubectl
 def test_k8s_profiles_render_with_their_image_targets(tmp_path) -> None:
     stages = dockerfile_stages()
@@ -439,8 +546,8 @@ def test_k8s_profiles_render_with_their_image_targets(tmp_path) -> None:
     assert config.backend == "tensorrt" and "gpu" in installed_extras(stages, "gpu")
     c = container(gpu)
     assert c["resources"]["limits"]["nvidia.com/gpu"] == 1
-    from stylecast.backends.tensorrt import DEFAULT_ENGINE_CACHE   # the engines need a writable cache
-    cache = IMAGE_HOME / DEFAULT_ENGINE_CACHE.relative_to("~")
+    from stylecast.backends.engines import DEFAULT_CACHE_ROOT   # the engines need a writable cache
+    cache = IMAGE_HOME / DEFAULT_CACHE_ROOT.relative_to("~")
     assert any(cache.is_relative_to(m["mountPath"]) and not m.get("readOnly") for m in c["volumeMounts"])
     # the overlay changes only what a GPU needs; the rest of the pod is the base's
     edge_c = container(edge)

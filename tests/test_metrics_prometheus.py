@@ -77,7 +77,7 @@ def stylecast_server(tiny_models_dir: Path, tmp_path: Path):
     env = os.environ | {"STYLECAST_HOST": "127.0.0.1", "STYLECAST_WORKERS": "1"}
     cmd = [sys.executable, "-m", "stylecast.client", "serve", "--port", str(port), "--metrics-port",
            str(metrics_port), "--backend", "litert", "--format", "tflite-fp32", "--threads", "2",
-           "--models-dir", str(tiny_models_dir), "--styles-db", str(tmp_path / "styles.db")]
+           "--models-dir", str(tiny_models_dir), "--style-store", f"sqlite:///{tmp_path / 'styles.db'}"]
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
     try:

@@ -19,10 +19,10 @@ def test_precedence_flags_over_env_over_toml(tmp_path):
     env = {"STYLECAST_WORKERS": "4", "STYLECAST_BACKEND": "litert", "HOME_UNRELATED": "x"}
     cfg = load_config({"backend": "onnx", "threads": None}, env, toml)
     assert (cfg.port, cfg.workers, cfg.backend, cfg.xla, cfg.threads) == (7000, 4, "onnx", True, 0)
-    assert cfg.styles_db  # resolved default
+    assert cfg.style_store.startswith("sqlite:///") and cfg.sqlite_path.name == "styles.db"  # resolved default
     cfg = load_config({}, {"STYLECAST_CONFIG": str(toml)})
     assert cfg.port == 7000
-    assert load_config({}, {}) == ServerConfig(styles_db=load_config({}, {}).styles_db)
+    assert load_config({}, {}) == ServerConfig(style_store=load_config({}, {}).style_store)
 
 
 def test_bad_settings_are_named(tmp_path):

@@ -187,7 +187,7 @@ class ServerProcess:
 
 def serve_flags(tiny_models_dir, db) -> dict:
     return {"port": 0, "host": "127.0.0.1", "metrics_port": 0, "backend": "litert", "format": "tflite-fp32",
-            "models_dir": str(tiny_models_dir), "styles_db": str(db), "workers": 2, "threads": 1,
+            "models_dir": str(tiny_models_dir), "style_store": f"sqlite:///{db}", "workers": 2, "threads": 1,
             # no 256² warm-up: the first 256² frame then takes long enough for all four to be read
             "warmup_sizes": ""}
 

@@ -1,4 +1,4 @@
-"""The style library (real SQLite) and the style RPCs through a real server."""
+"""Style search maths and the style RPCs through a real server (the store contract: test_style_store.py)."""
 
 from __future__ import annotations
 
@@ -13,40 +13,9 @@ from conftest import encoded, picture, register
 from PIL import Image
 
 from stylecast.model.preprocess import style_image_uint8
-from stylecast.server.errors import InvalidArgument
-from stylecast.server.sqlite_store import SqliteStyleStore
 from stylecast.server.style_vectors import nearest
 from stylecast.v1 import stylecast_pb2 as pb
 from stylecast.v1 import stylecast_pb2_grpc as pb_grpc
-
-
-async def test_library_insert_is_idempotent_and_pages_in_creation_order(tmp_path):
-    lib = SqliteStyleStore(tmp_path / "s.db")
-    await lib.open()
-    try:
-        ids = [f"id{i:02d}" for i in range(7)]
-        for i, sid in enumerate(ids):
-            record, created = await lib.add(sid, f"n{i}", b"png", ("m", "1", np.full(4, i, np.float32)))
-            assert created and record.model_versions == ("m:1",)
-        again, created = await lib.add(ids[0], "other name", b"png")
-        assert not created and again.name == "n0"
-        seen, token = [], ""
-        while True:
-            page, token = await lib.list(3, token)
-            seen += [r.id for r in page]
-            if not token:
-                break
-        assert sorted(seen) == ids and len(seen) == 7
-        with pytest.raises(InvalidArgument, match="page_token"):
-            await lib.list(3, "garbage!")
-        assert await lib.delete(ids[1]) and not await lib.delete(ids[1])
-        assert await lib.vector(ids[1], "m", "1") is None  # vectors go with their style
-        np.testing.assert_array_equal(await lib.vector(ids[2], "m", "1"), np.full(4, 2))
-        assert await lib.missing_vectors("m", "2") == sorted(set(ids) - {ids[1]})
-        await lib.put_vector(ids[2], "m", "2", np.ones(4))
-        assert (await lib.get(ids[2])).model_versions == ("m:1", "m:2")
-    finally:
-        await lib.close()
 
 
 def test_nearest_uses_centred_cosine():
