@@ -1,14 +1,16 @@
 # stylecast: `make serve` and `make test` work on a fresh clone.
 PY ?= python3
 VENV := .venv
+PEERS := .venv-peers
+EDGE := .venv-edge
 BIN := $(VENV)/bin
 PORT ?= 50051
 METRICS_PORT ?= 9090
 
-.PHONY: serve test bench bench-bounds bench-startup bench-model train eval-model proto clean help prometheus-tools redis-tools images images-smoke gpu-bundle gpu-check
+.PHONY: serve test bench bench-bounds bench-peers bench-memory bench-startup bench-model train eval-model proto clean help prometheus-tools redis-tools images images-smoke gpu-bundle gpu-check
 
 help:
-	@echo "make serve | test | bench | bench-bounds | bench-startup | bench-model | train | eval-model | proto | images | images-smoke | gpu-bundle | gpu-check"
+	@echo "make serve | test | bench | bench-bounds | bench-peers | bench-memory | bench-startup | bench-model | train | eval-model | proto | images | images-smoke | gpu-bundle | gpu-check"
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -49,11 +51,36 @@ redis-tools:
 test: $(VENV)/.dev-stamp prometheus-tools redis-tools
 	$(BIN)/python -m pytest -q -ra
 
-bench: $(VENV)/.dev-stamp redis-tools
+bench: $(VENV)/.dev-stamp redis-tools $(PEERS)/.stamp
 	$(BIN)/python -m benchmarks.serving
 	$(BIN)/python -m benchmarks.metrics_cost
 	$(BIN)/python -m benchmarks.transport
 	$(BIN)/python -m benchmarks.failover
+	$(BIN)/python -m benchmarks.peers --peer-python $(PEERS)/bin/python
+
+# NVIDIA Triton for bench-peers, in a venv of its own (not a project dependency): PyTriton bundles
+# tritonserver (Linux x86-64, glibc >= 2.35; numpy < 2).  stylecast goes in without its
+# dependencies so that Triton's Python model runs the same backend, conversions and codecs.
+$(PEERS)/.stamp: pyproject.toml
+	$(PY) -m venv $(PEERS)
+	$(PEERS)/bin/pip install -q --upgrade pip
+	$(PEERS)/bin/pip install -q "nvidia-pytriton==0.7.0" "tritonclient[grpc]>=2.50" "grpcio-status>=1.85.1" "ai-edge-litert>=2.3.0" "pillow>=10.0"
+	$(PEERS)/bin/pip install -q --no-deps -e .
+	touch $@
+
+# stylecast next to Triton on the same model and worker layout, alternating order over two rounds.
+bench-peers: $(VENV)/.dev-stamp $(PEERS)/.stamp
+	$(BIN)/python -m benchmarks.peers --peer-python $(PEERS)/bin/python
+
+# Resident memory of `stylecast serve` from an edge install (LiteRT and video only, no TensorFlow).
+$(EDGE)/.stamp: pyproject.toml
+	$(PY) -m venv $(EDGE)
+	$(EDGE)/bin/pip install -q --upgrade pip
+	$(EDGE)/bin/pip install -q -e ".[litert,video]"
+	touch $@
+
+bench-memory: $(EDGE)/.stamp
+	$(EDGE)/bin/python -m benchmarks.memory
 
 # Container images with podman (or docker: ENGINE=docker). Public registries need not be reachable:
 # BASE_IMAGE is any python:3.11-slim-like image; empty = build localhost/stylecast-base:bookworm from
@@ -128,4 +155,4 @@ gpu-check: $(VENV)/.dev-stamp
 	OUT=$${OUT:-/tmp/stylecast-gpu-check} bash benchmarks/gpu_check.sh
 
 clean:
-	rm -rf $(VENV) build *.egg-info .gpu-bundle .gpu-ort-*
+	rm -rf $(VENV) $(PEERS) $(EDGE) build *.egg-info .gpu-bundle .gpu-ort-*

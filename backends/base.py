@@ -38,6 +38,7 @@ class BackendOptions:
     xla: bool = False             # savedmodel: jit_compile
     device_id: int = 0            # GPU backends
     shape_cache: int = 4          # LiteRT: interpreters kept per worker, one per input shape
+    idle_s: float = 10.0          # LiteRT: an interpreter unused this long is dropped (0 = never)
     providers: tuple[str, ...] = ()  # onnx: ONNX Runtime execution providers (default: the backend's own)
     engine_cache_dir: str | None = None  # tensorrt, tf-trt: engine cache root (default ~/.cache/stylecast)
     precision: str = "fp16"       # tensorrt, tf-trt: fp16 | fp32

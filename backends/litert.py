@@ -13,6 +13,7 @@ Files with signatures are called through their signature; signature-less files
 from __future__ import annotations
 
 import queue
+import time
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -25,7 +26,7 @@ from ai_edge_litert.interpreter import Interpreter
 from stylecast.backends.base import BackendError, BackendOptions, backend_formats
 from stylecast.backends.endpoints import Endpoint, endpoints
 from stylecast.backends.fit import STYLE_HW, fit, style_images, stylize_inputs
-from stylecast.backends.memory import RssGrowth
+from stylecast.backends.memory import RssGrowth, release_free_memory
 from stylecast.backends.package import FORMATS, ModelPackage
 
 _PREDICT_CACHE = 2  # style batches are rare: interpreters kept per worker for predict_style
@@ -114,21 +115,39 @@ class _Program:
 
 
 class _Worker:
-    """Interpreters of one worker, LRU-cached per endpoint by input shapes."""
+    """Interpreters of one worker, LRU-cached per endpoint by input shapes.
 
-    def __init__(self, bindings: dict[str, _Binding], threads: int, shape_cache: int):
-        self._bindings, self._threads = bindings, threads
+    An interpreter unused for ``idle_s`` seconds is dropped at the worker's next call (its
+    tensor arena and XNNPACK workspace, tens of MB at 512², go back to the system), so a
+    burst of odd frame sizes does not stay resident."""
+
+    def __init__(self, bindings: dict[str, _Binding], threads: int, shape_cache: int, idle_s: float):
+        self._bindings, self._threads, self._idle_s = bindings, threads, idle_s
         self._capacity = {"predict_style": _PREDICT_CACHE, "stylize": max(1, shape_cache)}
-        self._cache: dict[str, OrderedDict[tuple, _Program]] = {k: OrderedDict() for k in bindings}
+        self._cache: dict[str, OrderedDict[tuple, tuple[_Program, float]]] = {k: OrderedDict() for k in bindings}
 
     def run(self, endpoint: str, feeds: dict[str, np.ndarray]) -> np.ndarray:
         cache = self._cache[endpoint]
         key = tuple(a.shape for a in feeds.values())
-        program = cache.pop(key, None) or _Program(self._bindings[endpoint], self._threads)
-        cache[key] = program
+        now = time.monotonic()
+        program = cache.pop(key, (None, 0.0))[0] or _Program(self._bindings[endpoint], self._threads)
+        cache[key] = (program, now)
         while len(cache) > self._capacity[endpoint]:
             cache.popitem(last=False)
+        if self._idle_s > 0:
+            self._expire(now - self._idle_s)
         return program.run(feeds)
+
+    def _expire(self, before: float) -> None:
+        """Drop interpreters last used before ``before`` (monotonic seconds); LRU order means
+        only the front of each cache needs looking at."""
+        dropped = False
+        for cache in self._cache.values():
+            while cache and next(iter(cache.values()))[1] < before:
+                cache.popitem(last=False)
+                dropped = True
+        if dropped:
+            release_free_memory()
 
     def call(self, endpoint: str, arrays: dict[str, np.ndarray]) -> np.ndarray:
         """Run a batch (as N single calls when the file takes one item at a time)."""
@@ -174,7 +193,8 @@ class LiteRTBackend:
                                    f"manifest says style_dim {package.style_dim}")
         self.close()
         self._bindings, self._style_dim, self._memory = bindings, package.style_dim, memory
-        self._workers = [_Worker(bindings, options.threads, options.shape_cache) for _ in range(options.workers)]
+        self._workers = [_Worker(bindings, options.threads, options.shape_cache, options.idle_s)
+                         for _ in range(options.workers)]
         self._pool = queue.SimpleQueue()
         for w in self._workers:
             self._pool.put(w)

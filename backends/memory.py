@@ -5,29 +5,46 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import resource
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc <malloc.h>
 
 
-def keep_freed_memory(trim_bytes: int = 256 << 20, mmap_bytes: int = 32 << 20) -> bool:
+@functools.cache
+def _glibc() -> ctypes.CDLL | None:
+    """The C library when it is glibc (has ``mallopt`` and ``malloc_trim``), else None."""
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        return libc if libc is not None and libc.mallopt and libc.malloc_trim else None
+    except (OSError, AttributeError):
+        return None
+
+
+def keep_freed_memory(trim_bytes: int = 32 << 20, mmap_bytes: int = 32 << 20) -> bool:
     """Let glibc keep freed heap memory for reuse instead of returning it to the kernel.
 
     Every frame allocates and frees a few frame-sized float arrays on the inference
     threads.  With glibc's defaults their arenas are trimmed after each frame and the
     next frame page-faults the memory back in (measured: 3–5 ms of system CPU per frame
-    at 384²–512², about a tenth of the frame).  Returns False where the C library has no
-    ``mallopt`` (not glibc): nothing changes there.
+    at 384²–512², about a tenth of the frame).  What is kept is handed back by
+    :func:`release_free_memory`.  Returns False where the C library has no ``mallopt``
+    (not glibc): nothing changes there.
     """
-    name = ctypes.util.find_library("c")
-    try:
-        mallopt = ctypes.CDLL(name).mallopt if name else None
-    except (OSError, AttributeError):
-        mallopt = None
-    if mallopt is None:
+    libc = _glibc()
+    if libc is None:
         return False
-    return bool(mallopt(_M_TRIM_THRESHOLD, trim_bytes)) and bool(mallopt(_M_MMAP_THRESHOLD, mmap_bytes))
+    return bool(libc.mallopt(_M_TRIM_THRESHOLD, trim_bytes)) and bool(libc.mallopt(_M_MMAP_THRESHOLD, mmap_bytes))
+
+
+def release_free_memory() -> bool:
+    """Return the free memory of every malloc arena to the kernel (glibc ``malloc_trim(0)``);
+    for rare events that free a lot (an interpreter dropped), never per frame.  True when
+    some memory was released; False also where the C library is not glibc."""
+    libc = _glibc()
+    return bool(libc.malloc_trim(0)) if libc is not None else False
 
 
 def rss_bytes() -> int:

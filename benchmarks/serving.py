@@ -134,6 +134,26 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def tree_cpu_seconds(pid: int) -> float | None:
+    """CPU seconds of a process and all its live descendants (Triton runs as a process tree)."""
+    total = cpu_seconds(pid)
+    if total is None:
+        return None
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        parents.setdefault(ppid, []).append(int(stat.parent.name))
+    todo = list(parents.get(pid, []))
+    while todo:
+        child = todo.pop()
+        total += cpu_seconds(child) or 0.0
+        todo += parents.get(child, [])
+    return total
+
+
 @contextmanager
 def server(setup: Setup, workdir: Path, **settings: Any) -> Iterator[Served]:
     """``stylecast serve`` in a subprocess; ``settings`` become STYLECAST_* variables."""
@@ -163,21 +183,27 @@ def server(setup: Setup, workdir: Path, **settings: Any) -> Iterator[Served]:
 
 
 def load(srv: Served, setup: Setup, **kw: Any) -> dict[str, Any]:
-    """One ``stylecast bench --json`` client process.  Where ``/proc`` exists, the CPU the
-    server and the client spend per answered frame is sampled inside the measured window
-    (which starts after the client's imports, at most ~3 s, and its warm-up)."""
+    """One ``stylecast bench --json`` client process (``kw`` become its flags); see :func:`measure`."""
     cmd = CLI + ["bench", "--json", "--target", srv.target, "--seconds", str(setup.seconds),
                  "--warmup", str(setup.warmup)]
     for key, value in kw.items():
         cmd += [f"--{key.replace('_', '-')}", str(value)]
+    return measure(cmd, srv.pid, setup.seconds, setup.warmup)
+
+
+def measure(cmd: list[str], server_pid: int, seconds: float, warmup: float) -> dict[str, Any]:
+    """Run a load client ``cmd`` that measures ``seconds`` after ``warmup`` and prints its figures
+    as the last line of JSON (``fps`` at least).  Where ``/proc`` exists, the CPU the server
+    (with its child processes) and the client spend per answered frame is sampled inside the
+    measured window (which starts after the client's imports, at most ~3 s, and its warm-up)."""
     client = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     samples = []
-    if setup.seconds >= 4:
-        for delay in (setup.warmup + 3.0, setup.seconds - 3.0):
+    if seconds >= 4:
+        for delay in (warmup + 3.0, seconds - 3.0):
             time.sleep(delay)
-            samples.append((time.perf_counter(), cpu_seconds(srv.pid), cpu_seconds(client.pid)))
+            samples.append((time.perf_counter(), tree_cpu_seconds(server_pid), cpu_seconds(client.pid)))
     try:
-        stdout, stderr = client.communicate(timeout=setup.seconds + setup.warmup + 120)
+        stdout, stderr = client.communicate(timeout=seconds + warmup + 120)
     except subprocess.TimeoutExpired:
         client.kill()
         raise
@@ -269,9 +295,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(row(f"{n:2d} stream(s)", r))
             print(f"    LIVE, {args.live_fps:g} FPS offered per stream")
             live = {}
-            for n in (1, 4, 16):
-                r = live[n] = load(srv, setup, size=size, wire="raw", streams=n, mode="live", fps=args.live_fps)
-                print(row(f"{n:2d} stream(s)", r, f"   ({r['dropped'] / max(r['answered'], 1):.0%} of answers)"))
+            interval = 1e3 / args.live_fps
+            for n, s in [(1, s) for s in sizes] + [(4, size), (16, size)]:
+                r = live[f"{n}-{s}"] = load(srv, setup, size=s, wire="raw", streams=n, mode="live", fps=args.live_fps)
+                print(row(f"{n:2d} stream(s) {s}x{s}", r, f"   ({r['dropped'] / max(r['answered'], 1):.0%} of answers; "
+                                                          f"p99 {r['p99_ms'] / interval:.1f} frame intervals)"))
             results["concurrent"], results["live"] = conc, live
 
         print(f"\n[4] batch sweep, 4 streams {size}x{size} raw (max_wait 5 ms)")

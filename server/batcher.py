@@ -5,6 +5,9 @@ After Ray Serve's ``_BatchQueue``: one future per request, a batch closes at
 waiter of a failed batch gets the error — as does every waiter of a batch whose
 function returned more or fewer outputs than it was given inputs.  At most ``workers`` batches run at
 once, each on the inference executor.  Cancelled requests are skipped.
+
+With ``max_batch`` 1 (the LiteRT default) there is nothing to gather: a request waits for a
+slot (first come, first served) and runs, without the dispatcher task and its queue.
 """
 
 from __future__ import annotations
@@ -50,10 +53,14 @@ class Batcher:
         self._slots = asyncio.Semaphore(workers)
         self._arrived = asyncio.Event()
         self._loop_task: asyncio.Task | None = None
-        self._running: set[asyncio.Task] = set()
+        self._running: set[asyncio.Future] = set()
+        self._single_waiting = 0  # max_batch 1: requests waiting for a slot
+        self._closed = False
 
     async def submit(self, key: Hashable, content: np.ndarray, vector: np.ndarray) -> BatchResult:
         """Queue one H×W×3 frame with its style vector; resolves when its batch has run."""
+        if self._max_batch == 1:
+            return await self._run_single(content, vector)
         if self._loop_task is None:
             self._loop_task = asyncio.create_task(self._dispatch(), name="stylecast-batcher")
         item = _Item(content, vector, asyncio.get_running_loop().create_future())
@@ -64,10 +71,11 @@ class Batcher:
     @property
     def pending(self) -> int:
         """Frames queued and not yet in a running batch (cancelled ones excluded)."""
-        return sum(not i.future.done() for q in self._queues.values() for i in q)
+        return self._single_waiting + sum(not i.future.done() for q in self._queues.values() for i in q)
 
     async def close(self) -> None:
         """Stop dispatching, fail queued requests and wait for running batches."""
+        self._closed = True
         if self._loop_task is not None:
             self._loop_task.cancel()
             await asyncio.gather(self._loop_task, return_exceptions=True)
@@ -123,6 +131,33 @@ class Batcher:
         """Stack the batch and run it (on the executor: the copies stay off the event loop)."""
         content = items[0].content[None] if len(items) == 1 else np.stack([i.content for i in items])
         return self._run_batch(content, np.stack([i.vector for i in items]))
+
+    async def _run_single(self, content: np.ndarray, vector: np.ndarray) -> BatchResult:
+        """max_batch 1: wait for a slot, run on the executor; the slot is held until the call
+        returns, even when the caller is cancelled meanwhile."""
+        enqueued = time.perf_counter()
+        self._single_waiting += 1
+        try:
+            await self._slots.acquire()
+        finally:
+            self._single_waiting -= 1
+        if self._closed:
+            self._slots.release()
+            raise RuntimeError("batcher closed")
+        start = time.perf_counter()
+        call = asyncio.get_running_loop().run_in_executor(self._executor, self._run_batch, content[None], vector[None])
+        self._running.add(call)
+        call.add_done_callback(self._single_done)
+        out = await asyncio.shield(call)
+        if len(out) != 1:
+            raise BatchSizeMismatch(f"the batch function returned {len(out)} outputs for 1 input")
+        return BatchResult(out[0], 1, start - enqueued, time.perf_counter() - start)
+
+    def _single_done(self, call: asyncio.Future) -> None:
+        self._running.discard(call)
+        self._slots.release()
+        if not call.cancelled():
+            call.exception()  # retrieved: a cancelled caller never awaits it
 
     async def _run(self, items: list[_Item]) -> None:
         try:

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -109,6 +110,22 @@ def test_litert_batch_equals_single_calls(tiny):
     np.testing.assert_allclose(batch, singles, atol=1e-5)
     # N×1×1×D style vectors (Magenta's layout) are accepted as N×D
     np.testing.assert_allclose(backend.stylize(content, styles.reshape(3, 1, 1, 100)), batch, atol=0)
+
+
+def test_litert_drops_idle_interpreters(tiny):
+    """An interpreter unused for idle_s is dropped at the worker's next call; a shape in use stays,
+    and a dropped shape runs again (re-allocated) with the same result."""
+    backend = loaded(tiny, "litert", format="tflite-fp32", threads=1, workers=1, idle_s=0.2)
+    style = np.random.default_rng(3).normal(size=(1, 100)).astype(np.float32)
+    odd, usual = images(1, 48, 80, seed=1), images(1, 32, 32, seed=2)
+    first = backend.stylize(odd, style)
+    backend.stylize(usual, style)
+    cache = backend._workers[0]._cache["stylize"]
+    assert len(cache) == 2
+    time.sleep(0.3)
+    backend.stylize(usual, style)
+    assert [k[0][1:3] for k in cache] == [(32, 32)]  # the odd shape went, the one in use stayed
+    np.testing.assert_array_equal(backend.stylize(odd, style), first)
 
 
 def test_litert_workers_and_shape_lru_under_concurrency(tiny):

@@ -92,6 +92,47 @@ async def test_a_batch_answered_with_the_wrong_number_of_outputs_fails_every_wai
     assert f"returned {3 + extra} outputs for 3 inputs" in str(done[0])
 
 
+async def test_max_batch_one_runs_each_frame_alone_at_most_workers_at_once():
+    """max_batch 1: every frame runs alone, in arrival order, never more than ``workers`` at once;
+    a caller cancelled while its frame runs keeps the slot busy until the call returns, and
+    one that is cancelled while waiting never reaches the backend."""
+    gate, running, peak, order = threading.Event(), [0], [0], []
+    lock = threading.Lock()
+
+    def run(content: np.ndarray, styles: np.ndarray) -> np.ndarray:
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+            order.append(int(styles[0, 0]))
+        gate.wait(10)
+        with lock:
+            running[0] -= 1
+        if styles[0, 0] < 0:
+            raise ValueError("negative style")
+        return content * styles[:, :1, None, None]
+
+    with ThreadPoolExecutor(4) as pool:
+        batcher = Batcher(run, pool, workers=2, max_batch=1, max_wait_s=0.0)
+        futures = [asyncio.ensure_future(batcher.submit("k", np.full((2, 2, 3), 1.0), np.array([float(i)])))
+                   for i in range(6)]
+        await asyncio.sleep(0.2)
+        assert order == [0, 1] and batcher.pending == 4
+        futures[0].cancel()  # running: its slot stays taken until the backend returns
+        futures[3].cancel()  # waiting: skipped
+        await asyncio.sleep(0.2)
+        assert order == [0, 1] and batcher.pending == 3
+        gate.set()
+        done = await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), 10)
+        bad = await asyncio.gather(batcher.submit("k", np.ones((1, 1, 3)), np.array([-1.0])), return_exceptions=True)
+        await batcher.close()
+    assert peak[0] == 2 and order == [0, 1, 2, 4, 5, -1]
+    for i in (1, 2, 4, 5):
+        assert done[i].batch_size == 1
+        np.testing.assert_array_equal(done[i].image, np.full((2, 2, 3), float(i)))
+    assert isinstance(done[0], asyncio.CancelledError) and isinstance(done[3], asyncio.CancelledError)
+    assert isinstance(bad[0], ValueError)
+
+
 async def test_frames_from_concurrent_streams_share_batches(server_factory):
     server = await server_factory(workers=1, max_batch=4, max_wait_ms=20)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
