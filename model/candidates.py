@@ -18,17 +18,9 @@ import numpy as np
 from stylecast.backends.xnnpack import xnnpack_partitions
 from stylecast.model import BUILTIN_DIR, data
 from stylecast.model.bench import _prepared, _time
-from stylecast.model.networks import StudentSpec, build_student, count_macs
+from stylecast.model.networks import CANDIDATES, build_student, count_macs
 from stylecast.model.package import load_package
 from stylecast.model.teacher import TRANSFER_FILE
-
-CANDIDATES = {
-    "rt3": StudentSpec(blocks=3, block="full"),
-    "rt4": StudentSpec(blocks=4, block="full"),
-    "dw5": StudentSpec(blocks=5, block="dw"),
-    "q5": StudentSpec(blocks=5, block="full"),
-}
-
 
 def latest_builtin() -> Path:
     versions = sorted(p for p in BUILTIN_DIR.glob("*/*") if (p / "manifest.json").is_file())

@@ -191,10 +191,10 @@ def contact_sheet(cells, style_imgs: np.ndarray, pans, path: Path, cell: int = 1
     n_c = max(c[0] for c in cells) + 1
     n_s = max(c[1] for c in cells) + 1
     labels = list(cells[0][4])
-    per = 2 + len(labels)
+    per = 1 + len(labels)
     strip, nets = pans
     pan_rows = len(nets)
-    sheet = Image.new("RGB", ((max(n_s, len(SHIFTS)) + 1) * cell, (1 + per * n_c + pan_rows) * cell + 40), "white")
+    sheet = Image.new("RGB", ((max(n_s, len(SHIFTS) + 1) + 1) * cell, (1 + per * n_c + pan_rows) * cell + 40), "white")
     draw = ImageDraw.Draw(sheet)
     u8 = lambda a: Image.fromarray(to_uint8(a)).resize((cell, cell))  # noqa: E731
     for s in range(n_s):

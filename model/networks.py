@@ -171,6 +171,15 @@ class StudentSpec:
     style_dim: int = STYLE_DIM
 
 
+# The v5 candidates (model/candidates.py times them; the recipe trains them by name).
+CANDIDATES = {
+    "rt3": StudentSpec(blocks=3, block="full"),
+    "rt4": StudentSpec(blocks=4, block="full"),
+    "dw5": StudentSpec(blocks=5, block="dw"),
+    "q5": StudentSpec(blocks=5, block="full"),
+}
+
+
 class _Layers(dict):
     """Named layers of a student, created on first use (``get``) or read from a built model."""
 

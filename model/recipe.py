@@ -239,14 +239,12 @@ def _cosine(step: int, total: int) -> float:
 
 
 def train(pack_dir: Path, out: Path, spec_name: str, stage: str, steps: int, pairs: int, crop: int,
-          lr: float, seed: int, save_every: int, minutes: float | None, weights: dict[str, float],
-          init: Path | None = None) -> int:
+          lr: float, seed: int, save_every: int, minutes: float | None, weights: dict[str, float]) -> int:
     """Run ``stage`` up to ``steps`` steps (resuming from ``out``), or for ``minutes``.
     Returns the step reached."""
     import keras  # noqa: PLC0415
 
-    from stylecast.model.candidates import CANDIDATES  # noqa: PLC0415
-    from stylecast.model.networks import build_student  # noqa: PLC0415
+    from stylecast.model.networks import CANDIDATES, build_student  # noqa: PLC0415
     from stylecast.model.teacher_port import build_teacher  # noqa: PLC0415
 
     keras.utils.set_random_seed(seed)
@@ -263,8 +261,6 @@ def train(pack_dir: Path, out: Path, spec_name: str, stage: str, steps: int, pai
         student.load_weights(out / "student.weights.h5")
         step = meta["steps"].get(stage, 0)
         print(f"resumed {spec_name} from {out}: stage {stage} at step {step}")
-    elif init is not None:
-        student.load_weights(init)
     if step >= steps:
         return step
     teacher = build_teacher(pack.teacher, features=True)
@@ -320,6 +316,44 @@ def _save(student, opt, out: Path, spec_name: str, stage: str, step: int, meta: 
     (out / "student.json").write_text(json.dumps(meta, indent=1))
 
 
+def load_student(run: Path):
+    """The student of a run folder (``student.json`` + ``student.weights.h5``): (model, meta)."""
+    from stylecast.model.networks import CANDIDATES, build_student  # noqa: PLC0415
+
+    meta = json.loads((run / "student.json").read_text())
+    student = build_student(CANDIDATES[meta["spec"]])
+    student.load_weights(run / "student.weights.h5")
+    return student, meta
+
+
+def export(run: Path, out_dir: Path, name: str, version: str, formats=None):
+    """Export a run's student with the committed predictor (``model/checkpoints/predictor.keras``)
+    as package ``out_dir/NAME/VERSION`` (every format unless ``formats``)."""
+    import keras  # noqa: PLC0415
+
+    from stylecast.model.export import export_package  # noqa: PLC0415
+    from stylecast.model.package import FORMATS  # noqa: PLC0415
+
+    student, meta = load_student(run)
+    ckpt = REPO / "model" / "checkpoints"
+    predictor = keras.saving.load_model(ckpt / "predictor.keras", compile=False)
+    training = {"recipe": "model/recipe.py", "spec": meta["spec"], "steps": meta["steps"],
+                "predictor_steps": json.loads((ckpt / "predictor.json").read_text())["step"]}
+    return export_package(predictor, student, out_dir, name, version, tuple(formats or FORMATS), training=training)
+
+
+def commit_checkpoint(run: Path, dest: Path) -> None:
+    """Copy what resuming needs (weights, step record, the current stage's optimizer, the
+    curve) from a run folder to ``dest`` (``model/checkpoints/v5``, committed: ≈ 2 MB)."""
+    import shutil  # noqa: PLC0415
+
+    dest.mkdir(parents=True, exist_ok=True)
+    meta = json.loads((run / "student.json").read_text())
+    stage = "e2e" if "e2e" in meta["steps"] else "blocks"
+    for f in ("student.weights.h5", "student.json", "log.csv", f"optimizer_{stage}.npz"):
+        shutil.copy(run / f, dest / f)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--pack", type=Path, default=REPO / "runs" / "v5" / "pack")
@@ -327,25 +361,39 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--assets", type=Path, default=None, help="build the pack from here if it is missing")
     ap.add_argument("--spec", default="rt3")
     ap.add_argument("--stage", choices=["blocks", "e2e", "all"], default="all")
-    ap.add_argument("--block-steps", type=int, default=1500)
-    ap.add_argument("--e2e-steps", type=int, default=20000)
+    ap.add_argument("--block-steps", type=int, default=1000)
+    ap.add_argument("--e2e-steps", type=int, default=4000)
     ap.add_argument("--pairs", type=int, default=2, help="shift pairs per batch (batch = 2 × pairs)")
-    ap.add_argument("--crop", type=int, default=256)
+    ap.add_argument("--crop", type=int, default=192, help="end-to-end crop (px, a multiple of 4)")
+    ap.add_argument("--block-crop", type=int, default=128, help="block-by-block crop (px)")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=5)
     ap.add_argument("--save-every", type=int, default=100)
     ap.add_argument("--minutes", type=float, default=None, help="stop after this long (checkpoint kept)")
     ap.add_argument("--threads", type=int, default=2, help="TensorFlow intra-op threads")
     ap.add_argument("--w-hint", type=float, default=0.5)
-    ap.add_argument("--w-shift", type=float, default=1.0)
+    ap.add_argument("--w-shift", type=float, default=2.0)
+    ap.add_argument("--export", type=Path, default=None, metavar="DIR",
+                    help="do not train: export the run's student as package DIR/NAME/VERSION")
+    ap.add_argument("--name", default="stylecast-small")
+    ap.add_argument("--version", default="5")
     args = ap.parse_args(argv)
     import keras  # noqa: PLC0415
 
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf  # noqa: PLC0415 - thread limits only
 
-        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+        except RuntimeError:  # TensorFlow already started in this process: its pools stay
+            pass
+    committed = REPO / "model" / "checkpoints" / "v5"
+    if args.export is not None:
+        export(args.out, args.export, args.name, args.version)
+        return
+    if not (args.out / "student.json").exists() and (committed / "student.json").exists():
+        commit_checkpoint(committed, args.out)  # a fresh clone resumes the committed run
     if not (args.pack / "teacher.npz").exists():
         from stylecast.model import data  # noqa: PLC0415
 
@@ -353,12 +401,12 @@ def main(argv: list[str] | None = None) -> None:
     weights = {"hint": args.w_hint, "shift": args.w_shift}
     t_end = None if args.minutes is None else time.time() + 60 * args.minutes
     left = lambda: None if t_end is None else max(0.0, (t_end - time.time()) / 60)  # noqa: E731
-    common = dict(pack_dir=args.pack, out=args.out, spec_name=args.spec, pairs=args.pairs, crop=args.crop,
-                  seed=args.seed, save_every=args.save_every, weights=weights)
+    common = dict(pack_dir=args.pack, out=args.out, spec_name=args.spec, pairs=args.pairs, seed=args.seed,
+                  save_every=args.save_every, weights=weights)
     if args.stage in ("blocks", "all"):
-        train(stage="blocks", steps=args.block_steps, lr=args.lr, minutes=left(), **common)
+        train(stage="blocks", steps=args.block_steps, crop=args.block_crop, lr=args.lr, minutes=left(), **common)
     if args.stage in ("e2e", "all") and (t_end is None or time.time() < t_end):
-        train(stage="e2e", steps=args.e2e_steps, lr=args.lr * 0.5, minutes=left(), **common)
+        train(stage="e2e", steps=args.e2e_steps, crop=args.crop, lr=args.lr * 0.5, minutes=left(), **common)
 
 
 if __name__ == "__main__":
