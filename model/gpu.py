@@ -13,14 +13,14 @@ halves:
   downloaded once for CPython 3.12 x86-64 with pip);
 - ``run.sh``: the command for the device: ``sh runs/gpu/run.sh MINUTES [recipe args]``.
 
-Then the device tool runs ``sh runs/gpu/run.sh 11`` with ``carry: ["runs/gpu"]``: it
-installs the wheels into /tmp, makes ``stylecast.model`` importable without installing
-the project, copies ``ckpt/`` to ``$OUT/ckpt`` and trains there with
-``KERAS_BACKEND=torch`` for the given minutes (bigger batches and crops than the CPU
-run), so ``$OUT/ckpt`` comes back holding the checkpoint and its curve.  Copy it to
+Then the device tool runs ``sh runs/gpu/run.sh 11 --pairs 16 --crop 256 --e2e-steps 20000``
+with ``carry: ["runs/gpu"]``: it installs the wheels into /tmp, makes ``stylecast.model``
+importable without installing the project, copies ``ckpt/`` to ``$OUT/ckpt`` and trains
+there with ``KERAS_BACKEND=torch`` for the given minutes (bigger batches and crops than
+the CPU run), so ``$OUT/ckpt`` comes back holding the checkpoint and its curve.  Copy it to
 ``runs/v5/<spec>/`` to resume here or to export.
 
-``--dry-run`` runs ``run.sh`` here instead (CPU, ``KERAS_BACKEND=torch``, tiny
+``dry-run`` runs ``run.sh`` here instead (CPU, ``KERAS_BACKEND=torch``, tiny
 batches), with ``$OUT`` a temporary folder: the whole path short of the GPU.
 """
 
@@ -86,7 +86,8 @@ def pack(spec_dir: Path | None, assets: Path | None, seed: int) -> None:
     (GPU_DIR / "run.sh").write_text(RUN_SH)
     size = sum(f.stat().st_size for f in GPU_DIR.rglob("*") if f.is_file())
     print(f"{GPU_DIR}: {size / 2**20:.1f} MiB to carry (limit 64 MiB)")
-    print('device: run(command="sh runs/gpu/run.sh 11 --pairs 16 --crop 256", carry=["runs/gpu"], timeout_s=780)')
+    print('device: run(command="sh runs/gpu/run.sh 11 --pairs 16 --crop 256 --e2e-steps 20000", '
+          'carry=["runs/gpu"], timeout_s=780)')
 
 
 def dry_run(minutes: float, extra: list[str]) -> Path:
