@@ -5,10 +5,10 @@ BIN := $(VENV)/bin
 PORT ?= 50051
 METRICS_PORT ?= 9090
 
-.PHONY: serve test bench bench-startup bench-model train train-gpu export-v5 eval-model proto clean help prometheus-tools
+.PHONY: serve test bench bench-startup bench-model train train-gpu export-v5 eval-model proto clean help prometheus-tools gpu-bundle gpu-check
 
 help:
-	@echo "make serve | test | bench | bench-startup | bench-model | train | train-gpu | eval-model | proto"
+	@echo "make serve | test | bench | bench-startup | bench-model | train | train-gpu | export-v5 | eval-model | proto | gpu-bundle | gpu-check"
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -81,5 +81,33 @@ proto: $(VENV)/.dev-stamp
 	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=protos --pyi_out=protos \
 		--grpc_python_out=protos protos/stylecast/v1/*.proto
 
+# Wheels for benchmarks/gpu_check.sh on a GPU machine with no network (CPython $(GPU_PY), x86-64):
+# stylecast itself and the packages that machine's image lacks or has too old, at the versions
+# the test suite runs with here.  ORT_GPU=1 adds onnxruntime-gpu $(ORT_GPU_VERSION) (CUDA 13; ~240 MiB,
+# over one carry's 64 MiB) split into .gpu-ort-N/ parts of 40 MiB to carry in separate calls.
+GPU_PY ?= 3.12
+ORT_GPU_VERSION ?= 1.31.1
+GPU_WHEELS := grpcio protobuf grpcio-health-checking grpcio-reflection grpcio-status googleapis-common-protos pytest-asyncio
+PLATFORMS := --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64
+gpu-bundle: $(VENV)/.dev-stamp
+	rm -rf .gpu-bundle .gpu-ort-* && mkdir .gpu-bundle
+	$(BIN)/pip wheel -q --no-deps --wheel-dir .gpu-bundle .
+	$(BIN)/pip download -q --no-deps --only-binary=:all: --python-version $(GPU_PY) --implementation cp \
+		$(PLATFORMS) -d .gpu-bundle $$($(BIN)/python -c "import importlib.metadata as m; \
+		print(' '.join(f'{p}=={m.version(p)}' for p in '$(GPU_WHEELS)'.split()))")
+	@if [ -n "$(ORT_GPU)" ]; then \
+		$(BIN)/pip download -q --no-deps --only-binary=:all: --python-version $(GPU_PY) --implementation cp \
+			$(PLATFORMS) -d .gpu-ort onnxruntime-gpu==$(ORT_GPU_VERSION) && \
+		wheel=$$(cd .gpu-ort && ls onnxruntime_gpu-*.whl) && \
+		(cd .gpu-ort && sha256sum $$wheel) > .gpu-bundle/onnxruntime-gpu.sha256 && \
+		split -b 40M -d -a 1 --numeric-suffixes=1 .gpu-ort/$$wheel .gpu-ort/$$wheel.part- && \
+		for part in .gpu-ort/*.part-*; do n=$${part##*-}; mkdir .gpu-ort-$$n; mv $$part .gpu-ort-$$n/; done && \
+		rm -rf .gpu-ort; fi
+	@du -sh .gpu-bundle .gpu-ort-* 2>/dev/null || true
+
+# The GPU check, here: without a GPU its GPU parts skip and the rest runs as a dry run.
+gpu-check: $(VENV)/.dev-stamp
+	OUT=$${OUT:-/tmp/stylecast-gpu-check} bash benchmarks/gpu_check.sh
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info .gpu-bundle .gpu-ort-*

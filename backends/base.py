@@ -1,22 +1,24 @@
 """The Backend protocol every inference engine implements, and the lazy registry.
 
 Backends are synchronous and know nothing of gRPC or protobuf.  The registry maps
-names to import paths so that choosing ``litert`` never imports TensorFlow.
+names to import paths (so that choosing ``litert`` never imports TensorFlow) and to
+the artifact formats each loads: the one backend → formats table.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
-from pathlib import Path
-from collections.abc import Sequence
+import logging
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from stylecast.model.package import ModelPackage
+from stylecast.backends.package import ModelPackage
 
+log = logging.getLogger(__name__)
 PAD_MULTIPLE = 16
 
 
@@ -37,7 +39,12 @@ class BackendOptions:
     device_id: int = 0            # GPU backends
     shape_cache: int = 4          # LiteRT: interpreters kept per worker, one per input shape
     providers: tuple[str, ...] = ()  # onnx: ONNX Runtime execution providers (default: the backend's own)
-    engine_cache_dir: str | None = None  # tensorrt: engine cache folder (default ~/.cache/stylecast/trt)
+    engine_cache_dir: str | None = None  # tensorrt, tf-trt: engine cache root (default ~/.cache/stylecast)
+    precision: str = "fp16"       # tensorrt, tf-trt: fp16 | fp32
+    max_batch: int = 1            # tensorrt, tf-trt: the largest batch the engines take
+    # tensorrt, tf-trt: frame sizes (H, W) the engines cover, the first the typical one
+    frame_sizes: tuple[tuple[int, int], ...] = ((512, 512),)
+    cudnn_conv_algo_search: str = "EXHAUSTIVE"  # cuda, tensorrt: EXHAUSTIVE | HEURISTIC | DEFAULT
 
 
 @runtime_checkable
@@ -59,49 +66,84 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
-# name -> (module, class, the import that proves the runtime is installed)
-_REGISTRY: dict[str, tuple[str, str, str]] = {
-    "litert": ("stylecast.backends.litert", "LiteRTBackend", "ai_edge_litert"),
-    "savedmodel": ("stylecast.backends.savedmodel", "SavedModelBackend", "tensorflow"),
-    "onnx": ("stylecast.backends.onnx", "OnnxBackend", "onnxruntime"),
-    "onnx-cuda": ("stylecast.backends.onnx", "OnnxCudaBackend", "onnxruntime"),
-    "tensorrt": ("stylecast.backends.tensorrt", "TensorRTBackend", "onnxruntime"),
+@dataclass(frozen=True)
+class BackendEntry:
+    """Where a backend lives and what it loads: the one table of backend → artifact formats."""
+
+    module: str
+    cls: str
+    requires: str                 # the import that proves the runtime is installed
+    formats: tuple[str, ...]      # artifact formats it loads, best first
+    probe: str = ""               # GPU backends: the function in ``module`` saying why it cannot run here
+
+
+_REGISTRY: dict[str, BackendEntry] = {
+    "litert": BackendEntry("stylecast.backends.litert", "LiteRTBackend", "ai_edge_litert",
+                           ("tflite-int8", "tflite-fp16", "tflite-fp32")),
+    "savedmodel": BackendEntry("stylecast.backends.savedmodel", "SavedModelBackend", "tensorflow", ("savedmodel",)),
+    "onnx": BackendEntry("stylecast.backends.onnx", "OnnxBackend", "onnxruntime", ("onnx",)),
+    "cuda": BackendEntry("stylecast.backends.cuda", "CudaBackend", "onnxruntime", ("onnx",), "cuda_problem"),
+    "tensorrt": BackendEntry("stylecast.backends.tensorrt", "TensorRTBackend", "onnxruntime", ("onnx",),
+                             "tensorrt_problem"),
+    "tf-trt": BackendEntry("stylecast.backends.tftrt", "TfTrtBackend", "tensorflow", ("savedmodel",),
+                           "tftrt_problem"),
 }
+# ``--backend auto`` tries these in order (on a CPU, ONNX Runtime loses to LiteRT/XNNPACK).
+AUTO_ORDER = ("tensorrt", "cuda", "tf-trt", "litert", "savedmodel", "onnx")
 
 
 def backend_names() -> list[str]:
     return list(_REGISTRY)
 
 
+def backend_formats(name: str) -> tuple[str, ...]:
+    """Artifact formats backend ``name`` loads, best first (``()`` for an unknown name)."""
+    entry = _REGISTRY.get(name)
+    return entry.formats if entry is not None else ()
+
+
 def is_installed(name: str) -> bool:
-    return importlib.util.find_spec(_REGISTRY[name][2]) is not None
+    return importlib.util.find_spec(_REGISTRY[name].requires) is not None
 
 
 def create_backend(name: str) -> Backend:
     """Instantiate a backend by name, importing its module only now."""
     try:
-        module, cls, _ = _REGISTRY[name]
+        entry = _REGISTRY[name]
     except KeyError:
         raise BackendError(f"unknown backend {name!r}; choose one of {', '.join(_REGISTRY)}") from None
     if not is_installed(name):
-        raise BackendUnavailable(f"backend {name!r} needs the {_REGISTRY[name][2]!r} package")
-    return getattr(importlib.import_module(module), cls)()
+        raise BackendUnavailable(f"backend {name!r} needs the {entry.requires!r} package")
+    return getattr(importlib.import_module(entry.module), entry.cls)()
 
 
-def best_available() -> str:
-    """``--backend auto``: ORT TensorRT on a GPU, else ORT CUDA, else LiteRT (else SavedModel)."""
-    if is_installed("onnx") and Path("/dev/nvidiactl").exists():  # GPU providers need a GPU
-        import onnxruntime  # noqa: PLC0415 - only when asked, never at import time
+def unavailable(name: str) -> str:
+    """Why backend ``name`` cannot run here, or "" when it can: its package; then, for a GPU
+    backend, a GPU the driver sees (read without importing any framework) and its own probe."""
+    entry = _REGISTRY[name]
+    if not is_installed(name):
+        return f"the {entry.requires!r} package is not installed"
+    if not entry.probe:
+        return ""
+    from stylecast.backends import nvidia  # noqa: PLC0415 - only when asked
 
-        providers = onnxruntime.get_available_providers()
-        if "TensorrtExecutionProvider" in providers:
-            return "tensorrt"
-        if "CUDAExecutionProvider" in providers:
-            return "onnx-cuda"
-    for name in ("litert", "savedmodel"):
-        if is_installed(name):
+    return nvidia.cuda().problem or getattr(importlib.import_module(entry.module), entry.probe)()
+
+
+def best_available(formats: Collection[str] = ()) -> str:
+    """``--backend auto``: the first backend of :data:`AUTO_ORDER` that can run here and loads
+    one of ``formats`` (the package's artifacts; any when empty).  Logs the choice with why each
+    backend before it was passed over; :class:`BackendUnavailable` with every reason when none can."""
+    passed: list[str] = []
+    for name in AUTO_ORDER:
+        why = unavailable(name)
+        if not why and formats and not set(_REGISTRY[name].formats) & set(formats):
+            why = f"the model has no {' / '.join(_REGISTRY[name].formats)} artifact"
+        if not why:
+            log.info("backend auto: %s%s", name, "".join(f"; not {p}" for p in passed))
             return name
-    raise BackendUnavailable("no inference runtime installed: pip install 'stylecast[litert]'")
+        passed.append(f"{name}: {why}")
+    raise BackendUnavailable("no backend can run here: " + "; ".join(passed))
 
 
 def pad_to_multiple(x: np.ndarray, multiple: int = PAD_MULTIPLE) -> tuple[np.ndarray, int, int]:

@@ -1,6 +1,6 @@
 """The two endpoints of the model contract, as a package artifact describes them.
 
-Each artifact's ``endpoints`` (see :mod:`stylecast.model.package`) names, per
+Each artifact's ``endpoints`` (see :mod:`stylecast.backends.package`) names, per
 endpoint, the file, an optional signature, the model's input names for the
 contract inputs (``image``; ``content`` and ``style``), the output name and an
 optional ``fixed_hw`` for files baked to one content size.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from stylecast.model.package import Artifact, PackageError
+from stylecast.backends.package import Artifact, PackageError
 
 # contract endpoint -> the contract input names it needs
 CONTRACT_INPUTS = {"predict_style": ("image",), "stylize": ("content", "style")}

@@ -22,13 +22,12 @@ from pathlib import Path
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
-from stylecast.backends.base import BackendError, BackendOptions
+from stylecast.backends.base import BackendError, BackendOptions, backend_formats
 from stylecast.backends.endpoints import Endpoint, endpoints
 from stylecast.backends.fit import STYLE_HW, fit, style_images, stylize_inputs
 from stylecast.backends.memory import RssGrowth
-from stylecast.model.package import ModelPackage
+from stylecast.backends.package import FORMATS, ModelPackage
 
-TFLITE_FORMATS = ("tflite-fp32", "tflite-fp16", "tflite-int8")
 _PREDICT_CACHE = 2  # style batches are rare: interpreters kept per worker for predict_style
 
 
@@ -155,8 +154,9 @@ class LiteRTBackend:
 
     def load(self, package: ModelPackage, options: BackendOptions) -> None:
         """Verify the ``options.format`` artifact's chunks, then open ``options.workers`` workers."""
-        if options.format not in TFLITE_FORMATS:
-            raise BackendError(f"the litert backend serves {', '.join(TFLITE_FORMATS)}, not {options.format!r}")
+        if options.format not in backend_formats(self.name):
+            serves = [f for f in FORMATS if f in backend_formats(self.name)]
+            raise BackendError(f"the litert backend serves {', '.join(serves)}, not {options.format!r}")
         if options.threads < 1 or options.workers < 1:
             raise BackendError(f"threads and workers must be >= 1 (got {options.threads}, {options.workers})")
         artifact = package.artifact(options.format)

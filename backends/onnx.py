@@ -7,6 +7,7 @@ to call from several threads, so ``workers`` only matters to the LiteRT backend.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,14 +15,14 @@ import onnxruntime as ort
 
 from stylecast.backends.base import BackendError, BackendOptions, BackendUnavailable
 from stylecast.backends.endpoints import Endpoint, endpoints
-from stylecast.backends.fit import SessionCalls
 from stylecast.backends.memory import RssGrowth
-from stylecast.model.package import ModelPackage
+from stylecast.backends.package import ModelPackage
+from stylecast.backends.session_backend import SessionBackend
 
 Provider = str | tuple[str, dict[str, Any]]
 
 
-class OnnxBackend(SessionCalls):
+class OnnxBackend(SessionBackend):
     """The Backend protocol on ONNX Runtime (format ``onnx``)."""
 
     name = "onnx"
@@ -42,6 +43,14 @@ class OnnxBackend(SessionCalls):
             raise BackendUnavailable(f"ONNX Runtime lacks {', '.join(map(str, missing))} "
                                      f"(available: {', '.join(sorted(available))})")
         return wanted
+
+    def file_providers(self, providers: list[Provider], path: Path, endpoints: list[Endpoint],
+                       package: ModelPackage, options: BackendOptions) -> list[Provider]:
+        """The providers for the session of one file (holding ``endpoints``): ``providers`` here."""
+        return providers
+
+    def check_session(self, session: ort.InferenceSession) -> None:
+        """Refuse a session that runs on other providers than asked (ORT falls back silently)."""
 
     def session_options(self, options: BackendOptions) -> ort.SessionOptions:
         so = ort.SessionOptions()
@@ -65,10 +74,16 @@ class OnnxBackend(SessionCalls):
             if ep.file is None:
                 raise BackendError(f"model {package.key}: onnx endpoint {ep.name!r} names no file")
             if ep.file not in sessions:
+                path = package.file_path(ep.file)
+                file_eps = [e for e in eps.values() if e.file == ep.file]
                 try:
-                    sessions[ep.file] = ort.InferenceSession(str(package.file_path(ep.file)), so, providers=providers)
+                    sessions[ep.file] = ort.InferenceSession(str(path), so, providers=self.file_providers(
+                        providers, path, file_eps, package, options))
+                except BackendError:
+                    raise
                 except Exception as exc:  # ORT raises its own untyped errors
                     raise BackendError(f"model {package.key}: cannot open {ep.file}: {exc}") from exc
+                self.check_session(sessions[ep.file])
             sess = sessions[ep.file]
             names = {i.name for i in sess.get_inputs()}
             outputs = {o.name for o in sess.get_outputs()}
@@ -90,15 +105,3 @@ class OnnxBackend(SessionCalls):
     def close(self) -> None:
         self._sessions, self._eps = {}, {}
 
-
-class OnnxCudaBackend(OnnxBackend):
-    """ONNX Runtime on an NVIDIA GPU through the CUDA provider (CPU for unsupported ops)."""
-
-    name = "onnx-cuda"
-
-    def providers(self, options: BackendOptions) -> list[Provider]:
-        if options.providers:
-            return super().providers(options)
-        if "CUDAExecutionProvider" not in ort.get_available_providers():
-            raise BackendUnavailable("onnx-cuda needs onnxruntime-gpu with the CUDA provider (pip install '.[gpu]')")
-        return [("CUDAExecutionProvider", {"device_id": options.device_id}), "CPUExecutionProvider"]

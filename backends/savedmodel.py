@@ -18,9 +18,9 @@ import tensorflow as tf
 
 from stylecast.backends.base import BackendError, BackendOptions
 from stylecast.backends.endpoints import Endpoint, endpoints
-from stylecast.backends.fit import SessionCalls
 from stylecast.backends.memory import RssGrowth
-from stylecast.model.package import ModelPackage
+from stylecast.backends.package import ModelPackage
+from stylecast.backends.session_backend import SessionBackend
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def _gpu_bytes() -> int:
     return total
 
 
-class SavedModelBackend(SessionCalls):
+class SavedModelBackend(SessionBackend):
     """The Backend protocol on a TensorFlow SavedModel with ``predict_style`` and ``stylize`` signatures."""
 
     name = "savedmodel"

@@ -32,6 +32,7 @@ def recording_cost_us(repeat: int = 5, number: int = 50_000) -> float:
         run_batch(content, styles)
         metrics.queued_frames.set(0)
         metrics.frame_done("litert", TIMINGS_MS)
+        metrics.frame_answered("litert", "ok")
 
     return min(timeit.repeat(one_frame, repeat=repeat, number=number)) / number * 1e6
 
@@ -46,7 +47,7 @@ def frame_ms(models_dir: str, model: str, backend_name: str, fmt: str, threads: 
     """Mean ``backend.stylize`` milliseconds for one size×size frame, and what was measured."""
     from stylecast.backends.base import BackendOptions, create_backend
     from stylecast.server.config import ServerConfig
-    from stylecast.server.models import choose_backend, find_package
+    from stylecast.server.packages import choose_backend, find_package
 
     package = find_package(models_dir, model)
     name, fmt = choose_backend(ServerConfig(backend=backend_name, format=fmt), package)
@@ -80,6 +81,7 @@ def main() -> None:
     cost = recording_cost_us()
     filled = Metrics()
     filled.frame_done("litert", TIMINGS_MS)
+    filled.frame_answered("litert", "ok")
     scrape = scrape_cost_ms(filled)
     frame, what = frame_ms(args.models_dir, args.model, args.backend, args.format, args.threads, args.size,
                            args.seconds)

@@ -51,7 +51,7 @@ class Setup:
 def resolve(args: argparse.Namespace) -> Setup:
     """The package, backend and format the server will pick for these flags."""
     from stylecast.server.config import ServerConfig
-    from stylecast.server.models import choose_backend, find_package, layout
+    from stylecast.server.packages import choose_backend, find_package, layout
 
     package = find_package(args.models_dir, args.model)
     config = ServerConfig(backend=args.backend, format=args.format, threads=args.threads, workers=args.workers)
@@ -65,7 +65,7 @@ def raw_backend_fps(setup: Setup, size: int, batch: int = 1, seconds: float | No
     (pre-allocated) interpreters: ``workers`` threads call it at once, as the server's
     inference workers do."""
     from stylecast.backends.base import BackendOptions, create_backend
-    from stylecast.server.models import find_package
+    from stylecast.server.packages import find_package
 
     seconds = setup.seconds if seconds is None else seconds
     backend = create_backend(setup.backend)

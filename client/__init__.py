@@ -14,12 +14,12 @@ from stylecast.client.errors import (Aborted, AlreadyExists, Cancelled, DataLoss
                                      Unavailable, Unimplemented, error_for)
 from stylecast.client.messages import StreamOptions
 from stylecast.client.sdk import Client
-from stylecast.client.types import (ArtifactInfo, BackendInfo, FrameResult, ModelInfo, Output, Style, StyleMatch,
-                                    Timings, UploadInfo)
+from stylecast.client.types import (ArtifactInfo, BackendInfo, FrameResult, Limits, ModelInfo, Output, Style,
+                                    StyleMatch, Timings, UploadInfo)
 
 __all__ = [
     "Aborted", "AlreadyExists", "ArtifactInfo", "AsyncClient", "BackendInfo", "ModelInfo", "UploadInfo", "Cancelled", "Client", "DEFAULT_TARGET", "DataLoss",
-    "DeadlineExceeded", "FailedPrecondition", "FrameResult", "Internal", "InvalidArgument", "NotFound",
+    "DeadlineExceeded", "FailedPrecondition", "FrameResult", "Internal", "InvalidArgument", "Limits", "NotFound",
     "OutOfRange", "Output", "PermissionDenied", "ResourceExhausted", "StreamOptions", "Style", "StyleMatch",
     "StylecastError", "TLS", "Timings", "Unauthenticated", "Unavailable", "Unimplemented", "error_for",
 ]

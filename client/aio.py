@@ -16,12 +16,14 @@ from typing import Any, TypeVar
 import grpc
 
 from stylecast.client.channel import DEFAULT_TARGET, MAX_MESSAGE_BYTES, TLS, aio_channel
-from stylecast.client.errors import StylecastError, Unavailable, error_for, from_rpc_error
-from stylecast.client.messages import (ImageLike, StreamOptions, StyleSpec, encoded_bytes, parse_backend,
-                                       parse_frame, parse_matches, parse_model, parse_response, parse_style,
-                                       parse_upload, read_chunk, response_id, search_request, to_config,
-                                       to_image, upload_messages)
-from stylecast.client.types import BackendInfo, FrameResult, ModelInfo, Output, Style, StyleMatch, UploadInfo
+from stylecast.client.errors import (DeadlineExceeded, ResourceExhausted, StylecastError, Unavailable, error_for,
+                                     from_rpc_error)
+from stylecast.client.messages import (ImageLike, StreamOptions, StyleSpec, check_image, encoded_bytes,
+                                       parse_backend, parse_frame, parse_matches, parse_model, parse_response,
+                                       parse_style, parse_upload, read_chunk, response_id, search_request,
+                                       to_config, to_image, upload_messages)
+from stylecast.client.types import (BackendInfo, FrameResult, Limits, ModelInfo, Output, Style, StyleMatch,
+                                    UploadInfo)
 from stylecast.v1 import model_admin_pb2 as apb
 from stylecast.v1 import model_admin_pb2_grpc as apb_grpc
 from stylecast.v1 import stylecast_pb2 as pb
@@ -31,6 +33,23 @@ T = TypeVar("T")
 MAX_IN_FLIGHT = 16  # default bound on a stream's sent-and-unanswered frames
 _END = object()
 _DEFAULT: Any = object()  # "use the client's default timeout"
+_UNASKED: Any = object()
+# What grpcio reports for a streaming call that passes its deadline with a write in flight
+# ("Internal error from Core") instead of DEADLINE_EXCEEDED.
+_DEADLINE_MASKS = (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.CANCELLED)
+
+
+def _deadline(timeout: float | None) -> float | None:
+    return None if timeout is None else time.monotonic() + timeout
+
+
+def _past_deadline(error: StylecastError, deadline: float | None, timeout: float | None) -> StylecastError:
+    """A streaming call's typed error, as DEADLINE_EXCEEDED when its deadline has passed,
+    whatever grpcio reported instead."""
+    if deadline is not None and error.code in _DEADLINE_MASKS and time.monotonic() >= deadline:
+        return DeadlineExceeded(f"the call passed its {timeout:g} s deadline "
+                                f"(grpc reported {error.code.name}: {error.details})")
+    return error
 
 
 async def _aiter(items: Iterable[T] | AsyncIterable[T]) -> AsyncIterator[T]:
@@ -61,6 +80,8 @@ class AsyncClient:
                  max_message_bytes: int = MAX_MESSAGE_BYTES) -> None:
         self.target = target
         self.timeout = timeout
+        self.max_message_bytes = max_message_bytes
+        self._limits: Limits | None = _UNASKED
         self._channel = aio_channel(target, tls, max_message_bytes)
         self._stub = pb_grpc.StyleTransferStub(self._channel)
         self._admin = apb_grpc.ModelAdminStub(self._channel)
@@ -89,12 +110,36 @@ class AsyncClient:
         except grpc.aio.AioRpcError as exc:
             raise from_rpc_error(exc) from None
 
+    async def limits(self) -> Limits | None:
+        """The server's limits, asked once (``GetLimits``) and then cached; ``None`` for a server
+        that predates ``GetLimits``.  Requests are checked against them before they are sent."""
+        if self._limits is _UNASKED:
+            try:
+                msg = await self._stub.GetLimits(pb.GetLimitsRequest(), metadata=self._metadata, timeout=self.timeout)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.UNIMPLEMENTED:
+                    raise from_rpc_error(exc) from None
+                self._limits = None
+            else:
+                self._limits = Limits(msg.max_message_bytes, msg.max_pixels)
+        return self._limits
+
+    async def _check_image(self, image: pb.Image, request_bytes: int, output: pb.OutputOptions, what: str) -> None:
+        check_image(image, request_bytes, output, what, self.max_message_bytes, await self.limits())
+
     # ------------------------------------------------------------ styles
 
     async def register_style(self, source: ImageLike, name: str = "") -> Style:
         """Upload a style image (path, encoded bytes, ndarray or PIL image) in 1 MiB chunks.
-        Idempotent: the id is the content hash; ``Style.created`` says whether it was new."""
-        resp = await self._unary(self._stub.RegisterStyle, upload_messages(encoded_bytes(source), name))
+        Idempotent: the id is the content hash; ``Style.created`` says whether it was new.
+        Raises ``ResourceExhausted`` before sending an image over the server's upload limit."""
+        data = encoded_bytes(source)
+        limits = await self.limits()
+        if limits is not None and len(data) > limits.max_message_bytes:
+            raise ResourceExhausted(f"the style image is {len(data) / (1 << 20):.1f} MiB, over the server's "
+                                    f"{limits.max_message_bytes / (1 << 20):.1f} MiB upload limit (max_message_bytes): "
+                                    "scale it down (styles are normalised to 256x256) or save it as JPEG")
+        resp = await self._unary(self._stub.RegisterStyle, upload_messages(data, name))
         return parse_style(resp.style, created=resp.created)
 
     async def get_style(self, style_id: str, *, thumbnail: bool = False) -> Style:
@@ -120,7 +165,10 @@ class AsyncClient:
     async def search_styles(self, style: str | Style | None = None, *, image: ImageLike | None = None,
                             limit: int = 10, model: str = "") -> list[StyleMatch]:
         """Styles nearest to a stored style (``style=``) or to an image's style (``image=``)."""
-        return parse_matches(await self._unary(self._stub.SearchStyles, search_request(style, image, limit, model)))
+        request = search_request(style, image, limit, model)
+        if request.HasField("image"):
+            await self._check_image(request.image, request.ByteSize(), pb.OutputOptions(), "the search image")
+        return parse_matches(await self._unary(self._stub.SearchStyles, request))
 
     # ------------------------------------------------------------ models (ModelAdmin, loopback only)
 
@@ -132,6 +180,7 @@ class AsyncClient:
         interruption continues where it stopped.  ``progress(done_bytes, total_bytes)`` after each chunk."""
         folder = Path(package_dir)
         manifest = (folder / "manifest.json").read_bytes()
+        deadline = _deadline(timeout)
         call = self._admin.UploadModel(metadata=self._metadata, timeout=timeout)
         loop = asyncio.get_running_loop()
         try:
@@ -154,7 +203,8 @@ class AsyncClient:
                 raise StylecastError("the server ended the upload without confirming it")
             return parse_upload(final)
         except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
-            raise error_for(await call.code(), await call.details()) from None
+            error = error_for(await call.code(), await call.details(), await call.trailing_metadata())
+            raise _past_deadline(error, deadline, timeout) from None
         finally:
             call.cancel()
 
@@ -181,13 +231,14 @@ class AsyncClient:
     async def watch_model(self, name: str = "", version: str = "",
                           timeout: float | None = None) -> AsyncIterator[ModelInfo]:
         """The model's state now and after every change, until none of its artifacts is loading."""
+        deadline = _deadline(timeout)
         call = self._admin.WatchModel(apb.WatchModelRequest(name=name, version=version),
                                       metadata=self._metadata, timeout=timeout)
         try:
             async for msg in call:
                 yield parse_model(msg)
         except grpc.aio.AioRpcError as exc:
-            raise from_rpc_error(exc) from None
+            raise _past_deadline(from_rpc_error(exc), deadline, timeout) from None
         finally:
             call.cancel()
 
@@ -200,10 +251,15 @@ class AsyncClient:
     async def stylize(self, image: ImageLike, style: StyleSpec, *, strength: float | None = None,
                       output: Output | str | None = None, process_max_side: int = 0, model: str = "",
                       timeout: float | None = _DEFAULT) -> FrameResult:
-        """Stylize one image; the result holds the encoded (or raw) image and server timings."""
+        """Stylize one image; the result holds the encoded (or raw) image and server timings.
+
+        Raises ``ValueError`` for an image the SDK cannot send as it is (see ``messages.pixels``) and
+        ``ResourceExhausted`` / ``InvalidArgument``, before sending, when the request or its raw
+        answer would exceed the client's or the server's limits (:meth:`limits`)."""
         config = to_config(StreamOptions(style, strength, output, "every_frame", process_max_side, model))
-        resp = await self._unary(self._stub.StylizeImage,
-                                 pb.StylizeImageRequest(config=config, image=to_image(image)), timeout)
+        request = pb.StylizeImageRequest(config=config, image=to_image(image))
+        await self._check_image(request.image, request.ByteSize(), config.output, "the image")
+        resp = await self._unary(self._stub.StylizeImage, request, timeout)
         return parse_frame(resp.result)
 
     async def stream(self, frames: Iterable[Any] | AsyncIterable[Any], style: StyleSpec, *,
@@ -217,6 +273,8 @@ class AsyncClient:
         ``max_in_flight`` frames are sent and unanswered (the producer waits): this bounds the
         latency and the memory that transport buffers add (``None``: flow control alone)."""
         config = to_config(StreamOptions(style, strength, output, mode, process_max_side, model))
+        await self.limits()  # learnt before the call starts, so frames are checked as they are sent
+        deadline = _deadline(timeout)
         call = self._stub.Stylize(metadata=self._metadata, timeout=timeout)
         sent: dict[int, float] = {}
         window = asyncio.Semaphore(max_in_flight) if max_in_flight else None
@@ -230,29 +288,38 @@ class AsyncClient:
                         raise writer.exception() from None  # the producer or a frame failed
                     if isinstance(exc, asyncio.CancelledError):
                         raise
-                    raise from_rpc_error(exc) from None
+                    raise _past_deadline(from_rpc_error(exc), deadline, timeout) from None
                 if msg is grpc.aio.EOF:
                     break
                 start = sent.pop(response_id(msg), None)
                 if window is not None and start is not None:
                     window.release()
                 yield parse_response(msg, None if start is None else (time.perf_counter() - start) * 1e3)
-            await writer
+            if (refused := await writer) is not None:
+                raise refused
         finally:
             writer.cancel()
             call.cancel()
 
-    @staticmethod
-    async def _write_frames(call: Any, config: pb.StreamConfig, frames: Iterable[Any] | AsyncIterable[Any],
-                            sent: dict[int, float], window: asyncio.Semaphore | None) -> None:
+    async def _write_frames(self, call: Any, config: pb.StreamConfig, frames: Iterable[Any] | AsyncIterable[Any],
+                            sent: dict[int, float], window: asyncio.Semaphore | None) -> Exception | None:
+        """Send the config and frames; returns the error that refused a frame before sending, if any."""
         try:
             await call.write(pb.StylizeRequest(config=config))
+            output = config.output
             frame_id = 0
             async for item in _aiter(frames):
                 if isinstance(item, StreamOptions):
-                    await call.write(pb.StylizeRequest(config=to_config(item)))
+                    config = to_config(item)
+                    output = config.output
+                    await call.write(pb.StylizeRequest(config=config))
                     continue
-                request = pb.StylizeRequest(frame=pb.Frame(id=frame_id, image=to_image(item)))
+                try:
+                    request = pb.StylizeRequest(frame=pb.Frame(id=frame_id, image=to_image(item)))
+                    await self._check_image(request.frame.image, request.ByteSize(), output, f"frame {frame_id}")
+                except (ValueError, StylecastError) as exc:  # refused before sending: earlier frames are
+                    await call.done_writing()               # still answered, then the stream raises it
+                    return exc
                 if window is not None:
                     await window.acquire()
                 sent[frame_id] = time.perf_counter()
@@ -260,7 +327,7 @@ class AsyncClient:
                 frame_id += 1
             await call.done_writing()
         except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
-            return  # the call ended first; the reader reports why
+            return None  # the call ended first; the reader reports why
         except BaseException:
             call.cancel()  # a bad frame or a failing producer: stop the RPC and let the reader re-raise
             raise

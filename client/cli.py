@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,7 +18,7 @@ from typing import Annotated
 import typer
 
 from stylecast.client.channel import DEFAULT_TARGET
-from stylecast.client.errors import StylecastError
+from stylecast.client.errors import NotFound, StylecastError
 from stylecast.client.sdk import Client
 
 app = typer.Typer(name="stylecast", no_args_is_help=True, add_completion=False,
@@ -53,20 +54,51 @@ def _fail(message: str) -> typer.Exit:
 
 @contextmanager
 def _client(target: str, token: str | None) -> Iterator[Client]:
-    """A connected client; SDK errors become a one-line message and exit status 1."""
+    """A connected client; SDK errors (and images the SDK cannot send) become one line and exit status 1."""
     try:
         with Client(target, token=token) as client:
             yield client
-    except StylecastError as exc:
+    except (StylecastError, ValueError) as exc:
         raise _fail(str(exc)) from None
 
 
 def _resolve_style(client: Client, style: str) -> str:
-    """A style id: registers ``style`` first when it names an image file."""
+    """A style id: registers ``style`` first when it names an image file; a path that does not
+    exist, or an id the server does not know, fails with one line saying so."""
     path = Path(style)
     if path.is_file():
         return client.register_style(path, name=path.stem).id
-    return style
+    if path.suffix or "/" in style or os.sep in style:
+        raise _fail(f"--style {style}: no such file")
+    try:
+        return client.get_style(style).id
+    except NotFound:
+        raise _fail(f"--style {style}: NOT_FOUND: not a registered style id, nor an image file here "
+                    "(register one with: stylecast styles add FILE)") from None
+
+
+def _check_output_folder(output: Path) -> None:
+    if not output.parent.is_dir():
+        raise _fail(f"-o {output}: folder {output.parent} does not exist")
+
+
+def _check_image_paths(source: Path, output: Path) -> None:
+    """Before anything is sent: the input is one picture PIL can read, the output suffix an image format."""
+    from PIL import Image, UnidentifiedImageError
+
+    _check_output_folder(output)
+    fmt = Image.registered_extensions().get(output.suffix.lower())
+    if fmt is None or fmt not in Image.SAVE:
+        raise _fail(f"-o {output}: the output needs an image suffix: .jpg, .png or .webp "
+                    f"(got {output.suffix or 'no suffix'})")
+    try:
+        with Image.open(source) as img:
+            frames = getattr(img, "n_frames", 1)
+    except (UnidentifiedImageError, OSError) as exc:
+        raise _fail(f"{source} is not an image PIL can read ({exc}); pass a JPEG, PNG, WebP, GIF, BMP or TIFF") from None
+    if frames > 1:
+        raise _fail(f"{source} is animated ({frames} frames); stylize it with: "
+                    f"stylecast video {source} --style STYLE -o {output.with_suffix('.mp4').name}")
 
 
 @app.command()
@@ -83,7 +115,8 @@ def image(
     """Stylize one image; writes a picture of the input's size."""
     from stylecast.client.types import Output
 
-    encoding = _SUFFIX_ENCODING.get(output.suffix.lower(), "jpeg")
+    _check_image_paths(source, output)
+    encoding = _SUFFIX_ENCODING.get(output.suffix.lower(), "png")  # other formats are re-encoded losslessly
     with _client(target, token) as client:
         result = client.stylize(source, _resolve_style(client, style), strength=strength,
                                 output=Output(encoding, quality), process_max_side=size)
@@ -104,22 +137,34 @@ def video(
     target: Target = DEFAULT_TARGET,
     token: Token = None,
 ) -> None:
-    """Stylize every frame of a video (audio passed through), streaming frames to the server."""
+    """Stylize every frame of a video, keeping timestamps, rotation and audio tracks."""
     import av
     from tqdm import tqdm
 
-    from stylecast.client.video import stylize_video
+    from stylecast.client.video import output_format, stylize_video
 
     if wire not in ("raw", "jpeg"):
         raise _fail(f"--wire must be raw or jpeg, not {wire!r}")
-    with av.open(str(source)) as probe:
-        if not probe.streams.video:
-            raise _fail(f"{source} has no video stream")
-        total = probe.streams.video[0].frames or None
-    with _client(target, token) as client, tqdm(total=total, unit="frame", desc=source.name) as bar:
-        report = stylize_video(client, source, output, _resolve_style(client, style), strength=strength,
-                               process_max_side=size, wire=wire, progress=bar)
-    typer.echo(f"{output}  {report.frames} frames, audio {report.audio}")
+    _check_output_folder(output)
+    try:
+        output_format(output)
+        with av.open(str(source)) as probe:
+            if not probe.streams.video:
+                raise _fail(f"{source} has no video stream")
+            total = probe.streams.video[0].frames or None
+    except (ValueError, av.error.FFmpegError) as exc:
+        raise _fail(str(exc)) from None
+    with _client(target, token) as client:
+        style_id = _resolve_style(client, style)
+        with tqdm(total=total, unit="frame", desc=source.name) as bar:
+            report = stylize_video(client, source, output, style_id, strength=strength,
+                                   process_max_side=size, wire=wire, progress=bar)
+    rotation = f", rotation {report.rotation}°" if report.rotation else ""
+    typer.echo(f"{output}  {report.frames} frames, audio {report.audio}  ({report.width}x{report.height}{rotation})")
+    for track in report.tracks:
+        if track.outcome != "remuxed":
+            typer.echo(f"{'warning: ' if track.outcome == 'dropped' else ''}{track.describe()}",
+                       err=track.outcome == "dropped")
 
 
 @styles_app.command("add")
@@ -352,7 +397,7 @@ def model_export(
 ) -> None:
     """Export a training checkpoint to a model package (needs TensorFlow)."""
     from stylecast.model.export import export_checkpoint
-    from stylecast.model.package import FORMATS
+    from stylecast.backends.package import FORMATS
 
     package = export_checkpoint(checkpoint, output, name, version, tuple(formats or FORMATS))
     typer.echo(f"{package.path}  formats: {', '.join(package.artifacts)}")
@@ -371,7 +416,7 @@ def model_import_magenta(
 ) -> None:
     """Wrap a user's own Magenta TFLite pair as a model package."""
     from stylecast.model.magenta import import_magenta
-    from stylecast.model.package import PackageError
+    from stylecast.backends.package import PackageError
 
     try:
         package = import_magenta(predict, transfer, output, name=name, version=version, overwrite=overwrite,

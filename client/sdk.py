@@ -12,7 +12,8 @@ from typing import Any, TypeVar
 from stylecast.client.aio import _DEFAULT, MAX_IN_FLIGHT, AsyncClient
 from stylecast.client.channel import DEFAULT_TARGET, MAX_MESSAGE_BYTES, TLS
 from stylecast.client.messages import ImageLike, StyleSpec
-from stylecast.client.types import BackendInfo, FrameResult, ModelInfo, Output, Style, StyleMatch, UploadInfo
+from stylecast.client.types import (BackendInfo, FrameResult, Limits, ModelInfo, Output, Style, StyleMatch,
+                                    UploadInfo)
 
 T = TypeVar("T")
 
@@ -70,6 +71,9 @@ class Client:
 
     def wait_ready(self, timeout: float = 10.0) -> None:
         self._run(self._async.wait_ready(timeout))
+
+    def limits(self) -> Limits | None:
+        return self._run(self._async.limits())
 
     def register_style(self, source: ImageLike, name: str = "") -> Style:
         return self._run(self._async.register_style(source, name))

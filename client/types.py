@@ -37,6 +37,15 @@ class Output:
 
 
 @dataclass(frozen=True)
+class Limits:
+    """What a server accepts: ``max_message_bytes`` per message either way (a request, an answer,
+    a whole style upload) and ``max_pixels`` (width × height) per image."""
+
+    max_message_bytes: int
+    max_pixels: int
+
+
+@dataclass(frozen=True)
 class Style:
     """A registered style.  ``created`` is True only on the call that first registered it."""
 
@@ -138,9 +147,6 @@ class FrameResult:
         else:
             self.to_pil().convert("RGB").save(path, quality=quality)
         return path
-
-
-Mode = Literal["every_frame", "live"]
 
 
 @dataclass(frozen=True)

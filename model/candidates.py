@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from stylecast.backends.xnnpack import xnnpack_partitions
+from stylecast.model.xnnpack import xnnpack_partitions
 from stylecast.model import BUILTIN_DIR, data
 from stylecast.model.bench import _prepared, _time
 from stylecast.model.networks import CANDIDATES, build_student, count_macs
-from stylecast.model.package import load_package
+from stylecast.backends.package import load_package
 from stylecast.model.teacher import TRANSFER_FILE
 
 def latest_builtin() -> Path:

@@ -27,8 +27,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from stylecast.backends.base import BackendOptions, create_backend
+from stylecast.backends.package import load_package
 from stylecast.model import BUILTIN_DIR, data
-from stylecast.model.package import load_package
 from stylecast.model.preprocess import center_crop_square, content_image, style_image, to_uint8
 from stylecast.model.teacher import TEACHER_SIZE, Teacher
 

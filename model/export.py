@@ -22,8 +22,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from stylecast.backends.package import FORMATS, ModelPackage, write_manifest
 from stylecast.model.networks import STYLE_DIM
-from stylecast.model.package import FORMATS, ModelPackage, write_manifest
 
 TFLITE_FORMATS = {"tflite-fp32": "fp32", "tflite-fp16": "fp16", "tflite-int8": "int8"}
 SIGNATURE_IO = {

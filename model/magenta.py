@@ -23,7 +23,7 @@ from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.interpreter import Interpreter
 from ai_edge_litert.tools import flatbuffer_utils
 
-from stylecast.model.package import ModelPackage, PackageError, write_manifest
+from stylecast.backends.package import ModelPackage, PackageError, write_manifest
 
 PREDICT_FILE = "tflite/style_predict.tflite"
 TRANSFER_FILE = "tflite/style_transfer.tflite"

@@ -332,7 +332,7 @@ def export(run: Path, out_dir: Path, name: str, version: str, formats=None):
     import keras  # noqa: PLC0415
 
     from stylecast.model.export import export_package  # noqa: PLC0415
-    from stylecast.model.package import FORMATS  # noqa: PLC0415
+    from stylecast.backends.package import FORMATS  # noqa: PLC0415
 
     student, meta = load_student(run)
     ckpt = REPO / "model" / "checkpoints"

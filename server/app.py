@@ -12,17 +12,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from stylecast.backends.base import BackendError
 from stylecast.backends.memory import keep_freed_memory
-from stylecast.model.package import PackageError
+from stylecast.backends.package import PackageError
 from stylecast.server.admin_servicer import ModelAdminServicer
 from stylecast.server.config import ConfigError, ServerConfig, load_config
 from stylecast.server.engine import Engine
 from stylecast.server.errors import StylecastError
-from stylecast.server.interceptors import AdmissionInterceptor, MetricsInterceptor
+from stylecast.server.health import HealthServicer
+from stylecast.server.interceptors import (AdmissionInterceptor, AnswerSizeInterceptor, ErrorInterceptor,
+                                           MetricsInterceptor)
 from stylecast.server.metrics import Metrics, MetricsEndpoint, serve_metrics
 from stylecast.server.servicer import StyleTransferServicer
 from stylecast.v1 import model_admin_pb2 as apb
@@ -55,12 +57,13 @@ class RunningServer:
     server: grpc.aio.Server
     port: int
     engine: Engine
-    health: health.aio.HealthServicer
+    health: HealthServicer
     shutdown: asyncio.Event
     _stopping: asyncio.Task | None = None
     metrics_endpoint: MetricsEndpoint | None = None   # /metrics, when config.metrics_port is set
     admin_port: int | None = None                     # ModelAdmin (loopback only); None = off
     admin_server: grpc.aio.Server | None = None       # when ModelAdmin has a port of its own
+    admin_health: HealthServicer | None = None        # that server's health service
 
     async def stop(self, grace: float | None = None) -> None:
         """Health NOT_SERVING → refuse new calls → let streams answer what they read → close.
@@ -72,7 +75,9 @@ class RunningServer:
 
     async def _stop(self, grace: float | None) -> None:
         log.info("shutting down (grace %.1fs)", grace or 0)
-        await self.health.enter_graceful_shutdown()
+        for health in (self.health, self.admin_health):
+            if health is not None:
+                await health.enter_graceful_shutdown()  # open Watch streams send NOT_SERVING and end
         self.shutdown.set()
         await asyncio.gather(*(s.stop(grace) for s in (self.server, self.admin_server) if s is not None))
         await self.engine.close()
@@ -104,11 +109,12 @@ def _serve_metrics(metrics: Metrics, config: ServerConfig) -> MetricsEndpoint | 
 
 
 def _grpc_server(config: ServerConfig, metrics: Metrics, shutdown: asyncio.Event,
-                 services: tuple[str, ...]) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
+                 services: tuple[str, ...]) -> tuple[grpc.aio.Server, HealthServicer]:
     """A server with the interceptors, health and reflection (servicers are added by the caller)."""
-    interceptors = [MetricsInterceptor(metrics), AdmissionInterceptor(_limits(config), shutdown)]
+    interceptors = [MetricsInterceptor(metrics), ErrorInterceptor(), AdmissionInterceptor(_limits(config), shutdown),
+                    AnswerSizeInterceptor(config.max_message_bytes)]
     server = grpc.aio.server(interceptors=interceptors, options=grpc_options(config))
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (*services, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server)
@@ -139,12 +145,14 @@ async def start(config: ServerConfig) -> RunningServer:
     shutdown = asyncio.Event()
     shared = config.admin and config.admin_on_main_port
     server, health_servicer = _grpc_server(config, metrics, shutdown, (SERVICE, ADMIN_SERVICE) if shared else (SERVICE,))
-    pb_grpc.add_StyleTransferServicer_to_server(StyleTransferServicer(engine, shutdown), server)
-    admin_server = None
+    limits = pb.Limits(max_message_bytes=config.max_message_bytes, max_pixels=config.max_pixels)
+    servicer = StyleTransferServicer(engine.sessions, engine.styles, metrics, limits, shutdown)
+    pb_grpc.add_StyleTransferServicer_to_server(servicer, server)
+    admin_server = admin_health = None
     if config.admin and not shared:
-        admin_server, _ = _grpc_server(config, metrics, shutdown, (ADMIN_SERVICE,))
+        admin_server, admin_health = _grpc_server(config, metrics, shutdown, (ADMIN_SERVICE,))
     if config.admin:
-        admin_grpc.add_ModelAdminServicer_to_server(ModelAdminServicer(engine), admin_server or server)
+        admin_grpc.add_ModelAdminServicer_to_server(ModelAdminServicer(engine.control), admin_server or server)
     try:
         port = _listen(server, config.address)
     except StylecastError:
@@ -166,11 +174,12 @@ async def start(config: ServerConfig) -> RunningServer:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     if admin_port is not None:
         log.info("model admin on 127.0.0.1:%d (loopback only)", admin_port)
-    log.info("artifact %s of %s active; load order %s", engine.format, engine.package.key,
+    model = engine.slot.model
+    log.info("artifact %s of %s active; load order %s", model.format, model.package.key,
              config.load_order or "(one artifact)")
-    log.info("stylecast serving %s with %s on %s:%d", engine.package.key, engine.backend.name, config.host, port)
+    log.info("stylecast serving %s with %s on %s:%d", model.package.key, model.backend.name, config.host, port)
     return RunningServer(server, port, engine, health_servicer, shutdown, metrics_endpoint=endpoint,
-                         admin_port=admin_port, admin_server=admin_server)
+                         admin_port=admin_port, admin_server=admin_server, admin_health=admin_health)
 
 
 async def serve(config: ServerConfig) -> None:

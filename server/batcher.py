@@ -2,7 +2,8 @@
 
 After Ray Serve's ``_BatchQueue``: one future per request, a batch closes at
 ``max_batch`` items or ``max_wait`` seconds after its oldest item, and every
-waiter of a failed batch gets the error.  At most ``workers`` batches run at
+waiter of a failed batch gets the error — as does every waiter of a batch whose
+function returned more or fewer outputs than it was given inputs.  At most ``workers`` batches run at
 once, each on the inference executor.  Cancelled requests are skipped.
 """
 
@@ -18,6 +19,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 RunBatch = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+class BatchSizeMismatch(RuntimeError):
+    """The batch function returned a different number of outputs than it was given inputs."""
 
 
 @dataclass(frozen=True)
@@ -124,6 +129,9 @@ class Batcher:
             start = time.perf_counter()
             try:
                 out = await asyncio.get_running_loop().run_in_executor(self._executor, self._call, items)
+                if len(out) != len(items):
+                    raise BatchSizeMismatch(f"the batch function returned {len(out)} outputs for {len(items)} "
+                                            "inputs; every frame of the batch failed")
             except Exception as exc:  # every waiter gets the batch's error
                 for i in items:
                     if not i.future.done():

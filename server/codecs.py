@@ -1,4 +1,5 @@
-"""Image decoding and encoding for frames: raw pixels or JPEG/PNG/WebP → RGB uint8 and back.
+"""Image decoding and encoding for frames: raw pixels or JPEG/PNG/WebP → RGB uint8 and back,
+and the codec threads they run on.
 
 Every decoded image is H×W×3 uint8 RGB.  Encoded images are checked against the
 pixel limit from their header, before any pixel is decoded (decompression bombs).
@@ -6,16 +7,33 @@ pixel limit from their header, before any pixel is decoded (decompression bombs)
 
 from __future__ import annotations
 
+import asyncio
 import io
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image, ImageOps
 
+from stylecast.model.preprocess import on_white, to_rgb
 from stylecast.server.errors import InvalidArgument
 
 RAW_CHANNELS = {"rgb24": 3, "rgba32": 4, "gray8": 1}
 ENCODED_FORMATS = ("JPEG", "PNG", "WEBP")
 DEFAULT_QUALITY = 90
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ImageInput:
+    """An image as a client sent it: encoded bytes, or raw pixels with their size."""
+
+    data: bytes
+    pixel_format: str = "encoded"   # encoded | rgb24 | rgba32 | gray8
+    width: int = 0                  # raw formats only
+    height: int = 0
 
 
 def _check_pixels(width: int, height: int, max_pixels: int) -> None:
@@ -25,11 +43,6 @@ def _check_pixels(width: int, height: int, max_pixels: int) -> None:
         raise InvalidArgument(
             f"image is {width}x{height} = {width * height / 1e6:.1f} MP; the server accepts at most "
             f"{max_pixels / 1e6:.1f} MP per image (max_pixels): scale it down before sending")
-
-
-def _on_white(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    a = alpha.astype(np.uint16)[..., None]
-    return ((rgb.astype(np.uint16) * a + 255 * (255 - a) + 127) // 255).astype(np.uint8)
 
 
 def _decode_raw(data: bytes, pixel_format: str, width: int, height: int, max_pixels: int) -> np.ndarray:
@@ -42,18 +55,8 @@ def _decode_raw(data: bytes, pixel_format: str, width: int, height: int, max_pix
     if channels == 1:
         return np.repeat(arr, 3, axis=2)
     if channels == 4:
-        return _on_white(arr[..., :3], arr[..., 3])
+        return on_white(arr[..., :3], arr[..., 3])
     return arr
-
-
-def _to_rgb(img: Image.Image) -> np.ndarray:
-    if img.mode in ("I", "I;16", "I;16B", "I;16L"):  # 16-bit greyscale PNG
-        grey = (np.asarray(img, dtype=np.uint32) >> 8).astype(np.uint8)
-        return np.repeat(grey[..., None], 3, axis=2)
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        rgba = np.asarray(img.convert("RGBA"))
-        return _on_white(rgba[..., :3], rgba[..., 3])
-    return np.asarray(img.convert("RGB"))  # grey, palette, CMYK, YCbCr...
 
 
 def _decode_encoded(data: bytes, max_pixels: int, draft_side: int | None) -> tuple[np.ndarray, tuple[int, int]]:
@@ -68,7 +71,7 @@ def _decode_encoded(data: bytes, max_pixels: int, draft_side: int | None) -> tup
                 scale = draft_side / max(img.size)
                 if scale < 1:  # let libjpeg decode at a reduced size (DCT scaling)
                     img.draft("RGB", (int(img.size[0] * scale) + 1, int(img.size[1] * scale) + 1))
-            return _to_rgb(transposed or img), size
+            return to_rgb(transposed or img), size
     except InvalidArgument:
         raise
     except Image.DecompressionBombError as exc:
@@ -139,3 +142,17 @@ def encode(img: np.ndarray, encoding: str = "jpeg", quality: int = 0) -> bytes:
     else:
         raise InvalidArgument(f"unknown output encoding {encoding!r}")
     return buf.getvalue()
+
+
+class CodecPool:
+    """The codec threads: decoding, scaling and encoding run here, never on the event loop."""
+
+    def __init__(self, threads: int) -> None:
+        self._executor = ThreadPoolExecutor(threads, thread_name_prefix="stylecast-codec")
+
+    async def run(self, fn: Callable[..., T], *args) -> T:
+        """``fn(*args)`` on a codec thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)

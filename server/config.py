@@ -35,6 +35,8 @@ class ServerConfig:
     workers: int = 0                  # inference workers (interpreters / sessions); 0 = auto
     codec_threads: int = 2            # image decode/encode threads
     xla: bool = False                 # savedmodel: jit_compile
+    precision: str = "fp16"           # tensorrt, tf-trt: fp16 | fp32
+    engine_cache_dir: str = ""        # tensorrt, tf-trt engines; "" = ~/.cache/stylecast
     models_dir: str = ""              # "" = the package's built-in models
     model: str = ""                   # model name; "" = the only model in models_dir
     model_version: str = ""           # "" = the latest version
@@ -77,6 +79,8 @@ class ServerConfig:
             raise ConfigError(f"threads and workers must be >= 0 (0 = auto), got {self.threads}, {self.workers}")
         if self.max_wait_ms < 0 or self.grace_s < 0:
             raise ConfigError("max_wait_ms and grace_s must be >= 0")
+        if self.precision not in ("fp16", "fp32"):
+            raise ConfigError(f"precision must be fp16 or fp32, got {self.precision!r}")
         if self.max_upload_bytes < 1:
             raise ConfigError(f"max_upload_bytes must be >= 1, got {self.max_upload_bytes}")
         self.load_entries, self.warmup_shapes  # noqa: B018 - validate both now
@@ -96,6 +100,13 @@ class ServerConfig:
                 raise ConfigError(f"warmup_sizes: expected HxW entries (1..8192), got {item!r}")
             shapes.append((int(h), int(w)))
         return tuple(shapes)
+
+    @property
+    def frame_sizes(self) -> tuple[tuple[int, int], ...]:
+        """(H, W) sizes the GPU engines must cover, the typical first: the warmup sizes, then
+        the largest frame ``process_max_side`` lets through (either orientation)."""
+        side = self.process_max_side
+        return (*self.warmup_shapes, (side, side))
 
     @property
     def upload_root(self) -> Path:

@@ -1,22 +1,57 @@
-"""The server's one exception hierarchy and the one function mapping errors to gRPC status."""
+"""The server's one exception hierarchy and the one mapping from errors to gRPC status.
+
+:func:`to_status` gives (code, message) — what an in-band ``FrameError`` carries — and
+:func:`rich_status` the full status a call ends with: the code, the message and
+``google.rpc`` details a client reads as fields (``ErrorInfo`` with a reason, ``RetryInfo``
+when retrying later can succeed, ``QuotaFailure`` for a limit).  The server's
+:class:`~stylecast.server.interceptors.ErrorInterceptor` applies it to every method.
+"""
 
 from __future__ import annotations
 
-import functools
 import logging
+import re
 
 import grpc
+from google.protobuf import duration_pb2
+from google.protobuf.message import Message
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
 
 from stylecast.backends.base import BackendError
-from stylecast.model.package import PackageError
+from stylecast.backends.package import PackageError
 
 log = logging.getLogger(__name__)
+DOMAIN = "stylecast.dev"
 
 
 class StylecastError(Exception):
-    """Base of every error the server reports on purpose; ``code`` is its gRPC status."""
+    """Base of every error the server reports on purpose; ``code`` is its gRPC status,
+    ``retry_after_s`` (seconds, or None) tells the client when a retry can succeed."""
 
     code = grpc.StatusCode.INTERNAL
+    retry_after_s: float | None = None
+
+    def __init__(self, message: str = "", *, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        if retry_after_s is not None:
+            self.retry_after_s = retry_after_s
+
+    @property
+    def reason(self) -> str:
+        """``ErrorInfo.reason``: the class name in UPPER_SNAKE_CASE (e.g. ``SHUTTING_DOWN``)."""
+        if type(self) is StylecastError:
+            return self.code.name
+        return re.sub(r"(?<!^)(?=[A-Z])", "_", type(self).__name__).upper()
+
+    def details(self) -> list[Message]:
+        """The ``google.rpc`` error details of this error."""
+        out: list[Message] = [error_details_pb2.ErrorInfo(reason=self.reason, domain=DOMAIN)]
+        if self.retry_after_s is not None:
+            delay = duration_pb2.Duration()
+            delay.FromMilliseconds(round(self.retry_after_s * 1000))
+            out.append(error_details_pb2.RetryInfo(retry_delay=delay))
+        return out
 
 
 class InvalidArgument(StylecastError):
@@ -40,7 +75,20 @@ class DataLoss(StylecastError):
 
 
 class ResourceExhausted(StylecastError):
+    """A limit was reached; ``subject`` names it for ``QuotaFailure`` ("" = none)."""
+
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    def __init__(self, message: str = "", *, subject: str = "", retry_after_s: float | None = None) -> None:
+        super().__init__(message, retry_after_s=retry_after_s)
+        self.subject = subject
+
+    def details(self) -> list[Message]:
+        out = super().details()
+        if self.subject:
+            out.append(error_details_pb2.QuotaFailure(violations=[
+                error_details_pb2.QuotaFailure.Violation(subject=self.subject, description=str(self))]))
+        return out
 
 
 class FailedPrecondition(StylecastError):
@@ -52,38 +100,46 @@ class Unavailable(StylecastError):
 
 
 class ShuttingDown(Unavailable):
+    retry_after_s = 1.0
+
     def __init__(self) -> None:
         super().__init__("server shutting down; retry on another replica or after restart")
 
 
-def to_status(exc: BaseException) -> tuple[grpc.StatusCode, str]:
-    """Map any exception to ``(status code, message)``; unknown ones are logged as INTERNAL."""
+def answer_too_large(size: int, limit: int) -> str:
+    """The message for an answer of ``size`` bytes over the ``limit`` (max_message_bytes)."""
+    return (f"the answer is {size / (1 << 20):.1f} MiB, over the {limit / (1 << 20):.1f} MiB a message may carry "
+            "(max_message_bytes): ask for JPEG or PNG output or a smaller output size")
+
+
+def _classify(exc: BaseException) -> StylecastError:
     if isinstance(exc, StylecastError):
-        return exc.code, str(exc)
+        return exc
     if isinstance(exc, PackageError):
-        return grpc.StatusCode.FAILED_PRECONDITION, f"model package: {exc}"
+        return FailedPrecondition(f"model package: {exc}")
     if isinstance(exc, BackendError):
         log.error("backend failure", exc_info=exc)
-        return grpc.StatusCode.INTERNAL, f"inference failed: {exc}"
+        return StylecastError(f"inference failed: {exc}")
     log.error("unhandled server error", exc_info=exc)
-    return grpc.StatusCode.INTERNAL, "internal server error (logged on the server)"
+    return StylecastError("internal server error (logged on the server)")
+
+
+def to_status(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    """Map any exception to ``(status code, message)``; unknown ones are logged as INTERNAL."""
+    err = _classify(exc)
+    return err.code, str(err)
+
+
+def rich_status(exc: BaseException) -> grpc.Status:
+    """The status a call fails with: :func:`to_status` plus the error's ``google.rpc`` details
+    (in the ``grpc-status-details-bin`` trailer)."""
+    err = _classify(exc)
+    status = status_pb2.Status(code=code_number(err.code), message=str(err))
+    for detail in err.details():
+        status.details.add().Pack(detail)
+    return rpc_status.to_status(status)
 
 
 def code_number(code: grpc.StatusCode) -> int:
     """The numeric google.rpc.Code of a status (for in-band ``FrameError.code``)."""
     return code.value[0]
-
-
-def mapped_errors(method):
-    """Servicer method decorator: any exception becomes its mapped gRPC status (:func:`to_status`)."""
-
-    @functools.wraps(method)
-    async def wrapper(self, request, context: grpc.aio.ServicerContext):
-        try:
-            return await method(self, request, context)
-        except grpc.aio.AbortError:
-            raise
-        except Exception as exc:
-            await context.abort(*to_status(exc))
-
-    return wrapper

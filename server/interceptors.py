@@ -1,5 +1,7 @@
-"""Admission control (refuse new calls while shutting down, cap concurrent calls per method)
-and call metrics (duration by method and status code, streams included).
+"""The server's interceptors, outermost first: call metrics (duration by method and status
+code, streams included), errors (every exception becomes its mapped status with rich
+details), admission control (refuse new calls while shutting down, cap concurrent calls
+per method), answer size (a unary answer over the message limit is refused).
 
 Health checks are never refused, so probes keep answering (NOT_SERVING while draining).
 """
@@ -14,10 +16,12 @@ from collections.abc import Callable
 
 import grpc
 
-from stylecast.server.errors import ShuttingDown
+from stylecast.server.errors import ResourceExhausted, ShuttingDown, answer_too_large, rich_status
 from stylecast.server.metrics import Metrics
 
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
+RETRY_AFTER_LIMIT_S = 1.0  # RetryInfo of a call refused at the concurrency limit
+DEADLINE_SLACK_S = 0.05  # a call cancelled this close to its deadline was cancelled by it (clock reads differ)
 
 _FACTORIES = {
     (False, False): grpc.unary_unary_rpc_method_handler,
@@ -37,8 +41,48 @@ def _with_behaviour(handler: grpc.RpcMethodHandler, behaviour) -> grpc.RpcMethod
                    response_serializer=handler.response_serializer)
 
 
+async def _abort(context: grpc.aio.ServicerContext, exc: Exception):
+    status = rich_status(exc)
+    await context.abort(status.code, status.details, status.trailing_metadata)
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):
+    """Ends a call that raised with the error's status (:func:`~stylecast.server.errors.rich_status`),
+    for unary and streaming methods alike.  Place it inside the metrics interceptor, so the
+    mapped code is what gets counted, and outside admission, whose refusals it maps too."""
+
+    async def intercept_service(self, continuation, details: grpc.HandlerCallDetails):
+        handler = await continuation(details)
+        if handler is None:
+            return handler
+        inner = _behaviour(handler)
+
+        if inspect.isasyncgenfunction(inner):
+            async def mapped_stream(request, context):
+                try:
+                    async for response in inner(request, context):
+                        yield response
+                except (grpc.aio.AbortError, asyncio.CancelledError):
+                    raise
+                except Exception as exc:
+                    await _abort(context, exc)
+
+            return _with_behaviour(handler, mapped_stream)
+
+        async def mapped(request, context):
+            try:
+                return await inner(request, context)
+            except (grpc.aio.AbortError, asyncio.CancelledError):
+                raise
+            except Exception as exc:
+                await _abort(context, exc)
+
+        return _with_behaviour(handler, mapped)
+
+
 class AdmissionInterceptor(grpc.aio.ServerInterceptor):
-    """``limit_for(method)`` gives a method's concurrency cap (None = unlimited)."""
+    """``limit_for(method)`` gives a method's concurrency cap (None = unlimited).  Refusals
+    raise the hierarchy's errors (:class:`ShuttingDown`, :class:`ResourceExhausted`)."""
 
     def __init__(self, limit_for: Callable[[str], int | None], shutdown: asyncio.Event) -> None:
         self._limit_for, self._shutdown = limit_for, shutdown
@@ -50,10 +94,8 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or method.startswith(HEALTH_PREFIX):
             return handler
         if self._shutdown.is_set():
-            unavailable = ShuttingDown()
-
             async def refuse(request, context):
-                await context.abort(unavailable.code, str(unavailable))
+                raise ShuttingDown()
 
             return _with_behaviour(handler, refuse)
         limit = self._limit_for(method)
@@ -63,9 +105,9 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
 
         async def limited(request, context):
             if self._active[method] >= limit:
-                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                    f"{method}: {limit} calls already running on this server; retry later "
-                                    "or raise the server's limit (max_streams / max_calls)")
+                raise ResourceExhausted(f"{method}: {limit} calls already running on this server; retry later "
+                                        "or raise the server's limit (max_streams / max_calls)",
+                                        subject=method, retry_after_s=RETRY_AFTER_LIMIT_S)
             self._active[method] += 1
             try:
                 return await inner(request, context)
@@ -73,6 +115,30 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
                 self._active[method] -= 1
 
         return _with_behaviour(handler, limited)
+
+
+class AnswerSizeInterceptor(grpc.aio.ServerInterceptor):
+    """Refuses a unary answer over ``max_message_bytes`` (:class:`ResourceExhausted`, saying what
+    to ask for instead).  gRPC itself fails such a send only after the handler returned, so the
+    client got gRPC's own words and the call was counted OK.  Place it inside the error
+    interceptor.  (Stream answers are checked per frame.)"""
+
+    def __init__(self, max_message_bytes: int) -> None:
+        self._limit = max_message_bytes
+
+    async def intercept_service(self, continuation, details: grpc.HandlerCallDetails):
+        handler = await continuation(details)
+        if handler is None or handler.response_streaming:
+            return handler
+        inner = _behaviour(handler)
+
+        async def checked(request, context):
+            response = await inner(request, context)
+            if response is not None and (size := response.ByteSize()) > self._limit:
+                raise ResourceExhausted(answer_too_large(size, self._limit))
+            return response
+
+        return _with_behaviour(handler, checked)
 
 
 class MetricsInterceptor(grpc.aio.ServerInterceptor):
@@ -96,9 +162,9 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
         active = self._metrics.active_streams.labels(method) if streaming else None
 
         def finish(start: float, context, exc: BaseException | None) -> None:
-            if active is not None:
-                active.dec()
             hist.labels(method, _final_code(context, exc)).observe(time.perf_counter() - start)
+            if active is not None:  # after: a scrape that sees the stream gone also sees it counted
+                active.dec()
 
         if inspect.isasyncgenfunction(inner):
             async def timed_stream(request, context):
@@ -132,7 +198,8 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
 
 
 def _final_code(context, exc: BaseException | None) -> str:
-    """The status name a call ended with: the aborted/set code, else OK, CANCELLED or UNKNOWN."""
+    """The status name a call ended with: the aborted/set code, else OK, DEADLINE_EXCEEDED or
+    CANCELLED (the call was cancelled under the handler), or UNKNOWN."""
     code = context.code()
     if isinstance(code, grpc.StatusCode):
         return code.name
@@ -140,4 +207,7 @@ def _final_code(context, exc: BaseException | None) -> str:
         return next((c.name for c in grpc.StatusCode if c.value[0] == code), "UNKNOWN")
     if exc is None:
         return "OK"
-    return "CANCELLED" if isinstance(exc, asyncio.CancelledError) else "UNKNOWN"
+    if isinstance(exc, asyncio.CancelledError):  # the call's deadline passed, or the client cancelled it
+        remaining = context.time_remaining()
+        return "DEADLINE_EXCEEDED" if remaining is not None and remaining < DEADLINE_SLACK_S else "CANCELLED"
+    return "UNKNOWN"

@@ -8,7 +8,6 @@ it, then its batcher and backend close.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterator
 from concurrent.futures import Executor
 from contextlib import contextmanager
@@ -16,9 +15,9 @@ from contextlib import contextmanager
 import numpy as np
 
 from stylecast.backends.base import Backend
-from stylecast.model.package import ModelPackage
+from stylecast.backends.package import ModelPackage
 from stylecast.model.preprocess import to_float, to_uint8
-from stylecast.server.batcher import Batcher, BatchResult
+from stylecast.server.batcher import Batcher
 from stylecast.server.config import ServerConfig
 from stylecast.server.metrics import Metrics
 
@@ -36,7 +35,6 @@ class LoadedModel:
         self._leases = 0
         self._idle = asyncio.Event()
         self._idle.set()
-        self.loaded_at = time.monotonic()
 
     def _stylize(self, content: np.ndarray, styles: np.ndarray) -> np.ndarray:
         """N×H×W×3 uint8 → uint8, converted on the inference thread (not the event loop)."""
@@ -68,10 +66,6 @@ class LoadedModel:
         """N×256×256×3 float style images → N×D vectors, on the inference threads."""
         out = await asyncio.get_running_loop().run_in_executor(self._inference, self.backend.predict_style, images)
         return np.asarray(out, np.float32).reshape(len(images), -1)
-
-    async def infer(self, content: np.ndarray, vector: np.ndarray) -> BatchResult:
-        """Stylize one H×W×3 uint8 frame, batched with same-size frames for this artifact."""
-        return await self.batcher.submit((*self.key, self.format, *content.shape[:2]), content, vector)
 
     @property
     def pending(self) -> int:

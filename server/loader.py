@@ -12,22 +12,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 
 from stylecast.backends.base import Backend, BackendOptions, create_backend
-from stylecast.model.package import ModelPackage
+from stylecast.backends.package import ModelPackage
+from stylecast.server.config import ServerConfig
 from stylecast.server.errors import FailedPrecondition, StylecastError
 from stylecast.server.loaded_model import LoadedModel
-from stylecast.server.models import layout
-from stylecast.server.registry import ACTIVE, AVAILABLE, FAILED, LOADING, QUEUED, VERIFYING, WARMING
-
-if TYPE_CHECKING:
-    from stylecast.server.engine import Engine
+from stylecast.server.metrics import Metrics
+from stylecast.server.packages import layout
+from stylecast.server.registry import ACTIVE, AVAILABLE, FAILED, LOADING, QUEUED, VERIFYING, WARMING, ModelRegistry
+from stylecast.server.serving import ServingSlot
 
 log = logging.getLogger(__name__)
 Entry = tuple[str, str]  # (backend, format)
+Prepare = Callable[[LoadedModel, Executor], Awaitable[None]]  # before a model serves (its style vectors)
 
 
 class LoadFailed(FailedPrecondition):
@@ -35,8 +35,12 @@ class LoadFailed(FailedPrecondition):
 
 
 class Loader:
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
+    """Loads artifacts into ``slot``; ``prepare(model, executor)`` runs before each is activated."""
+
+    def __init__(self, config: ServerConfig, metrics: Metrics, registry: ModelRegistry, slot: ServingSlot,
+                 prepare: Prepare) -> None:
+        self._config, self._metrics, self._registry = config, metrics, registry
+        self._slot, self._prepare = slot, prepare
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="stylecast-load")
         self._lock = asyncio.Lock()
         self._background: asyncio.Task | None = None
@@ -47,10 +51,9 @@ class Loader:
 
         When an artifact of the same version is serving already, only entries after it
         in ``order`` are loaded.  A background load of another package is stopped."""
-        engine = self._engine
         async with self._lock:
             await self.stop_background()
-            current = engine.current
+            current = self._slot.current
             order = list(order)
             if current is not None and current.key == (package.name, package.version):
                 done = [i for i, (b, f) in enumerate(order) if (b, f) == (current.backend.name, current.format)]
@@ -58,7 +61,7 @@ class Loader:
                 if not order:
                     return current
             for backend, fmt in order:
-                engine.registry.set(package, fmt, state=QUEUED, backend=backend, error="", done_bytes=0)
+                self._registry.set(package, fmt, state=QUEUED, backend=backend, error="", done_bytes=0)
             errors: list[str] = []
             while order:
                 entry = order.pop(0)
@@ -114,16 +117,15 @@ class Loader:
 
     def _reset(self, package: ModelPackage, order: Sequence[Entry]) -> None:
         for _, fmt in order:
-            self._engine.registry.set(package, fmt, state=AVAILABLE, backend="", done_bytes=0)
+            self._registry.set(package, fmt, state=AVAILABLE, backend="", done_bytes=0)
 
     # ------------------------------------------------------------ one artifact
 
     async def _load_one(self, package: ModelPackage, backend_name: str, fmt: str) -> LoadedModel:
-        engine = self._engine
-        config, metrics, registry = engine.config, engine.metrics, engine.registry
+        config, metrics, registry = self._config, self._metrics, self._registry
         loop = asyncio.get_running_loop()
         report = metrics.model_loading(package.name, backend_name)
-        shapes = tuple(dict.fromkeys((*config.warmup_shapes, *engine.recent_shapes)))
+        shapes = tuple(dict.fromkeys((*config.warmup_shapes, *self._slot.recent_shapes)))
 
         def post(**changes) -> None:  # from the loader thread, in order
             loop.call_soon_threadsafe(lambda: registry.set(package, fmt, **changes))
@@ -143,7 +145,10 @@ class Loader:
             post(state=LOADING)
             backend = create_backend(backend_name)
             try:
-                backend.load(package, BackendOptions(format=fmt, threads=threads, workers=workers, xla=config.xla))
+                backend.load(package, BackendOptions(
+                    format=fmt, threads=threads, workers=workers, xla=config.xla, max_batch=config.max_batch,
+                    frame_sizes=config.frame_sizes, precision=config.precision,
+                    engine_cache_dir=config.engine_cache_dir or None))
                 stage = "warmup"
                 post(state=WARMING)
                 backend.warmup(shapes)
@@ -164,24 +169,24 @@ class Loader:
         except Exception as exc:
             stage = exc if isinstance(exc, _Stage) else _Stage("verification", exc)  # verify raised it
             raise self._failed(package, backend_name, fmt, stage) from None
-        model = LoadedModel(package, backend, fmt, config, engine.inference, metrics, workers, seconds)
+        model = LoadedModel(package, backend, fmt, config, self._slot.inference, metrics, workers, seconds)
         try:
-            await engine.prepare(model, self._executor)
+            await self._prepare(model, self._executor)
         except asyncio.CancelledError:
             await model.close(drain=False)
             raise
         except Exception as exc:
             await model.close(drain=False)
             raise self._failed(package, backend_name, fmt, _Stage("style vectors", exc)) from None
-        engine.activate(model)
+        self._slot.activate(model)
         registry.set(package, fmt, state=ACTIVE, load_seconds=seconds, done_bytes=package.artifact(fmt).size)
         log.info("model %s %s:%s active (%.2f s)", package.key, backend_name, fmt, seconds)
         return model
 
     def _failed(self, package: ModelPackage, backend: str, fmt: str, stage: _Stage) -> LoadFailed:
         reason = f"{stage.stage} failed: {stage.cause}"
-        self._engine.metrics.model_load_failed(package.name, backend)
-        self._engine.registry.set(package, fmt, state=FAILED, error=reason)
+        self._metrics.model_load_failed(package.name, backend)
+        self._registry.set(package, fmt, state=FAILED, error=reason)
         log.warning("model %s %s:%s %s", package.key, backend, fmt, reason)
         return LoadFailed(f"model {package.key} {backend}:{fmt}: {reason}")
 

@@ -21,7 +21,6 @@ from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, Pla
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-FRAME_BUDGET_S = 1 / 30
 # Around the 33 ms frame budget, 1 ms … 1 s.
 FRAME_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025, 0.033, 0.04, 0.05, 0.066,
                  0.1, 0.15, 0.25, 0.5, 1.0)
@@ -30,7 +29,9 @@ STREAM_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.
 LOAD_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 STAGES = ("queue", "decode", "infer", "encode", "total")
-OUTCOMES = ("ok", "error", "dropped")
+# How a stream frame the server read ended: answered with a stylized frame, a FrameError or a
+# FrameDropped, or never answered because the stream ended first (the client cancelled, its deadline passed).
+OUTCOMES = ("ok", "error", "dropped", "cancelled")
 
 
 class _BackendMemory(Collector):
@@ -81,8 +82,9 @@ class Metrics:
         self.frame_latency = Histogram(
             "stylecast_frame_latency_seconds", "Per-frame time in each pipeline stage (total = receipt to encoded).",
             ["stage", "backend"], buckets=FRAME_BUCKETS, registry=r)
-        self.frames = Counter("stylecast_frames_total", "Stream frames answered, by outcome.",
-                              ["outcome", "backend"], registry=r)
+        self.frames = Counter("stylecast_frames_total",
+                              "Stream frames read, by outcome: ok, error and dropped once their answer is written; "
+                              "cancelled when the stream ended before it was.", ["outcome", "backend"], registry=r)
         self.rpc_latency = Histogram(
             "stylecast_rpc_duration_seconds", "Duration of RPCs with a unary response, by method and status code.",
             ["method", "code"], buckets=RPC_BUCKETS, registry=r)
@@ -127,17 +129,14 @@ class Metrics:
         return kids
 
     def frame_done(self, backend: str, timings_ms: Mapping[str, float]) -> None:
-        """A stylized frame: its stage timings (milliseconds, keys as :data:`STAGES`)."""
-        stages, outcomes = self._children(backend)
+        """A stylized frame's stage timings (milliseconds, keys as :data:`STAGES`)."""
+        stages, _ = self._children(backend)
         for name, hist in zip(STAGES, stages):
             hist.observe(timings_ms[name] / 1000.0)
-        outcomes["ok"].inc()
 
-    def frame_failed(self, backend: str) -> None:
-        self._children(backend)[1]["error"].inc()
-
-    def frame_dropped(self, backend: str) -> None:
-        self._children(backend)[1]["dropped"].inc()
+    def frame_answered(self, backend: str, outcome: str, frames: int = 1) -> None:
+        """``frames`` stream frames ended with ``outcome`` (one of :data:`OUTCOMES`)."""
+        self._children(backend)[1][outcome].inc(frames)
 
     def counting_batches(self, backend: str, run_batch: Callable[[np.ndarray, np.ndarray], np.ndarray]):
         """Wrap a batch function so each call records its batch size."""

@@ -13,11 +13,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from stylecast.backends.package import ModelPackage, PackageError, load_package, model_dirs, version_dirs
 from stylecast.model import BUILTIN_DIR
-from stylecast.model.package import ModelPackage, PackageError, load_package
 from stylecast.server.config import ServerConfig
-from stylecast.server.errors import NotFound
-from stylecast.server.models import find_package, model_dirs, version_dirs
+from stylecast.server.packages import find_package
 from stylecast.server.uploads import Upload, UploadStore
 
 # artifact states, as in the proto's ArtifactState
@@ -126,7 +125,7 @@ class ModelRegistry:
         out = []
         for package in self._packages():
             if not name or package.name == name:
-                out.append(self._status(package))
+                out.append(self.status(package))
         for upload in self.uploads.partials():
             if (not name or upload.package.name == name) and self.installed(*upload.key) is None:
                 arts = tuple(ArtifactStatus(fmt, a.size) for fmt, a in upload.package.artifacts.items())
@@ -134,19 +133,11 @@ class ModelRegistry:
         return out
 
     def status(self, package: ModelPackage) -> ModelStatus:
-        return self._status(package)
-
-    def _status(self, package: ModelPackage) -> ModelStatus:
+        """One package's status: its artifacts' live state and its swap count."""
         live = self._live.get((package.name, package.version), {})
         arts = tuple(live.get(fmt) or ArtifactStatus(fmt, art.size) for fmt, art in package.artifacts.items())
         return ModelStatus(package.name, package.version, self.is_uploaded(package.path), arts,
                            swaps=self._swaps[(package.name, package.version)])
-
-    def package(self, name: str, version: str) -> ModelPackage:
-        folder = self.installed(name, version)
-        if folder is None:
-            raise NotFound(f"model {name}:{version} is not installed")
-        return load_package(folder)
 
     # ------------------------------------------------------------ live state
 
@@ -173,7 +164,7 @@ class ModelRegistry:
         """The package's status now and after every change, until nothing of it is loading."""
         while True:
             changed = self._changed
-            status = self._status(package)
+            status = self.status(package)
             yield status
             if not status.loading:
                 return

@@ -1,4 +1,6 @@
-"""The StyleTransfer servicer: protobuf in, engine calls, protobuf out — nothing more."""
+"""The StyleTransfer servicer: protobuf in, session / style calls, protobuf out — nothing more.
+
+Errors are mapped to statuses by the server's ErrorInterceptor."""
 
 from __future__ import annotations
 
@@ -6,10 +8,13 @@ import asyncio
 
 import grpc
 
-from stylecast.server import protocol
-from stylecast.server.engine import Engine, ImageInput
-from stylecast.server.errors import InvalidArgument, ResourceExhausted, mapped_errors
+from stylecast.server import wire
+from stylecast.server.codecs import ImageInput
+from stylecast.server.errors import InvalidArgument, ResourceExhausted
+from stylecast.server.metrics import Metrics
+from stylecast.server.session import Sessions
 from stylecast.server.stream import StylizeStream
+from stylecast.server.style_vectors import StyleVectors
 from stylecast.v1 import stylecast_pb2 as pb
 from stylecast.v1 import stylecast_pb2_grpc as pb_grpc
 
@@ -17,25 +22,25 @@ MAX_PAGE_SIZE = 1000
 
 
 class StyleTransferServicer(pb_grpc.StyleTransferServicer):
-    def __init__(self, engine: Engine, shutdown: asyncio.Event) -> None:
-        self.engine, self.shutdown = engine, shutdown
+    def __init__(self, sessions: Sessions, styles: StyleVectors, metrics: Metrics, limits: pb.Limits,
+                 shutdown: asyncio.Event) -> None:
+        """``limits``: what GetLimits answers; ``max_message_bytes`` also bounds a style upload."""
+        self.sessions, self.styles, self.metrics = sessions, styles, metrics
+        self.limits, self.shutdown = limits, shutdown
 
-    @mapped_errors
     async def Stylize(self, request_iterator, context):
-        await StylizeStream(self.engine, context.read, context.write, grpc.aio.EOF, self.shutdown).run()
+        await StylizeStream(self.sessions, self.metrics, context.read, context.write, grpc.aio.EOF,
+                            self.shutdown).run()
 
-    @mapped_errors
     async def StylizeImage(self, request: pb.StylizeImageRequest, context) -> pb.StylizeImageResponse:
         cfg = request.config
-        protocol.check_model(cfg.model, self.engine.package.name)
-        session = await self.engine.session(protocol.style_spec(cfg), protocol.output_spec(cfg.output),
-                                            cfg.process_max_side)
-        res = await session.process(protocol.image_input(request.image))
-        return pb.StylizeImageResponse(result=protocol.stylized_frame(0, res))
+        session = await self.sessions.open(wire.style_spec(cfg), wire.output_spec(cfg.output),
+                                           cfg.process_max_side, cfg.model)
+        res = await session.process(wire.image_input(request.image))
+        return pb.StylizeImageResponse(result=wire.stylized_frame(0, res))
 
-    @mapped_errors
     async def RegisterStyle(self, request_iterator, context) -> pb.RegisterStyleResponse:
-        limit, name, chunks, size = self.engine.config.max_message_bytes, "", [], 0
+        limit, name, chunks, size = self.limits.max_message_bytes, "", [], 0
         async for upload in request_iterator:
             name = name or upload.name
             size += len(upload.chunk)
@@ -44,32 +49,30 @@ class StyleTransferServicer(pb_grpc.StyleTransferServicer):
             chunks.append(upload.chunk)
         if not size:
             raise InvalidArgument("RegisterStyle received no image bytes")
-        record, created = await self.engine.register_style(ImageInput(b"".join(chunks)), name)
-        return pb.RegisterStyleResponse(style=protocol.style_message(record), created=created)
+        record, created = await self.styles.register(ImageInput(b"".join(chunks)), name)
+        return pb.RegisterStyleResponse(style=wire.style_message(record), created=created)
 
-    @mapped_errors
     async def GetStyle(self, request: pb.GetStyleRequest, context) -> pb.Style:
-        record = await self.engine.get_style(request.id)
-        thumb = await self.engine.thumbnail(request.id) if request.include_thumbnail else b""
-        return protocol.style_message(record, thumb)
+        record = await self.styles.get(request.id)
+        thumb = await self.styles.thumbnail(request.id) if request.include_thumbnail else b""
+        return wire.style_message(record, thumb)
 
-    @mapped_errors
     async def ListStyles(self, request: pb.ListStylesRequest, context) -> pb.ListStylesResponse:
         size = min(request.page_size or 100, MAX_PAGE_SIZE)
-        records, token = await self.engine.library.list(size, request.page_token)
-        return pb.ListStylesResponse(styles=[protocol.style_message(r) for r in records], next_page_token=token)
+        records, token = await self.styles.list(size, request.page_token)
+        return pb.ListStylesResponse(styles=[wire.style_message(r) for r in records], next_page_token=token)
 
-    @mapped_errors
     async def DeleteStyle(self, request: pb.DeleteStyleRequest, context) -> pb.DeleteStyleResponse:
-        return pb.DeleteStyleResponse(deleted=await self.engine.delete_style(request.id))
+        return pb.DeleteStyleResponse(deleted=await self.styles.delete(request.id))
 
-    @mapped_errors
     async def SearchStyles(self, request: pb.SearchStylesRequest, context) -> pb.SearchStylesResponse:
-        protocol.check_model(request.model, self.engine.package.name)
         which = request.WhichOneof("query")
-        matches = await self.engine.search(
+        matches = await self.styles.search(
             style_id=request.style_id if which == "style_id" else "",
-            image=protocol.image_input(request.image) if which == "image" else None,
-            limit=min(request.limit or 10, MAX_PAGE_SIZE))
-        return pb.SearchStylesResponse(matches=[pb.StyleMatch(style=protocol.style_message(r), score=s)
+            image=wire.image_input(request.image) if which == "image" else None,
+            limit=min(request.limit or 10, MAX_PAGE_SIZE), model_name=request.model)
+        return pb.SearchStylesResponse(matches=[pb.StyleMatch(style=wire.style_message(r), score=s)
                                                 for r, s in matches])
+
+    async def GetLimits(self, request: pb.GetLimitsRequest, context) -> pb.Limits:
+        return self.limits

@@ -16,9 +16,11 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from stylecast.server import protocol
-from stylecast.server.engine import Engine, Session
-from stylecast.server.errors import InvalidArgument, ShuttingDown, code_number, to_status
+from stylecast.server import wire
+from stylecast.server.errors import (InvalidArgument, ResourceExhausted, ShuttingDown, answer_too_large, code_number,
+                                     to_status)
+from stylecast.server.metrics import Metrics
+from stylecast.server.session import FrameTrace, Session, Sessions
 from stylecast.v1 import stylecast_pb2 as pb
 
 LIVE_BACKLOG = 256  # unwritten LIVE answers (mostly tiny FrameDropped) before reading pauses
@@ -28,14 +30,17 @@ LIVE_BACKLOG = 256  # unwritten LIVE answers (mostly tiny FrameDropped) before r
 class _Job:
     frame: pb.Frame
     session: Session
-    received: float
+    trace: FrameTrace
     permit: asyncio.Semaphore
     future: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     task: asyncio.Task | None = None
+    outcome: str = ""  # ok | error | dropped once answered (counted when the answer is written)
+    backend: str = ""
 
-    def answer(self, response: pb.StylizeResponse) -> None:
+    def answer(self, response: pb.StylizeResponse, outcome: str, backend: str) -> None:
         if not self.future.done():
             self.future.set_result(response)
+            self.outcome, self.backend = outcome, backend
 
 
 @dataclass
@@ -44,14 +49,18 @@ class _End:
 
 
 class StylizeStream:
-    """Runs one stream over ``read()`` (returns a request or ``eof``) and ``write(response)``."""
+    """Runs one stream over ``read()`` (returns a request or ``eof``) and ``write(response)``.
 
-    def __init__(self, engine: Engine, read: Callable[[], Awaitable], write: Callable[[pb.StylizeResponse], Awaitable],
-                 eof: object, shutdown: asyncio.Event) -> None:
-        self._engine, self._read, self._write, self._eof = engine, read, write, eof
+    Frames run through ``sessions``; ``slot`` says how many run at once (LIVE) and which
+    backend a dropped frame would have run on."""
+
+    def __init__(self, sessions: Sessions, metrics: Metrics, read: Callable[[], Awaitable],
+                 write: Callable[[pb.StylizeResponse], Awaitable], eof: object, shutdown: asyncio.Event) -> None:
+        self._sessions, self._slot, self._metrics = sessions, sessions.slot, metrics
+        self._read, self._write, self._eof = read, write, eof
         self._shutdown = shutdown
         self._queue: asyncio.Queue[_Job | _End] = asyncio.Queue()
-        self._every_frame = asyncio.Semaphore(engine.config.queue_depth)
+        self._every_frame = asyncio.Semaphore(sessions.config.queue_depth)
         self._live_backlog = asyncio.Semaphore(LIVE_BACKLOG)
         self._session: Session | None = None
         self._live = False
@@ -60,8 +69,12 @@ class StylizeStream:
         self._closed = False
 
     async def run(self) -> None:
-        """Serve the stream to its end; raises the fatal error that ended it, if any."""
+        """Serve the stream to its end; raises the fatal error that ended it, if any.
+
+        Each frame read is counted once in ``stylecast_frames_total``: with its answer's outcome
+        when that answer has been written, as cancelled when the stream ended first."""
         reader = asyncio.create_task(self._reader(), name="stylecast-stream-reader")
+        unwritten: _Job | None = None
         try:
             while True:
                 item = await self._queue.get()
@@ -69,8 +82,11 @@ class StylizeStream:
                     if item.error is not None:
                         raise item.error
                     return
-                response = await item.future
+                unwritten = item
+                response = self._fits(await item.future, item)
                 await self._write(response)
+                unwritten = None
+                self._metrics.frame_answered(item.backend, item.outcome)
                 item.permit.release()
         finally:
             self._closed = True
@@ -79,6 +95,23 @@ class StylizeStream:
             for task in jobs:
                 task.cancel()
             await asyncio.gather(reader, *jobs, return_exceptions=True)
+            never = [unwritten] if unwritten is not None else []
+            while not self._queue.empty():
+                if isinstance(item := self._queue.get_nowait(), _Job):
+                    never.append(item)
+            if never:
+                self._metrics.frame_answered(self._slot.backend_name, "cancelled", len(never))
+
+    def _fits(self, response: pb.StylizeResponse, job: _Job) -> pb.StylizeResponse:
+        """``response``, or a RESOURCE_EXHAUSTED FrameError in its place when it exceeds the message
+        limit (gRPC would fail the write and end the stream)."""
+        limit = self._sessions.config.max_message_bytes
+        if (size := response.ByteSize()) <= limit:
+            return response
+        job.outcome = "error"
+        error = ResourceExhausted(answer_too_large(size, limit))
+        return pb.StylizeResponse(error=pb.FrameError(id=job.frame.id, code=code_number(error.code),
+                                                      message=str(error)))
 
     # ------------------------------------------------------------------ reader
 
@@ -115,9 +148,8 @@ class StylizeStream:
         self._queue.put_nowait(end)
 
     async def _configure(self, cfg: pb.StreamConfig) -> None:
-        protocol.check_model(cfg.model, self._engine.package.name)
-        self._session = await self._engine.session(protocol.style_spec(cfg), protocol.output_spec(cfg.output),
-                                                   cfg.process_max_side)
+        self._session = await self._sessions.open(wire.style_spec(cfg), wire.output_spec(cfg.output),
+                                                  cfg.process_max_side, cfg.model)
         self._live = cfg.mode == pb.STREAM_MODE_LIVE
         if self._waiting is not None:  # the new config must not strand a waiting LIVE frame
             self._start(self._waiting)
@@ -126,15 +158,15 @@ class StylizeStream:
     async def _admit(self, frame: pb.Frame, received: float) -> None:
         permit = self._live_backlog if self._live else self._every_frame
         await permit.acquire()  # EVERY_FRAME: blocks when queue_depth frames are unanswered
-        job = _Job(frame, self._session, received, permit)
+        job = _Job(frame, self._session, FrameTrace(received), permit)
         self._queue.put_nowait(job)
-        if not self._live or len(self._running) < self._engine.workers:
+        if not self._live or len(self._running) < self._slot.workers:
             self._start(job)
             return
         if self._waiting is not None:
             self._waiting.answer(pb.StylizeResponse(dropped=pb.FrameDropped(
-                id=self._waiting.frame.id, reason="LIVE stream: a newer frame arrived while this one waited")))
-            self._engine.metrics.frame_dropped(self._engine.backend.name)
+                id=self._waiting.frame.id, reason="LIVE stream: a newer frame arrived while this one waited")),
+                "dropped", self._slot.backend_name)  # the backend that would have run it
         self._waiting = job
 
     # -------------------------------------------------------------------- jobs
@@ -144,20 +176,20 @@ class StylizeStream:
         job.task = asyncio.create_task(self._process(job))
 
     async def _process(self, job: _Job) -> None:
-        engine = self._engine
         try:
-            res = await job.session.process(protocol.image_input(job.frame.image), job.received)
-            job.answer(pb.StylizeResponse(frame=protocol.stylized_frame(job.frame.id, res)))
-            engine.metrics.frame_done(res.backend, res.timings_ms)
+            res = await job.session.process(wire.image_input(job.frame.image), job.trace)
+            job.answer(pb.StylizeResponse(frame=wire.stylized_frame(job.frame.id, res)), "ok", res.backend)
+            self._metrics.frame_done(res.backend, res.timings_ms)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bad frame: answered in-band, the stream goes on
             code, message = to_status(exc)
             job.answer(pb.StylizeResponse(error=pb.FrameError(id=job.frame.id, code=code_number(code),
-                                                              message=message)))
-            engine.metrics.frame_failed(engine.backend.name)
+                                                              message=message)),
+                       # the backend that ran it, or (failed before inference) the one that would have
+                       "error", job.trace.backend or self._slot.backend_name)
         finally:
             self._running.discard(job)
-            if not self._closed and self._waiting is not None and len(self._running) < engine.workers:
+            if not self._closed and self._waiting is not None and len(self._running) < self._slot.workers:
                 waiting, self._waiting = self._waiting, None
                 self._start(waiting)

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stylecast.model.package import (MANIFEST, FileEntry, ModelPackage, PackageError, check_entry, chunk_span,
+from stylecast.backends.package import (MANIFEST, FileEntry, ModelPackage, PackageError, check_entry, chunk_span,
                                      load_package, parse_manifest, verify_file)
 from stylecast.server.errors import Aborted, AlreadyExists, DataLoss, FailedPrecondition, InvalidArgument, ResourceExhausted
 

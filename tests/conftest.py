@@ -21,22 +21,20 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import stylecast.model
 from stylecast.server.app import RunningServer, start
 from stylecast.server.config import ServerConfig
 from stylecast.v1 import stylecast_pb2 as pb
 from stylecast.v1 import stylecast_pb2_grpc as pb_grpc
 
 REPO = Path(__file__).resolve().parents[1]
-MODEL_SOURCES = ("export.py", "networks.py", "package.py")
+MODEL_SOURCES = ("model/export.py", "model/networks.py", "backends/package.py")
 CHANNEL_OPTIONS = [("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20)]
 
 
 def _cached_tiny(request: pytest.FixtureRequest, version: str, formats: tuple[str, ...] | None, seed: int) -> Path:
     """Export ``tiny/VERSION`` once per exporter source, in a subprocess (the test process never
     imports TensorFlow), into a scratch folder renamed into place (concurrent runs never see half)."""
-    model_dir = Path(stylecast.model.__file__).parent
-    digest = hashlib.sha256(b"".join((model_dir / f).read_bytes() for f in MODEL_SOURCES)).hexdigest()[:12]
+    digest = hashlib.sha256(b"".join((REPO / f).read_bytes() for f in MODEL_SOURCES)).hexdigest()[:12]
     root = request.config.cache.mkdir(f"stylecast-tiny{version}-{digest}")
     if not (root / "tiny" / version / "manifest.json").is_file():
         scratch = Path(tempfile.mkdtemp(dir=root))

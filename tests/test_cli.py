@@ -64,6 +64,58 @@ async def test_client_errors_exit_1_with_the_status(server, tmp_path) -> None:
     assert not (tmp_path / "x.jpg").exists()
 
 
+NOWHERE = ("--target", "127.0.0.1:9")  # nothing listens: anything sent would fail with UNAVAILABLE
+
+
+def one_line_error(code: int, out: str) -> str:
+    """The CLI's answer to a mistake: exit status 1 and one line, no traceback."""
+    assert code == 1 and "Traceback" not in out and len(out.strip().splitlines()) == 1, out
+    assert "UNAVAILABLE" not in out, f"it tried to send: {out}"
+    return out.strip()
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("out", "needs an image suffix: .jpg, .png or .webp (got no suffix)"),
+    ("out.xyz", "needs an image suffix: .jpg, .png or .webp (got .xyz)"),
+    ("no-such-folder/out.jpg", "folder"),
+])
+async def test_image_output_mistakes_are_caught_before_sending(tmp_path, style_file, name, expected) -> None:
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(encoded(picture(32, 32)))
+    line = one_line_error(*await stylecast("image", photo, "--style", style_file, "-o", tmp_path / name, *NOWHERE))
+    assert expected in line and not (tmp_path / name).exists()
+
+
+async def test_a_mistyped_style_path_says_the_file_does_not_exist(tmp_path) -> None:
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(encoded(picture(32, 32)))
+    for style in ("brushy.pgn", "styles/brushy.png"):
+        line = one_line_error(*await stylecast("image", photo, "--style", tmp_path / style, "-o",
+                                               tmp_path / "x.jpg", *NOWHERE))
+        assert line.endswith(f"{tmp_path / style}: no such file") and "register" not in line
+
+
+async def test_a_gif_input_is_stylized_and_an_animated_one_points_to_video(server, tmp_path, style_file) -> None:
+    target = ("--target", f"127.0.0.1:{server.port}")
+    still = tmp_path / "still.gif"
+    Image.fromarray(picture(50, 40, seed=24)).convert("P").save(still)
+    code, out = await stylecast("image", still, "--style", style_file, "-o", tmp_path / "still.png", *target)
+    assert code == 0, out
+    assert Image.open(tmp_path / "still.png").size == (50, 40)
+
+    animated = tmp_path / "anim.gif"
+    frames = [Image.fromarray(picture(50, 40, seed=s)).convert("P") for s in range(3)]
+    frames[0].save(animated, save_all=True, append_images=frames[1:], duration=100)
+    line = one_line_error(*await stylecast("image", animated, "--style", style_file, "-o", tmp_path / "a.png",
+                                           *NOWHERE))
+    assert "animated (3 frames)" in line and "stylecast video" in line and "pixel_format" not in line
+
+    text = tmp_path / "notes.txt"
+    text.write_text("not a picture")
+    line = one_line_error(*await stylecast("image", text, "--style", style_file, "-o", tmp_path / "n.png", *NOWHERE))
+    assert "is not an image" in line and "pixel_format" not in line
+
+
 async def test_styles_add_list_rm(server, style_file) -> None:
     target = ("--target", f"127.0.0.1:{server.port}")
     code, out = await stylecast("styles", "add", style_file, "--name", "brushy", *target)
@@ -171,7 +223,7 @@ MAGENTA = Path(__file__).resolve().parents[1].parent / "shared" / "assets" / "mo
 @pytest.mark.skipif(not (MAGENTA / "style_predict_quantized_256.tflite").is_file(),
                     reason="Magenta teacher files need <repo>/../shared/assets (not part of the project)")
 def test_model_import_magenta_writes_a_package(tmp_path) -> None:
-    from stylecast.model.package import load_package
+    from stylecast.backends.package import load_package
 
     args = ["model", "import-magenta", str(MAGENTA / "style_predict_quantized_256.tflite"),
             str(MAGENTA / "style_transfer_quantized_384.tflite"), "-o", str(tmp_path), "--name", "teacher"]
@@ -186,7 +238,7 @@ def test_model_import_magenta_writes_a_package(tmp_path) -> None:
 
 @pytest.mark.skipif(not MAGENTA.is_dir(), reason=f"Magenta teacher files not found at {MAGENTA}")
 def test_model_import_magenta_resizable_drops_the_fixed_size(tmp_path) -> None:
-    from stylecast.model.package import load_package
+    from stylecast.backends.package import load_package
 
     args = ["model", "import-magenta", str(MAGENTA / "style_predict_quantized_256.tflite"),
             str(MAGENTA / "style_transfer_quantized_384.tflite"), "-o", str(tmp_path), "--resizable"]

@@ -33,7 +33,7 @@ def test_arrays_travel_as_raw_pixels() -> None:
 
 def test_bad_arrays_are_rejected_before_sending() -> None:
     with pytest.raises(ValueError, match="H×W"):
-        to_image(np.zeros((2, 2, 2), np.uint8))
+        to_image(np.zeros((2, 2, 5), np.uint8))
     with pytest.raises(ValueError, match="uint8"):
         to_image(np.zeros((2, 2, 3), np.int32))
     with pytest.raises(TypeError, match="cannot send"):

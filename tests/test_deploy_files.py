@@ -265,7 +265,7 @@ def test_wheel_built_from_the_docker_context_holds_the_server(tmp_path) -> None:
         entry_points = next(zf.read(n).decode() for n in names if n.endswith(".dist-info/entry_points.txt"))
     for module in ("stylecast/v1/stylecast_pb2.py", "stylecast/v1/stylecast_pb2_grpc.py",
                    "stylecast/v1/stylecast.proto", "stylecast/server/app.py", "stylecast/backends/litert.py",
-                   "stylecast/client/cli.py", "stylecast/model/package.py"):
+                   "stylecast/client/cli.py", "stylecast/backends/package.py"):
         assert module in names, module
     assert re.search(r"^stylecast = stylecast\.client\.cli:app$", entry_points, re.MULTILINE)
     builtin = REPO / "model" / "builtin"
@@ -439,8 +439,8 @@ def test_k8s_profiles_render_with_their_image_targets(tmp_path) -> None:
     assert config.backend == "tensorrt" and "gpu" in installed_extras(stages, "gpu")
     c = container(gpu)
     assert c["resources"]["limits"]["nvidia.com/gpu"] == 1
-    from stylecast.backends.tensorrt import DEFAULT_ENGINE_CACHE   # the engines need a writable cache
-    cache = IMAGE_HOME / DEFAULT_ENGINE_CACHE.relative_to("~")
+    from stylecast.backends.engines import DEFAULT_CACHE_ROOT   # the engines need a writable cache
+    cache = IMAGE_HOME / DEFAULT_CACHE_ROOT.relative_to("~")
     assert any(cache.is_relative_to(m["mountPath"]) and not m.get("readOnly") for m in c["volumeMounts"])
     # the overlay changes only what a GPU needs; the rest of the pod is the base's
     edge_c = container(edge)

@@ -6,15 +6,14 @@ from __future__ import annotations
 import asyncio
 
 import grpc
-import numpy as np
 import pytest
 from conftest import CHANNEL_OPTIONS, decode_result, picture, psnr, raw_image, register
 from PIL import Image
 
 from stylecast.backends.base import BackendOptions, create_backend
+from stylecast.backends.package import load_package
 from stylecast.client import AsyncClient
-from stylecast.model.package import load_package
-from stylecast.model.preprocess import style_image_uint8
+from stylecast.model.preprocess import style_image_uint8, to_float, to_uint8
 from stylecast.v1 import stylecast_pb2 as pb
 from stylecast.v1 import stylecast_pb2_grpc as pb_grpc
 
@@ -46,7 +45,7 @@ async def test_progressive_start_serves_int8_then_swaps_in_fp32(server_factory):
         result = await client.stylize(picture(40, 40), style)
     assert (result.backend, result.model, result.model_version) == ("litert", "tiny", "1")
     assert swaps_metric(server) == 1
-    assert server.engine.format == "tflite-fp32"
+    assert server.engine.slot.model.format == "tflite-fp32"
 
 
 async def test_new_version_swaps_in_mid_stream_without_losing_or_reordering_frames(server_factory, tiny_v2_dir):
@@ -103,7 +102,7 @@ async def test_new_version_swaps_in_mid_stream_without_losing_or_reordering_fram
         res = await stub.StylizeImage(pb.StylizeImageRequest(
             config=pb.StreamConfig(style_id=before.id, output=pb.OutputOptions(encoding=pb.ENCODING_RAW_RGB24)),
             image=raw_image(content)))
-        assert (res.result.model_version, server.engine.format) == ("2", "tflite-fp32")
+        assert (res.result.model_version, server.engine.slot.model.format) == ("2", "tflite-fp32")
         served = decode_result(res.result.image)
 
         # ListModels and the metrics show the swap
@@ -118,7 +117,7 @@ async def test_new_version_swaps_in_mid_stream_without_losing_or_reordering_fram
         model="tiny", version="2", backend="litert", format="tflite-fp32")) == 1
     assert registry.get_sample_value("stylecast_model_info", dict(
         model="tiny", version="1", backend="litert", format="tflite-fp32")) is None
-    assert server.engine.pending_frames == 0
+    assert server.engine.slot.pending_frames == 0
 
     # what the server answered is v2 itself (not v1 with a stale vector)
     package = load_package(server.engine.registry.installed("tiny", "2"))
@@ -126,8 +125,8 @@ async def test_new_version_swaps_in_mid_stream_without_losing_or_reordering_fram
     backend.load(package, BackendOptions(format="tflite-fp32", threads=1))
     try:
         normalised = style_image_uint8(Image.fromarray(picture(96, 80, seed=11)))
-        vector = backend.predict_style(normalised[None].astype(np.float32) / 255)
-        direct = backend.stylize(content[None].astype(np.float32) / 255, vector)[0]
+        vector = backend.predict_style(to_float(normalised[None]))
+        direct = backend.stylize(to_float(content[None]), vector)[0]
     finally:
         backend.close()
-    assert psnr(served, (np.clip(direct, 0, 1) * 255 + 0.5).astype(np.uint8)) > 35
+    assert psnr(served, to_uint8(direct)) > 35

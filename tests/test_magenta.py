@@ -16,10 +16,10 @@ from ai_edge_litert.interpreter import Interpreter
 from PIL import Image
 
 from stylecast.backends.base import BackendError, BackendOptions, create_backend
-from stylecast.backends.xnnpack import xnnpack_partitions
+from stylecast.backends.package import PackageError, load_package
 from stylecast.model.magenta import import_magenta, weight_precision
-from stylecast.model.package import PackageError, load_package
 from stylecast.model.preprocess import content_image, style_image
+from stylecast.model.xnnpack import xnnpack_partitions
 
 ASSETS = Path(__file__).resolve().parents[1].parent / "shared" / "assets"
 MAGENTA = ASSETS / "models" / "magenta"

@@ -7,10 +7,14 @@ import socket
 import urllib.request
 
 import grpc
-from conftest import CHANNEL_OPTIONS, picture, raw_image, register
+import pytest
+from conftest import CHANNEL_OPTIONS, encoded, picture, raw_image, register
 from prometheus_client.parser import text_string_to_metric_families
 
+from stylecast.server.codecs import ImageInput
+from stylecast.server.errors import InvalidArgument
 from stylecast.server.metrics import STAGES
+from stylecast.server.session import FrameTrace, OutputSpec, StyleSpec
 from stylecast.v1 import stylecast_pb2 as pb
 from stylecast.v1 import stylecast_pb2_grpc as pb_grpc
 
@@ -137,3 +141,129 @@ async def test_servers_in_one_process_keep_separate_metrics_and_unload_removes_v
     assert registry.get_sample_value("stylecast_model_info", labels) is None
     assert registry.get_sample_value("stylecast_model_ready", dict(model="tiny", backend="litert")) == 0
     assert registry.get_sample_value("stylecast_backend_host_memory_estimate_bytes", dict(backend="litert")) is None
+
+
+async def test_a_frame_is_labelled_with_the_backend_it_ran_on(server_factory):
+    """A frame's trace names the backend of the model it leased; one that failed before leasing
+    one is counted under the backend that would have run it (the serving one)."""
+    server = await server_factory(metrics_port=free_port())
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}", options=CHANNEL_OPTIONS) as channel:
+        stub = pb_grpc.StyleTransferStub(channel)
+        style = await register(stub, picture(64, 64, seed=5))
+        session = await server.engine.sessions.open(StyleSpec(((style.id, 1.0),)), OutputSpec("raw"))
+        failed, ran = FrameTrace(), FrameTrace()
+        with pytest.raises(InvalidArgument):
+            await session.process(ImageInput(b"not an image"), failed)
+        img = picture(48, 32, seed=6)
+        res = await session.process(ImageInput(img.tobytes(), "rgb24", 48, 32), ran)
+        responses = await stream(stub, style.id, [pb.Image(data=b"not an image"), raw_image(img)])
+        samples = await scrape(server.metrics_endpoint.port)
+    assert failed.backend == "" and ran.backend == res.backend == server.engine.slot.backend_name == "litert"
+    assert [r.WhichOneof("msg") for r in responses] == ["error", "frame"]
+    assert value(samples, "stylecast_frames_total", outcome="error", backend="litert") == 1
+    assert value(samples, "stylecast_frames_total", outcome="ok", backend=responses[1].frame.backend) == 1
+
+
+async def test_a_cancelled_stream_is_counted_cancelled_with_its_unanswered_frames(server_factory):
+    """A client reads one answer and cancels: the stream is CANCELLED, and each frame the server
+    read is counted once, ok only if its answer was written, cancelled otherwise."""
+    server = await server_factory(metrics_port=free_port(), workers=1, process_max_side=1024)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}", options=CHANNEL_OPTIONS) as channel:
+        stub = pb_grpc.StyleTransferStub(channel)
+        style = await register(stub, picture(80, 80, seed=6))
+        # small messages (all read at once), slow frames (1024² inference on one worker)
+        frames = [pb.Image(data=encoded(picture(1024, 1024, seed=i), "JPEG", quality=50)) for i in range(6)]
+
+        async def requests():
+            yield pb.StylizeRequest(config=pb.StreamConfig(style_id=style.id))
+            for i, img in enumerate(frames):
+                yield pb.StylizeRequest(frame=pb.Frame(id=i, image=img))
+
+        call = stub.Stylize(requests())
+        assert (await call.read()).frame.id == 0
+        call.cancel()
+        for _ in range(600):  # the server notices the cancellation asynchronously
+            samples = await scrape(server.metrics_endpoint.port)
+            if value(samples, "stylecast_active_streams", method=STYLIZE) == 0:
+                break
+            await asyncio.sleep(0.1)
+    count = "stylecast_stream_duration_seconds_count"
+    assert value(samples, count, method=STYLIZE, code="CANCELLED") == 1
+    assert value(samples, count, method=STYLIZE, code="OK") is None
+    ok = value(samples, "stylecast_frames_total", outcome="ok", backend="litert")
+    cancelled = value(samples, "stylecast_frames_total", outcome="cancelled", backend="litert")
+    assert ok >= 1 and cancelled >= 1 and ok + cancelled == len(frames)
+    assert value(samples, "stylecast_frames_total", outcome="error", backend="litert") == 0
+
+
+async def test_answers_over_the_message_limit_are_refused_and_counted_so(server_factory):
+    """A unary answer the server cannot send is RESOURCE_EXHAUSTED with what to do (not gRPC's
+    "Sent message larger than max" after a call counted OK); in a stream it is that frame's error."""
+    server = await server_factory(metrics_port=free_port(), max_message_bytes=1 << 20)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}", options=CHANNEL_OPTIONS) as channel:
+        stub = pb_grpc.StyleTransferStub(channel)
+        style = await register(stub, picture(80, 80, seed=7))
+        big = pb.Image(data=encoded(picture(700, 600, seed=8), "JPEG"))  # 1.2 MiB as raw RGB24
+        raw = pb.OutputOptions(encoding=pb.ENCODING_RAW_RGB24)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.StylizeImage(pb.StylizeImageRequest(config=pb.StreamConfig(style_id=style.id, output=raw),
+                                                           image=big))
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "JPEG or PNG output" in err.value.details() and "max_message_bytes" in err.value.details()
+
+        async def requests():
+            yield pb.StylizeRequest(config=pb.StreamConfig(style_id=style.id, output=raw))
+            yield pb.StylizeRequest(frame=pb.Frame(id=0, image=big))
+            yield pb.StylizeRequest(frame=pb.Frame(id=1, image=raw_image(picture(32, 32))))
+
+        responses = [r async for r in stub.Stylize(requests())]
+        assert [r.WhichOneof("msg") for r in responses] == ["error", "frame"]  # the stream goes on
+        assert responses[0].error.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+
+        # an encoded answer's size is known only once encoded: refused after the work, still truthfully
+        png = pb.OutputOptions(encoding=pb.ENCODING_PNG, width=2400, height=2000)
+        small = raw_image(picture(120, 100, seed=9))
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.StylizeImage(pb.StylizeImageRequest(config=pb.StreamConfig(style_id=style.id, output=png),
+                                                           image=small))
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "JPEG or PNG" in err.value.details()
+
+        async def png_requests():
+            yield pb.StylizeRequest(config=pb.StreamConfig(style_id=style.id, output=png))
+            yield pb.StylizeRequest(frame=pb.Frame(id=0, image=small))
+
+        responses = [r async for r in stub.Stylize(png_requests())]
+        assert [r.WhichOneof("msg") for r in responses] == ["error"]
+        assert "max_message_bytes" in responses[0].error.message
+        samples = await scrape(server.metrics_endpoint.port)
+    rpc = "stylecast_rpc_duration_seconds_count"
+    assert value(samples, rpc, method="/stylecast.v1.StyleTransfer/StylizeImage", code="RESOURCE_EXHAUSTED") == 2
+    assert value(samples, rpc, method="/stylecast.v1.StyleTransfer/StylizeImage", code="OK") is None
+    assert value(samples, "stylecast_frames_total", outcome="error", backend="litert") == 2
+    assert value(samples, "stylecast_frames_total", outcome="ok", backend="litert") == 1
+
+
+async def test_a_stream_past_its_deadline_is_counted_deadline_exceeded(server_factory):
+    server = await server_factory(metrics_port=free_port(), workers=1, process_max_side=1024)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}", options=CHANNEL_OPTIONS) as channel:
+        stub = pb_grpc.StyleTransferStub(channel)
+        style = await register(stub, picture(80, 80, seed=9))
+        frame = pb.Image(data=encoded(picture(1024, 1024, seed=10), "JPEG", quality=50))
+
+        async def requests():
+            yield pb.StylizeRequest(config=pb.StreamConfig(style_id=style.id))
+            for i in range(20):
+                yield pb.StylizeRequest(frame=pb.Frame(id=i, image=frame))
+
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            [r async for r in stub.Stylize(requests(), timeout=0.5)]
+        assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        for _ in range(600):  # the server notices the deadline asynchronously
+            samples = await scrape(server.metrics_endpoint.port)
+            if value(samples, "stylecast_active_streams", method=STYLIZE) == 0:
+                break
+            await asyncio.sleep(0.1)
+    count = "stylecast_stream_duration_seconds_count"
+    codes = {dict(labels)["code"]: v for (name, labels), v in samples.items() if name == count}
+    assert codes == {"DEADLINE_EXCEEDED": 1}
+    assert value(samples, "stylecast_frames_total", outcome="cancelled", backend="litert") >= 1

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from stylecast.backends.base import BackendOptions, create_backend
-from stylecast.backends.xnnpack import xnnpack_partitions
+from stylecast.backends.package import PackageError, load_package
 from stylecast.model import BUILTIN_DIR, data
-from stylecast.model.package import PackageError, load_package
+from stylecast.model.xnnpack import xnnpack_partitions
 
 ASSETS = data.assets_dir()
 needs_assets = pytest.mark.skipif(not (ASSETS / "models" / "magenta").is_dir(),

@@ -14,8 +14,8 @@ import pytest
 from conftest import CHANNEL_OPTIONS, make_config, picture, raw_image, register
 from test_cli import stylecast
 
+from stylecast.backends.package import CHUNK_SIZE, write_manifest
 from stylecast.client import AsyncClient, DataLoss, FailedPrecondition, InvalidArgument
-from stylecast.model.package import CHUNK_SIZE, write_manifest
 from stylecast.server.app import start
 from stylecast.v1 import model_admin_pb2 as apb
 from stylecast.v1 import model_admin_pb2_grpc as apb_grpc
@@ -238,7 +238,7 @@ async def _corrupt_fp32_fails_while_int8_serves(server) -> None:
         assert "verification failed" in states["tflite-fp32"].error and "sha256 mismatch" in states["tflite-fp32"].error
         style = await client.register_style(picture(64, 64, seed=5))
         result = await client.stylize(picture(32, 32), style)
-        assert result.ok and server.engine.format == "tflite-int8"
+        assert result.ok and server.engine.slot.model.format == "tflite-int8"
         backends = {b.name: b for b in await client.list_backends()}
         assert backends["litert"].serving and backends["litert"].installed
         assert "tflite-int8" in backends["litert"].formats
@@ -276,7 +276,7 @@ async def test_cli_models_upload_list_load_watch_unload(server, tmp_path, tiny_v
     assert code == 1 and "is serving" in out
     code, out = await stylecast("models", "watch", "--target", target)
     assert code == 0 and "tiny\t2\tactive" in out
-    assert server.engine.model_key == ("tiny", "2")
+    assert server.engine.slot.model.key == ("tiny", "2")
 
 
 async def test_sdk_errors_are_typed(server, tmp_path):

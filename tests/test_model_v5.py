@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from stylecast.backends.base import BackendOptions, create_backend
-from stylecast.backends.xnnpack import xnnpack_partitions
+from stylecast.model.xnnpack import xnnpack_partitions
 from stylecast.model import data
 from stylecast.model.evaluate import SHIFTS, border_score, flicker
 

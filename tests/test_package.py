@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from stylecast.model.package import CHUNK_SIZE, PackageError, load_package, write_manifest
+from stylecast.backends.package import CHUNK_SIZE, PackageError, load_package, write_manifest
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import decode_result, picture, raw_image, register
 
-from stylecast.server.batcher import Batcher
+from stylecast.server.batcher import Batcher, BatchSizeMismatch
 from stylecast.v1 import stylecast_pb2 as pb
 from stylecast.v1 import stylecast_pb2_grpc as pb_grpc
 
@@ -74,6 +74,22 @@ async def test_a_failed_batch_fails_every_waiter_and_cancelled_requests_are_skip
                 await fut
         await batcher.close()
     assert run.shapes[1][0] == 2  # the cancelled request never reached the backend
+
+
+@pytest.mark.parametrize("extra", [-1, 1])
+async def test_a_batch_answered_with_the_wrong_number_of_outputs_fails_every_waiter(extra):
+    def run(content: np.ndarray, styles: np.ndarray) -> np.ndarray:  # one output too few / too many
+        n = len(content) + extra
+        return np.resize(content * styles[:, :1, None, None], (n, *content.shape[1:]))
+
+    with ThreadPoolExecutor(1) as pool:
+        batcher = Batcher(run, pool, workers=1, max_batch=3, max_wait_s=0.2)
+        futures = [asyncio.ensure_future(batcher.submit("k", np.full((2, 2, 3), i, float), np.array([1.0])))
+                   for i in range(3)]
+        done = await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), 10)
+        await batcher.close()
+    assert [type(r) for r in done] == [BatchSizeMismatch] * 3
+    assert f"returned {3 + extra} outputs for 3 inputs" in str(done[0])
 
 
 async def test_frames_from_concurrent_streams_share_batches(server_factory):

@@ -10,7 +10,7 @@ import pytest
 from stylecast.backends.base import BackendError
 from stylecast.server.config import ConfigError, ServerConfig, load_config
 from stylecast.server.errors import FailedPrecondition, InvalidArgument, NotFound, code_number, to_status
-from stylecast.server.models import choose_backend, find_package, layout
+from stylecast.server.packages import choose_backend, find_package, layout
 
 
 def test_precedence_flags_over_env_over_toml(tmp_path):

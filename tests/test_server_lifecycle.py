@@ -17,8 +17,11 @@ import pytest
 from conftest import encoded, picture, raw_image, register
 from google.protobuf.descriptor_pool import DescriptorPool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from google.rpc import error_details_pb2
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+from grpc_status import rpc_status
 
+from stylecast.client.errors import NotFound, ResourceExhausted, Unavailable, from_rpc_error
 from stylecast.v1 import stylecast_pb2 as pb
 from stylecast.v1 import stylecast_pb2_grpc as pb_grpc
 
@@ -84,6 +87,60 @@ async def test_while_shutting_down_new_calls_are_unavailable_but_health_answers(
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         res = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
     assert res.status == health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+async def test_refusals_carry_rich_status_details_the_client_reads_as_fields(server_factory):
+    """ErrorInfo (reason), RetryInfo (retry advice) and QuotaFailure (which limit) in the
+    grpc-status-details-bin trailer, for unary and streaming calls alike."""
+    server = await server_factory(max_streams=1)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        stub = pb_grpc.StyleTransferStub(channel)
+        style = await register(stub, picture(64, 64))
+        with pytest.raises(grpc.aio.AioRpcError) as missing:
+            await stub.GetStyle(pb.GetStyleRequest(id="no-such-style"))
+        hold = asyncio.Event()
+
+        async def held():
+            yield pb.StylizeRequest(config=pb.StreamConfig(style_id=style.id))
+            yield pb.StylizeRequest(frame=pb.Frame(id=1, image=raw_image(picture(16, 16))))
+            await hold.wait()
+
+        first = stub.Stylize(held())
+        assert (await first.read()).frame.id == 1  # the first stream holds the only slot
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            [r async for r in stub.Stylize(iter([pb.StylizeRequest(config=pb.StreamConfig(style_id=style.id))]))]
+        hold.set()
+        assert await first.read() == grpc.aio.EOF
+        server.shutdown.set()
+        with pytest.raises(grpc.aio.AioRpcError) as closing:
+            await stub.GetStyle(pb.GetStyleRequest(id=style.id))
+
+    not_found = from_rpc_error(missing.value)
+    assert (type(not_found), not_found.reason, not_found.retry_after_s) == (NotFound, "NOT_FOUND", None)
+    limit = from_rpc_error(refused.value)
+    assert (type(limit), limit.reason, limit.retry_after_s) == (ResourceExhausted, "RESOURCE_EXHAUSTED", 1.0)
+    status = rpc_status.from_call(refused.value)
+    quota = error_details_pb2.QuotaFailure()
+    assert any(d.Unpack(quota) for d in status.details)
+    assert quota.violations[0].subject == "/stylecast.v1.StyleTransfer/Stylize"
+    assert "max_streams" in quota.violations[0].description
+    draining = from_rpc_error(closing.value)
+    assert (type(draining), draining.reason, draining.retry_after_s) == (Unavailable, "SHUTTING_DOWN", 1.0)
+
+
+async def test_health_watch_ends_once_not_serving_is_sent_so_stop_skips_the_grace(server_factory):
+    """Clients with client-side health checking hold a Watch stream: at shutdown it gets NOT_SERVING
+    and ends, instead of holding ``stop`` for the whole grace period (120 s here)."""
+    server = await server_factory()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        watch = health.Watch(health_pb2.HealthCheckRequest(service="stylecast.v1.StyleTransfer"))
+        assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
+        stopping = asyncio.ensure_future(server.stop(120.0))
+        assert (await asyncio.wait_for(watch.read(), 60)).status == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert await asyncio.wait_for(watch.read(), 60) == grpc.aio.EOF
+        assert await watch.code() == grpc.StatusCode.OK
+        await asyncio.wait_for(stopping, 60)  # far inside the grace: nothing else was running
 
 
 # ------------------------------------------------------------ subprocess server

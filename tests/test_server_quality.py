@@ -1,4 +1,8 @@
-"""Strength and blends: server outputs against the backend called directly on the same package."""
+"""Strength and blends: server outputs against the backend called directly on the same package.
+
+The direct path converts pixels with the server's own functions (``to_float``/``to_uint8``): a
+reference that converts otherwise (dividing by 255.0 differs from multiplying by its reciprocal
+in the last bit for half the levels) matches only on CPUs whose kernels round those inputs alike."""
 
 from __future__ import annotations
 
@@ -9,8 +13,8 @@ from conftest import decode_result, picture, psnr, raw_image, register
 from PIL import Image
 
 from stylecast.backends.base import BackendOptions, create_backend
-from stylecast.model.package import load_package
-from stylecast.model.preprocess import style_image, to_uint8
+from stylecast.backends.package import load_package
+from stylecast.model.preprocess import style_image, to_float, to_uint8
 from stylecast.v1 import stylecast_pb2 as pb
 
 RAW = pb.OutputOptions(encoding=pb.ENCODING_RAW_RGB24)
@@ -29,7 +33,7 @@ def vector_of(backend, img: np.ndarray) -> np.ndarray:
 
 
 def stylize(backend, content: np.ndarray, vector: np.ndarray) -> np.ndarray:
-    return to_uint8(backend.stylize(content[None].astype(np.float32) / 255.0, vector[None])[0])
+    return to_uint8(backend.stylize(to_float(content[None]), vector[None])[0])
 
 
 async def stream_once(stub, cfg: pb.StreamConfig, content: np.ndarray, n: int = 1) -> list[np.ndarray]:

@@ -207,4 +207,4 @@ async def test_cancelled_stream_frees_its_queued_work(server, stub):
             yield frame(i, raw_image(picture(32, 32, seed=i)))
 
     assert [r.frame.id for r in await collect(stub.Stylize(small()))] == [0, 1, 2]
-    assert server.engine.pending_frames == 0
+    assert server.engine.slot.pending_frames == 0

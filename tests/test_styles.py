@@ -14,13 +14,14 @@ from PIL import Image
 
 from stylecast.model.preprocess import style_image_uint8
 from stylecast.server.errors import InvalidArgument
-from stylecast.server.styles import StyleLibrary, nearest
+from stylecast.server.sqlite_store import SqliteStyleStore
+from stylecast.server.style_vectors import nearest
 from stylecast.v1 import stylecast_pb2 as pb
 from stylecast.v1 import stylecast_pb2_grpc as pb_grpc
 
 
 async def test_library_insert_is_idempotent_and_pages_in_creation_order(tmp_path):
-    lib = StyleLibrary(tmp_path / "s.db")
+    lib = SqliteStyleStore(tmp_path / "s.db")
     await lib.open()
     try:
         ids = [f"id{i:02d}" for i in range(7)]

@@ -271,3 +271,15 @@ class SearchStylesResponse(_message.Message):
     MATCHES_FIELD_NUMBER: _ClassVar[int]
     matches: _containers.RepeatedCompositeFieldContainer[StyleMatch]
     def __init__(self, matches: _Optional[_Iterable[_Union[StyleMatch, _Mapping]]] = ...) -> None: ...
+
+class GetLimitsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Limits(_message.Message):
+    __slots__ = ("max_message_bytes", "max_pixels")
+    MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_PIXELS_FIELD_NUMBER: _ClassVar[int]
+    max_message_bytes: int
+    max_pixels: int
+    def __init__(self, max_message_bytes: _Optional[int] = ..., max_pixels: _Optional[int] = ...) -> None: ...

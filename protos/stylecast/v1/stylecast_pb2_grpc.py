@@ -69,6 +69,11 @@ class StyleTransferStub:
                 request_serializer=stylecast_dot_v1_dot_stylecast__pb2.SearchStylesRequest.SerializeToString,
                 response_deserializer=stylecast_dot_v1_dot_stylecast__pb2.SearchStylesResponse.FromString,
                 _registered_method=True)
+        self.GetLimits = channel.unary_unary(
+                '/stylecast.v1.StyleTransfer/GetLimits',
+                request_serializer=stylecast_dot_v1_dot_stylecast__pb2.GetLimitsRequest.SerializeToString,
+                response_deserializer=stylecast_dot_v1_dot_stylecast__pb2.Limits.FromString,
+                _registered_method=True)
 
 
 class StyleTransferServicer:
@@ -116,6 +121,12 @@ class StyleTransferServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetLimits(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StyleTransferServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -153,6 +164,11 @@ def add_StyleTransferServicer_to_server(servicer, server):
                     servicer.SearchStyles,
                     request_deserializer=stylecast_dot_v1_dot_stylecast__pb2.SearchStylesRequest.FromString,
                     response_serializer=stylecast_dot_v1_dot_stylecast__pb2.SearchStylesResponse.SerializeToString,
+            ),
+            'GetLimits': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetLimits,
+                    request_deserializer=stylecast_dot_v1_dot_stylecast__pb2.GetLimitsRequest.FromString,
+                    response_serializer=stylecast_dot_v1_dot_stylecast__pb2.Limits.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -344,6 +360,33 @@ class StyleTransfer:
             '/stylecast.v1.StyleTransfer/SearchStyles',
             stylecast_dot_v1_dot_stylecast__pb2.SearchStylesRequest.SerializeToString,
             stylecast_dot_v1_dot_stylecast__pb2.SearchStylesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetLimits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stylecast.v1.StyleTransfer/GetLimits',
+            stylecast_dot_v1_dot_stylecast__pb2.GetLimitsRequest.SerializeToString,
+            stylecast_dot_v1_dot_stylecast__pb2.Limits.FromString,
             options,
             channel_credentials,
             insecure,

@@ -3,7 +3,9 @@
 A package holds one model (style predictor + transformer) in several formats.
 Every artifact file is listed with its size, sha256 and the sha256 of each
 1 MiB chunk; a package is usable only when every chunk verifies.  This module
-has no TensorFlow dependency: the server and every backend import it.
+has no TensorFlow dependency: the server, every backend and the model tooling import it.
+A models folder holds packages as ``NAME/VERSION/manifest.json``; :func:`locate_package`
+finds one there.
 
 Manifest layout (``manifest.json``)::
 
@@ -31,7 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -254,3 +256,52 @@ def write_manifest(path: Path, name: str, version: str, style_dim: int,
             "style_dim": style_dim, "artifacts": out, **extra}
     (path / MANIFEST).write_text(json.dumps(data, indent=1) + "\n")
     return parse_manifest(data, path)
+
+
+class PackageNotFound(PackageError):
+    """No package of the asked name or version in the searched folders."""
+
+
+def _version_key(version: str) -> tuple:
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in version.replace("-", ".").split("."))
+
+
+def model_dirs(root: Path) -> dict[str, Path]:
+    """Model name -> folder, for every ``root/NAME`` holding at least one ``VERSION/manifest.json``."""
+    if not root.is_dir():
+        return {}
+    return {d.name: d for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".")
+            and any((v / MANIFEST).is_file() for v in d.iterdir())}
+
+
+def version_dirs(roots: Sequence[Path], name: str) -> dict[str, Path]:
+    """Version -> folder of model ``name`` over ``roots`` (an earlier root wins), oldest first."""
+    found: dict[str, Path] = {}
+    for root in roots:
+        folder = root / name
+        if folder.is_dir():
+            for v in folder.iterdir():
+                if (v / MANIFEST).is_file():
+                    found.setdefault(v.name, v)
+    return {v: found[v] for v in sorted(found, key=_version_key)}
+
+
+def locate_package(root: str | os.PathLike[str], name: str = "", version: str = "",
+                   also: Sequence[Path] = ()) -> ModelPackage:
+    """The package ``root/NAME/VERSION``: the only model when ``name`` is empty, the latest
+    version (by number) when ``version`` is empty.  ``also``: more roots searched for versions
+    of that model.  Raises :class:`PackageNotFound` (or :class:`PackageError` for a bad manifest)."""
+    root = Path(root)
+    models = sorted(model_dirs(root))
+    if not name:
+        if len(models) != 1:
+            found = ", ".join(models) or "none"
+            raise PackageNotFound(f"{root}: expected exactly one model package (NAME/VERSION/{MANIFEST}), "
+                                  f"found {found}; choose one with --model")
+        name = models[0]
+    versions = version_dirs([root, *also], name)
+    if not versions:
+        raise PackageNotFound(f"model {name!r} not found in {root} (have: {', '.join(models) or 'none'})")
+    if version and version not in versions:
+        raise PackageNotFound(f"model {name} has no version {version!r} (have: {', '.join(versions)})")
+    return load_package(versions[version or list(versions)[-1]])

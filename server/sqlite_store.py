@@ -1,4 +1,4 @@
-"""The style library: normalised style images and their vectors per model version, in SQLite.
+"""The style store in SQLite: normalised style images and their vectors per model version.
 
 Every database call runs on one dedicated thread (a single-worker executor), so
 the event loop never blocks and the connection is never shared across threads.
@@ -9,18 +9,14 @@ acknowledges it.
 from __future__ import annotations
 
 import asyncio
-import base64
-import io
 import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from stylecast.server.errors import InvalidArgument
+from stylecast.server.style_store import StyleRecord, page_token, parse_page_token
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS style (
@@ -40,34 +36,8 @@ CREATE TABLE IF NOT EXISTS vector (
 """
 
 
-@dataclass(frozen=True)
-class StyleRecord:
-    id: str
-    name: str
-    created_ms: int
-    model_versions: tuple[str, ...] = field(default=())
-
-
-def png_bytes(image: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, "PNG")
-    return buf.getvalue()
-
-
-def _page_token(record: StyleRecord) -> str:
-    return base64.urlsafe_b64encode(f"{record.created_ms}:{record.id}".encode()).decode()
-
-
-def _parse_token(token: str) -> tuple[int, str]:
-    try:
-        created, style_id = base64.urlsafe_b64decode(token.encode()).decode().split(":", 1)
-        return int(created), style_id
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidArgument("invalid page_token: pass the next_page_token of a previous ListStyles") from None
-
-
-class StyleLibrary:
-    """Async facade over one SQLite file; every method runs on the database thread."""
+class SqliteStyleStore:
+    """The :class:`StyleStore` on one SQLite file; every method runs on the database thread."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -96,7 +66,7 @@ class StyleLibrary:
         self._executor.shutdown(wait=True)
 
     def _tx(self, sql_params: list[tuple[str, tuple]]) -> list[int]:
-        assert self._db is not None, "StyleLibrary.open() first"
+        assert self._db is not None, "SqliteStyleStore.open() first"
         with self._db:  # sqlite3 commits (durably: synchronous=FULL) or rolls back
             self._db.execute("BEGIN IMMEDIATE")
             return [self._db.execute(sql, params).rowcount for sql, params in sql_params]
@@ -141,7 +111,7 @@ class StyleLibrary:
 
     async def list(self, page_size: int, page_token: str = "") -> tuple[list[StyleRecord], str]:
         """One page in creation order and the token of the next page ("" at the end)."""
-        after = _parse_token(page_token) if page_token else (-1, "")
+        after = parse_page_token(page_token) if page_token else (-1, "")
         return await self._run(self._list, page_size, after)
 
     def _list(self, page_size, after):
@@ -149,7 +119,7 @@ class StyleLibrary:
             "SELECT id, name, created_ms FROM style WHERE (created_ms, id) > (?, ?) "
             "ORDER BY created_ms, id LIMIT ?", (*after, page_size + 1)).fetchall()
         records = [self._record(r) for r in rows[:page_size]]
-        return records, (_page_token(records[-1]) if len(rows) > page_size else "")
+        return records, (page_token(records[-1]) if len(rows) > page_size else "")
 
     async def count(self) -> int:
         return await self._run(lambda: self._db.execute("SELECT COUNT(*) FROM style").fetchone()[0])
@@ -186,15 +156,3 @@ class StyleLibrary:
             "(SELECT style_id FROM vector WHERE model = ? AND version = ?)", (model, version)).fetchall())
         return [r[0] for r in rows]
 
-
-def nearest(query: np.ndarray, ids: list[str], matrix: np.ndarray, limit: int,
-            exclude: str | None = None) -> list[tuple[str, float]]:
-    """Top ``limit`` ids by cosine similarity after centring by the mean stored vector."""
-    if not ids:
-        return []
-    mean = matrix.mean(axis=0)
-    m, q = matrix - mean, np.asarray(query, np.float32) - mean
-    norms = np.linalg.norm(m, axis=1) * np.linalg.norm(q)
-    scores = np.divide(m @ q, norms, out=np.zeros(len(ids), np.float32), where=norms > 1e-12)
-    order = [i for i in np.argsort(-scores, kind="stable") if ids[i] != exclude]
-    return [(ids[i], float(scores[i])) for i in order[:limit]]

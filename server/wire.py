@@ -1,10 +1,11 @@
-"""Conversions between the v1 protobuf messages and the engine's plain data types."""
+"""Conversions between the v1 StyleTransfer protobuf messages and the server's plain data types."""
 
 from __future__ import annotations
 
-from stylecast.server.engine import FrameResult, ImageInput, OutputSpec, StyleSpec
+from stylecast.server.codecs import ImageInput
 from stylecast.server.errors import InvalidArgument
-from stylecast.server.styles import StyleRecord
+from stylecast.server.session import FrameResult, OutputSpec, StyleSpec
+from stylecast.server.style_store import StyleRecord
 from stylecast.v1 import stylecast_pb2 as pb
 
 PIXEL_FORMATS = {pb.PIXEL_FORMAT_UNSPECIFIED: "encoded", pb.PIXEL_FORMAT_RGB24: "rgb24",
@@ -36,11 +37,6 @@ def output_spec(opts: pb.OutputOptions) -> OutputSpec:
     except KeyError:
         raise InvalidArgument(f"unknown output encoding {opts.encoding}") from None
     return OutputSpec(encoding, opts.quality, opts.width, opts.height)
-
-
-def check_model(cfg_model: str, served: str) -> None:
-    if cfg_model and cfg_model != served:
-        raise InvalidArgument(f"model {cfg_model!r} is not served here (this server serves {served!r})")
 
 
 def stylized_frame(frame_id: int, res: FrameResult) -> pb.StylizedFrame:
