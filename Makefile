@@ -5,10 +5,10 @@ BIN := $(VENV)/bin
 PORT ?= 50051
 METRICS_PORT ?= 9090
 
-.PHONY: serve test bench bench-startup bench-model train train-gpu export-v5 eval-model proto clean help prometheus-tools gpu-bundle gpu-check
+.PHONY: serve test bench bench-startup bench-model train train-gpu export-model eval-model proto clean help prometheus-tools gpu-bundle gpu-check
 
 help:
-	@echo "make serve | test | bench | bench-startup | bench-model | train | train-gpu | export-v5 | eval-model | proto | gpu-bundle | gpu-check"
+	@echo "make serve | test | bench | bench-startup | bench-model | train | train-gpu | export-model | eval-model | proto | gpu-bundle | gpu-check"
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -55,12 +55,13 @@ bench-model: $(VENV)/.dev-stamp
 
 # The v5 recipe (model/recipe.py; hours on 2 cores): block-by-block hints, then end to end, on
 # fresh teacher targets from ../shared/assets. Resumes runs/v5/$(SPEC) (else the committed
-# model/checkpoints/v5). Export it with `make export-v5`.
+# model/checkpoints/v5). Export it with `make export-model`.
 SPEC ?= rt3
 train: $(VENV)/.dev-stamp
-	nice -n 15 $(BIN)/python -m stylecast.model.recipe --spec $(SPEC) --out runs/v5/$(SPEC)
+	nice -n 15 $(BIN)/python -m stylecast.model.recipe --spec $(SPEC) --out runs/v5/$(SPEC) \
+		--start-from model/checkpoints/v5
 
-export-v5: $(VENV)/.dev-stamp
+export-model: $(VENV)/.dev-stamp
 	$(BIN)/python -m stylecast.model.recipe --spec $(SPEC) --out runs/v5/$(SPEC) --export model/builtin
 
 # Pack runs/gpu/ (teacher graph, crop set, the run's checkpoint, Keras wheels: ~27 MiB) for a lent

@@ -362,7 +362,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--spec", default="rt3")
     ap.add_argument("--stage", choices=["blocks", "e2e", "all"], default="all")
     ap.add_argument("--block-steps", type=int, default=1000)
-    ap.add_argument("--e2e-steps", type=int, default=4000)
+    ap.add_argument("--e2e-steps", type=int, default=12000)
     ap.add_argument("--pairs", type=int, default=2, help="shift pairs per batch (batch = 2 × pairs)")
     ap.add_argument("--crop", type=int, default=192, help="end-to-end crop (px, a multiple of 4)")
     ap.add_argument("--block-crop", type=int, default=128, help="block-by-block crop (px)")
@@ -373,6 +373,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=2, help="TensorFlow intra-op threads")
     ap.add_argument("--w-hint", type=float, default=0.5)
     ap.add_argument("--w-shift", type=float, default=2.0)
+    ap.add_argument("--start-from", type=Path, default=None, metavar="DIR",
+                    help="when --out holds no checkpoint, start from this one (make train: model/checkpoints/v5)")
     ap.add_argument("--export", type=Path, default=None, metavar="DIR",
                     help="do not train: export the run's student as package DIR/NAME/VERSION")
     ap.add_argument("--name", default="stylecast-small")
@@ -388,12 +390,11 @@ def main(argv: list[str] | None = None) -> None:
             tf.config.threading.set_inter_op_parallelism_threads(1)
         except RuntimeError:  # TensorFlow already started in this process: its pools stay
             pass
-    committed = REPO / "model" / "checkpoints" / "v5"
     if args.export is not None:
         export(args.out, args.export, args.name, args.version)
         return
-    if not (args.out / "student.json").exists() and (committed / "student.json").exists():
-        commit_checkpoint(committed, args.out)  # a fresh clone resumes the committed run
+    if args.start_from is not None and not (args.out / "student.json").exists():
+        commit_checkpoint(args.start_from, args.out)  # e.g. a fresh clone resumes the committed run
     if not (args.pack / "teacher.npz").exists():
         from stylecast.model import data  # noqa: PLC0415
 
