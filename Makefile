@@ -7,10 +7,10 @@ BIN := $(VENV)/bin
 PORT ?= 50051
 METRICS_PORT ?= 9090
 
-.PHONY: serve test bench bench-bounds bench-peers bench-memory bench-startup bench-model train eval-model proto clean help prometheus-tools redis-tools images images-smoke gpu-bundle gpu-check
+.PHONY: serve test bench bench-bounds bench-peers bench-memory bench-startup bench-model train train-gpu export-model eval-model proto clean help prometheus-tools redis-tools images images-smoke gpu-bundle gpu-check
 
 help:
-	@echo "make serve | test | bench | bench-bounds | bench-peers | bench-memory | bench-startup | bench-model | train | eval-model | proto | images | images-smoke | gpu-bundle | gpu-check"
+	@echo "make serve | test | bench | bench-bounds | bench-peers | bench-memory | bench-startup | bench-model | train | train-gpu | export-model | eval-model | proto | images | images-smoke | gpu-bundle | gpu-check"
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -109,16 +109,33 @@ bench-bounds: $(VENV)/.dev-stamp
 bench-startup: $(VENV)/.dev-stamp
 	$(BIN)/python -m benchmarks.startup
 
+# The built-in package vs the teacher (side by side), then the v5 candidates' cost before training.
 bench-model: $(VENV)/.dev-stamp
 	$(BIN)/python -m stylecast.model.bench
+	$(BIN)/python -m stylecast.model.candidates
 
-# Distil the built-in model from the Magenta teacher in ../shared/assets (hours on 2 cores;
-# resumes from runs/distill and model/checkpoints), then export it as the built-in package.
+# The v5 recipe (model/recipe.py; hours on 2 cores): block-by-block hints, then end to end, on
+# fresh teacher targets from ../shared/assets. Resumes runs/v5/$(SPEC) (else the committed
+# model/checkpoints/v5). Export it with `make export-model`.
+SPEC ?= rt3
 train: $(VENV)/.dev-stamp
-	$(BIN)/python -m stylecast.model.distill
-	$(BIN)/stylecast model export model/checkpoints -o model/builtin --name stylecast-small --version 4
+	nice -n 15 $(BIN)/python -m stylecast.model.recipe --spec $(SPEC) --out runs/v5/$(SPEC) \
+		--start-from model/checkpoints/v5
 
-# content/val x held-out styles at 384², built-in next to the teacher; writes the contact sheet.
+export-model: $(VENV)/.dev-stamp
+	$(BIN)/python -m stylecast.model.recipe --spec $(SPEC) --out runs/v5/$(SPEC) --export model/builtin
+
+# Pack runs/gpu/ (teacher graph, crop set, the run's checkpoint, Keras wheels: ~27 MiB) for a lent
+# GPU; the device then runs `sh runs/gpu/run.sh MINUTES` (Keras on PyTorch, checkpoint to $$OUT).
+# DRY_RUN=1 runs that script here on the CPU with KERAS_BACKEND=torch (installs torch 2.13.0).
+train-gpu: $(VENV)/.dev-stamp
+	$(BIN)/python -m stylecast.model.gpu pack --from runs/v5/$(SPEC)
+	@if [ -n "$(DRY_RUN)" ]; then \
+		$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q torch==2.13.0; \
+		$(BIN)/python -m stylecast.model.gpu dry-run --minutes 1 --pairs 1 --crop 64; fi
+
+# content/val x held-out styles at 384², every built-in package next to the teacher (style, SSIM,
+# PSNR, flicker, border); writes the contact sheet with its panning rows.
 eval-model: $(VENV)/.dev-stamp
 	$(BIN)/python -m stylecast.model.evaluate --sheet model/contact_sheet.png
 

@@ -126,6 +126,21 @@ def export_package(predictor: keras.Model, transformer: keras.Model, out_dir: st
     return write_manifest(root, name, version, style_dim, artifacts, **extra)
 
 
+def transformer_tflite(transformer: keras.Model, path: str | Path, precision: str = "fp32") -> None:
+    """Write one transformer alone as a TFLite file with a ``stylize`` signature
+    (``precision`` fp32 / fp16 / int8 as the package formats): for timing candidates."""
+    style_dim = int(transformer.inputs[1].shape[-1])
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32, name="content"),
+                                  tf.TensorSpec([None, style_dim], tf.float32, name="style")])
+    def stylize(content, style):
+        return {"stylized": transformer([content, style], training=False)}
+
+    with tempfile.TemporaryDirectory() as tmp:
+        _write_savedmodel((transformer,), {"stylize": stylize}, Path(tmp) / "sm")
+        _write_tflite(Path(tmp) / "sm", Path(path), precision, "stylize")
+
+
 def tiny_test_package(out_dir: str | Path, formats: Sequence[str] = FORMATS, seed: int = 0,
                       version: str = "1") -> ModelPackage:
     """A small randomly initialised model exported like the real one: a fixture for tests

@@ -14,8 +14,8 @@ of 16).  The transformer is built for XNNPACK on CPUs:
 - conditional instance norm (CIN): instance statistics over H, W, scale and shift
   predicted from the style vector by one linear layer per block (as in Ghiasi et al.).
 
-Raw TF ops appear only inside the custom layers below (Keras 3 rejects them on
-symbolic inputs).
+Everything is ``keras.ops`` (any backend), except that :class:`DepthToSpace` uses
+TensorFlow's own op under the TensorFlow backend so that exports hold one DEPTH_TO_SPACE.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import keras
-import tensorflow as tf
 from keras import layers, ops
 
 STYLE_DIM = 100
@@ -56,7 +55,14 @@ class DepthToSpace(layers.Layer):
         self.block = block
 
     def call(self, x):
-        return tf.nn.depth_to_space(x, self.block)
+        if keras.backend.backend() == "tensorflow":  # one DEPTH_TO_SPACE op in the TFLite export
+            import tensorflow as tf  # noqa: PLC0415
+
+            return tf.nn.depth_to_space(x, self.block)
+        b, (h, w, c) = self.block, ops.shape(x)[1:]  # the same layout with keras.ops (any backend)
+        x = ops.reshape(x, (-1, h, w, b, b, c // (b * b)))
+        x = ops.transpose(x, (0, 1, 3, 2, 4, 5))
+        return ops.reshape(x, (-1, h * b, w * b, c // (b * b)))
 
     def compute_output_shape(self, s):
         b = self.block
@@ -147,6 +153,130 @@ def build_transformer(spec: TransformerSpec = TransformerSpec(), name: str = "tr
     x = DepthToSpace(2, name="head_d2s")(x)                                   # H, 3
     out = layers.Activation("sigmoid", name="stylized")(x)
     return keras.Model([content, style], out, name=name)
+
+
+@dataclass(frozen=True)
+class StudentSpec:
+    """The v5 transformer: its style trunk at H/4 with the teacher's width (32), so that
+    each block can learn one teacher block from the teacher's own activations.
+
+    ``block`` is ``"full"`` (two 3×3 convs, each followed by CIN, as the teacher's) or
+    ``"dw"`` (two depthwise-separable 3×3 convs: depthwise 3×3, 1×1, CIN).
+    """
+
+    blocks: int = 3
+    block: str = "full"
+    stem: int = 16        # at H/2
+    trunk: int = 32       # at H/4, the residual trunk (the teacher's trunk width)
+    style_dim: int = STYLE_DIM
+
+
+# The v5 candidates (model/candidates.py times them; the recipe trains them by name).
+CANDIDATES = {
+    "rt3": StudentSpec(blocks=3, block="full"),
+    "rt4": StudentSpec(blocks=4, block="full"),
+    "dw5": StudentSpec(blocks=5, block="dw"),
+    "q5": StudentSpec(blocks=5, block="full"),
+}
+
+
+class _Layers(dict):
+    """Named layers of a student, created on first use (``get``) or read from a built model."""
+
+    def __init__(self, model: keras.Model | None = None):
+        super().__init__({} if model is None else {l.name: l for l in model.layers})
+
+    def get(self, name, make):
+        if name not in self:
+            self[name] = make(name)
+        return self[name]
+
+
+def _s_cin(L, x, style, name, relu=True):
+    x = L.get(f"{name}_cin", lambda n: ConditionalInstanceNorm(name=n))([x, style])
+    return L.get(f"{name}_relu", lambda n: layers.ReLU(name=n))(x) if relu else x
+
+
+def _s_encoder(L, spec: StudentSpec, content, style):
+    x = L.get("to_signed", lambda n: layers.Rescaling(2.0, offset=-1.0, name=n))(content)
+    x = L.get("stem_conv", lambda n: layers.Conv2D(spec.stem, 4, strides=2, padding="same", name=n))(x)  # H/2
+    x = _s_cin(L, x, style, "stem")
+    x = L.get("down1_conv", lambda n: layers.Conv2D(spec.trunk, 3, strides=2, padding="same", name=n))(x)  # H/4
+    return _s_cin(L, x, style, "down1")
+
+
+def _s_block(L, spec: StudentSpec, k: int, x, style):
+    h = x
+    for j in (1, 2):
+        if spec.block == "full":
+            h = L.get(f"res{k}_conv{j}", lambda n: layers.Conv2D(spec.trunk, 3, padding="same", name=n))(h)
+        else:
+            h = L.get(f"res{k}_dw{j}", lambda n: layers.DepthwiseConv2D(3, padding="same", name=n))(h)
+            h = L.get(f"res{k}_pw{j}", lambda n: layers.Conv2D(spec.trunk, 1, name=n))(h)
+        h = _s_cin(L, h, style, f"res{k}_{j}", relu=j == 1)
+    return L.get(f"res{k}_add", lambda n: layers.Add(name=n))([x, h])
+
+
+def _s_decoder(L, spec: StudentSpec, x, style):
+    x = L.get("up2_conv", lambda n: layers.Conv2D(spec.stem * 4, 1, name=n))(x)
+    x = L.get("up2_d2s", lambda n: DepthToSpace(2, name=n))(x)                              # H/2
+    x = L.get("up2_dw", lambda n: layers.DepthwiseConv2D(3, padding="same", name=n))(x)
+    x = L.get("up2_pw", lambda n: layers.Conv2D(spec.stem, 1, name=n))(x)
+    x = _s_cin(L, x, style, "up2")
+    x = L.get("head_conv", lambda n: layers.Conv2D(12, 3, padding="same", name=n))(x)
+    x = L.get("head_d2s", lambda n: DepthToSpace(2, name=n))(x)                             # H, 3
+    x = _s_cin(L, x, style, "head", relu=False)
+    return L.get("stylized", lambda n: layers.Activation("sigmoid", name=n))(x)
+
+
+def build_student(spec: StudentSpec = StudentSpec(), name: str = "transformer") -> keras.Model:
+    """Content N×H×W×3 [0,1] + style N×D → stylized N×H×W×3 [0,1]; H, W multiples of 4.
+
+    A 4×4 stride-2 stem (space-to-depth and a 2×2 conv in one op: this LiteRT's XNNPACK
+    does not delegate SPACE_TO_DEPTH) to 16 channels at H/2, a 3×3 stride-2 conv to the
+    32-channel trunk at H/4 (``down1_relu``), ``blocks`` residual blocks with conditional
+    instance norm (``res1_add``…), one ×2 upsampling (1×1 conv, depth-to-space, depthwise
+    3×3 + 1×1, CIN; ``up2_relu`` at H/2), a 3×3 conv to 12 channels, depth-to-space to
+    full resolution, CIN on the 3 output channels and a sigmoid.  No skips: the content
+    reaches the output only through the style trunk, as in the teacher.
+    """
+    L = _Layers()
+    content = keras.Input((None, None, 3), name="content")
+    style = keras.Input((spec.style_dim,), name="style")
+    x = _s_encoder(L, spec, content, style)
+    for k in range(1, spec.blocks + 1):
+        x = _s_block(L, spec, k, x, style)
+    return keras.Model([content, style], _s_decoder(L, spec, x, style), name=name)
+
+
+def student_parts(model: keras.Model, spec: StudentSpec) -> dict[str, keras.Model]:
+    """Pieces of a built student sharing its layers (and weights), for block-by-block hints:
+    ``encoder`` [content, style] → N×H/4×W/4×32; ``res{k}`` [x, style] → x; ``decoder``
+    [x, style] → N×H×W×3."""
+    L = _Layers(model)
+    style = keras.Input((spec.style_dim,), name="style")
+    content = keras.Input((None, None, 3), name="content")
+    parts = {"encoder": keras.Model([content, style], _s_encoder(L, spec, content, style))}
+    for k in range(1, spec.blocks + 1):
+        x = keras.Input((None, None, spec.trunk))
+        parts[f"res{k}"] = keras.Model([x, style], _s_block(L, spec, k, x, style))
+    x = keras.Input((None, None, spec.trunk))
+    parts["decoder"] = keras.Model([x, style], _s_decoder(L, spec, x, style))
+    return parts
+
+
+def teacher_hints(spec: StudentSpec) -> dict[str, tuple[str, str]]:
+    """Each student piece → (teacher tap it reads, teacher tap it must reproduce).
+
+    The student's k-th of B blocks stands for the teacher's blocks round(5(k−1)/B)+1 …
+    round(5k/B) (:data:`teacher_port.TAPS` names; the decoder's target is the image)."""
+    bounds = [round(5 * k / spec.blocks) for k in range(spec.blocks + 1)]
+    tap = lambda i: "trunk_in" if i == 0 else f"res{i}"  # noqa: E731
+    hints = {"encoder": ("content", "trunk_in")}
+    for k in range(1, spec.blocks + 1):
+        hints[f"res{k}"] = (tap(bounds[k - 1]), tap(bounds[k]))
+    hints["decoder"] = ("res5", "stylized")
+    return hints
 
 
 def build_predictor(spec: PredictorSpec = PredictorSpec(), name: str = "predictor") -> keras.Model:

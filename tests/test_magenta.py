@@ -231,3 +231,35 @@ def test_resizable_refuses_graphs_with_other_size_dependent_ops(tmp_path):
     with pytest.raises(PackageError, match=r"cannot lift its fixed size: ops \['PACK', 'SHAPE', 'STRIDED_SLICE'\]"):
         make_resizable(legacy, tmp_path / "out.tflite")
     assert not (tmp_path / "out.tflite").exists()
+
+
+@pytest.mark.skipif(not TRANSFER_F16.is_file(), reason=f"{TRANSFER_F16} not found")
+def test_keras_port_of_the_teacher_matches_litert_at_every_block_boundary(tmp_path):
+    """The Keras teacher (from the f16 file's fp16 constants, saved and reloaded as the recipe's
+    pack holds it) against LiteRT running the same file with every intermediate kept: the
+    output within 1e-4 on [0,1] and each tapped activation within 1e-4 of its own largest magnitude."""
+    from stylecast.model.teacher_port import TeacherGraph, build_teacher, extract_graph
+
+    extract_graph(TRANSFER_F16).save(tmp_path / "teacher.npz")
+    graph = TeacherGraph.load(tmp_path / "teacher.npz")
+    keras_teacher = build_teacher(graph, features=True)
+    content = content_image(Image.open(sorted((ASSETS / "content" / "val").iterdir())[0]), (384, 384))[None]
+    style = np.random.default_rng(0).normal(0, 0.5, (1, 100)).astype(np.float32)
+    it = Interpreter(model_path=str(TRANSFER_F16), experimental_preserve_all_tensors=True, num_threads=2)
+    it.allocate_tensors()
+    inputs = {d["name"]: d["index"] for d in it.get_input_details()}
+    it.set_tensor(inputs.pop("content_image"), content)
+    it.set_tensor(inputs.popitem()[1], style.reshape(1, 1, 1, 100))
+    it.invoke()
+    got = keras_teacher([content, style])
+    want = it.get_tensor(it.get_output_details()[0]["index"])
+    assert np.abs(np.asarray(got["stylized"]) - want).max() < 1e-4
+    for tap, index in graph.tap_ids().items():
+        ref = it.get_tensor(index)
+        assert np.abs(np.asarray(got[tap]) - ref).max() < 1e-4 * max(1.0, float(np.abs(ref).max())), tap
+    # any size that is a multiple of 4, any batch: rows equal single calls
+    pair = np.concatenate([content[:, :200, :300], content[:, 100:300, :300]])
+    styles = np.concatenate([style, -style])
+    batch = np.asarray(build_teacher(graph)([pair, styles]))
+    assert batch.shape == (2, 200, 300, 3)
+    np.testing.assert_allclose(batch[1:], np.asarray(build_teacher(graph)([pair[1:], styles[1:]])), atol=1e-5)

@@ -1,0 +1,229 @@
+"""The v5 student and its recipe: eval measures with known answers, the student's pieces,
+exported formats against Keras, XNNPACK partitioning, odd sizes and batches, the recipe's
+shift pairs, its training split, and a short resumable training run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stylecast.backends.base import BackendOptions, create_backend
+from stylecast.model.xnnpack import xnnpack_partitions
+from stylecast.model import data
+from stylecast.model.evaluate import SHIFTS, border_score, flicker
+
+ASSETS = data.assets_dir()
+needs_assets = pytest.mark.skipif(not (ASSETS / "models" / "magenta").is_dir(),
+                                  reason=f"teacher assets not found at {ASSETS} (../shared/assets)")
+TOLERANCE = {"savedmodel": 1e-5, "onnx": 1e-4, "tflite-fp32": 1e-4, "tflite-fp16": 3e-2, "tflite-int8": 6e-2}
+
+
+# ------------------------------------------------------------------ flicker and border
+
+def test_flicker_is_zero_for_a_steady_network_and_known_for_a_fixed_pattern():
+    rng = np.random.default_rng(0)
+    strip = rng.random((64, 64 + max(SHIFTS), 3))
+    assert flicker(lambda f: f, strip) == pytest.approx(0.0, abs=1e-9)
+    assert flicker(lambda f: 1.0 - f ** 2, strip) == pytest.approx(0.0, abs=1e-9)  # any per-pixel map
+    # A pattern fixed to the frame (odd columns +a) does not move with the scene: a pan by an
+    # odd number of px misplaces it everywhere (|Δ| = a), an even one nowhere.
+    a = 0.1
+    pattern = lambda f: f + a * (np.arange(f.shape[1]) % 2)[None, :, None]  # noqa: E731
+    odd = sum(d % 2 for d in SHIFTS) / len(SHIFTS)
+    assert flicker(pattern, strip) == pytest.approx(a * 255 * odd, rel=1e-9)
+    # A network that ignores the input's position entirely (a constant) is steady too.
+    assert flicker(lambda f: np.full_like(f, 0.3), strip) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_border_score_measures_a_band_at_the_frame_edge():
+    img = np.full((64, 96, 3), 0.5)
+    assert border_score(img) == pytest.approx(0.0, abs=1e-9)
+    band = img.copy()
+    band[:8], band[-8:], band[:, :8], band[:, -8:] = 0.3, 0.3, 0.3, 0.3
+    assert border_score(band) == pytest.approx(0.2 * 255)
+    # Only the ring counts: a change deeper inside leaves the score alone.
+    deep = img.copy()
+    deep[20:40, 30:60] = 0.9
+    assert border_score(deep) == pytest.approx(0.0, abs=1e-9)
+    one_channel = img.copy()
+    one_channel[:8, :, 0] = 0.8  # top band in red only: ring mean of red moves by 0.3 × top share
+    top_share = (8 * 96) / (64 * 96 - 48 * 80)
+    assert border_score(one_channel) == pytest.approx(0.3 * top_share * 255 / 3)
+
+
+# ------------------------------------------------------------------ the student
+
+@pytest.fixture(scope="module")
+def student():
+    import keras
+
+    from stylecast.model.networks import ConditionalInstanceNorm, StudentSpec, build_student
+
+    keras.utils.set_random_seed(7)
+    spec = StudentSpec(blocks=2, block="full", stem=8, trunk=16)
+    model = build_student(spec)
+    rng = np.random.default_rng(7)
+    for layer in model.layers:  # fresh projections barely move the output: make the style matter
+        if isinstance(layer, ConditionalInstanceNorm):
+            layer.proj.kernel.assign(rng.normal(0, 0.2, layer.proj.kernel.shape).astype("float32"))
+    return spec, model
+
+
+def test_student_pieces_compose_to_the_whole_and_share_its_weights(student):
+    from stylecast.model.networks import student_parts, teacher_hints
+
+    spec, model = student
+    parts = student_parts(model, spec)
+    rng = np.random.default_rng(1)
+    x = rng.random((2, 40, 56, 3), np.float32)
+    s = rng.normal(0, 1, (2, 100)).astype(np.float32)
+    h = np.asarray(parts["encoder"]([x, s]))
+    assert h.shape == (2, 10, 14, spec.trunk)
+    for k in range(1, spec.blocks + 1):
+        h = np.asarray(parts[f"res{k}"]([h, s]))
+    np.testing.assert_allclose(np.asarray(parts["decoder"]([h, s])), np.asarray(model([x, s])), atol=1e-5)
+    assert {v.path for v in parts["decoder"].weights} <= {v.path for v in model.weights}
+    # two student blocks stand for the teacher's five: blocks 1-2 and 3-5
+    assert teacher_hints(spec) == {"encoder": ("content", "trunk_in"), "res1": ("trunk_in", "res2"),
+                                   "res2": ("res2", "res5"), "decoder": ("res5", "stylized")}
+
+
+@pytest.fixture(scope="module")
+def student_package(student, tmp_path_factory):
+    from stylecast.model.export import export_package
+    from stylecast.model.networks import PredictorSpec, build_predictor
+
+    _, model = student
+    predictor = build_predictor(PredictorSpec(widths=(8, 16, 32, 64), strides=(2, 2, 4, 2), hidden=64))
+    return predictor, export_package(predictor, model, tmp_path_factory.mktemp("v5"), "student", "1")
+
+
+@pytest.mark.parametrize("fmt", list(TOLERANCE))
+def test_student_every_format_agrees_with_keras(student, student_package, fmt):
+    _, model = student
+    _, pkg = student_package
+    rng = np.random.default_rng(0)
+    content = rng.random((2, 48, 80, 3), np.float32)
+    style = rng.normal(0, 1, (2, 100)).astype(np.float32)
+    backend = create_backend({"savedmodel": "savedmodel", "onnx": "onnx"}.get(fmt, "litert"))
+    backend.load(pkg, BackendOptions(format=fmt, threads=1))
+    try:
+        got = backend.stylize(content, style)
+    finally:
+        backend.close()
+    want = np.asarray(model([content, style]))
+    assert got.shape == want.shape
+    assert np.abs(got - want).max() <= TOLERANCE[fmt]
+    assert np.abs(want[0] - np.asarray(model([content[:1], style[1:]]))[0]).mean() > 1e-3  # style matters
+
+
+@pytest.mark.parametrize("fmt", ["tflite-fp32", "tflite-fp16", "tflite-int8"])
+def test_student_tflite_files_are_one_xnnpack_partition_each(student_package, fmt):
+    _, pkg = student_package
+    for entry in pkg.artifact(fmt).files:
+        for sig, part in xnnpack_partitions(pkg.file_path(entry.path)).items():
+            assert part.single, f"{entry.path} [{sig}]: {part}"
+
+
+@pytest.mark.parametrize("fmt", ["tflite-int8", "tflite-fp32"])
+def test_student_odd_sizes_and_batches(student_package, fmt):
+    _, pkg = student_package
+    backend = create_backend("litert")
+    backend.load(pkg, BackendOptions(format=fmt, threads=1))
+    try:
+        rng = np.random.default_rng(2)
+        content = rng.random((3, 37, 61, 3), np.float32)
+        styles = rng.normal(0, 1, (3, 100)).astype(np.float32)
+        batch = backend.stylize(content, styles)
+        assert batch.shape == (3, 37, 61, 3) and 0.0 <= batch.min() and batch.max() <= 1.0
+        singles = np.concatenate([backend.stylize(content[i:i + 1], styles[i:i + 1]) for i in range(3)])
+        np.testing.assert_allclose(batch, singles, atol=1e-4)
+    finally:
+        backend.close()
+
+
+# ------------------------------------------------------------------ the recipe
+
+def _tiny_pack(tmp_path: Path) -> Path:
+    """A pack of three synthetic photos and a small vector bank (no teacher graph)."""
+    import io
+
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    blobs = []
+    for h, w in ((90, 120), (100, 100), (80, 140)):
+        buf = io.BytesIO()
+        Image.fromarray((rng.random((h, w, 3)) * 255).astype(np.uint8)).save(buf, "PNG")
+        blobs.append(np.frombuffer(buf.getvalue(), np.uint8))
+    path = tmp_path / "pack"
+    path.mkdir()
+    np.savez(path / "crops.npz", bytes=np.concatenate(blobs), offsets=np.cumsum([0] + [len(b) for b in blobs]))
+    np.savez(path / "styles.npz", vectors=rng.normal(0, 1, (6, 100)).astype(np.float32),
+             kinds=np.array([0, 0, 0, 0, 1, 1], np.int8))
+    return path
+
+
+def test_batches_are_seeded_and_their_second_half_is_the_first_moved(tmp_path):
+    from stylecast.model.recipe import Pack, make_batch
+
+    pack = Pack(_tiny_pack(tmp_path))
+    content, style, shift = make_batch(pack, step=3, seed=1, pairs=2, crop=48)
+    again = make_batch(pack, step=3, seed=1, pairs=2, crop=48)
+    np.testing.assert_array_equal(content, again[0])
+    assert not np.array_equal(content, make_batch(pack, step=4, seed=1, pairs=2, crop=48)[0])
+    assert content.shape == (4, 48, 48, 3) and style.shape == (4, 100)
+    np.testing.assert_array_equal(style[:2], style[2:])
+    dy, dx = shift[0]
+    assert (dy, dx) != (0, 0) and np.all(shift == shift[0])
+    for i in range(2):  # b[y, x] = a[y + dy, x + dx] wherever both exist
+        a, b = content[i], content[2 + i]
+        ys, xs = slice(max(0, -dy), 48 - max(0, dy)), slice(max(0, -dx), 48 - max(0, dx))
+        ys_a, xs_a = slice(ys.start + dy, ys.stop + dy), slice(xs.start + dx, xs.stop + dx)
+        np.testing.assert_array_equal(b[ys, xs], a[ys_a, xs_a])
+
+
+@needs_assets
+def test_recipe_pack_reads_only_training_images_and_a_short_run_resumes(tmp_path, monkeypatch):
+    """Build a real pack from a small assets tree (recording every image read), then train two
+    steps of each stage, then two more of the second: the run resumes from its checkpoint."""
+    from PIL import Image
+
+    from stylecast.model import recipe
+
+    root = tmp_path / "assets"
+    (root / "models").mkdir(parents=True)
+    (root / "models" / "magenta").symlink_to(ASSETS / "models" / "magenta")
+    (root / "styles").mkdir()
+    for p in data.train_styles(ASSETS)[:2] + data.heldout_styles(ASSETS)[:2]:
+        (root / "styles" / p.name).symlink_to(p)
+    for split in ("train", "val"):
+        (root / "content" / split).mkdir(parents=True)
+        for p in sorted((ASSETS / "content" / split).iterdir())[:3]:
+            (root / "content" / split / p.name).symlink_to(p)
+    read: list[str] = []
+    real_open = Image.open
+    monkeypatch.setattr(Image, "open", lambda p, *a, **k: read.append(Path(str(p)).name) or real_open(p, *a, **k))
+    pack = tmp_path / "pack"
+    recipe.build_pack(root, pack, seed=0, crops_per_painting=2, photo_styles=2)
+    monkeypatch.setattr(Image, "open", real_open)
+    assert read, "the pack builder read no image"
+    assert not set(read) & set(data.HELDOUT_STYLES)
+    assert not set(read) & {p.name for p in (root / "content" / "val").iterdir()}
+    styles = np.load(pack / "styles.npz")
+    assert styles["vectors"].shape == (2 * 2 + 2, 100)
+
+    out = tmp_path / "run"
+    args = ["--pack", str(pack), "--out", str(out), "--spec", "rt3", "--pairs", "1", "--crop", "48",
+            "--block-crop", "32", "--block-steps", "2", "--save-every", "1", "--threads", "1"]
+    recipe.main(args + ["--e2e-steps", "2"])
+    meta = json.loads((out / "student.json").read_text())
+    assert meta == {"spec": "rt3", "steps": {"blocks": 2, "e2e": 2}}
+    first = (out / "student.weights.h5").read_bytes()
+    recipe.main(args + ["--e2e-steps", "4"])
+    assert json.loads((out / "student.json").read_text())["steps"] == {"blocks": 2, "e2e": 4}
+    assert (out / "student.weights.h5").read_bytes() != first
+    assert (out / "optimizer_e2e.npz").exists()
