@@ -129,7 +129,15 @@ class StylizeStream:
                 unwritten = item
                 response = self._fits(await item.future, item)
                 write = asyncio.ensure_future(self._write(response))
-                if not (await asyncio.wait((write,), timeout=self._stall_s))[0]:
+                try:
+                    sent = (await asyncio.wait((write,), timeout=self._stall_s))[0]
+                except asyncio.CancelledError:
+                    # the call ended while this task waited: an answer already sent still counts as sent
+                    if write.done() and not write.cancelled() and write.exception() is None:
+                        unwritten = None
+                        self._metrics.frame_answered(item.backend, item.outcome)
+                    raise
+                if not sent:
                     # not cancelled (a cancelled grpc write breaks the call): the status follows it
                     write.add_done_callback(lambda w: w.cancelled() or w.exception())
                     raise Stalled(f"no answer could be sent for {self._stall_s:g} s (stall_timeout_s): the client "
