@@ -605,6 +605,32 @@ def model_import_magenta(
     typer.echo(f"{package.path}  formats: {', '.join(package.artifacts)}")
 
 
+@model_app.command("export-mobile")
+def model_export_mobile(
+    package: Annotated[Path, typer.Argument(help="Package folder NAME/VERSION (with a savedmodel artifact).")],
+    output: Annotated[Path, typer.Option("--output", "-o", file_okay=False, help="Folder to write into.")],
+    size: Annotated[list[int] | None, typer.Option(
+        "--size", help="Square frame side the app feeds, a multiple of 16 (repeatable; default 512).")] = None,
+    precision: Annotated[list[str] | None, typer.Option(
+        "--precision", help="TFLite weights: fp16, int8 (repeatable; default both).")] = None,
+    coreml: Annotated[bool, typer.Option(help="Also write Core ML packages (needs coremltools).")] = True,
+) -> None:
+    """Write TFLite (fp16, int8) and Core ML files with fixed input shapes, and mobile.json describing
+    their inputs and outputs (needs TensorFlow; Core ML needs coremltools: the tf and mobile extras)."""
+    from stylecast.model.mobile import PRECISIONS, MobileExportError, export_mobile
+
+    if not (package / "manifest.json").is_file():
+        raise _fail(f"{package}: not a model package folder (no manifest.json)")
+    try:
+        manifest = export_mobile(package, output, tuple(size or (512,)), tuple(precision or PRECISIONS), coreml)
+    except MobileExportError as exc:
+        raise _fail(str(exc)) from None
+    for entry in manifest["tflite"] + manifest["coreml"]:
+        shapes = " ".join(f"{t['name']}{t['shape']}" for t in entry["inputs"] + entry["outputs"])
+        typer.echo(f"{output / entry['file']}\t{entry['bytes']}\t{shapes}")
+    typer.echo(f"{output / 'mobile.json'}")
+
+
 def main() -> None:
     app()
 
