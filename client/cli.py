@@ -531,6 +531,8 @@ def models_compare(
     per metric and a contact sheet PNG side by side."""
     from contextlib import ExitStack
 
+    from tqdm import tqdm
+
     from stylecast.model.compare import CompareError, PackageModel, builtin_package, compare, image_files
 
     _check_output_folder(sheet)
@@ -556,8 +558,10 @@ def models_compare(
                 path = judge or builtin_package()
                 judged = (f"the style predictor of {path}", PackageModel(path, "", threads))
                 stack.callback(judged[1].close)
-            report = compare(models[0], models[1], judged, style_files, content_files, size,
-                             tuple(speed_size or (384, 512)), speed_frames, speed_rounds, sheet)
+            sizes = tuple(speed_size or (384, 512))
+            with tqdm(total=len(content_files) + len(sizes), unit="step", desc="compare", leave=False) as bar:
+                report = compare(models[0], models[1], judged, style_files, content_files, size, sizes,
+                                 speed_frames, speed_rounds, sheet, progress=bar.update)
         except CompareError as exc:
             raise _fail(str(exc)) from None
     for line in report.lines():

@@ -27,7 +27,7 @@ same" within :data:`TOLERANCE`.  The measures are those of ``make eval-model``
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -227,10 +227,12 @@ def _fps(models: Sequence[Model], content: np.ndarray, frames: int, rounds: int)
 
 def compare(a: Model, b: Model, judge: tuple[str, PackageModel], styles: Sequence[Path], contents: Sequence[Path],
             size: int = 384, speed_sizes: Sequence[int] = (384, 512), speed_frames: int = 5,
-            speed_rounds: int = 2, sheet: Path | None = None) -> Report:
+            speed_rounds: int = 2, sheet: Path | None = None,
+            progress: Callable[[int], None] | None = None) -> Report:
     """Evaluate ``a`` and ``b`` (see the module docstring); with ``sheet``, write the contact sheet
     PNG: per content photo, a row of A's outputs then a row of B's, one column per style, then
-    panning rows of the first photo.  Raises :class:`CompareError` (and whatever the SDK raises)."""
+    panning rows of the first photo; ``progress(n)`` is called after each photo and each timed size.
+    Raises :class:`CompareError` (and whatever the SDK raises)."""
     judge_name, judge_model = judge
     s_imgs = np.stack([style_image(Image.open(p)) for p in styles])
     c_imgs = np.stack([style_image(Image.open(p)) for p in contents])
@@ -259,6 +261,8 @@ def compare(a: Model, b: Model, judge: tuple[str, PackageModel], styles: Sequenc
             sc.add_flicker(nets[k], strip)
         if pans is None:
             pans = (strip, nets)
+        if progress is not None:
+            progress(1)
     ma, mb = (sc.means() for sc in scores)
     verdicts = [Verdict("style score", ma["style"], mb["style"], True, False, TOLERANCE["style"]),
                 Verdict("SSIM to content", ma["ssim"], mb["ssim"], True, False, TOLERANCE["ssim"]),
@@ -267,6 +271,8 @@ def compare(a: Model, b: Model, judge: tuple[str, PackageModel], styles: Sequenc
         photo = square(contents[0], n)
         fa, fb = _fps(models, photo, speed_frames, speed_rounds)
         verdicts.append(Verdict(f"speed {n}^2 (frames/s)", fa, fb, True, True, TOLERANCE["fps"]))
+        if progress is not None:
+            progress(1)
     report = Report(a.label, b.label, (a.description, b.description), judge_name, size, len(contents),
                     len(styles), verdicts)
     if sheet is not None:
