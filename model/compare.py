@@ -174,7 +174,8 @@ class Verdict:
     def line(self, a: str, b: str) -> str:
         d = self.difference
         tol = f"{self.tolerance:.0%}" if self.relative else f"{self.tolerance:.2f}"
-        by = f"{abs(d):.0%}" if self.relative else f"{abs(d):.3f}"
+        lo, hi = sorted((abs(self.a), abs(self.b)))
+        by = f"a factor of {hi / max(lo, 1e-12):.2f}" if self.relative else f"{abs(d):.3f}"
         values = f"{self.a:.3f} vs {self.b:.3f}"
         if abs(d) <= self.tolerance:
             return f"{self.metric}: about the same ({values}; within ±{tol})"

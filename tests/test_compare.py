@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from stylecast.client.cli import app
 from stylecast.model import data
-from stylecast.model.compare import builtin_package
+from stylecast.model.compare import Verdict, builtin_package
 from stylecast.model.magenta import import_magenta
 from stylecast.model.quality import SHIFTS
 
@@ -54,6 +54,16 @@ def verdict(output: str, metric: str) -> str:
 def sheet_size(contents: int, styles: int, models: int = 2) -> tuple[int, int]:
     """The contact sheet's documented layout (model.scoring.contact_sheet)."""
     return (max(styles, len(SHIFTS) + 1) + 1) * CELL, (1 + models * contents + models) * CELL + 40
+
+
+def test_verdicts_name_the_better_model_and_by_how_much() -> None:
+    assert Verdict("style score", 0.50, 0.45, True, False, 0.02).line("A", "B") == \
+        "style score: A better by 0.050 (0.500 vs 0.450; tolerance ±0.02)"
+    assert Verdict("style score", 0.50, 0.49, True, False, 0.02).line("A", "B").startswith(
+        "style score: about the same (0.500 vs 0.490; within ±0.02)")
+    assert Verdict("flicker", 12.0, 9.0, False, True, 0.05).line("A", "B").startswith("flicker: B better by a factor of 1.33")
+    assert Verdict("speed", 20.0, 10.0, True, True, 0.05).line("A", "B").startswith("speed: A better by a factor of 2.00")
+    assert Verdict("speed", 20.0, 19.5, True, True, 0.05).line("A", "B").startswith("speed: about the same")
 
 
 @pytest.fixture
