@@ -552,9 +552,10 @@ def models_compare(
         try:
             style_files = image_files(styles, "--styles")
             content_files = image_files(contents, "--contents")
-            models = [_compare_model(spec, client, format, threads) for spec in (a, b)]
-            for m in models:
-                stack.callback(m.close)
+            models = []
+            for spec in (a, b):
+                models.append(_compare_model(spec, client, format, threads))
+                stack.callback(models[-1].close)
             if judge is None and isinstance(models[0], PackageModel):
                 judged = ("A's style predictor", models[0])
             else:
