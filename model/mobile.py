@@ -26,6 +26,8 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from stylecast.backends.package import PackageError, load_package
 from stylecast.model.preprocess import STYLE_SIZE
 
@@ -78,8 +80,7 @@ def _sha256(path: Path) -> str:
 def tflite_io(path: Path, signature: str) -> dict:
     """The inputs and outputs of one signature of a TFLite file, as LiteRT reports them:
     ``{"inputs": [{name, tensor, shape, dtype}], "outputs": [...]}`` (sorted by name)."""
-    import numpy as np  # noqa: PLC0415
-    from ai_edge_litert.interpreter import Interpreter  # noqa: PLC0415
+    from ai_edge_litert.interpreter import Interpreter  # noqa: PLC0415 - the litert extra
 
     runner = Interpreter(model_path=str(path)).get_signature_runner(signature)
 
@@ -176,8 +177,6 @@ def export_mobile(package_dir: str | Path, out_dir: str | Path, sizes: Sequence[
 def _write_coreml(ct, cf, out: Path, key: str, endpoint: str, model: str) -> dict:
     """One ML Program from a fixed-shape concrete function; its features renamed to the
     signature names (the converter names outputs after graph nodes)."""
-    import numpy as np  # noqa: PLC0415
-
     name = "StylePredict" if endpoint == "predict_style" else f"Stylize{key.rsplit('_', 1)[1]}"
     inputs = [ct.TensorType(name=t.name, shape=tuple(t.shape), dtype=np.float32) for t in cf.structured_input_signature[0]]
     mlmodel = ct.convert([cf], source="tensorflow", convert_to="mlprogram", inputs=inputs,

@@ -11,6 +11,7 @@ Core ML predictions need an Apple platform and are not run.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import subprocess
 import sys
@@ -63,6 +64,8 @@ for p in sorted(out.glob("*.mlpackage")):
 
 @pytest.fixture(scope="module")
 def exported(tiny_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    if importlib.util.find_spec("coremltools") is None:
+        pytest.skip("coremltools not installed (the mobile extra; make test installs it)")
     out = tmp_path_factory.mktemp("mobile")
     proc = subprocess.run([sys.executable, "-c", EXPORT, str(tiny_models_dir / "tiny" / "1"), str(out), str(SIZE)],
                           capture_output=True, text=True)
