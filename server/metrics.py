@@ -31,9 +31,9 @@ RPC_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5
 STREAM_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 21600.0)
 LOAD_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
-# Online quality (server/online_quality.py): centred cosine in [-1, 1] and SSIM in [-1, 1], mostly 0..1.
-STYLE_SCORE_BUCKETS = (-0.5, -0.25, 0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
-SSIM_BUCKETS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
+# Online quality (server/online_quality.py), observed clamped to [0, 1]: a histogram with a negative
+# bucket has no _sum (negative observations would break its counter-reset detection).
+QUALITY_BUCKETS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 1.0)
 # What became of a frame picked for online quality: scored, dropped (the scorer was busy), failed.
 QUALITY_OUTCOMES = ("scored", "dropped", "failed")
 STAGES = ("queue", "decode", "infer", "encode", "total")
@@ -149,12 +149,13 @@ class Metrics:
         self.quality_style = Histogram(
             "stylecast_quality_style_score",
             "Online quality, sampled frames: centred cosine of the model's style vector of the output and the "
-            "requested style vector (1 = the output carries exactly the requested style).",
-            ["model", "version"], buckets=STYLE_SCORE_BUCKETS, registry=r)
+            "requested style vector, negatives as 0 (1 = the output carries exactly the requested style).",
+            ["model", "version"], buckets=QUALITY_BUCKETS, registry=r)
         self.quality_content = Histogram(
             "stylecast_quality_content_ssim",
-            "Online quality, sampled frames: SSIM of the greyscale output and input at 128 px (1 = content fully kept).",
-            ["model", "version"], buckets=SSIM_BUCKETS, registry=r)
+            "Online quality, sampled frames: SSIM of the greyscale output and input at 128 px, negatives as 0 "
+            "(1 = content fully kept).",
+            ["model", "version"], buckets=QUALITY_BUCKETS, registry=r)
         self.quality_samples = Counter(
             "stylecast_quality_samples_total",
             "Frames picked for online quality: scored, dropped (the scorer was busy) or failed.",
@@ -203,10 +204,11 @@ class Metrics:
         self.version_weight_percent.labels(model, version).set(percent)
 
     def quality_scored(self, model: str, version: str, style: float | None, ssim: float) -> None:
-        """One sampled frame's scores (``style`` None: no reference mean for it yet)."""
+        """One sampled frame's scores in [-1, 1], recorded clamped to [0, 1] (``style`` None: no
+        reference mean for it yet)."""
         if style is not None:
-            self.quality_style.labels(model, version).observe(style)
-        self.quality_content.labels(model, version).observe(ssim)
+            self.quality_style.labels(model, version).observe(max(0.0, style))
+        self.quality_content.labels(model, version).observe(max(0.0, ssim))
         self.quality_samples.labels(model, version, "scored").inc()
 
     def quality_sample(self, model: str, version: str, outcome: str) -> None:
