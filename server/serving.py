@@ -239,7 +239,8 @@ class ServingSlot:
         self.split.weights = {}
         for i, previous in enumerate(replaced):
             del self._versions[previous.key]
-            self._draining.pop(previous.key, None)
+            if (drained := self._draining.pop(previous.key, None)) is not None:
+                drained.set()  # its drain task has nothing left to do
             if i == 0:  # the former default: a swap
                 m.model_swapped(previous.labels, model.labels, model.load_seconds, model.backend.memory_bytes)
                 self._registry.swapped(model.package)
