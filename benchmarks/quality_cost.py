@@ -11,8 +11,8 @@
    and client together: both run in this process).
 4. **What the scores mean** (needs ``../shared/assets``): the built-in model on the validation
    photos × the style paintings, mean style score against the requested style, against another
-   style (what an output in the wrong style scores), and with strength 0 (the photo's own style vector), and mean
-   content SSIM of each.
+   style (what an output in the wrong style scores), and with strength 0 (the photo's own style
+   vector), and mean content SSIM of each.
 """
 
 from __future__ import annotations
@@ -170,8 +170,8 @@ def main() -> None:
     score_ms, infer_ms = scoring_cost(args.format, args.size, args.repeat)
     print(f"[quality] one sampled frame at {args.size}²: {score_ms:.1f} ms CPU (SSIM at 128 px + the style "
           f"predictor, one thread); one inference: {infer_ms:.1f} ms CPU ({args.format})")
-    print(f"[quality] at the default sampling (1 in {DEFAULT_EVERY}): {score_ms / (DEFAULT_EVERY * infer_ms) * 100:.2f} % "
-          f"of inference CPU (an upper bound of the share of serving CPU; goal < 2 %)")
+    share = score_ms / (DEFAULT_EVERY * infer_ms) * 100
+    print(f"[quality] at the default sampling (1 in {DEFAULT_EVERY}): {share:.2f} % of inference CPU (an upper bound of the share of serving CPU; goal < 2 %)")
     if not args.skip_served:
         served = side_by_side(args.size, args.frames, args.rounds)
         base = statistics.mean(served[0])
@@ -184,7 +184,8 @@ def main() -> None:
     if table is None:
         print("[quality] ../shared/assets not found: no score table for the built-in model")
         return
-    print(f"[quality] built-in model, {table['photos']} validation photos × {table['styles']} styles at ≤ {args.size} px:")
+    print(f"[quality] built-in model, {table['photos']} validation photos × {table['styles']} styles "
+          f"at ≤ {args.size} px:")
     print(f"  style score vs the requested style {table['style']:.3f}, vs another style {table['other']:.3f}, "
           f"the photo's own style (strength 0) {table['none']:.3f}")
     print(f"  content SSIM stylized {table['ssim']:.3f}, strength 0 {table['ssim_none']:.3f}")

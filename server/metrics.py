@@ -135,7 +135,8 @@ class Metrics:
         self.model_info = Gauge("stylecast_model_info", "The loaded model version (series removed on unload).",
                                 ["model", "version", "backend", "format"], registry=r)
         self.version_frames = Counter(
-            "stylecast_version_frames_total", "Frames stylized (streams and StylizeImage) by each loaded model version.",
+            "stylecast_version_frames_total",
+            "Frames stylized (streams and StylizeImage) by each loaded model version.",
             ["model", "version"], registry=r)
         self.version_streams = Counter(
             "stylecast_version_streams_total", "Stylize streams assigned to each loaded model version.",
@@ -144,7 +145,8 @@ class Metrics:
             "stylecast_version_open_streams", "Stylize streams open on each loaded model version.",
             ["model", "version"], registry=r)
         self.version_weight_percent = Gauge(
-            "stylecast_version_traffic_percent", "Share of new streams and calls each loaded version gets (traffic split).",
+            "stylecast_version_traffic_percent",
+            "Share of new streams and calls each loaded version gets (traffic split).",
             ["model", "version"], registry=r)
         self.quality_style = Histogram(
             "stylecast_quality_style_score",

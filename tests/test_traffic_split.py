@@ -97,6 +97,7 @@ async def test_an_80_20_split_shares_200_streams_by_weight_and_each_keeps_its_ve
         style = await register(stub, picture(96, 96, seed=1))
         shares = {v.version: v.percent for v in await client.traffic_split()}
         assert shares == {"4": 80, "5": 20}
+        assert set((await client.get_style(style.id)).model_versions) == {f"{MODEL}:4", f"{MODEL}:5"}
         streams = []
         for wave in range(10):  # 200 streams, 20 open at once, 2-3 frames each
             batch = [Stream(stub, style.id) for _ in range(20)]
