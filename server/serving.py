@@ -235,7 +235,7 @@ class ServingSlot:
             m.model_loaded(*model.labels, model.load_seconds, model.backend.memory_bytes)
             self._publish_split()
             return
-        replaced, self._default = self.current_and_others(key), key
+        replaced, self._default = self._replaced_by(key), key
         self.split.weights = {}
         for i, previous in enumerate(replaced):
             del self._versions[previous.key]
@@ -250,7 +250,7 @@ class ServingSlot:
             self._retire(previous, version_gone=True)
         self._publish_split()
 
-    def current_and_others(self, new: ModelKey) -> list[LoadedModel]:
+    def _replaced_by(self, new: ModelKey) -> list[LoadedModel]:
         """Every loaded version but ``new``, the default first."""
         others = [mdl for k, mdl in sorted(self._versions.items()) if k != new and k != self._default]
         return ([self._versions[self._default]] if self._default in self._versions else []) + others

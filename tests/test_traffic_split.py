@@ -31,12 +31,12 @@ RAW = pb.OutputOptions(encoding=pb.ENCODING_RAW_RGB24)
 
 @pytest.fixture(scope="module")
 def two_versions(tmp_path_factory) -> Path:
-    """A models folder with ``stylecast-small`` at versions 4 and 5 (the built-in model, fp32 only)."""
+    """A models folder with ``stylecast-small`` at versions 4, 5 and 6 (the built-in model, fp32 only)."""
     source = next((BUILTIN_DIR / MODEL).iterdir())
     manifest = json.loads((source / "manifest.json").read_text())
     files = manifest["artifacts"][FORMAT]["files"]
     root = tmp_path_factory.mktemp("models")
-    for version in ("4", "5"):
+    for version in ("4", "5", "6"):
         folder = root / MODEL / version
         for f in files:
             (folder / f["path"]).parent.mkdir(parents=True, exist_ok=True)
@@ -198,6 +198,27 @@ async def test_unloading_a_version_with_open_streams_drains_them_without_losing_
     assert value(samples, "stylecast_version_frames_total", model=MODEL, version="4") == \
         4 * (len(streams) - len(on_5)) + 3 * len(late)
     assert value(samples, "stylecast_model_ready", model=MODEL, backend="litert") == 1
+
+
+async def test_a_plain_load_of_another_version_replaces_every_split_version_mid_stream(split_server):
+    """LoadModel (not a split) keeps its hot-swap meaning: the new version replaces all loaded ones,
+    and their open streams go on on it without a lost frame."""
+    server = await split_server(traffic_split="4=80,5=20", model_version="4")
+    frame = picture(64, 64, seed=7)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}", options=CHANNEL_OPTIONS) as channel, \
+            AsyncClient(f"127.0.0.1:{server.port}") as client:
+        stub = pb_grpc.StyleTransferStub(channel)
+        style = await register(stub, picture(96, 96, seed=1))
+        streams = [Stream(stub, style.id, version="4"), Stream(stub, style.id, version="5")]
+        for s in streams:
+            await s.send(frame)
+        info = await client.load_model(MODEL, "6")
+        assert info.version == "6"
+        assert [(v.version, v.percent) for v in await client.traffic_split()] == [("6", 100)]
+        for s in streams:
+            await s.send(frame)
+        await asyncio.gather(*(s.close() for s in streams))
+    assert [s.versions for s in streams] == [["4", "6"], ["5", "6"]]
 
 
 async def test_invalid_splits_are_refused_with_what_to_change_and_change_nothing(split_server):
