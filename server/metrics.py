@@ -190,6 +190,13 @@ class Metrics:
         """``frames`` stream frames ended with ``outcome`` (one of :data:`OUTCOMES`)."""
         self._children(backend)[1][outcome].inc(frames)
 
+    def version_loaded(self, model: str, version: str) -> None:
+        """Create a newly loaded version's series at 0, so rates and means exist from the start."""
+        for metric in self._versioned:
+            metric.labels(model, version)
+        for outcome in QUALITY_OUTCOMES:
+            self.quality_samples.labels(model, version, outcome)
+
     def version_frame(self, model: str, version: str) -> None:
         """A frame was stylized by ``model`` at ``version``."""
         if (child := self._version_frame_children.get((model, version))) is None:

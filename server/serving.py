@@ -230,6 +230,7 @@ class ServingSlot:
             self._registry.set(old.package, old.format, state=AVAILABLE)
             self._retire(old)
             return
+        m.version_loaded(*key)
         if self._default is None or (alongside and key[0] == self._default[0]):
             self._default = self._default or key
             m.model_loaded(*model.labels, model.load_seconds, model.backend.memory_bytes)

@@ -100,7 +100,7 @@ async def test_without_enough_styles_for_a_centre_only_content_is_scored(builtin
         samples = await scrape(server.metrics_endpoint.port)
     labels = dict(model=MODEL, version="4")
     assert value(samples, "stylecast_quality_content_ssim_count", **labels) == await scored(server)
-    assert value(samples, "stylecast_quality_style_score_count", **labels) is None
+    assert value(samples, "stylecast_quality_style_score_count", **labels) == 0  # created at load, never observed
 
 
 async def test_sampling_off_scores_nothing(builtin_server):
