@@ -75,8 +75,9 @@ def scoring_cost(fmt: str, size: int, repeat: int) -> tuple[float, float]:
         backend.close()
 
 
-async def _served_cpu(every: int, size: int, frames: int, tmp: Path) -> float:
-    """Process CPU ms per frame of one raw stream through an in-process server."""
+async def _served_cpu(every: int, size: int, frames: int, tmp: Path) -> tuple[float, int, int]:
+    """(process CPU ms per frame of one raw stream through an in-process server, frames scored,
+    samples dropped because the scorer was busy)."""
     import grpc
 
     from stylecast.server.app import start
@@ -111,13 +112,17 @@ async def _served_cpu(every: int, size: int, frames: int, tmp: Path) -> float:
             await asyncio.sleep(0.05)
             cpu = time.process_time() - t
             assert answered == frames
-        return cpu / frames * 1e3
+        name, version = server.engine.slot.model.key
+        counts = [server.engine.metrics.registry.get_sample_value(
+            "stylecast_quality_samples_total", {"model": name, "version": version, "outcome": o}) or 0
+            for o in ("scored", "dropped")]
+        return cpu / frames * 1e3, int(counts[0]), int(counts[1])
     finally:
         await server.stop(1.0)
 
 
-def side_by_side(size: int, frames: int, rounds: int) -> dict[int, list[float]]:
-    out: dict[int, list[float]] = {0: [], DEFAULT_EVERY: [], 1: []}
+def side_by_side(size: int, frames: int, rounds: int) -> dict[int, list[tuple[float, int, int]]]:
+    out: dict[int, list[tuple[float, int, int]]] = {0: [], DEFAULT_EVERY: [], 1: []}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(rounds):
             for every in (list(out) if r % 2 == 0 else list(out)[::-1]):
@@ -171,15 +176,18 @@ def main() -> None:
     print(f"[quality] one sampled frame at {args.size}²: {score_ms:.1f} ms CPU (SSIM at 128 px + the style "
           f"predictor, one thread); one inference: {infer_ms:.1f} ms CPU ({args.format})")
     share = score_ms / (DEFAULT_EVERY * infer_ms) * 100
-    print(f"[quality] at the default sampling (1 in {DEFAULT_EVERY}): {share:.2f} % of inference CPU (an upper bound of the share of serving CPU; goal < 2 %)")
+    print(f"[quality] at the default sampling (1 in {DEFAULT_EVERY}): {share:.2f} % of inference CPU "
+          "(an upper bound of the share of serving CPU; goal < 2 %)")
     if not args.skip_served:
         served = side_by_side(args.size, args.frames, args.rounds)
-        base = statistics.mean(served[0])
+        base = statistics.mean(r[0] for r in served[0])
         for every, runs in served.items():
             label = "off" if not every else f"1 in {every}"
             print(f"[quality] served stream {args.size}² raw, sampling {label}: "
-                  f"{', '.join(f'{r:.1f}' for r in runs)} ms process CPU per frame "
-                  f"({statistics.mean(runs) / base:.3f}× off)")
+                  f"{', '.join(f'{r[0]:.1f}' for r in runs)} ms process CPU per frame "
+                  f"({statistics.mean(r[0] for r in runs) / base:.3f}× off); frames scored "
+                  f"{', '.join(str(r[1]) for r in runs)}, dropped (scorer busy) "
+                  f"{', '.join(str(r[2]) for r in runs)}")
     table = meaning(args.format, args.size, args.contents)
     if table is None:
         print("[quality] ../shared/assets not found: no score table for the built-in model")
