@@ -109,8 +109,10 @@ class Sessions:
 class Session:
     """A resolved style plus output options for one stream (or one image).
 
-    Each frame runs on the model serving when it reaches inference, with that model
-    version's style vector (resolved once per version, so a swap mid-stream is seamless).
+    Each frame runs on the artifact serving the assigned version when it reaches inference (a
+    better artifact of that version swapped in is used at once; a version replaced by a plain
+    load hands its frames to the new default), with that model version's style vector
+    (resolved once per version, so a swap mid-stream is seamless).
     The content vector (strength < 1) is computed from the first frame, refreshed every
     ``content_vector_refresh`` frames and on a version change, never per frame.
     """
