@@ -323,7 +323,7 @@ def parse_model(msg: apb.ModelInfo) -> ModelInfo:
 
 
 def parse_backend(msg: apb.BackendInfo) -> BackendInfo:
-    return BackendInfo(msg.name, msg.installed, tuple(msg.formats), msg.serving)
+    return BackendInfo(msg.name, msg.installed, tuple(msg.formats), msg.serving, msg.unavailable)
 
 
 def parse_traffic(msg: apb.TrafficSplit) -> list[VersionTraffic]:

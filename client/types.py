@@ -215,3 +215,4 @@ class BackendInfo:
     installed: bool
     formats: tuple[str, ...]
     serving: bool
+    unavailable: str = ""  # why it cannot run on that server; "" when it can

@@ -55,7 +55,8 @@ class ModelAdminServicer(apb_grpc.ModelAdminServicer):
 
     async def ListBackends(self, request: apb.ListBackendsRequest, context) -> apb.ListBackendsResponse:
         return apb.ListBackendsResponse(backends=[
-            apb.BackendInfo(name=b.name, installed=b.installed, formats=b.formats, serving=b.serving)
+            apb.BackendInfo(name=b.name, installed=b.installed, formats=b.formats, serving=b.serving,
+                            unavailable=b.unavailable)
             for b in self.control.backends()])
 
     async def SetTrafficSplit(self, request: apb.SetTrafficSplitRequest, context) -> apb.TrafficSplit:

@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
-from stylecast.backends.base import backend_formats, backend_names, is_installed
+from stylecast.backends.base import backend_formats, backend_names, is_installed, unavailable
 from stylecast.server.config import ConfigError, ServerConfig, parse_load_order
 from stylecast.server.errors import FailedPrecondition, InvalidArgument, NotFound
 from stylecast.server.loader import Loader
@@ -30,6 +30,7 @@ class BackendStatus:
     installed: bool
     formats: tuple[str, ...]
     serving: bool
+    unavailable: str  # why it cannot run here; "" when it can
 
 
 @dataclass(frozen=True)
@@ -165,6 +166,8 @@ class ModelControl:
         return served
 
     def backends(self) -> list[BackendStatus]:
-        """Every registered backend, whether its runtime is installed and whether it serves."""
+        """Every registered backend: whether its runtime is installed, why it cannot run here
+        ("" when it can: the checks ``--backend auto`` makes) and whether it serves."""
         serving = self._slot.model.backend.name
-        return [BackendStatus(n, is_installed(n), backend_formats(n), n == serving) for n in backend_names()]
+        return [BackendStatus(n, is_installed(n), backend_formats(n), n == serving, unavailable(n))
+                for n in backend_names()]

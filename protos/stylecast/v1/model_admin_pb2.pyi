@@ -182,16 +182,18 @@ class WatchModelRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
 
 class BackendInfo(_message.Message):
-    __slots__ = ("name", "installed", "formats", "serving")
+    __slots__ = ("name", "installed", "formats", "serving", "unavailable")
     NAME_FIELD_NUMBER: _ClassVar[int]
     INSTALLED_FIELD_NUMBER: _ClassVar[int]
     FORMATS_FIELD_NUMBER: _ClassVar[int]
     SERVING_FIELD_NUMBER: _ClassVar[int]
+    UNAVAILABLE_FIELD_NUMBER: _ClassVar[int]
     name: str
     installed: bool
     formats: _containers.RepeatedScalarFieldContainer[str]
     serving: bool
-    def __init__(self, name: _Optional[str] = ..., installed: _Optional[bool] = ..., formats: _Optional[_Iterable[str]] = ..., serving: _Optional[bool] = ...) -> None: ...
+    unavailable: str
+    def __init__(self, name: _Optional[str] = ..., installed: _Optional[bool] = ..., formats: _Optional[_Iterable[str]] = ..., serving: _Optional[bool] = ..., unavailable: _Optional[str] = ...) -> None: ...
 
 class ListBackendsRequest(_message.Message):
     __slots__ = ()
