@@ -121,8 +121,10 @@ class PackageModel:
 
 
 class ServerModel:
-    """``NAME:VERSION`` served by a running server, through an SDK :class:`~stylecast.client.sdk.Client`.
-    Raises :class:`CompareError` when the server answers with another model or version."""
+    """``NAME:VERSION`` served by a running server, through an SDK :class:`~stylecast.client.sdk.Client`:
+    every call pins the version (``StreamConfig.model_version``; the server refuses a version it has
+    not loaded, naming those it has).  Raises :class:`CompareError` if an answer comes from another
+    model or version."""
 
     def __init__(self, client, spec: str):
         self.client = client
@@ -137,7 +139,7 @@ class ServerModel:
     def stylize(self, content: np.ndarray, style: int) -> np.ndarray:
         h, w = content.shape[:2]
         result = self.client.stylize(to_uint8(content), self.style_ids[style], output="raw",
-                                     process_max_side=max(h, w), model=self.name)
+                                     process_max_side=max(h, w), model=self.name, model_version=self.version)
         if (result.model, result.model_version) != (self.name, self.version):
             raise CompareError(f"the server answered with {result.model}:{result.model_version}, not {self.label}: "
                                f"serve that version first (stylecast models load {self.name} --version {self.version})")

@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import encoded, picture
+from conftest import encoded, make_config, picture
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -19,6 +19,7 @@ from stylecast.model import data
 from stylecast.model.compare import Verdict, builtin_package
 from stylecast.model.magenta import import_magenta
 from stylecast.model.quality import SHIFTS
+from stylecast.server.app import start
 
 ASSETS = data.assets_dir()
 MAGENTA = ASSETS / "models" / "magenta"
@@ -121,7 +122,34 @@ async def test_a_package_against_the_same_model_on_a_server(server, tiny_models_
     with Image.open(sheet) as img:
         assert img.size == sheet_size(contents=1, styles=1)
     code, out = await asyncio.to_thread(compare_cli, tiny_models_dir / "tiny" / "1", "tiny:9", *args)
-    assert code == 1 and "answered with tiny:1, not tiny:9" in out, out
+    assert code == 1 and "version '9' of model tiny is not loaded here" in out, out
+
+
+async def test_two_versions_loaded_side_by_side_on_one_server(tiny_models_dir, tiny_v2_dir, synthetic_folders,
+                                                              tmp_path) -> None:
+    """tiny:1 and tiny:2 (two different random models) behind one server's traffic split, each call
+    pinned to its version: the built-in predictor judges (A is not a folder), and the contact sheet
+    shows two different models."""
+    models = tmp_path / "models"
+    for src in (tiny_models_dir / "tiny" / "1", tiny_v2_dir / "tiny" / "2"):
+        shutil.copytree(src, models / "tiny" / src.name)
+    server = await start(make_config(models, tmp_path, model="tiny", format="tflite-fp32", traffic_split="1=50,2=50",
+                                     quality_sample_every=0))
+    try:
+        styles, contents = synthetic_folders
+        sheet = tmp_path / "versions.png"
+        code, out = await asyncio.to_thread(compare_cli, "tiny:1", "tiny:2", "--styles", styles, "--contents", contents,
+                                            "--sheet", sheet, "--target", f"127.0.0.1:{server.port}", *FAST)
+    finally:
+        await server.stop(1.0)
+    assert code == 0, out
+    assert f"style score judged by the style predictor of {builtin_package()}" in out
+    for metric in METRICS + ("speed 64^2 (frames/s)",):
+        verdict(out, metric)
+    a, b = table(out)["SSIM to content"]
+    assert a != b  # two different models answered
+    with Image.open(sheet) as img:
+        assert img.size == sheet_size(contents=1, styles=1)
 
 
 @pytest.mark.parametrize("mistake, message", [
