@@ -548,8 +548,9 @@ def models_compare(
     speed_rounds: Annotated[int, typer.Option(min=1, help="Timing rounds (the models alternate).")] = 2,
     sheet: Annotated[Path, typer.Option("--sheet", help="Contact sheet PNG to write.")] = Path("compare.png"),
     judge: Annotated[Path | None, typer.Option(
-        file_okay=False, help="Package whose style predictor scores both models (default: A's when A is a "
-                              "package folder, else the built-in package's).")] = None,
+        file_okay=False, help="Package whose style predictor alone scores both models (default: A's and B's "
+                              "predictors, each scoring both, where they are package folders; else the "
+                              "built-in package's).")] = None,
     format: Annotated[str, typer.Option(help="TFLite format of package folders (default: int8, else fp16, "
                                              "else fp32).")] = "",
     threads: Annotated[int, typer.Option(min=1, help="LiteRT threads for package folders.")] = 2,
@@ -585,15 +586,14 @@ def models_compare(
             for spec in (a, b):
                 models.append(_compare_model(spec, client, format, threads))
                 stack.callback(models[-1].close)
-            if judge is None and isinstance(models[0], PackageModel):
-                judged = ("A's style predictor", models[0])
-            else:
+            judges = [(f"{ab}'s predictor", m) for ab, m in zip("AB", models) if isinstance(m, PackageModel)]
+            if judge is not None or not judges:
                 path = judge or builtin_package()
-                judged = (f"the style predictor of {path}", PackageModel(path, "", threads))
-                stack.callback(judged[1].close)
+                judges = [(f"the predictor of {path}", PackageModel(path, "", threads))]
+                stack.callback(judges[0][1].close)
             sizes = tuple(speed_size or (384, 512))
             with tqdm(total=len(content_files) + len(sizes), unit="step", desc="compare", leave=False) as bar:
-                report = compare(models[0], models[1], judged, style_files, content_files, size, sizes,
+                report = compare(models[0], models[1], judges, style_files, content_files, size, sizes,
                                  speed_frames, speed_rounds, sheet, progress=bar.update)
         except CompareError as exc:
             raise _fail(str(exc)) from None

@@ -4,9 +4,12 @@ A model is a package folder (run here on the LiteRT backend) or ``NAME:VERSION``
 running server (run through the SDK; every picture is sent raw and answered raw, so nothing
 is lost to JPEG).  Both run on every content photo (centre square at ``size``²) × every style:
 
-- style score: centred cosine of the judge predictor's vector of the output and of the style
-  image, in [−1, 1].  One predictor judges both models (A's own when A is a package folder,
-  else the built-in package's, or ``judge``), so the numbers compare.  Vectors are centred on
+- style score: centred cosine of a judge predictor's vector of the output and of the style
+  image, in [−1, 1].  Each judge scores both models, so its two numbers compare.  The judges
+  are the predictors of A and of B where they are package folders (else the built-in
+  package's), or the one ``--judge``: a predictor tends to favour its own transformer's
+  outputs (the built-in model scores 0.83 vs Magenta's 0.86 by the built-in predictor, 0.65 vs
+  0.88 by Magenta's), so both views are shown.  Vectors are centred on
   the midpoint of the mean style vector and the mean content vector of the user's own folders,
   so an output scores > 0 when it moved from the photos towards the paintings in the judge's
   style space, and 1 when it points exactly the way its style does; it stays defined with a
@@ -228,33 +231,39 @@ def _fps(models: Sequence[Model], content: np.ndarray, frames: int, rounds: int)
     return [frames * rounds / s for s in spent]
 
 
-def compare(a: Model, b: Model, judge: tuple[str, PackageModel], styles: Sequence[Path], contents: Sequence[Path],
+def compare(a: Model, b: Model, judges: Sequence[tuple[str, PackageModel]], styles: Sequence[Path],
+            contents: Sequence[Path],
             size: int = 384, speed_sizes: Sequence[int] = (384, 512), speed_frames: int = 5,
             speed_rounds: int = 2, sheet: Path | None = None,
             progress: Callable[[int], None] | None = None) -> Report:
-    """Evaluate ``a`` and ``b`` (see the module docstring); with ``sheet``, write the contact sheet
+    """Evaluate ``a`` and ``b`` (see the module docstring), with a style score per judge (name, package
+    model whose predictor scores); with ``sheet``, write the contact sheet
     PNG: per content photo, a row of A's outputs then a row of B's, one column per style, then
     panning rows of the first photo; ``progress(n)`` is called after each photo and each timed size.
     Raises :class:`CompareError` (and whatever the SDK raises)."""
-    judge_name, judge_model = judge
     s_imgs = np.stack([style_image(Image.open(p)) for p in styles])
     c_imgs = np.stack([style_image(Image.open(p)) for p in contents])
-    j_styles = judge_model.predict_style(s_imgs)
-    mean = 0.5 * (j_styles.mean(0) + judge_model.predict_style(c_imgs).mean(0))
-    jd = Judge(judge_model.predict_style, mean)
+    panel = []  # (name, Judge, its vectors of the styles)
+    for name, model in judges:
+        vectors = model.predict_style(s_imgs)
+        panel.append((name, Judge(model.predict_style, 0.5 * (vectors.mean(0) + model.predict_style(c_imgs).mean(0))),
+                      vectors))
     models = (a, b)
     keys = (f"A {a.label}", f"B {b.label}")  # row labels (A and B may be the same model)
     for m in models:
         m.prepare(styles)
-    scores = [Scores(), Scores()]
+    scores = [Scores(), Scores()]  # style by the first judge
+    more_styles = [{name: [] for name, _, _ in panel[1:]} for _ in models]  # style by the others
     cells, pans = [], None
     for ci, path in enumerate(contents):
         c = square(path, size)
         for s in range(len(styles)):
             outs = {}
-            for k, m, sc in zip(keys, models, scores):
+            for k, m, sc, more in zip(keys, models, scores, more_styles):
                 outs[k] = out = m.stylize(c, s)
-                sc.add(jd, out, c, j_styles[s])
+                sc.add(panel[0][1], out, c, panel[0][2][s])
+                for name, judge, vectors in panel[1:]:
+                    more[name].append(judge.style_score(out, vectors[s]))
             if ci < SHEET_CONTENTS and s < SHEET_STYLES:
                 cells.append((ci, s, c, outs))
         s = ci % len(styles)
@@ -267,16 +276,20 @@ def compare(a: Model, b: Model, judge: tuple[str, PackageModel], styles: Sequenc
         if progress is not None:
             progress(1)
     ma, mb = (sc.means() for sc in scores)
-    verdicts = [Verdict("style score", ma["style"], mb["style"], True, False, TOLERANCE["style"]),
-                Verdict("SSIM to content", ma["ssim"], mb["ssim"], True, False, TOLERANCE["ssim"]),
-                Verdict("flicker (0-255)", ma["flicker"], mb["flicker"], False, True, TOLERANCE["flicker"])]
+    style = {panel[0][0]: (ma["style"], mb["style"])} | {
+        name: (float(np.mean(more_styles[0][name])), float(np.mean(more_styles[1][name]))) for name, _, _ in panel[1:]}
+    verdicts = [Verdict("style score" if len(panel) == 1 else f"style score ({name})", *ab, True, False,
+                        TOLERANCE["style"]) for name, ab in style.items()]
+    verdicts += [Verdict("SSIM to content", ma["ssim"], mb["ssim"], True, False, TOLERANCE["ssim"]),
+                 Verdict("flicker (0-255)", ma["flicker"], mb["flicker"], False, True, TOLERANCE["flicker"])]
     for n in speed_sizes:
         photo = square(contents[0], n)
         fa, fb = _fps(models, photo, speed_frames, speed_rounds)
         verdicts.append(Verdict(f"speed {n}^2 (frames/s)", fa, fb, True, True, TOLERANCE["fps"]))
         if progress is not None:
             progress(1)
-    report = Report(a.label, b.label, (a.description, b.description), judge_name, size, len(contents),
+    report = Report(a.label, b.label, (a.description, b.description), "; ".join(name for name, _ in judges),
+                    size, len(contents),
                     len(styles), verdicts)
     if sheet is not None:
         contact_sheet(cells, s_imgs, pans, sheet, title="styles ->   rows per photo: content + " + " | ".join(keys),

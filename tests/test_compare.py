@@ -91,16 +91,17 @@ def test_builtin_against_an_imported_magenta_model(tmp_path: Path) -> None:
     code, out = compare_cli(builtin_package(), magenta.path, "--styles", styles, "--contents", contents,
                             "--sheet", sheet, *FAST)
     assert code == 0, out
-    assert "style score judged by A's style predictor" in out
+    assert "style score judged by A's predictor; B's predictor" in out  # each model's own predictor judges both
     rows = table(out)
-    for metric in METRICS + ("speed 64^2 (frames/s)",):
+    judged = ("style score (A's predictor)", "style score (B's predictor)")
+    for metric in judged + METRICS[1:] + ("speed 64^2 (frames/s)",):
         verdict(out, metric)
         assert metric in rows
     for a_b in rows["SSIM to content"]:
         assert 0 < a_b < 1
     assert all(v > 0 for v in rows["flicker (0-255)"] + rows["speed 64^2 (frames/s)"])
-    # both models carry the style: their outputs sit on the painting's side of the set's centre
-    assert all(v > 0 for v in rows["style score"])
+    # both models carry the style by both judges: outputs sit on the painting's side of the set's centre
+    assert all(v > 0 for metric in judged for v in rows[metric])
     with Image.open(sheet) as img:
         assert img.format == "PNG" and img.size == sheet_size(contents=2, styles=1)
 
@@ -119,6 +120,7 @@ async def test_a_package_against_the_same_model_on_a_server(server, tiny_models_
         assert verdict(out, metric).startswith(f"{metric}: about the same"), out
     verdict(out, "speed 64^2 (frames/s)")
     assert "B = tiny:1: tiny:1 on the server" in out
+    assert "style score judged by A's predictor\n" in out  # B is not a folder: only A's predictor judges
     with Image.open(sheet) as img:
         assert img.size == sheet_size(contents=1, styles=1)
     code, out = await asyncio.to_thread(compare_cli, tiny_models_dir / "tiny" / "1", "tiny:9", *args)
@@ -143,7 +145,7 @@ async def test_two_versions_loaded_side_by_side_on_one_server(tiny_models_dir, t
     finally:
         await server.stop(1.0)
     assert code == 0, out
-    assert f"style score judged by the style predictor of {builtin_package()}" in out
+    assert f"style score judged by the predictor of {builtin_package()}" in out
     for metric in METRICS + ("speed 64^2 (frames/s)",):
         verdict(out, metric)
     a, b = table(out)["SSIM to content"]
