@@ -205,10 +205,10 @@ class Report:
                f"{self.contents} content photo(s) x {self.styles} style(s) at {self.size}^2; "
                f"flicker over pans of {SHIFTS} px",
                f"style score judged by {self.judge}",
-               f"{'metric':24s} {'A':>9s} {'B':>9s}"]
+               f"{'metric':28s} {'A':>9s} {'B':>9s}"]
         for v in self.verdicts:
             arrow = "higher is better" if v.higher_is_better else "lower is better"
-            out.append(f"{v.metric:24s} {v.a:9.3f} {v.b:9.3f}   ({arrow})")
+            out.append(f"{v.metric:28s} {v.a:9.3f} {v.b:9.3f}   ({arrow})")
         out += [v.line("A", "B") for v in self.verdicts]
         if self.sheet is not None:
             out.append(f"contact sheet: {self.sheet} ({self.sheet_size[0]}x{self.sheet_size[1]})")
