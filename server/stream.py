@@ -72,7 +72,7 @@ class _Job:
     outcome: str = ""  # ok | error | dropped once answered (counted when the answer is written)
     backend: str = ""
 
-    def answer(self, response: pb.StylizeResponse, outcome: str, backend: str) -> None:
+    def answer(self, response: pb.StylizeResponse | bytes, outcome: str, backend: str) -> None:
         if not self.future.done():
             self.future.set_result(response)
             self.outcome, self.backend = outcome, backend
@@ -84,13 +84,14 @@ class _End:
 
 
 class StylizeStream:
-    """Runs one stream over ``read()`` (returns a request or ``eof``) and ``write(response)``.
+    """Runs one stream over ``read()`` (returns a request or ``eof``) and ``write(response)``
+    (a message, or a stylized frame already serialized: see :func:`wire.serialize_stylize_response`).
 
     Frames run through ``sessions``; ``slot`` says how many run at once (LIVE) and which
     backend a dropped frame would have run on."""
 
     def __init__(self, sessions: Sessions, metrics: Metrics, read: Callable[[], Awaitable],
-                 write: Callable[[pb.StylizeResponse], Awaitable], eof: object, shutdown: asyncio.Event,
+                 write: Callable[[pb.StylizeResponse | bytes], Awaitable], eof: object, shutdown: asyncio.Event,
                  memory: FrameMemory) -> None:
         self._sessions, self._slot, self._metrics = sessions, sessions.slot, metrics
         self._read, self._write, self._eof = read, write, eof
@@ -163,11 +164,11 @@ class StylizeStream:
             if never:
                 self._metrics.frame_answered(self._slot.backend_name, "cancelled", len(never))
 
-    def _fits(self, response: pb.StylizeResponse, job: _Job) -> pb.StylizeResponse:
+    def _fits(self, response: pb.StylizeResponse | bytes, job: _Job) -> pb.StylizeResponse | bytes:
         """``response``, or a RESOURCE_EXHAUSTED FrameError in its place when it exceeds the message
         limit (gRPC would fail the write and end the stream)."""
         limit = self._sessions.config.max_message_bytes
-        if (size := response.ByteSize()) <= limit:
+        if (size := wire.stylize_response_size(response)) <= limit:
             return response
         job.outcome = "error"
         error = ResourceExhausted(answer_too_large(size, limit))
@@ -251,11 +252,11 @@ class StylizeStream:
 
     # -------------------------------------------------------------------- jobs
 
-    def _answer(self, job: _Job, response: pb.StylizeResponse, outcome: str, backend: str) -> None:
+    def _answer(self, job: _Job, response: pb.StylizeResponse | bytes, outcome: str, backend: str) -> None:
         """Answer ``job`` once; from then on it holds its answer's bytes instead of its frame's."""
         if not job.future.done():
             job.frame = None
-            self._hold(job, response.ByteSize())
+            self._hold(job, wire.stylize_response_size(response))
             job.answer(response, outcome, backend)
 
     def _start(self, job: _Job) -> None:
@@ -265,7 +266,7 @@ class StylizeStream:
     async def _process(self, job: _Job) -> None:
         try:
             res = await job.session.process(wire.image_input(job.frame.image), job.trace)
-            self._answer(job, pb.StylizeResponse(frame=wire.stylized_frame(job.frame_id, res)), "ok", res.backend)
+            self._answer(job, wire.stylized_frame_response(job.frame_id, res), "ok", res.backend)
             self._metrics.frame_done(res.backend, res.timings_ms)
         except asyncio.CancelledError:
             raise
