@@ -189,25 +189,38 @@ class StylizeStream:
         """Whether the reader may read: it holds nothing, or is within its own and the server's budget."""
         return not self._held or (self._held < self._buffer_bytes and not self._memory.full)
 
-    async def _next(self, shutdown: asyncio.Future):
+    async def _next(self):
         while not self._room():  # unsent answers pile up: stop reading, flow control pushes back
-            changed = asyncio.ensure_future(self._memory.changed())
-            await asyncio.wait((changed, shutdown), return_when=asyncio.FIRST_COMPLETED)
-            changed.cancel()
-            if shutdown.done():
-                raise ShuttingDown()
-        read = asyncio.ensure_future(self._read())
-        await asyncio.wait((read, shutdown), return_when=asyncio.FIRST_COMPLETED)
-        if not read.done():
-            read.cancel()
-            raise ShuttingDown()
-        return read.result()
+            await self._memory.changed()
+        return await self._read()
 
     async def _reader(self) -> None:
+        """Read and admit messages until EOF; a shutdown ends the stream with ShuttingDown.
+
+        Shutdown cancels this task while it waits in :meth:`_next` (for room in the byte budget,
+        or on ``read()``), or stops it before its next wait: no per-message race of two futures
+        (reading is the hot path)."""
+        reader, state = asyncio.current_task(), {"waiting": False, "stop": False}
+
+        def stop(_: asyncio.Future) -> None:
+            state["stop"] = True
+            if state["waiting"]:
+                reader.cancel()
+
         shutdown = asyncio.ensure_future(self._shutdown.wait())
+        shutdown.add_done_callback(stop)
         try:
             first = True
-            while (msg := await self._next(shutdown)) is not self._eof:
+            while True:
+                if state["stop"]:
+                    raise ShuttingDown()
+                state["waiting"] = True
+                try:
+                    msg = await self._next()
+                finally:
+                    state["waiting"] = False
+                if msg is self._eof:
+                    break
                 kind = msg.WhichOneof("msg")
                 if first and kind != "config":
                     raise InvalidArgument("the first message of a Stylize stream must be a StreamConfig")
@@ -220,10 +233,14 @@ class StylizeStream:
                     raise InvalidArgument("empty StylizeRequest: set config or frame")
             end = _End()
         except asyncio.CancelledError:
-            raise
+            if not state["stop"]:
+                raise
+            reader.uncancel()  # cancelled by the shutdown: end the stream in order
+            end = _End(ShuttingDown())
         except Exception as exc:  # fatal for the stream: reported after earlier frames
             end = _End(exc)
         finally:
+            shutdown.remove_done_callback(stop)
             shutdown.cancel()
         self._queue.put_nowait(end)
 

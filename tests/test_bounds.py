@@ -145,6 +145,41 @@ async def test_a_live_client_that_stops_reading_holds_bounded_memory_then_its_st
         assert ok.result.image.width == 16
 
 
+async def test_shutdown_ends_a_stream_paused_at_its_byte_budget_after_answering_every_frame_it_read(server_factory):
+    """A stream whose reading is paused at ``stream_buffer_bytes`` (its client stopped reading)
+    still ends at shutdown: once the client reads again it gets one answer per frame the server
+    read, in order, then UNAVAILABLE, and the server holds none of its bytes."""
+    budget = 1 << 20
+    server = await server_factory(stream_buffer_bytes=budget, workers=1)
+    frame = raw_image(picture(128, 128))                 # 49 kB in, 49 kB raw out
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}", options=[("grpc.http2.bdp_probe", 0)]) as channel:
+        stub = pb_grpc.StyleTransferStub(channel)
+        style = await register(stub, picture(64, 64))
+        call = stub.Stylize()
+        await call.write(pb.StylizeRequest(config=pb.StreamConfig(style_id=style.id, output=RAW,
+                                                                  mode=pb.STREAM_MODE_LIVE)))
+        for i in range(2000):                             # never read: the server stops reading
+            write = asyncio.ensure_future(call.write(pb.StylizeRequest(frame=pb.Frame(id=i, image=frame))))
+            if not (await asyncio.wait((write,), timeout=2.0))[0]:
+                break
+        assert not write.done(), "the server kept reading a stream whose answers are not read"
+        assert buffered(server) >= budget                 # paused at its byte budget
+        server.shutdown.set()
+        ids = []
+        with pytest.raises(grpc.aio.AioRpcError) as ended:
+            while (answer := await call.read()) is not grpc.aio.EOF:
+                ids.append(getattr(answer, answer.WhichOneof("msg")).id)
+        write.cancel()
+        await asyncio.gather(write, return_exceptions=True)
+    assert ids == list(range(len(ids))) and len(ids) <= i
+    assert ended.value.code() == grpc.StatusCode.UNAVAILABLE and "shutting down" in ended.value.details()
+    for _ in range(100):
+        if buffered(server) == 0:
+            break
+        await asyncio.sleep(0.1)
+    assert buffered(server) == 0
+
+
 async def test_style_names_and_page_tokens_are_checked_and_pages_bounded_in_bytes(server):
     import base64
 
