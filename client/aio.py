@@ -112,9 +112,15 @@ class AsyncClient:
         """The typed error of a failed call; a connection failure says whether TLS may be the cause."""
         error = from_rpc_error(exc)
         if error.code == grpc.StatusCode.UNAVAILABLE:
-            hint = (f"(TLS on: check the CA given for the server's certificate, and that {self.target} serves TLS)"
-                    if self.tls else f"(plaintext: if {self.target} serves TLS, pass tls=True or ca=PATH; "
-                    "CLI: --tls-ca PATH)")
+            if "Connection refused" in error.details:
+                hint = f"(nothing listens at {self.target}: check the host and port, e.g. CLI --target HOST:PORT)"
+            elif self.tls:
+                hint = (f"(TLS on: check the CA given for the server's certificate, that {self.target} serves TLS, "
+                        "and, if it requires client certificates (mTLS), pass cert= and key=; "
+                        "CLI: --tls-cert PATH --tls-key PATH)")
+            else:
+                hint = (f"(plaintext: if {self.target} serves TLS, pass tls=True or ca=PATH; "
+                        "CLI: --tls-ca PATH)")
             error = type(error)(f"{error.details} {hint}".strip())
         return error
 

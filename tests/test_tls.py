@@ -9,7 +9,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import encoded, picture
+from conftest import encoded, free_port, picture
 from typer.testing import CliRunner
 
 from stylecast.client import AsyncClient, Client, Unavailable
@@ -62,6 +62,15 @@ async def test_tls_round_trip_with_sdk_and_cli_and_plaintext_client_told_why(ser
     async with AsyncClient(target, ca=other.ca, timeout=5) as wrong:
         with pytest.raises(Unavailable, match="TLS on"):
             await wrong.get_style(style.id)
+
+
+async def test_a_connection_refused_points_at_the_address_not_at_tls():
+    """Nothing listening is a wrong host or port: the hint says so instead of suggesting TLS options."""
+    target = f"127.0.0.1:{free_port()}"
+    async with AsyncClient(target, timeout=5) as client:
+        with pytest.raises(Unavailable, match=f"nothing listens at {target}") as err:
+            await client.get_style("0" * 64)
+    assert "tls=True" not in str(err.value)
 
 
 async def test_mtls_requires_a_client_certificate_and_works_with_tokens(server_factory, certs, tmp_path):
