@@ -16,7 +16,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from stylecast.backends.package import ModelPackage
+from stylecast.backends.package import FORMATS, ModelPackage
 
 log = logging.getLogger(__name__)
 PAD_MULTIPLE = 16
@@ -101,6 +101,17 @@ def backend_formats(name: str) -> tuple[str, ...]:
     """Artifact formats backend ``name`` loads, best first (``()`` for an unknown name)."""
     entry = _REGISTRY.get(name)
     return entry.formats if entry is not None else ()
+
+
+def check_format(name: str, fmt: str) -> None:
+    """Raise :class:`BackendError` unless backend ``name`` loads artifact format ``fmt`` (per the table)."""
+    formats = backend_formats(name)
+    if fmt in formats:
+        return
+    if len(formats) == 1:
+        raise BackendError(f"the {name} backend serves the {formats[0]!r} format, not {fmt!r}")
+    serves = [f for f in FORMATS if f in formats]
+    raise BackendError(f"the {name} backend serves {', '.join(serves)}, not {fmt!r}")
 
 
 def is_installed(name: str) -> bool:

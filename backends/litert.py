@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
-from stylecast.backends.base import BackendError, BackendOptions, backend_formats
+from stylecast.backends.base import BackendError, BackendOptions, check_format
 from stylecast.backends.endpoints import Endpoint, endpoints
 from stylecast.backends.fit import STYLE_HW, fit, style_images, stylize_inputs
 from stylecast.backends.memory import RssGrowth, release_free_memory
-from stylecast.backends.package import FORMATS, ModelPackage
+from stylecast.backends.package import ModelPackage
 
 _PREDICT_CACHE = 2  # style batches are rare: interpreters kept per worker for predict_style
 
@@ -173,9 +173,7 @@ class LiteRTBackend:
 
     def load(self, package: ModelPackage, options: BackendOptions) -> None:
         """Verify the ``options.format`` artifact's chunks, then open ``options.workers`` workers."""
-        if options.format not in backend_formats(self.name):
-            serves = [f for f in FORMATS if f in backend_formats(self.name)]
-            raise BackendError(f"the litert backend serves {', '.join(serves)}, not {options.format!r}")
+        check_format(self.name, options.format)
         if options.threads < 1 or options.workers < 1:
             raise BackendError(f"threads and workers must be >= 1 (got {options.threads}, {options.workers})")
         artifact = package.artifact(options.format)

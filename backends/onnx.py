@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from stylecast.backends.base import BackendError, BackendOptions, BackendUnavailable
+from stylecast.backends.base import BackendError, BackendOptions, BackendUnavailable, check_format
 from stylecast.backends.endpoints import Endpoint, endpoints
 from stylecast.backends.memory import RssGrowth
 from stylecast.backends.package import ModelPackage
@@ -62,8 +62,7 @@ class OnnxBackend(SessionBackend):
 
     def load(self, package: ModelPackage, options: BackendOptions) -> None:
         """Verify the ``onnx`` artifact's chunks, then open one session per file."""
-        if options.format != "onnx":
-            raise BackendError(f"the {self.name} backend serves the 'onnx' format, not {options.format!r}")
+        check_format(self.name, options.format)
         eps = endpoints(package.artifact("onnx"))
         providers = self.providers(options)
         package.verify(["onnx"])

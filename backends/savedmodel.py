@@ -16,7 +16,7 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
-from stylecast.backends.base import BackendError, BackendOptions
+from stylecast.backends.base import BackendError, BackendOptions, check_format
 from stylecast.backends.endpoints import Endpoint, endpoints
 from stylecast.backends.memory import RssGrowth
 from stylecast.backends.package import ModelPackage
@@ -65,8 +65,7 @@ class SavedModelBackend(SessionBackend):
 
     def load(self, package: ModelPackage, options: BackendOptions) -> None:
         """Verify the ``savedmodel`` artifact, set thread pools, load it (XLA-compiled if ``options.xla``)."""
-        if options.format != "savedmodel":
-            raise BackendError(f"the savedmodel backend serves the 'savedmodel' format, not {options.format!r}")
+        check_format(self.name, options.format)
         artifact = package.artifact("savedmodel")
         eps = endpoints(artifact)
         if artifact.root is None:

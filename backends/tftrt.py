@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from stylecast.backends import nvidia
-from stylecast.backends.base import BackendError, BackendOptions, BackendUnavailable
+from stylecast.backends.base import BackendError, BackendOptions, BackendUnavailable, check_format
 from stylecast.backends.endpoints import Endpoint, endpoints
 from stylecast.backends.engines import EngineCache, Profile, WithinProfile, cache_key, content_profile, input_shapes
 from stylecast.backends.memory import RssGrowth
@@ -110,8 +110,7 @@ class TfTrtBackend(WithinProfile, SavedModelBackend):
     def load(self, package: ModelPackage, options: BackendOptions) -> None:
         """Refuse unless TF-TRT can run; verify the artifact; convert (or take the cached
         conversion); load the converted signatures."""
-        if options.format != "savedmodel":
-            raise BackendError(f"the tf-trt backend serves the 'savedmodel' format, not {options.format!r}")
+        check_format(self.name, options.format)
         artifact = package.artifact("savedmodel")
         eps = endpoints(artifact)
         if artifact.root is None:

@@ -42,7 +42,6 @@ from stylecast.server.packages import find_package
 
 SIZES = ((1024, 1024), (512, 512), (1080, 1920))   # the first is what engines are tuned for
 BATCHES = (1, 4, 8)
-FORMATS = {"tensorrt": "onnx", "cuda": "onnx", "tf-trt": "savedmodel", "onnx": "onnx"}
 
 
 def availability() -> dict[str, str]:

@@ -32,7 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.serving import (CLI, Served, Setup, free_port, measure, raw_backend_fps, resolve, server)
+from benchmarks.serving import (CLI, Served, Setup, add_server_options, free_port, measure, raw_backend_fps, resolve,
+                                server)
 from stylecast.client.loadgen import encode_frames, synthetic_image
 
 PEER_SCRIPT = Path(__file__).with_name("peer_triton.py")
@@ -120,12 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--peer-python", default=".venv-peers/bin/python",
                         help="interpreter of the venv with nvidia-pytriton (make bench-peers creates it)")
-    parser.add_argument("--models-dir", default="", help="model packages folder (default: built-in)")
-    parser.add_argument("--model", default="")
-    parser.add_argument("--backend", default="litert")
-    parser.add_argument("--format", default="")
-    parser.add_argument("--threads", type=int, default=0, help="threads per worker (0: the server's choice)")
-    parser.add_argument("--workers", type=int, default=0, help="inference workers (0: the server's choice)")
+    add_server_options(parser)
     parser.add_argument("--seconds", type=float, default=20.0, help="measured seconds per scenario")
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--rounds", type=int, default=2, help="rounds; the order of the servers alternates")

@@ -224,14 +224,19 @@ def row(label: str, r: dict[str, Any], extra: str = "") -> str:
             f"infer {r['infer_ms']:6.1f} ms   dropped {r['dropped']:5d}   errors {r['errors']}{cpu}{extra}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def add_server_options(parser: argparse.ArgumentParser) -> None:
+    """The served model and its worker layout, as every serving benchmark takes them."""
     parser.add_argument("--models-dir", default="", help="model packages folder (default: built-in)")
     parser.add_argument("--model", default="")
     parser.add_argument("--backend", default="litert")
     parser.add_argument("--format", default="")
     parser.add_argument("--threads", type=int, default=0, help="threads per worker (0: the server's choice)")
     parser.add_argument("--workers", type=int, default=0, help="inference workers (0: the server's choice)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_server_options(parser)
     parser.add_argument("--seconds", type=float, default=6.0, help="measured seconds per scenario")
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--live-fps", type=float, default=30.0, help="offered FPS per LIVE stream")

@@ -21,6 +21,7 @@ import io
 import os
 import queue
 import tempfile
+import threading
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -236,12 +237,24 @@ def _transcode(client: Client, inp: Any, out: Any, style: StyleSpec, strength: f
     timing: deque[int] = deque()
     step = _tick(vin)
 
+    # The SDK pulls frames on its own thread while this one encodes and muxes: libav objects are
+    # not thread-safe, so each side holds ``libav``; and that thread may pull once more after the
+    # last answer, when the caller closes the input: ``finished`` stops it touching the container.
+    libav = threading.Lock()
+    finished = threading.Event()
+
     def decoded() -> Iterator[Any]:
-        for packet in inp.demux(vin, *(inp.streams[i] for i in by_index)):
-            if packet.stream.index in by_index:
-                by_index[packet.stream.index].take(packet)
-            else:
-                yield from packet.decode()
+        packets = inp.demux(vin, *(inp.streams[i] for i in by_index))
+        while True:
+            with libav:
+                packet = None if finished.is_set() else next(packets, None)
+                if packet is None:
+                    return
+                if packet.stream.index in by_index:
+                    by_index[packet.stream.index].take(packet)
+                    continue
+                frames = packet.decode()
+            yield from frames
 
     frames = decoded()
     first = next(frames, None)
@@ -257,20 +270,26 @@ def _transcode(client: Client, inp: Any, out: Any, style: StyleSpec, strength: f
             pts = frame.pts if frame.pts is not None else (0 if last is None else last + step)
             last = pts if last is None else max(pts, last + 1)  # strictly increasing for the muxer
             timing.append(last)
-            array = frame.to_ndarray(format="rgb24")[:height, :width]
+            with libav:
+                array = frame.to_ndarray(format="rgb24")[:height, :width]
             yield array if wire == "raw" else _jpeg(array)
 
     count = 0
-    for result in client.stream(pixels(), style, strength=strength, output="raw" if wire == "raw" else "jpeg",
-                                mode="every_frame", process_max_side=process_max_side):
-        frame = av.VideoFrame.from_ndarray(result.raise_for_status().to_array(), format="rgb24")
-        frame.pts, frame.time_base = timing.popleft(), vin.time_base
-        out.mux(vout.encode(frame))
-        for track in audio:
-            track.write(out)
-        count += 1
-        if progress is not None:
-            progress.update(1)
+    try:
+        for result in client.stream(pixels(), style, strength=strength, output="raw" if wire == "raw" else "jpeg",
+                                    mode="every_frame", process_max_side=process_max_side):
+            frame = av.VideoFrame.from_ndarray(result.raise_for_status().to_array(), format="rgb24")
+            frame.pts, frame.time_base = timing.popleft(), vin.time_base
+            with libav:
+                out.mux(vout.encode(frame))
+                for track in audio:
+                    track.write(out)
+            count += 1
+            if progress is not None:
+                progress.update(1)
+    finally:
+        with libav:
+            finished.set()
     out.mux(vout.encode(None))
     for track in audio:
         track.finish(out)

@@ -187,7 +187,7 @@ def test_builtin_odd_sizes_and_batches(fmt):
 # ------------------------------------------------------------------ evaluation metrics
 
 def test_evaluation_metrics_on_known_cases():
-    from stylecast.model.evaluate import centred_cos, gray_ssim, psnr
+    from stylecast.model.quality import centred_cos, gray_ssim, psnr
 
     rng = np.random.default_rng(0)
     img = rng.random((64, 80, 3))

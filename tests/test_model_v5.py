@@ -13,7 +13,7 @@ import pytest
 from stylecast.backends.base import BackendOptions, create_backend
 from stylecast.model.xnnpack import xnnpack_partitions
 from stylecast.model import data
-from stylecast.model.evaluate import SHIFTS, border_score, flicker
+from stylecast.model.quality import SHIFTS, border_score, flicker
 
 ASSETS = data.assets_dir()
 needs_assets = pytest.mark.skipif(not (ASSETS / "models" / "magenta").is_dir(),
