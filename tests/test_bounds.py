@@ -37,6 +37,20 @@ async def code_of(call) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.OK, ""
 
 
+async def write_until_paused(call, server, frame: pb.Image, budget: int) -> tuple[asyncio.Future, int, float]:
+    """Write frames to ``call`` (never read) until the server holds ``budget`` bytes and a write
+    waits: its reading has paused.  A write that waits while the server holds less is only slow
+    (a loaded machine), not paused: keep waiting for it.  (write still waiting, frames written, peak held)"""
+    peak = 0.0
+    for i in range(2000):
+        write = asyncio.ensure_future(call.write(pb.StylizeRequest(frame=pb.Frame(id=i, image=frame))))
+        while not (await asyncio.wait((write,), timeout=0.5))[0]:
+            if (held := buffered(server)) >= budget:
+                return write, i, max(peak, held)
+        peak = max(peak, buffered(server))
+    raise AssertionError("the server kept reading a stream whose answers are not read")
+
+
 async def test_output_limits_are_refused_before_work_with_what_to_ask_instead(server_factory):
     server = await server_factory(max_pixels=4_000_000, max_message_bytes=8 << 20)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
@@ -104,21 +118,20 @@ async def test_a_live_client_that_stops_reading_holds_bounded_memory_then_its_st
         call = stub.Stylize()
         await call.write(pb.StylizeRequest(config=pb.StreamConfig(style_id=style.id, output=RAW,
                                                                   mode=pb.STREAM_MODE_LIVE)))
-        sent, peak = 0, 0.0
-        for i in range(2000):                             # never read: the server must stop reading
-            write = asyncio.ensure_future(call.write(pb.StylizeRequest(frame=pb.Frame(id=i, image=frame))))
-            if not (await asyncio.wait((write,), timeout=2.0))[0]:
-                break                                     # flow control: the server stopped reading
-            sent += 1
-            peak = max(peak, buffered(server))
-        assert sent < 2000, "the server kept reading a stream whose answers are not read"
+        # never read: the server must stop reading (flow control then holds the client's write)
+        write, _, peak = await write_until_paused(call, server, frame, budget)
         peak = max(peak, buffered(server))
         assert budget <= peak <= budget + 2 * frame.ByteSize() + 1024, peak
 
-        # it holds the server's whole frame memory now: a second stream is refused at once
+        # it holds the server's whole frame memory now: a second stream is refused at once (the
+        # refusal can end the call before its first write is out: that write then raises it)
         other = stub.Stylize()
-        await other.write(pb.StylizeRequest(config=pb.StreamConfig(style_id=style.id)))
-        code, details = await code_of(other.read())
+
+        async def open_other() -> None:
+            await other.write(pb.StylizeRequest(config=pb.StreamConfig(style_id=style.id)))
+            await other.read()
+
+        code, details = await code_of(open_other())
         assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "frame_memory_bytes" in details, details
 
         for _ in range(300):                              # stall_timeout_s: the server gives up ...
@@ -158,12 +171,7 @@ async def test_shutdown_ends_a_stream_paused_at_its_byte_budget_after_answering_
         call = stub.Stylize()
         await call.write(pb.StylizeRequest(config=pb.StreamConfig(style_id=style.id, output=RAW,
                                                                   mode=pb.STREAM_MODE_LIVE)))
-        for i in range(2000):                             # never read: the server stops reading
-            write = asyncio.ensure_future(call.write(pb.StylizeRequest(frame=pb.Frame(id=i, image=frame))))
-            if not (await asyncio.wait((write,), timeout=2.0))[0]:
-                break
-        assert not write.done(), "the server kept reading a stream whose answers are not read"
-        assert buffered(server) >= budget                 # paused at its byte budget
+        write, i, _ = await write_until_paused(call, server, frame, budget)  # never read: it stops reading
         server.shutdown.set()
         ids = []
         with pytest.raises(grpc.aio.AioRpcError) as ended:
