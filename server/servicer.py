@@ -94,14 +94,15 @@ class _Handlers:
 
 def add_to_server(servicer: StyleTransferServicer, server: grpc.aio.Server) -> None:
     """Register the servicer as the generated ``add_StyleTransferServicer_to_server`` does, with
-    one change: ``Stylize`` answers may be pre-serialized bytes (the stylized frames, whose pixels
-    are then copied once; see :func:`wire.stylized_frame_response`)."""
+    one change: ``Stylize`` reads frames whose pixels stay in the received message
+    (:func:`wire.parse_stylize_request`) and its answers may be pre-serialized bytes (the
+    stylized frames, whose pixels are then copied once; see :func:`wire.stylized_frame_response`)."""
     collected = _Handlers()
     pb_grpc.add_StyleTransferServicer_to_server(servicer, collected)
     handlers = collected.handlers
     stylize = handlers["Stylize"]
     handlers["Stylize"] = grpc.stream_stream_rpc_method_handler(
-        stylize.stream_stream, request_deserializer=stylize.request_deserializer,
+        stylize.stream_stream, request_deserializer=wire.parse_stylize_request,
         response_serializer=wire.serialize_stylize_response)
     service = pb.DESCRIPTOR.services_by_name["StyleTransfer"].full_name
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))

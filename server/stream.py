@@ -61,7 +61,7 @@ class FrameMemory:
 
 @dataclass(eq=False)  # identity semantics: jobs live in a set
 class _Job:
-    frame: pb.Frame | None          # dropped once answered: only the answer is held then
+    frame: wire.ReceivedFrame | None  # dropped once answered: only the answer is held then
     frame_id: int
     session: Session
     trace: FrameTrace
@@ -84,7 +84,8 @@ class _End:
 
 
 class StylizeStream:
-    """Runs one stream over ``read()`` (returns a request or ``eof``) and ``write(response)``
+    """Runs one stream over ``read()`` (returns a request, a frame as :class:`wire.ReceivedFrame`,
+    or ``eof``: see :func:`wire.parse_stylize_request`) and ``write(response)``
     (a message, or a stylized frame already serialized: see :func:`wire.serialize_stylize_response`).
 
     Frames run through ``sessions``; ``slot`` says how many run at once (LIVE) and which
@@ -221,14 +222,14 @@ class StylizeStream:
                     state["waiting"] = False
                 if msg is self._eof:
                     break
-                kind = msg.WhichOneof("msg")
+                kind = "frame" if isinstance(msg, wire.ReceivedFrame) else msg.WhichOneof("msg")
                 if first and kind != "config":
                     raise InvalidArgument("the first message of a Stylize stream must be a StreamConfig")
                 first = False
                 if kind == "config":
                     await self._configure(msg.config)
                 elif kind == "frame":
-                    await self._admit(msg.frame, time.perf_counter())
+                    await self._admit(msg, time.perf_counter())
                 else:
                     raise InvalidArgument("empty StylizeRequest: set config or frame")
             end = _End()
@@ -252,11 +253,11 @@ class StylizeStream:
             self._start(self._waiting)
             self._waiting = None
 
-    async def _admit(self, frame: pb.Frame, received: float) -> None:
+    async def _admit(self, frame: wire.ReceivedFrame, received: float) -> None:
         permit = self._live_backlog if self._live else self._every_frame
         await permit.acquire()  # EVERY_FRAME: blocks when queue_depth frames are unanswered
         job = _Job(frame, frame.id, self._session, FrameTrace(received), permit)
-        self._hold(job, frame.ByteSize())
+        self._hold(job, frame.nbytes)
         self._queue.put_nowait(job)
         if not self._live or len(self._running) < self._slot.workers:
             self._start(job)
@@ -282,7 +283,7 @@ class StylizeStream:
 
     async def _process(self, job: _Job) -> None:
         try:
-            res = await job.session.process(wire.image_input(job.frame.image), job.trace)
+            res = await job.session.process(job.frame.image_input(), job.trace)
             self._answer(job, wire.stylized_frame_response(job.frame_id, res), "ok", res.backend)
             self._metrics.frame_done(res.backend, res.timings_ms)
         except asyncio.CancelledError:

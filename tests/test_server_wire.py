@@ -1,10 +1,16 @@
-"""Pre-serialized Stylize answers: what clients parse equals the message built field by field,
-and the size the stream counts for them is the message's size."""
+"""The Stylize stream's own (de)serialization: pre-serialized answers parse as the message built
+field by field, with the size the stream counts for them; frames read with their pixels left in
+the received message parse as protobuf parses them, whatever the layout of their fields."""
 
 from __future__ import annotations
 
+import grpc
 import numpy as np
 import pytest
+from conftest import decode_result, picture, raw_image, register
+from google.protobuf.message import DecodeError
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stylecast.server import wire
 from stylecast.server.session import FrameResult
@@ -36,3 +42,112 @@ def test_stylized_frame_response_parses_as_the_message(frame_id, res):
     assert wire.stylize_response_size(expected) == expected.ByteSize()
     assert wire.serialize_stylize_response(encoded) is encoded
     assert wire.serialize_stylize_response(expected) == expected.SerializeToString()
+
+
+# ------------------------------------------------------------------ requests
+
+
+def frame_request(frame_id: int, data: bytes, **image) -> bytes:
+    return pb.StylizeRequest(frame=pb.Frame(id=frame_id, image=pb.Image(data=data, **image))).SerializeToString()
+
+
+def field(number: int, payload: bytes) -> bytes:
+    """A length-delimited field, as protobuf writes it."""
+    return wire._field_prefix(number, len(payload)) + payload
+
+
+def as_protobuf_reads_it(encoded: bytes) -> tuple:
+    """What protobuf makes of ``encoded``, in the shape the parser answers."""
+    msg = pb.StylizeRequest.FromString(encoded)
+    if msg.WhichOneof("msg") != "frame":
+        return ("request", msg)
+    image = pb.Image()
+    image.CopyFrom(msg.frame.image)
+    data = image.data
+    image.ClearField("data")
+    return ("frame", msg.frame.id, image, data, len(encoded))
+
+
+def as_parsed(encoded: bytes) -> tuple:
+    got = wire.parse_stylize_request(encoded)
+    if not isinstance(got, wire.ReceivedFrame):
+        return ("request", got)
+    image = pb.Image()
+    image.CopyFrom(got.image)
+    image.ClearField("data")
+    return ("frame", got.id, image, bytes(got.data), got.nbytes)
+
+
+PIXELS = np.arange(64 * 48 * 3, dtype=np.uint8).tobytes()
+IMAGE_HEAD = pb.Image(pixel_format=pb.PIXEL_FORMAT_RGB24, width=64, height=48).SerializeToString()
+LAYOUTS = {
+    "usual": frame_request(7, PIXELS, pixel_format=pb.PIXEL_FORMAT_RGB24, width=64, height=48),
+    "no pixels": frame_request(8, b""),
+    "id after the image": field(2, field(2, IMAGE_HEAD + field(1, PIXELS)) + pb.Frame(id=9).SerializeToString()),
+    "pixels in a second image field (merged)": field(2, pb.Frame(id=10, image=pb.Image(width=64)).SerializeToString()
+                                                     + field(2, field(1, PIXELS) + IMAGE_HEAD)),
+    "pixels twice (the last wins)": field(2, field(2, field(1, b"old") + IMAGE_HEAD + field(1, PIXELS))),
+    "frame twice (merged)": frame_request(11, b"") + frame_request(0, PIXELS, width=64),
+    "unknown fields": field(2, field(2, field(1, PIXELS) + field(9, b"x") + IMAGE_HEAD) + field(15, b"y")),
+    "config then frame (the frame wins)": pb.StylizeRequest(config=pb.StreamConfig(style_id="s")).SerializeToString()
+                                          + frame_request(12, PIXELS),
+    "frame then config (the config wins)": frame_request(13, PIXELS)
+                                           + pb.StylizeRequest(config=pb.StreamConfig(style_id="s")).SerializeToString(),
+    "config": pb.StylizeRequest(config=pb.StreamConfig(style_id="s", process_max_side=256)).SerializeToString(),
+    "empty": b"",
+}
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_a_frame_request_parses_as_protobuf_parses_it(layout):
+    encoded = LAYOUTS[layout]
+    assert as_parsed(encoded) == as_protobuf_reads_it(encoded)
+
+
+def test_the_usual_frame_leaves_its_pixels_in_the_received_message():
+    encoded = LAYOUTS["usual"]
+    got = wire.parse_stylize_request(encoded)
+    assert isinstance(got.data, memoryview) and got.data.obj is encoded     # a view: nothing copied
+    image = got.image_input()
+    assert (image.pixel_format, image.width, image.height, bytes(image.data)) == ("rgb24", 64, 48, PIXELS)
+    assert got.nbytes == len(encoded)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(sorted(LAYOUTS)), st.integers(0, 200), st.binary(max_size=4))
+def test_a_damaged_request_fails_or_parses_as_protobuf_parses_it(layout, cut, noise):
+    """Truncated or with bytes appended: the parser raises DecodeError exactly when protobuf does."""
+    encoded = LAYOUTS[layout]
+    damaged = encoded[:max(0, len(encoded) - cut)] + noise
+    try:
+        expected = as_protobuf_reads_it(damaged)
+    except DecodeError:
+        with pytest.raises(DecodeError):
+            wire.parse_stylize_request(damaged)
+    else:
+        assert as_parsed(damaged) == expected
+
+
+async def test_frames_in_any_field_layout_are_stylized_alike_by_a_real_server(server, stub):
+    """A client whose protobuf library writes the frame's fields in another order or splits the
+    image (both valid encodings) gets the same answers as one writing the usual layout."""
+    style = await register(stub, picture(64, 64, seed=3))
+    img = picture(40, 32, seed=4)
+    image = raw_image(img)
+    head = pb.Image(pixel_format=image.pixel_format, width=image.width, height=image.height).SerializeToString()
+    layouts = [
+        frame_request(1, image.data, pixel_format=image.pixel_format, width=image.width, height=image.height),
+        field(2, field(2, head + field(1, image.data)) + pb.Frame(id=2).SerializeToString()),
+        field(2, pb.Frame(id=3, image=pb.Image(width=image.width)).SerializeToString() + field(2, head)
+              + field(2, field(1, image.data))),
+    ]
+    config = pb.StylizeRequest(config=pb.StreamConfig(style_id=style.id, output=pb.OutputOptions(
+        encoding=pb.ENCODING_RAW_RGB24))).SerializeToString()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        stylize = channel.stream_stream("/stylecast.v1.StyleTransfer/Stylize", request_serializer=bytes,
+                                        response_deserializer=pb.StylizeResponse.FromString)
+        answers = [a async for a in stylize(iter([config, *layouts]))]
+    assert [a.frame.id for a in answers] == [1, 2, 3]
+    outputs = [decode_result(a.frame.image) for a in answers]
+    assert outputs[0].shape == (32, 40, 3)
+    assert all(np.array_equal(outputs[0], o) for o in outputs[1:])
