@@ -46,6 +46,13 @@ async def test_reflection_lists_services_like_grpcurl_and_health_serves(server):
             assert res.status == health_pb2.HealthCheckResponse.SERVING
 
 
+async def refused_at_admission(stub) -> None:
+    """Open a Stylize stream the server refuses before reading it (max_streams) and read its status.
+    It writes nothing: grpcio's client reports INTERNAL ("Internal error from Core") instead of the
+    server's status when a write is in flight as the call ends (grpc/grpc#36066)."""
+    await stub.Stylize().read()
+
+
 async def test_stream_limit_refuses_with_resource_exhausted_but_never_health(server_factory):
     server = await server_factory(max_streams=1)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
@@ -65,7 +72,7 @@ async def test_stream_limit_refuses_with_resource_exhausted_but_never_health(ser
             yield pb.StylizeRequest(config=pb.StreamConfig(style_id=style.id))
 
         with pytest.raises(grpc.aio.AioRpcError) as err:
-            [r async for r in stub.Stylize(second())]
+            await refused_at_admission(stub)
         assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "max_streams" in err.value.details()
         health = health_pb2_grpc.HealthStub(channel)
@@ -108,7 +115,7 @@ async def test_refusals_carry_rich_status_details_the_client_reads_as_fields(ser
         first = stub.Stylize(held())
         assert (await first.read()).frame.id == 1  # the first stream holds the only slot
         with pytest.raises(grpc.aio.AioRpcError) as refused:
-            [r async for r in stub.Stylize(iter([pb.StylizeRequest(config=pb.StreamConfig(style_id=style.id))]))]
+            await refused_at_admission(stub)
         hold.set()
         assert await first.read() == grpc.aio.EOF
         server.shutdown.set()
