@@ -35,10 +35,13 @@ LIVE_BACKLOG = 256  # unwritten LIVE answers (mostly tiny FrameDropped) before r
 
 class FrameMemory:
     """Bytes of frames all streams of one server hold (requests read, answers not yet sent),
-    against a budget; event loop only.  ``gauge`` (optional) mirrors :attr:`held`."""
+    against a budget; event loop only.  ``gauge`` (optional) reports :attr:`held` when it is
+    collected (nothing to update per frame)."""
 
     def __init__(self, budget: int, gauge=None) -> None:
-        self.budget, self.held, self._gauge = budget, 0, gauge
+        self.budget, self.held = budget, 0
+        if gauge is not None:
+            gauge.set_function(lambda: self.held)
         self._changed = asyncio.Event()
 
     @property
@@ -48,8 +51,6 @@ class FrameMemory:
     def add(self, n: int) -> None:
         """Count ``n`` more bytes (negative: fewer); a decrease wakes streams waiting for room."""
         self.held += n
-        if self._gauge is not None:
-            self._gauge.set(self.held)
         if n < 0:
             self._changed.set()
             self._changed = asyncio.Event()

@@ -177,9 +177,14 @@ def _varint(n: int) -> bytes:
     return bytes(out)
 
 
+_TAGS: dict[int, bytes] = {}
+
+
 def _field_prefix(number: int, size: int) -> bytes:
     """Tag and length of a length-delimited field (wire type 2) holding ``size`` bytes."""
-    return _varint(number << 3 | 2) + _varint(size)
+    if (tag := _TAGS.get(number)) is None:
+        tag = _TAGS[number] = _varint(number << 3 | 2)
+    return tag + _varint(size)
 
 
 def stylized_frame_response(frame_id: int, res: FrameResult) -> bytes:
