@@ -108,7 +108,7 @@ def _check_image_paths(source: Path, output: Path) -> None:
     _check_output_folder(output)
     fmt = Image.registered_extensions().get(output.suffix.lower())
     if fmt is None or fmt not in Image.SAVE:
-        raise _fail(f"-o {output}: the output needs an image suffix: .jpg, .png or .webp "
+        raise _fail(f"-o {output}: the output needs an image suffix Pillow writes: .jpg, .png, .webp, .gif, .tiff, … "
                     f"(got {output.suffix or 'no suffix'})")
     try:
         with Image.open(source) as img:
@@ -124,7 +124,8 @@ def _check_image_paths(source: Path, output: Path) -> None:
 def image(
     source: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Input image.")],
     style: StyleOpt,
-    output: Annotated[Path, typer.Option("--output", "-o", help="Output image (.jpg, .png or .webp).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output image (.jpg, .png or .webp; other formats Pillow writes, e.g. .gif, .bmp, .tiff, "
+                      "are converted from a lossless PNG answer).")],
     strength: Strength = None,
     size: Size = 0,
     quality: Annotated[int, typer.Option(min=0, max=100, help="JPEG/WebP quality (0 = server default).")] = 0,
@@ -318,7 +319,8 @@ def token_new(
     name: Annotated[str, typer.Option(help="Token name: the metrics label and log name (A-Z a-z 0-9 . _ -).")],
     roles: Annotated[str, typer.Option(help="Comma-separated roles: stylize, styles, admin.")] = "stylize",
 ) -> None:
-    """Print a fresh random token (once: the server keeps only its sha256) and its tokens-file entry."""
+    """Print a fresh random token (once, on stderr: the server keeps only its sha256) and its
+    tokens-file entry (alone on stdout, so ``stylecast token new --name cam >> tokens.toml`` works)."""
     from stylecast.server.auth import new_token, tokens_entry
 
     token = new_token()
@@ -326,8 +328,9 @@ def token_new(
         entry = tokens_entry(name, [r.strip() for r in roles.split(",") if r.strip()], token)
     except ValueError as exc:
         raise _fail(str(exc)) from None
-    typer.echo(f"token (shown once; give it to the client as --token or STYLECAST_TOKEN):\n{token}\n")
-    typer.echo(f"add to the server's tokens file (then send the server SIGHUP):\n{entry}", nl=False)
+    typer.echo(f"token (shown once; give it to the client as --token or STYLECAST_TOKEN):\n{token}\n"
+               "its entry for the server's tokens file (then send the server SIGHUP) follows on stdout:", err=True)
+    typer.echo(entry, nl=False)
 
 
 @certs_app.command("dev")

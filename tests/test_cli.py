@@ -75,8 +75,8 @@ def one_line_error(code: int, out: str) -> str:
 
 
 @pytest.mark.parametrize("name, expected", [
-    ("out", "needs an image suffix: .jpg, .png or .webp (got no suffix)"),
-    ("out.xyz", "needs an image suffix: .jpg, .png or .webp (got .xyz)"),
+    ("out", "needs an image suffix Pillow writes: .jpg, .png, .webp, .gif, .tiff, … (got no suffix)"),
+    ("out.xyz", "needs an image suffix Pillow writes: .jpg, .png, .webp, .gif, .tiff, … (got .xyz)"),
     ("no-such-folder/out.jpg", "folder"),
 ])
 async def test_image_output_mistakes_are_caught_before_sending(tmp_path, style_file, name, expected) -> None:
@@ -102,6 +102,10 @@ async def test_a_gif_input_is_stylized_and_an_animated_one_points_to_video(serve
     code, out = await stylecast("image", still, "--style", style_file, "-o", tmp_path / "still.png", *target)
     assert code == 0, out
     assert Image.open(tmp_path / "still.png").size == (50, 40)
+    code, out = await stylecast("image", still, "--style", style_file, "-o", tmp_path / "still-out.gif", *target)
+    assert code == 0, out  # a suffix the server does not encode: the lossless answer is converted by Pillow
+    with Image.open(tmp_path / "still-out.gif") as written:
+        assert written.format == "GIF" and written.size == (50, 40)
 
     animated = tmp_path / "anim.gif"
     frames = [Image.fromarray(picture(50, 40, seed=s)).convert("P") for s in range(3)]

@@ -202,7 +202,9 @@ async def test_prometheus_agrees_with_client_latency_rate_and_rss(stylecast_serv
           f"prometheus: {server_fps:.1f} fps, p99 {server_p99 * 1e3:.1f} ms; "
           f"RSS prometheus {server_rss / 2**20:.1f} MiB vs /proc {rss / 2**20:.1f} MiB")
 
-    assert client_fps > 0.5 * STREAMS * FPS_PER_STREAM, "the server could not keep up with the offered load"
+    # Enough frames in the window for rates and a p99 to mean something (not a speed check: on a
+    # loaded machine the server may answer fewer than offered; both sides must still agree).
+    assert len(window) >= 30, f"only {len(window)} frames answered in the {WINDOW_S} s window"
     assert 0 < server_p99 <= one_bucket_above(client_p99)
     assert abs(server_fps - client_fps) <= 0.2 * client_fps
     assert abs(server_rss - rss) <= 0.1 * rss
