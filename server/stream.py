@@ -201,7 +201,9 @@ class StylizeStream:
 
         Shutdown cancels this task while it waits in :meth:`_next` (for room in the byte budget,
         or on ``read()``), or stops it before its next wait: no per-message race of two futures
-        (reading is the hot path)."""
+        (reading is the hot path).  A message gRPC had just read when the shutdown came is not
+        admitted: it is never answered, like one still in flight, and the client resends from
+        its first unanswered frame."""
         reader, state = asyncio.current_task(), {"waiting": False, "stop": False}
 
         def stop(_: asyncio.Future) -> None:
