@@ -86,7 +86,8 @@ class _End:
 
 class StylizeStream:
     """Runs one stream over ``read()`` (returns a request, a frame as :class:`wire.ReceivedFrame`,
-    or ``eof``: see :func:`wire.parse_stylize_request`) and ``write(response)``
+    a :class:`wire.MalformedRequest`, or ``eof``: see :func:`wire.parse_stylize_request`) and
+    ``write(response)``
     (a message, or a stylized frame already serialized: see :func:`wire.serialize_stylize_response`).
 
     Frames run through ``sessions``; ``slot`` says how many run at once (LIVE) and which
@@ -225,6 +226,9 @@ class StylizeStream:
                     state["waiting"] = False
                 if msg is self._eof:
                     break
+                if isinstance(msg, wire.MalformedRequest):
+                    raise InvalidArgument(f"a Stylize message is not a StylizeRequest ({msg.reason}): check that "
+                                          "the client sends stylecast.v1.StylizeRequest messages")
                 kind = "frame" if isinstance(msg, wire.ReceivedFrame) else msg.WhichOneof("msg")
                 if first and kind != "config":
                     raise InvalidArgument("the first message of a Stylize stream must be a StreamConfig")

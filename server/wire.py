@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from google.protobuf.message import DecodeError
+
 from stylecast.server.codecs import ImageInput
 from stylecast.server.errors import InvalidArgument
 from stylecast.server.session import FrameResult, OutputSpec, StyleSpec
@@ -42,6 +44,13 @@ class ReceivedFrame:
     def image_input(self) -> ImageInput:
         """Raises :class:`InvalidArgument` for an unknown pixel format."""
         return image_input(self.image, self.data)
+
+
+@dataclass(frozen=True)
+class MalformedRequest:
+    """A ``Stylize`` message protobuf cannot parse as a ``StylizeRequest``; ``reason`` says why."""
+
+    reason: str
 
 
 _LEN = 2  # wire type of a length-delimited field (bytes, string, embedded message)
@@ -114,18 +123,22 @@ def _frame_pixels(data: bytes) -> tuple[tuple[int, int, int], tuple[int, int, in
     return frame, image, pixels
 
 
-def parse_stylize_request(data: bytes) -> pb.StylizeRequest | ReceivedFrame:
+def parse_stylize_request(data: bytes) -> pb.StylizeRequest | ReceivedFrame | MalformedRequest:
     """The ``Stylize`` request deserializer: a frame becomes a :class:`ReceivedFrame` whose
     pixels are a view into ``data`` (protobuf would copy them twice: parsing, then reading
     ``image.data``; about 0.1 ms per 384² raw frame on the event loop), anything else a
-    ``StylizeRequest``.  The frame's and image's other fields are parsed by protobuf.
-    Raises protobuf's ``DecodeError`` for a malformed message, as the generated deserializer does."""
+    ``StylizeRequest``.  The frame's and image's other fields are parsed by protobuf.  A message
+    protobuf cannot parse becomes a :class:`MalformedRequest` (the stream refuses it with
+    INVALID_ARGUMENT; a deserializer that raised would end the call as an internal error)."""
     try:
         where = _frame_pixels(data)
     except ValueError:
         where = None
     if where is None:  # not the usual layout (or malformed: protobuf says how)
-        request = pb.StylizeRequest.FromString(data)
+        try:
+            request = pb.StylizeRequest.FromString(data)
+        except DecodeError as exc:
+            return MalformedRequest(str(exc) or "not a protobuf message")
         if request.WhichOneof("msg") != "frame":
             return request
         frame = request.frame

@@ -115,15 +115,15 @@ def test_the_usual_frame_leaves_its_pixels_in_the_received_message():
 
 @settings(max_examples=300, deadline=None)
 @given(st.sampled_from(sorted(LAYOUTS)), st.integers(0, 200), st.binary(max_size=4))
-def test_a_damaged_request_fails_or_parses_as_protobuf_parses_it(layout, cut, noise):
-    """Truncated or with bytes appended: the parser raises DecodeError exactly when protobuf does."""
+def test_a_damaged_request_is_refused_or_parses_as_protobuf_parses_it(layout, cut, noise):
+    """Truncated or with bytes appended: the parser answers MalformedRequest exactly when protobuf
+    cannot parse the message, else what protobuf reads."""
     encoded = LAYOUTS[layout]
     damaged = encoded[:max(0, len(encoded) - cut)] + noise
     try:
         expected = as_protobuf_reads_it(damaged)
     except DecodeError:
-        with pytest.raises(DecodeError):
-            wire.parse_stylize_request(damaged)
+        assert isinstance(wire.parse_stylize_request(damaged), wire.MalformedRequest)
     else:
         assert as_parsed(damaged) == expected
 
@@ -151,3 +151,22 @@ async def test_frames_in_any_field_layout_are_stylized_alike_by_a_real_server(se
     outputs = [decode_result(a.frame.image) for a in answers]
     assert outputs[0].shape == (32, 40, 3)
     assert all(np.array_equal(outputs[0], o) for o in outputs[1:])
+
+
+async def test_a_message_that_is_not_a_stylize_request_ends_the_stream_with_invalid_argument(server, stub):
+    """After answering the frames before it, and the server goes on serving."""
+    style = await register(stub, picture(64, 64, seed=5))
+    config = pb.StylizeRequest(config=pb.StreamConfig(style_id=style.id)).SerializeToString()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        stylize = channel.stream_stream("/stylecast.v1.StyleTransfer/Stylize", request_serializer=bytes,
+                                        response_deserializer=pb.StylizeResponse.FromString)
+        answers = []
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            async for answer in stylize(iter([config, frame_request(1, raw_image(picture(16, 16)).data,
+                                                                    pixel_format=pb.PIXEL_FORMAT_RGB24,
+                                                                    width=16, height=16), b"\xff\xff\xff\xff"])):
+                answers.append(answer)
+    assert [a.frame.id for a in answers] == [1]
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not a StylizeRequest" in refused.value.details()
+    assert (await stub.GetStyle(pb.GetStyleRequest(id=style.id))).id == style.id
