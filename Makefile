@@ -57,6 +57,7 @@ test: $(VENV)/.dev-stamp prometheus-tools redis-tools
 bench: $(VENV)/.dev-stamp redis-tools $(PEERS)/.stamp
 	$(BIN)/python -m benchmarks.serving
 	$(BIN)/python -m benchmarks.metrics_cost
+	$(BIN)/python -m benchmarks.quality_cost
 	$(BIN)/python -m benchmarks.transport
 	$(BIN)/python -m benchmarks.failover
 	$(BIN)/python -m benchmarks.peers --peer-python $(PEERS)/bin/python

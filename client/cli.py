@@ -289,6 +289,8 @@ def serve(
                                                   "ModelAdmin on the main port).")] = None,
     load_order: Annotated[str | None, typer.Option(
         help="backend:format,... loaded first to last; each later one swaps in when warmed up.")] = None,
+    traffic_split: Annotated[str | None, typer.Option(
+        help="A/B test from the start: VERSION=PERCENT,... of --model summing to 100 (all loaded).")] = None,
     admin_port: Annotated[int | None, typer.Option(help="ModelAdmin port on 127.0.0.1 (non-loopback host).")] = None,
     upload_dir: Annotated[str | None, typer.Option(help="Folder for uploaded model packages.")] = None,
     tokens_file: Annotated[str | None, typer.Option(
@@ -307,7 +309,7 @@ def serve(
     flags = json.dumps({
         "port": port, "metrics_port": metrics_port, "backend": backend, "threads": threads, "workers": workers,
         "models_dir": models_dir, "style_store": style_store, "format": format, "model": model, "host": host,
-        "load_order": load_order, "admin_port": admin_port, "upload_dir": upload_dir,
+        "load_order": load_order, "traffic_split": traffic_split, "admin_port": admin_port, "upload_dir": upload_dir,
         "tokens_file": tokens_file, "allow_unauthenticated": allow_unauthenticated, "tls_cert": tls_cert,
         "tls_key": tls_key, "tls_client_ca": tls_client_ca, "metrics_tls": metrics_tls,
         "config": str(config) if config else None})
@@ -478,6 +480,33 @@ def models_unload(
         unloaded, deleted = client.unload_model(name, version, delete_files=delete)
     typer.echo(f"{name}:{version}  {'stopped loading' if unloaded else 'not loading'}"
                f"{', files deleted' if deleted else ''}")
+
+
+@models_app.command("split")
+def models_split(
+    weights: Annotated[list[str] | None, typer.Argument(
+        help="VERSION=PERCENT entries summing to 100 (e.g. 4=80 5=20); none: show the split in force.")] = None,
+    model: Annotated[str, typer.Option("--model", help="Model name (default: the served model).")] = "",
+    target: AdminTarget = DEFAULT_ADMIN_TARGET,
+    token: Token = None,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+) -> None:
+    """A/B test: share new streams and calls between versions of the served model (versions not
+    loaded yet are loaded first; open streams keep their version).  Prints every loaded version:
+    its share, open streams and serving artifact."""
+    from stylecast.server.config import parse_split
+
+    try:
+        split = parse_split(",".join(weights or ()))
+    except ValueError as exc:
+        raise _fail(f"{exc} (e.g. stylecast models split 4=80 5=20)") from None
+    with _client(target, token, tls_ca, tls_cert, tls_key) as client:
+        versions = client.set_traffic_split(split, model) if split else client.traffic_split(model)
+    for v in versions:
+        typer.echo(f"{printable(v.version)}\t{v.percent}%\t{v.open_streams} streams\t"
+                   f"{printable(v.backend)}:{printable(v.format)}{'  draining' if v.draining else ''}")
 
 
 @models_app.command("watch")

@@ -35,9 +35,13 @@ class StyleTransferServicer(pb_grpc.StyleTransferServicer):
 
     async def StylizeImage(self, request: pb.StylizeImageRequest, context) -> pb.StylizeImageResponse:
         cfg = request.config
-        session = await self.sessions.open(wire.style_spec(cfg), wire.output_spec(cfg.output),
-                                           cfg.process_max_side, cfg.model)
-        res = await session.process(wire.image_input(request.image))
+        assignment = self.sessions.assign(cfg.model, cfg.model_version)
+        try:
+            session = await self.sessions.open(wire.style_spec(cfg), wire.output_spec(cfg.output),
+                                               cfg.process_max_side, cfg.model, assignment)
+            res = await session.process(wire.image_input(request.image))
+        finally:
+            assignment.release()
         return pb.StylizeImageResponse(result=wire.stylized_frame(0, res))
 
     async def RegisterStyle(self, request_iterator, context) -> pb.RegisterStyleResponse:

@@ -27,6 +27,7 @@ from stylecast.server import wire
 from stylecast.server.errors import (InvalidArgument, ResourceExhausted, ShuttingDown, Stalled, answer_too_large,
                                      code_number, to_status)
 from stylecast.server.metrics import Metrics
+from stylecast.server.serving import Assignment
 from stylecast.server.session import FrameTrace, Session, Sessions
 from stylecast.v1 import stylecast_pb2 as pb
 
@@ -106,6 +107,7 @@ class StylizeStream:
         self._every_frame = asyncio.Semaphore(sessions.config.queue_depth)
         self._live_backlog = asyncio.Semaphore(LIVE_BACKLOG)
         self._session: Session | None = None
+        self._assignment: Assignment | None = None  # the model version, for the stream's whole life
         self._live = False
         self._running: set[_Job] = set()
         self._waiting: _Job | None = None
@@ -166,6 +168,8 @@ class StylizeStream:
                     never.append(item)
             if never:
                 self._metrics.frame_answered(self._slot.backend_name, "cancelled", len(never))
+            if self._assignment is not None:
+                self._assignment.release()
 
     def _fits(self, response: pb.StylizeResponse | bytes, job: _Job) -> pb.StylizeResponse | bytes:
         """``response``, or a RESOURCE_EXHAUSTED FrameError in its place when it exceeds the message
@@ -253,8 +257,15 @@ class StylizeStream:
         self._queue.put_nowait(end)
 
     async def _configure(self, cfg: pb.StreamConfig) -> None:
+        """Open a session for the stream's version: assigned at the first StreamConfig and kept, or
+        the one a StreamConfig pins."""
+        if self._assignment is None or (cfg.model_version and cfg.model_version != self._assignment.version):
+            assignment = self._sessions.assign(cfg.model, cfg.model_version, stream=True)
+            if self._assignment is not None:
+                self._assignment.release()
+            self._assignment = assignment
         self._session = await self._sessions.open(wire.style_spec(cfg), wire.output_spec(cfg.output),
-                                                  cfg.process_max_side, cfg.model)
+                                                  cfg.process_max_side, cfg.model, self._assignment)
         self._live = cfg.mode == pb.STREAM_MODE_LIVE
         if self._waiting is not None:  # the new config must not strand a waiting LIVE frame
             self._start(self._waiting)
