@@ -44,9 +44,12 @@ async def write_until_paused(call, server, frame: pb.Image, budget: int) -> tupl
     peak = 0.0
     for i in range(2000):
         write = asyncio.ensure_future(call.write(pb.StylizeRequest(frame=pb.Frame(id=i, image=frame))))
+        waited = 0.0
         while not (await asyncio.wait((write,), timeout=0.5))[0]:
             if (held := buffered(server)) >= budget:
                 return write, i, max(peak, held)
+            waited += 0.5
+            assert waited < 120, f"a write waited {waited:g} s while the server held {held} of {budget} bytes"
         peak = max(peak, buffered(server))
     raise AssertionError("the server kept reading a stream whose answers are not read")
 
