@@ -26,7 +26,7 @@ $(VENV)/.serve-stamp: pyproject.toml | $(BIN)/python
 
 # Everything the suite, training and export need.
 $(VENV)/.dev-stamp: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e ".[litert,tf,onnx,video,dev]"
+	$(BIN)/pip install -q -e ".[litert,tf,onnx,video,mobile,dev]"
 	touch $@ $(VENV)/.serve-stamp
 
 serve: $(VENV)/.serve-stamp

@@ -10,7 +10,7 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
@@ -524,6 +524,84 @@ def models_watch(
         _watch(client, name, version)
 
 
+def _compare_model(spec: str, client: Callable[[], Client], fmt: str, threads: int):
+    """A package folder, or NAME:VERSION on the server (the client is connected on first need)."""
+    from stylecast.model.compare import PackageModel, ServerModel
+
+    if Path(spec).is_dir():
+        return PackageModel(Path(spec), fmt, threads)
+    name, colon, version = spec.partition(":")
+    if colon and name and version and "/" not in spec and os.sep not in spec:
+        return ServerModel(client(), spec)
+    raise _fail(f"{spec}: neither a package folder (NAME/VERSION with manifest.json) nor NAME:VERSION on a server")
+
+
+@models_app.command("compare")
+def models_compare(
+    a: Annotated[str, typer.Argument(metavar="A", help="Package folder, or NAME:VERSION on the server.")],
+    b: Annotated[str, typer.Argument(metavar="B", help="Package folder, or NAME:VERSION on the server.")],
+    styles: Annotated[Path, typer.Option("--styles", help="Folder of style images (.jpg .png .webp).")] = Path("styles"),
+    contents: Annotated[Path, typer.Option("--contents", help="Folder of content photos.")] = Path("content"),
+    size: Annotated[int, typer.Option(min=64, help="Side of the square content pictures scored.")] = 384,
+    speed_size: Annotated[list[int] | None, typer.Option(
+        "--speed-size", min=16, help="Square side timed (repeatable; default 384 and 512).")] = None,
+    speed_frames: Annotated[int, typer.Option(min=1, help="Frames per model per timing round.")] = 5,
+    speed_rounds: Annotated[int, typer.Option(min=1, help="Timing rounds (the models alternate).")] = 2,
+    sheet: Annotated[Path, typer.Option("--sheet", help="Contact sheet PNG to write.")] = Path("compare.png"),
+    judge: Annotated[Path | None, typer.Option(
+        file_okay=False, help="Package whose style predictor alone scores both models (default: A's and B's "
+                              "predictors, each scoring both, where they are package folders; else the "
+                              "built-in package's).")] = None,
+    format: Annotated[str, typer.Option(help="TFLite format of package folders (default: int8, else fp16, "
+                                             "else fp32).")] = "",
+    threads: Annotated[int, typer.Option(min=1, help="LiteRT threads for package folders.")] = 2,
+    target: Target = DEFAULT_TARGET,
+    token: Token = None,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+) -> None:
+    """Compare two models on your own styles and photos: style score, SSIM, flicker, speed, a verdict
+    per metric and a contact sheet PNG side by side."""
+    from contextlib import ExitStack
+
+    from tqdm import tqdm
+
+    from stylecast.model.compare import CompareError, PackageModel, builtin_package, compare, image_files
+
+    _check_output_folder(sheet)
+    if sheet.suffix.lower() != ".png":
+        raise _fail(f"--sheet {sheet}: the contact sheet is a PNG (name it *.png)")
+    with ExitStack() as stack:
+        clients: list[Client] = []
+
+        def client() -> Client:
+            if not clients:
+                clients.append(stack.enter_context(_client(target, token, tls_ca, tls_cert, tls_key)))
+            return clients[0]
+
+        try:
+            style_files = image_files(styles, "--styles")
+            content_files = image_files(contents, "--contents")
+            models = []
+            for spec in (a, b):
+                models.append(_compare_model(spec, client, format, threads))
+                stack.callback(models[-1].close)
+            judges = [(f"{ab}'s predictor", m) for ab, m in zip("AB", models) if isinstance(m, PackageModel)]
+            if judge is not None or not judges:
+                path = judge or builtin_package()
+                judges = [(f"the predictor of {path}", PackageModel(path, "", threads))]
+                stack.callback(judges[0][1].close)
+            sizes = tuple(speed_size or (384, 512))
+            with tqdm(total=len(content_files) + len(sizes), unit="step", desc="compare", leave=False) as bar:
+                report = compare(models[0], models[1], judges, style_files, content_files, size, sizes,
+                                 speed_frames, speed_rounds, sheet, progress=bar.update)
+        except CompareError as exc:
+            raise _fail(str(exc)) from None
+    for line in report.lines():
+        typer.echo(line)
+
+
 @model_app.command("export")
 def model_export(
     checkpoint: Annotated[Path, typer.Argument(
@@ -563,6 +641,32 @@ def model_import_magenta(
     except PackageError as exc:
         raise _fail(str(exc)) from None
     typer.echo(f"{package.path}  formats: {', '.join(package.artifacts)}")
+
+
+@model_app.command("export-mobile")
+def model_export_mobile(
+    package: Annotated[Path, typer.Argument(help="Package folder NAME/VERSION (with a savedmodel artifact).")],
+    output: Annotated[Path, typer.Option("--output", "-o", file_okay=False, help="Folder to write into.")],
+    size: Annotated[list[int] | None, typer.Option(
+        "--size", help="Square frame side the app feeds, a multiple of 16 (repeatable; default 512).")] = None,
+    precision: Annotated[list[str] | None, typer.Option(
+        "--precision", help="TFLite weights: fp16, int8 (repeatable; default both).")] = None,
+    coreml: Annotated[bool, typer.Option(help="Also write Core ML packages (needs coremltools).")] = True,
+) -> None:
+    """Write TFLite (fp16, int8) and Core ML files with fixed input shapes, and mobile.json describing
+    their inputs and outputs (needs TensorFlow; Core ML needs coremltools: the tf and mobile extras)."""
+    from stylecast.model.mobile import PRECISIONS, MobileExportError, export_mobile
+
+    if not (package / "manifest.json").is_file():
+        raise _fail(f"{package}: not a model package folder (no manifest.json)")
+    try:
+        manifest = export_mobile(package, output, tuple(size or (512,)), tuple(precision or PRECISIONS), coreml)
+    except MobileExportError as exc:
+        raise _fail(str(exc)) from None
+    for entry in manifest["tflite"] + manifest["coreml"]:
+        shapes = " ".join(f"{t['name']}{t['shape']}" for t in entry["inputs"] + entry["outputs"])
+        typer.echo(f"{output / entry['file']}\t{entry['bytes']}\t{shapes}")
+    typer.echo(f"{output / 'mobile.json'}")
 
 
 def main() -> None:
