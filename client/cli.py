@@ -305,14 +305,15 @@ def serve(
         "--metrics-tls", help="Serve /metrics over HTTPS with --tls-cert/--tls-key (and --tls-client-ca).")] = None,
 ) -> None:
     """Run the gRPC server (flags > STYLECAST_* environment > TOML config)."""
-    from stylecast.server.app import main
-
-    main({"port": port, "metrics_port": metrics_port, "backend": backend, "threads": threads, "workers": workers,
-          "models_dir": models_dir, "style_store": style_store, "format": format, "model": model, "host": host,
-          "load_order": load_order, "traffic_split": traffic_split, "admin_port": admin_port, "upload_dir": upload_dir,
-          "tokens_file": tokens_file, "allow_unauthenticated": allow_unauthenticated, "tls_cert": tls_cert,
-          "tls_key": tls_key, "tls_client_ca": tls_client_ca, "metrics_tls": metrics_tls,
-          "config": str(config) if config else None})
+    # The server runs in a fresh interpreter (same process id) without the CLI's libraries.
+    flags = json.dumps({
+        "port": port, "metrics_port": metrics_port, "backend": backend, "threads": threads, "workers": workers,
+        "models_dir": models_dir, "style_store": style_store, "format": format, "model": model, "host": host,
+        "load_order": load_order, "traffic_split": traffic_split, "admin_port": admin_port, "upload_dir": upload_dir,
+        "tokens_file": tokens_file, "allow_unauthenticated": allow_unauthenticated, "tls_cert": tls_cert,
+        "tls_key": tls_key, "tls_client_ca": tls_client_ca, "metrics_tls": metrics_tls,
+        "config": str(config) if config else None})
+    os.execv(sys.executable, [sys.executable, "-m", "stylecast.server", flags])
 
 
 @token_app.command("new")

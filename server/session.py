@@ -48,7 +48,7 @@ class StyleSpec:
 
 @dataclass(frozen=True)
 class FrameResult:
-    data: bytes
+    data: bytes | memoryview        # encoded image, or a view of the raw RGB24 output (no copy)
     width: int
     height: int
     encoding: str
@@ -148,12 +148,18 @@ class Session:
     def _encode(self, out: np.ndarray, target: tuple[int, int]) -> bytes:
         return codecs.encode(codecs.resize(out, target), self.output.encoding, self.output.quality)
 
+    @staticmethod
+    def _raw_view(out: np.ndarray) -> memoryview:
+        """The raw RGB24 answer as a view of the output array: it is copied once, into the
+        serialized response."""
+        return memoryview(np.ascontiguousarray(out)).cast("B")
+
     def _decode_inline(self, image: ImageInput) -> bool:
         """RGB24 that needs no scaling is a zero-copy view: no codec thread hop."""
         return image.pixel_format == "rgb24" and max(image.width, image.height) <= self.process_max_side
 
     def _encode_inline(self, out: np.ndarray, target: tuple[int, int]) -> bool:
-        """Raw output that needs no scaling is one copy of the array: no codec thread hop."""
+        """Raw output that needs no scaling is a view of the array: no codec thread hop."""
         return self.output.encoding == "raw" and target == (out.shape[1], out.shape[0])
 
     async def _style_vector(self, model: LoadedModel) -> np.ndarray:
@@ -197,7 +203,7 @@ class Session:
             self._quality.offer(model, small, res.image, style_vector)
         t2 = time.perf_counter()
         if self._encode_inline(res.image, target):
-            data = self._encode(res.image, target)
+            data = self._raw_view(res.image)
         else:
             data = await self._codecs.run(self._encode, res.image, target)
         t3 = time.perf_counter()

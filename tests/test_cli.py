@@ -213,6 +213,11 @@ def test_serve_command_passes_its_flags_to_the_server(tiny_models_dir, tmp_path)
         with Client(f"127.0.0.1:{port}") as client:
             style = client.register_style(picture(64, 64, seed=23), name="via-cli")
         assert (tmp_path / "cli.db").exists() and style.created
+        # the same process, exec'd into a server without the CLI's libraries (typer, pydantic)
+        cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes().split(b"\0")
+        assert cmdline[1:3] == [b"-m", b"stylecast.server"], cmdline
+        libraries = Path(f"/proc/{proc.pid}/maps").read_text()
+        assert "pydantic_core" not in libraries and "cygrpc" in libraries
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
     finally:
