@@ -279,6 +279,25 @@ class PackageNotFound(PackageError):
     """No package of the asked name or version in the searched folders."""
 
 
+class PackageMisplaced(PackageError):
+    """A package folder ``NAME/VERSION`` whose manifest names another model or version."""
+
+
+def load_installed(folder: Path) -> ModelPackage:
+    """The package in an installed folder ``.../NAME/VERSION``; raises :class:`PackageMisplaced`
+    when its manifest's name or version differs from the folder's (a copied folder whose
+    manifest.json was not edited: never served under the other number), :class:`PackageError`
+    for a bad manifest."""
+    package = load_package(folder)
+    name, version = folder.parent.name, folder.name
+    if (package.name, package.version) != (name, version):
+        raise PackageMisplaced(
+            f"{folder}/{MANIFEST} says {package.name}:{package.version}, but the folder is {name}/{version}; "
+            f"edit manifest.json's name/version to {name}/{version} or rename the folder to "
+            f"{package.name}/{package.version} (this folder is not served until then)")
+    return package
+
+
 def _version_key(version: str) -> tuple:
     return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in version.replace("-", ".").split("."))
 
@@ -314,7 +333,8 @@ def locate_package(root: str | os.PathLike[str], name: str = "", version: str = 
                    also: Sequence[Path] = ()) -> ModelPackage:
     """The package ``root/NAME/VERSION``: the only model when ``name`` is empty, the latest
     version (by number) when ``version`` is empty.  ``also``: more roots searched for versions
-    of that model.  Raises :class:`PackageNotFound` (or :class:`PackageError` for a bad manifest)."""
+    of that model.  Raises :class:`PackageNotFound` (:class:`PackageMisplaced` for a folder whose
+    manifest names another version, :class:`PackageError` for a bad manifest)."""
     root = Path(root)
     models = sorted(model_dirs(root))
     if not name:
@@ -328,4 +348,4 @@ def locate_package(root: str | os.PathLike[str], name: str = "", version: str = 
         raise PackageNotFound(f"model {name!r} not found in {root} (have: {', '.join(models) or 'none'})")
     if version and version not in versions:
         raise PackageNotFound(f"model {name} has no version {version!r} (have: {', '.join(versions)})")
-    return load_package(versions[version or list(versions)[-1]])
+    return load_installed(versions[version or list(versions)[-1]])

@@ -132,6 +132,9 @@ class ModelControl:
         name = self._served(name)
         installed = await asyncio.to_thread(self._registry.versions, name)
         weights = check_split(weights, installed, name)
+        for version, percent in weights.items():  # every package is sound before any loads
+            if percent > 0 and self._slot.version(name, version) is None:
+                await asyncio.to_thread(self._registry.find, name, version)
         await self.load_alongside(name, [v for v, percent in weights.items() if percent > 0])
         self._slot.set_split(weights)
         return self.traffic(name)

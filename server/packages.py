@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from stylecast.backends.base import BackendUnavailable, backend_formats, backend_names, best_available
-from stylecast.backends.package import ModelPackage, PackageNotFound, locate_package
+from stylecast.backends.package import ModelPackage, PackageMisplaced, PackageNotFound, locate_package
 from stylecast.model import BUILTIN_DIR
 from stylecast.server.config import ServerConfig
 from stylecast.server.errors import FailedPrecondition
@@ -16,10 +16,11 @@ from stylecast.server.errors import FailedPrecondition
 def find_package(models_dir: str | Path, name: str = "", version: str = "",
                  also: Sequence[Path] = ()) -> ModelPackage:
     """:func:`locate_package` in ``models_dir`` (the built-in models when empty); a package
-    that is not there is the caller's precondition: raises :class:`FailedPrecondition`."""
+    that is not there, or whose folder disagrees with its manifest, is the caller's
+    precondition: raises :class:`FailedPrecondition`."""
     try:
         return locate_package(Path(models_dir) if models_dir else BUILTIN_DIR, name, version, also)
-    except PackageNotFound as exc:
+    except (PackageNotFound, PackageMisplaced) as exc:
         raise FailedPrecondition(str(exc)) from None
 
 

@@ -8,17 +8,22 @@ watchers wake on every change.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from stylecast.backends.package import ModelPackage, PackageError, load_package, model_dirs, version_dirs
+from stylecast.backends.package import (ModelPackage, PackageError, PackageMisplaced, load_installed, load_package,
+                                        model_dirs, version_dirs)
 from stylecast.model import BUILTIN_DIR
 from stylecast.server.config import ServerConfig
+from stylecast.server.errors import FailedPrecondition
 from stylecast.server.packages import find_package
 from stylecast.server.paths import inside, model_key
 from stylecast.server.uploads import Upload, UploadStore
+
+log = logging.getLogger(__name__)
 
 # artifact states, as in the proto's ArtifactState
 AVAILABLE, QUEUED, VERIFYING, LOADING, WARMING, ACTIVE, FAILED = (
@@ -129,13 +134,21 @@ class ModelRegistry:
     def is_uploaded(self, path: Path) -> bool:
         return path.resolve().is_relative_to(self.uploads.root.resolve())
 
-    def _packages(self) -> list[ModelPackage]:
+    def _packages(self) -> list[ModelPackage | ModelStatus]:
+        """Every installed package; a folder whose manifest names another version is a failed
+        status under the folder's name and version (logged: it is never served)."""
         names = sorted(set(model_dirs(self.models_root)) | set(model_dirs(self.uploads.root)))
-        out = []
+        out: list[ModelPackage | ModelStatus] = []
         for name in names:
-            for folder in version_dirs(self.roots, name).values():
+            for version, folder in version_dirs(self.roots, name).items():
                 try:
-                    out.append(load_package(folder))
+                    out.append(load_installed(folder))
+                except PackageMisplaced as exc:
+                    log.warning("%s", exc)
+                    package = load_package(folder)
+                    arts = tuple(ArtifactStatus(fmt, art.size, state=FAILED, error=str(exc))
+                                 for fmt, art in package.artifacts.items())
+                    out.append(ModelStatus(name, version, self.is_uploaded(folder), arts))
                 except PackageError:
                     continue  # a broken manifest on disk: not listable, not loadable
         return out
@@ -145,7 +158,7 @@ class ModelRegistry:
         out = []
         for package in self._packages():
             if not name or package.name == name:
-                out.append(self.status(package))
+                out.append(package if isinstance(package, ModelStatus) else self.status(package))
         for upload in self.uploads.partials():
             if (not name or upload.package.name == name) and self.installed(*upload.key) is None:
                 arts = tuple(ArtifactStatus(fmt, a.size) for fmt, a in upload.package.artifacts.items())

@@ -21,6 +21,7 @@ from stylecast.client import AsyncClient, FailedPrecondition, InvalidArgument
 from stylecast.model import BUILTIN_DIR
 from stylecast.server.app import start
 from stylecast.server.config import ConfigError, ServerConfig
+from stylecast.server.errors import FailedPrecondition as ServerFailedPrecondition
 from stylecast.v1 import stylecast_pb2 as pb
 from stylecast.v1 import stylecast_pb2_grpc as pb_grpc
 
@@ -255,3 +256,41 @@ def test_a_bad_split_in_the_config_stops_the_server_with_a_message(tmp_path):
         ServerConfig(traffic_split="4=80,5=20", model_version="3", style_store=f"sqlite:///{tmp_path}/s.db")
     assert ServerConfig(traffic_split="4=80, 5=20").split_versions == ("4", "5")
     assert ServerConfig(traffic_split="4=20,5=80").split_versions == ("5", "4")
+
+
+@pytest.fixture
+def misplaced_copy(two_versions, tmp_path) -> Path:
+    """The three versions plus folder 7, a copy of 4 whose manifest.json still says version 4."""
+    root = tmp_path / "copied"
+    shutil.copytree(two_versions, root)
+    shutil.copytree(root / MODEL / "4", root / MODEL / "7")
+    return root
+
+
+async def test_a_folder_whose_manifest_names_another_version_is_listed_failed_and_never_served(
+        misplaced_copy, tmp_path, caplog):
+    running = await start(make_config(misplaced_copy, tmp_path, model=MODEL, format=FORMAT, quality_sample_every=0,
+                                      traffic_split="4=100"))
+    try:
+        async with AsyncClient(f"127.0.0.1:{running.port}") as client:
+            listed = {m.version: m for m in await client.list_models(MODEL)}
+            assert sorted(listed) == ["4", "5", "6", "7"]
+            assert listed["7"].state == "failed" and listed["4"].state == "active"
+            error = listed["7"].artifacts[0].error
+            assert "says stylecast-small:4" in error and "stylecast-small/7" in error
+            assert "edit manifest.json" in error and "rename the folder" in error
+            assert "stylecast-small/7" in caplog.text
+            with pytest.raises(FailedPrecondition, match="says stylecast-small:4"):
+                await client.load_model(MODEL, "7")
+            before = await client.traffic_split()
+            with pytest.raises(FailedPrecondition, match="edit manifest.json"):
+                await client.set_traffic_split({"6": 50, "7": 50})
+            assert await client.traffic_split() == before
+        code, out = await stylecast("models", "load", MODEL, "--version", "7", "--target", f"127.0.0.1:{running.port}")
+        assert code == 1 and "rename the folder" in out and "4 active" not in out
+    finally:
+        await running.stop(1.0)
+    with pytest.raises(ServerFailedPrecondition, match="says stylecast-small:4"):
+        await start(make_config(misplaced_copy, tmp_path, model=MODEL, format=FORMAT, quality_sample_every=0,
+                                traffic_split="6=50,7=50"))
+
