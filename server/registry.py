@@ -114,11 +114,17 @@ class ModelRegistry:
                     inside(root, folder)
 
     def find(self, name: str = "", version: str = "") -> ModelPackage:
-        """A package: ``name`` "" = the only model of the models folder, ``version`` "" = the latest."""
+        """A package: ``name`` "" = the only model of the models folder, ``version`` "" = the latest.
+        Raises :class:`FailedPrecondition` when it is not installed (or ``name`` is "" and the
+        models folder holds no or several models), :class:`InvalidArgument` for a bad name or version."""
+        if not name and version:
+            models = sorted(model_dirs(self.models_root))
+            if len(models) != 1:
+                raise FailedPrecondition(f"{self.models_root} holds {len(models)} models "
+                                         f"({', '.join(models) or 'none'}); choose one with --model")
+            name = models[0]
         if name:
             self.confine(name, version)
-        elif version:
-            model_key("-", version)
         return find_package(self.models_root, name, version, also=[self.uploads.root])
 
     def installed(self, name: str, version: str) -> Path | None:

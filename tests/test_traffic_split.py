@@ -294,3 +294,19 @@ async def test_a_folder_whose_manifest_names_another_version_is_listed_failed_an
         await start(make_config(misplaced_copy, tmp_path, model=MODEL, format=FORMAT, quality_sample_every=0,
                                 traffic_split="6=50,7=50"))
 
+
+async def test_a_split_without_a_model_name_serves_the_only_model_and_asks_for_one_among_several(
+        two_versions, tmp_path):
+    running = await start(make_config(two_versions, tmp_path, format=FORMAT, quality_sample_every=0,
+                                      traffic_split="4=50,5=50"))
+    try:
+        async with AsyncClient(f"127.0.0.1:{running.port}") as client:
+            assert {v.version: v.percent for v in await client.traffic_split()} == {"4": 50, "5": 50}
+    finally:
+        await running.stop(1.0)
+    several = tmp_path / "several"
+    shutil.copytree(two_versions, several)
+    shutil.copytree(two_versions / MODEL, several / "other-model")
+    with pytest.raises(ServerFailedPrecondition, match="holds 2 models .other-model, stylecast-small.; choose one "
+                                                       "with --model"):
+        await start(make_config(several, tmp_path, format=FORMAT, quality_sample_every=0, model_version="4"))
