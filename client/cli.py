@@ -417,8 +417,12 @@ def models_upload(
 
         result = client.upload_model(package, progress=progress)
         bar.close()
-        typer.echo(f"{result.name}:{result.version} uploaded ({result.total_bytes} bytes, "
-                   f"{result.total_chunks} chunks verified)")
+        if result.already_installed:
+            typer.echo(f"{result.name}:{result.version} already installed, identical (nothing sent; "
+                       "its state is unchanged)")
+        else:
+            typer.echo(f"{result.name}:{result.version} uploaded ({result.total_bytes} bytes, "
+                       f"{result.total_chunks} chunks verified)")
         if load:
             client.load_model(result.name, result.version)
             _watch(client, result.name, result.version)

@@ -312,7 +312,8 @@ _MODEL_STATES = {v: k.removeprefix("MODEL_STATE_").lower() for k, v in apb.Model
 
 def parse_upload(msg: apb.UploadStatus) -> UploadInfo:
     return UploadInfo(msg.name, msg.version, msg.total_chunks, msg.received_chunks, msg.total_bytes,
-                      msg.received_bytes, msg.complete, tuple((m.path, m.index) for m in msg.missing))
+                      msg.received_bytes, msg.complete, tuple((m.path, m.index) for m in msg.missing),
+                      msg.already_installed)
 
 
 def parse_model(msg: apb.ModelInfo) -> ModelInfo:

@@ -175,6 +175,7 @@ class UploadInfo:
     received_bytes: int
     complete: bool
     missing: tuple[tuple[str, int], ...] = ()
+    already_installed: bool = False  # the same package was installed already; nothing changed
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,8 @@ class ModelControl:
     async def upload(self, manifest: bytes, chunks: AsyncIterator[Chunk]
                      ) -> AsyncIterator[tuple[tuple[str, str], UploadProgress]]:
         """Receive a package: yields ((name, version), progress) once the manifest is accepted
-        (listing the chunks still missing) and once every chunk has verified."""
+        (listing the chunks still missing) and once every chunk has verified.  An identical package
+        already installed is answered complete (``already_installed``) and keeps its state."""
         upload = await asyncio.to_thread(self._uploads.begin, manifest, self._registry.installed)
         try:
             yield upload.key, UploadProgress.of(upload, with_missing=True)
@@ -62,7 +63,8 @@ class ModelControl:
             await asyncio.to_thread(self._uploads.finish, upload)
         finally:
             self._uploads.release(upload.key)
-        self._registry.forget(*upload.key)  # a failed earlier load of the same key is history
+        if not upload.already_installed:
+            self._registry.forget(*upload.key)  # a failed earlier load of the same key is history
         yield upload.key, UploadProgress.of(upload)
 
     async def load(self, name: str, version: str, requested_order: Sequence[str] = ()) -> ModelStatus:

@@ -50,12 +50,13 @@ class UploadProgress:
     received_bytes: int
     missing: tuple[tuple[str, int], ...] = ()
     complete: bool = False
+    already_installed: bool = False  # an identical package was installed before this upload
 
     @classmethod
     def of(cls, upload: Upload, with_missing: bool = False) -> UploadProgress:
         missing = tuple(sorted(upload.missing)) if with_missing else ()
         return cls(upload.total_chunks, upload.total_chunks - len(upload.missing), upload.total_bytes,
-                   upload.received_bytes, missing, upload.complete)
+                   upload.received_bytes, missing, upload.complete, upload.already_installed)
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,8 @@ class Upload:
     package: ModelPackage                     # rooted at the partial folder
     files: dict[str, FileEntry]
     missing: set[tuple[str, int]] = field(default_factory=set)
-    complete: bool = False                    # already an installed, verified package
+    complete: bool = False                    # an installed, verified package
+    already_installed: bool = False           # installed (identical manifest) before this upload began
 
     @property
     def key(self) -> tuple[str, str]:
@@ -111,9 +112,11 @@ class UploadStore:
         existing = installed(package.name, package.version)
         if existing is not None:
             if json.loads((existing / MANIFEST).read_text()) != data:
-                raise AlreadyExists(f"model {package.key} already exists with a different manifest; "
-                                    "upload it under a new version")
-            return Upload(load_package(existing), files, complete=True)
+                raise AlreadyExists(f"model {package.key} is already installed with a different manifest; "
+                                    "upload this package under a new version (edit manifest.json's version "
+                                    "and rename its folder to match), or first remove the installed one "
+                                    f"(stylecast models unload {package.name} {package.version} --delete)")
+            return Upload(load_package(existing), files, complete=True, already_installed=True)
         key = (package.name, package.version)
         with self._lock:
             if key in self._active:

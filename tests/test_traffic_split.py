@@ -17,7 +17,7 @@ from conftest import CHANNEL_OPTIONS, free_port, make_config, picture, raw_image
 from test_cli import stylecast
 from test_metrics import scrape, value
 
-from stylecast.client import AsyncClient, FailedPrecondition, InvalidArgument
+from stylecast.client import AlreadyExists, AsyncClient, FailedPrecondition, InvalidArgument
 from stylecast.model import BUILTIN_DIR
 from stylecast.server.app import start
 from stylecast.server.config import ConfigError, ServerConfig
@@ -310,3 +310,24 @@ async def test_a_split_without_a_model_name_serves_the_only_model_and_asks_for_o
     with pytest.raises(ServerFailedPrecondition, match="holds 2 models .other-model, stylecast-small.; choose one "
                                                        "with --model"):
         await start(make_config(several, tmp_path, format=FORMAT, quality_sample_every=0, model_version="4"))
+
+
+async def test_re_uploading_an_installed_package_keeps_its_state_and_a_different_one_is_refused(
+        split_server, two_versions, tmp_path):
+    server = await split_server(traffic_split="4=80,5=20")
+    target = f"127.0.0.1:{server.port}"
+    async with AsyncClient(target) as client:
+        result = await client.upload_model(two_versions / MODEL / "4")
+        assert result.complete and result.already_installed
+        states = {m.version: m.state for m in await client.list_models(MODEL)}
+        assert states["4"] == states["5"] == "active"
+        assert {v.version: v.percent for v in await client.traffic_split()} == {"4": 80, "5": 20}
+        changed = tmp_path / "changed" / MODEL / "5"
+        shutil.copytree(two_versions / MODEL / "5", changed)
+        manifest = json.loads((changed / "manifest.json").read_text())
+        (changed / "manifest.json").write_text(json.dumps(manifest | {"description": "retrained"}))
+        with pytest.raises(AlreadyExists, match="under a new version .edit manifest.json's version"):
+            await client.upload_model(changed)
+        assert {m.version: m.state for m in await client.list_models(MODEL)} == states
+    code, out = await stylecast("models", "upload", str(two_versions / MODEL / "5"), "--target", target)
+    assert code == 0 and "stylecast-small:5 already installed, identical" in out, out

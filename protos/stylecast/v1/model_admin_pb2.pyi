@@ -68,7 +68,7 @@ class ChunkRef(_message.Message):
     def __init__(self, path: _Optional[str] = ..., index: _Optional[int] = ...) -> None: ...
 
 class UploadStatus(_message.Message):
-    __slots__ = ("name", "version", "total_chunks", "received_chunks", "total_bytes", "received_bytes", "missing", "complete")
+    __slots__ = ("name", "version", "total_chunks", "received_chunks", "total_bytes", "received_bytes", "missing", "complete", "already_installed")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     TOTAL_CHUNKS_FIELD_NUMBER: _ClassVar[int]
@@ -77,6 +77,7 @@ class UploadStatus(_message.Message):
     RECEIVED_BYTES_FIELD_NUMBER: _ClassVar[int]
     MISSING_FIELD_NUMBER: _ClassVar[int]
     COMPLETE_FIELD_NUMBER: _ClassVar[int]
+    ALREADY_INSTALLED_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     total_chunks: int
@@ -85,7 +86,8 @@ class UploadStatus(_message.Message):
     received_bytes: int
     missing: _containers.RepeatedCompositeFieldContainer[ChunkRef]
     complete: bool
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., total_chunks: _Optional[int] = ..., received_chunks: _Optional[int] = ..., total_bytes: _Optional[int] = ..., received_bytes: _Optional[int] = ..., missing: _Optional[_Iterable[_Union[ChunkRef, _Mapping]]] = ..., complete: _Optional[bool] = ...) -> None: ...
+    already_installed: bool
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., total_chunks: _Optional[int] = ..., received_chunks: _Optional[int] = ..., total_bytes: _Optional[int] = ..., received_bytes: _Optional[int] = ..., missing: _Optional[_Iterable[_Union[ChunkRef, _Mapping]]] = ..., complete: _Optional[bool] = ..., already_installed: _Optional[bool] = ...) -> None: ...
 
 class ArtifactStatus(_message.Message):
     __slots__ = ("format", "backend", "state", "bytes", "done_bytes", "error", "load_seconds")
