@@ -15,11 +15,11 @@ from stylecast.client.errors import (Aborted, AlreadyExists, Cancelled, DataLoss
 from stylecast.client.messages import StreamOptions
 from stylecast.client.sdk import Client
 from stylecast.client.types import (ArtifactInfo, BackendInfo, FrameResult, Limits, ModelInfo, Output, Style,
-                                    StyleMatch, Timings, UploadInfo)
+                                    StyleMatch, Timings, Unloaded, UploadInfo)
 
 __all__ = [
     "Aborted", "AlreadyExists", "ArtifactInfo", "AsyncClient", "BackendInfo", "ModelInfo", "UploadInfo", "Cancelled", "Client", "DEFAULT_TARGET", "DataLoss",
     "DeadlineExceeded", "FailedPrecondition", "FrameResult", "Internal", "InvalidArgument", "Limits", "NotFound",
     "OutOfRange", "Output", "PermissionDenied", "ResourceExhausted", "StreamOptions", "Style", "StyleMatch",
-    "StylecastError", "TLS", "Timings", "Unauthenticated", "Unavailable", "Unimplemented", "error_for",
+    "StylecastError", "TLS", "Timings", "Unauthenticated", "Unavailable", "Unimplemented", "Unloaded", "error_for",
 ]

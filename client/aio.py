@@ -24,7 +24,7 @@ from stylecast.client.messages import (ImageLike, StreamOptions, StyleSpec, chec
                                        parse_traffic, parse_upload, read_chunk, search_request,
                                        to_config, to_image, upload_messages)
 from stylecast.client.types import (BackendInfo, FrameResult, Limits, ModelInfo, Output, Style, StyleMatch,
-                                    UploadInfo, VersionTraffic)
+                                    Unloaded, UploadInfo, VersionTraffic)
 from stylecast.v1 import model_admin_pb2 as apb
 from stylecast.v1 import model_admin_pb2_grpc as apb_grpc
 from stylecast.v1 import stylecast_pb2 as pb
@@ -243,13 +243,13 @@ class AsyncClient:
             name=name, version=version, load_order=list(load_order)), timeout)
         return parse_model(resp.model)
 
-    async def unload_model(self, name: str, version: str, *, delete_files: bool = False) -> tuple[bool, bool]:
-        """Stop a version loading (and delete an uploaded package's files); returns (unloaded, deleted).
-        A version serving next to others (a traffic split) takes no new streams from now on and
-        closes once the streams open on it end (see :meth:`traffic_split`)."""
+    async def unload_model(self, name: str, version: str, *, delete_files: bool = False) -> Unloaded:
+        """Stop a version loading (and delete an uploaded package's files).  A version serving next
+        to others (a traffic split) takes no new streams from now on and closes once the streams
+        open on it end (``stopped_serving``, ``draining_streams``; see :meth:`traffic_split`)."""
         resp = await self._unary(self._admin.UnloadModel, apb.UnloadModelRequest(
             name=name, version=version, delete_files=delete_files))
-        return resp.unloaded, resp.deleted
+        return Unloaded(resp.unloaded, resp.deleted, resp.stopped_serving, resp.draining_streams)
 
     async def set_traffic_split(self, weights: Mapping[str, int], model: str = "",
                                 timeout: float | None = _DEFAULT) -> list[VersionTraffic]:

@@ -481,9 +481,13 @@ def models_unload(
 ) -> None:
     """Stop a version loading (and delete an uploaded package)."""
     with _client(target, token, tls_ca, tls_cert, tls_key) as client:
-        unloaded, deleted = client.unload_model(name, version, delete_files=delete)
-    typer.echo(f"{name}:{version}  {'stopped loading' if unloaded else 'not loading'}"
-               f"{', files deleted' if deleted else ''}")
+        result = client.unload_model(name, version, delete_files=delete)
+    if result.stopped_serving:
+        typer.echo(f"{name}:{version}  unloaded: takes no new streams; draining {result.draining_streams} open "
+                   f"stream{'s' if result.draining_streams != 1 else ''} (it closes once they end)")
+    else:
+        typer.echo(f"{name}:{version}  {'stopped loading' if result.unloaded else 'was not loading or serving'}"
+                   f"{', files deleted' if result.deleted else ''}")
 
 
 @models_app.command("split")

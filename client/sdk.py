@@ -13,7 +13,7 @@ from stylecast.client.aio import _DEFAULT, MAX_IN_FLIGHT, AsyncClient
 from stylecast.client.channel import DEFAULT_TARGET, MAX_MESSAGE_BYTES, TLS, PemSource, tls_settings
 from stylecast.client.messages import ImageLike, StyleSpec
 from stylecast.client.types import (BackendInfo, FrameResult, Limits, ModelInfo, Output, Style, StyleMatch,
-                                    UploadInfo, VersionTraffic)
+                                    Unloaded, UploadInfo, VersionTraffic)
 
 T = TypeVar("T")
 
@@ -105,7 +105,7 @@ class Client:
                    timeout: float | None = _DEFAULT) -> ModelInfo:
         return self._run(self._async.load_model(name, version, load_order=load_order, timeout=timeout))
 
-    def unload_model(self, name: str, version: str, *, delete_files: bool = False) -> tuple[bool, bool]:
+    def unload_model(self, name: str, version: str, *, delete_files: bool = False) -> Unloaded:
         return self._run(self._async.unload_model(name, version, delete_files=delete_files))
 
     def set_traffic_split(self, weights: Mapping[str, int], model: str = "",

@@ -6,7 +6,7 @@ import io
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 import numpy as np
 
@@ -195,6 +195,17 @@ class ModelInfo:
     def active(self) -> ArtifactInfo | None:
         """The artifact serving new frames, if any."""
         return next((a for a in self.artifacts if a.state == "active"), None)
+
+
+class Unloaded(NamedTuple):
+    """What UnloadModel did: ``unloaded`` a load in progress was stopped, ``deleted`` the files
+    were, ``stopped_serving`` the version served next to others (a traffic split) and now takes
+    no new streams, closing once its ``draining_streams`` open streams end."""
+
+    unloaded: bool
+    deleted: bool
+    stopped_serving: bool = False
+    draining_streams: int = 0
 
 
 @dataclass(frozen=True)

@@ -42,8 +42,10 @@ class ModelAdminServicer(apb_grpc.ModelAdminServicer):
         return apb.LoadModelResponse(model=admin_wire.model_info(status))
 
     async def UnloadModel(self, request: apb.UnloadModelRequest, context) -> apb.UnloadModelResponse:
-        unloaded, deleted, draining = await self.control.unload(request.name, request.version, request.delete_files)
-        return apb.UnloadModelResponse(unloaded=unloaded, deleted=deleted, draining_streams=draining)
+        unloaded, deleted, stopped, draining = await self.control.unload(
+            request.name, request.version, request.delete_files)
+        return apb.UnloadModelResponse(unloaded=unloaded, deleted=deleted, draining_streams=draining,
+                                       stopped_serving=stopped)
 
     async def ListModels(self, request: apb.ListModelsRequest, context) -> apb.ListModelsResponse:
         return apb.ListModelsResponse(models=[admin_wire.model_info(s) for s in await self.control.statuses(request.name)])

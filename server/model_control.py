@@ -83,11 +83,11 @@ class ModelControl:
         await self._loader.load(package, load_order(self._config, package, requested))
         return self._registry.status(package)
 
-    async def unload(self, name: str, version: str, delete_files: bool) -> tuple[bool, bool, int]:
+    async def unload(self, name: str, version: str, delete_files: bool) -> tuple[bool, bool, bool, int]:
         """Stop loading a version in the background and forget its state; a version serving next
         to others stops taking new streams and closes once its open ones end; with ``delete_files``
         also delete an uploaded package.  → (a background load was stopped, files were deleted,
-        streams still open on the draining version)."""
+        it was serving and now drains, streams still open on the draining version)."""
         if not name or not version:
             raise InvalidArgument("UnloadModel needs a model name and version")
         if self._slot.version(name, version) is not None:
@@ -95,7 +95,7 @@ class ModelControl:
                 raise FailedPrecondition(f"model {name}:{version} is serving; unload it first, then delete its files")
             draining = self._slot.drain((name, version))  # raises when it is the only version
             await self._loader.stop_background((name, version))
-            return False, False, draining
+            return False, False, True, draining
         installed = self._registry.installed(name, version)
         partial = self._uploads.partial_dir(name, version).is_dir()
         if installed is None and not partial:
@@ -108,7 +108,7 @@ class ModelControl:
                                          f"{self._registry.models_root}, which the server never deletes from")
             deleted = await asyncio.to_thread(self._uploads.delete, name, version)
         self._registry.forget(name, version)
-        return unloaded, deleted, 0
+        return unloaded, deleted, False, 0
 
     async def statuses(self, name: str = "") -> list[ModelStatus]:
         """Every package on disk (of model ``name``, if set) and every interrupted upload."""

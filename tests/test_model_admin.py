@@ -208,7 +208,7 @@ async def test_a_model_that_fails_to_load_stays_inactive_and_the_old_one_serves(
         # unloading: never the serving model, never the models folder; an upload can be deleted
         with pytest.raises(FailedPrecondition, match="is serving"):
             await client.unload_model("tiny", "1")
-        assert await client.unload_model("tiny", "7", delete_files=True) == (False, True)
+        assert await client.unload_model("tiny", "7", delete_files=True) == (False, True, False, 0)
         assert [m.version for m in await client.list_models()] == ["1"]
     assert server.engine.metrics.registry.get_sample_value(
         "stylecast_model_load_failures_total", {"model": "tiny", "backend": "litert"}) == 1

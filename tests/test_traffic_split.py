@@ -176,8 +176,7 @@ async def test_unloading_a_version_with_open_streams_drains_them_without_losing_
         for s in streams:
             await s.send(frame)
         on_5 = [s for s in streams if s.versions == ["5"]]
-        unloaded, deleted = await client.unload_model(MODEL, "5")
-        assert (unloaded, deleted) == (False, False)
+        assert await client.unload_model(MODEL, "5") == (False, False, True, len(on_5))
         shares = {v.version: (v.percent, v.open_streams, v.draining) for v in await client.traffic_split()}
         assert shares == {"4": (100, len(streams) - len(on_5), False), "5": (0, len(on_5), True)}
         with pytest.raises(FailedPrecondition, match="being unloaded"):
@@ -331,3 +330,17 @@ async def test_re_uploading_an_installed_package_keeps_its_state_and_a_different
         assert {m.version: m.state for m in await client.list_models(MODEL)} == states
     code, out = await stylecast("models", "upload", str(two_versions / MODEL / "5"), "--target", target)
     assert code == 0 and "stylecast-small:5 already installed, identical" in out, out
+
+
+async def test_cli_unload_of_a_split_version_says_it_drains_its_open_streams(split_server):
+    server = await split_server(traffic_split="4=80,5=20")
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}", options=CHANNEL_OPTIONS) as channel:
+        stub = pb_grpc.StyleTransferStub(channel)
+        style = await register(stub, picture(96, 96, seed=1))
+        pinned = Stream(stub, style.id, version="5")
+        await pinned.send(picture(64, 64, seed=8))
+        code, out = await stylecast("models", "unload", MODEL, "5", "--target", f"127.0.0.1:{server.port}")
+        assert code == 0 and "stylecast-small:5  unloaded: takes no new streams; draining 1 open stream " in out, out
+        await pinned.send(picture(64, 64, seed=9))
+        await pinned.close()
+    assert pinned.versions == ["5", "5"]

@@ -154,14 +154,16 @@ class UnloadModelRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., delete_files: _Optional[bool] = ...) -> None: ...
 
 class UnloadModelResponse(_message.Message):
-    __slots__ = ("unloaded", "deleted", "draining_streams")
+    __slots__ = ("unloaded", "deleted", "draining_streams", "stopped_serving")
     UNLOADED_FIELD_NUMBER: _ClassVar[int]
     DELETED_FIELD_NUMBER: _ClassVar[int]
     DRAINING_STREAMS_FIELD_NUMBER: _ClassVar[int]
+    STOPPED_SERVING_FIELD_NUMBER: _ClassVar[int]
     unloaded: bool
     deleted: bool
     draining_streams: int
-    def __init__(self, unloaded: _Optional[bool] = ..., deleted: _Optional[bool] = ..., draining_streams: _Optional[int] = ...) -> None: ...
+    stopped_serving: bool
+    def __init__(self, unloaded: _Optional[bool] = ..., deleted: _Optional[bool] = ..., draining_streams: _Optional[int] = ..., stopped_serving: _Optional[bool] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ("name",)
