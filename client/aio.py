@@ -7,6 +7,7 @@ here is duplicated there.
 from __future__ import annotations
 
 import asyncio
+import numbers
 import os
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -253,9 +254,17 @@ class AsyncClient:
 
     async def set_traffic_split(self, weights: Mapping[str, int], model: str = "",
                                 timeout: float | None = _DEFAULT) -> list[VersionTraffic]:
-        """Share new streams and calls of the served model between versions: ``weights`` maps
-        versions to percent (summing to 100); versions not loaded yet are loaded first.  Open
-        streams keep their versions.  Returns every loaded version's share."""
+        """Share new streams and calls of the served model (or ``model``, which must be it) between
+        versions: ``weights`` maps versions (str) to whole percents (int 0..100, summing to 100),
+        e.g. ``{"4": 80, "5": 20}``; versions not loaded yet are loaded first.  Open streams keep
+        their versions.  Returns every loaded version's share and open streams.  Raises ValueError
+        for a weight that is not an int (floats and bools are refused, not truncated),
+        :class:`InvalidArgument` (reason INVALID_SPLIT) for a version not installed or weights not
+        summing to 100, :class:`FailedPrecondition` when a version cannot be loaded."""
+        for version, percent in weights.items():
+            if isinstance(percent, bool) or not isinstance(percent, numbers.Integral):
+                raise ValueError(f"version {version}: weight {percent!r} is not a whole percent; "
+                                 "use an int 0..100, e.g. {'4': 80, '5': 20}")
         resp = await self._unary(self._admin.SetTrafficSplit, apb.SetTrafficSplitRequest(
             model=model, weights={str(v): int(p) for v, p in weights.items()}), timeout)
         return parse_traffic(resp)

@@ -235,8 +235,10 @@ def parse_split(text: str) -> dict[str, int]:
     for item in filter(None, (s.strip() for s in text.split(","))):
         version, sep, percent = item.partition("=")
         version, percent = version.strip(), percent.strip()
-        if not sep or not version or not percent.lstrip("-").isdigit():
-            raise ValueError(f"expected VERSION=PERCENT entries separated by commas, got {item!r}")
+        if not sep or not version or not percent:
+            raise ValueError(f"expected VERSION=PERCENT entries, got {item!r}")
+        if not percent.lstrip("-").isdigit():
+            raise ValueError(f"{item!r}: PERCENT must be a whole percent 0..100 (VERSION=PERCENT, e.g. 4=80)")
         if version in out:
             raise ValueError(f"version {version!r} appears twice")
         out[version] = int(percent)

@@ -29,7 +29,11 @@ def check_split(weights: Mapping[str, int], installed: Iterable[str], model: str
     total = sum(weights.values())
     if total != 100:
         shown = ", ".join(f"{v}={p}" for v, p in weights.items())
-        raise InvalidSplit(f"weights must sum to 100, got {total} ({shown}); adjust them, e.g. 80 and 20")
+        *rest, last = weights
+        others = sum(weights[v] for v in rest)
+        fixed = " ".join([f"{v}={weights[v]}" for v in rest] + [f"{last}={100 - others}"]) if others <= 100 \
+            else " ".join(f"{v}={100 if v == last else 0}" for v in weights)
+        raise InvalidSplit(f"weights must sum to 100, got {total} ({shown}); adjust them, e.g. {fixed}")
     return dict(weights)
 
 

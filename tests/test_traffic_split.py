@@ -344,3 +344,19 @@ async def test_cli_unload_of_a_split_version_says_it_drains_its_open_streams(spl
         await pinned.send(picture(64, 64, seed=9))
         await pinned.close()
     assert pinned.versions == ["5", "5"]
+
+
+async def test_split_typos_get_messages_that_match_the_cli_and_the_sdk(split_server):
+    server = await split_server(traffic_split="4=80,5=20")
+    target = f"127.0.0.1:{server.port}"
+    code, out = await stylecast("models", "split", "4=abc", "--target", target)
+    assert code == 1 and "whole percent" in out and "commas" not in out, out
+    code, out = await stylecast("models", "split", "4=50.5", "5=49.5", "--target", target)
+    assert code == 1 and "'4=50.5': PERCENT must be a whole percent" in out, out
+    code, out = await stylecast("models", "split", "4=80", "--target", target)
+    assert code == 1 and "e.g. 4=100" in out, out
+    async with AsyncClient(target) as client:
+        for weights in ({"4": 50.5, "5": 49.5}, {"4": True, "5": 99}):
+            with pytest.raises(ValueError, match="not a whole percent"):
+                await client.set_traffic_split(weights)
+        assert {v.version: v.percent for v in await client.traffic_split()} == {"4": 80, "5": 20}
