@@ -336,6 +336,9 @@ def locate_package(root: str | os.PathLike[str], name: str = "", version: str = 
     of that model.  Raises :class:`PackageNotFound` (:class:`PackageMisplaced` for a folder whose
     manifest names another version, :class:`PackageError` for a bad manifest)."""
     root = Path(root)
+    if not root.is_dir():
+        raise PackageNotFound(f"models folder {root} does not exist (or is not a folder); point --models-dir "
+                              f"(STYLECAST_MODELS_DIR) at a folder holding NAME/VERSION/{MANIFEST}")
     models = sorted(model_dirs(root))
     if not name:
         if len(models) != 1:

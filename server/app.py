@@ -219,7 +219,11 @@ async def start(config: ServerConfig) -> RunningServer:
     model = engine.slot.model
     log.info("artifact %s of %s active; load order %s", model.format, model.package.key,
              config.load_order or "(one artifact)")
-    log.info("stylecast serving %s with %s on %s:%d", model.package.key, model.backend.name, config.host, port)
+    loaded = engine.slot.loaded()
+    split = "" if len(loaded) < 2 else " (traffic split " + ", ".join(
+        f"{m.package.version}={engine.slot.percent(m.key)}%" for m in loaded) + ")"
+    log.info("stylecast serving %s%s with %s on %s:%d", model.package.key, split, model.backend.name,
+             config.host, port)
     return RunningServer(server, port, engine, health_servicer, shutdown, metrics_endpoint=endpoint,
                          admin_port=admin_port, admin_server=admin_server, admin_health=admin_health,
                          authenticator=auth, health_server=health_server, health_port=health_port)

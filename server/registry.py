@@ -121,8 +121,7 @@ class ModelRegistry:
         if not name and version:
             models = sorted(model_dirs(self.models_root))
             if len(models) != 1:
-                raise FailedPrecondition(f"{self.models_root} holds {len(models)} models "
-                                         f"({', '.join(models) or 'none'}); choose one with --model")
+                find_package(self.models_root)  # raises: no such folder, or no or several models
             name = models[0]
         if name:
             self.confine(name, version)

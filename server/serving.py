@@ -144,13 +144,13 @@ class ServingSlot:
         name = default.package.name
         if version:
             key = (name, version)
+            live = ", ".join(v for k, v in sorted(self._versions) if (k, v) not in self._draining)
             if key not in self._versions:
-                loaded = ", ".join(v for _, v in sorted(self._versions))
-                raise InvalidArgument(f"version {version!r} of model {name} is not loaded here (loaded: {loaded}); "
+                raise InvalidArgument(f"version {version!r} of model {name} is not loaded here (loaded: {live}); "
                                       "pin one of those, or leave model_version empty for the traffic split")
             if key in self._draining:
                 raise FailedPrecondition(f"version {version} of model {name} is being unloaded; pin another "
-                                         "version, or leave model_version empty")
+                                         f"version (taking new streams: {live}), or leave model_version empty")
         else:
             key = (name, self.split.choose(self._live_versions(), default.package.version))
         self._open[key] += 1

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import shutil
 from pathlib import Path
@@ -179,8 +180,11 @@ async def test_unloading_a_version_with_open_streams_drains_them_without_losing_
         assert await client.unload_model(MODEL, "5") == (False, False, True, len(on_5))
         shares = {v.version: (v.percent, v.open_streams, v.draining) for v in await client.traffic_split()}
         assert shares == {"4": (100, len(streams) - len(on_5), False), "5": (0, len(on_5), True)}
-        with pytest.raises(FailedPrecondition, match="being unloaded"):
+        with pytest.raises(FailedPrecondition, match=r"being unloaded; pin another version \(taking new streams: 4\)"):
             async for _ in client.stream([frame], style.id, model_version="5"):
+                pass
+        with pytest.raises(InvalidArgument, match=r"version '9' .* \(loaded: 4\)"):
+            async for _ in client.stream([frame], style.id, model_version="9"):
                 pass
         late = [Stream(stub, style.id) for _ in range(5)]
         for _ in range(3):  # the open streams go on, each on its version; new ones all get 4
@@ -306,8 +310,8 @@ async def test_a_split_without_a_model_name_serves_the_only_model_and_asks_for_o
     several = tmp_path / "several"
     shutil.copytree(two_versions, several)
     shutil.copytree(two_versions / MODEL, several / "other-model")
-    with pytest.raises(ServerFailedPrecondition, match="holds 2 models .other-model, stylecast-small.; choose one "
-                                                       "with --model"):
+    with pytest.raises(ServerFailedPrecondition, match="found other-model, stylecast-small; choose one with "
+                                                       "--model"):
         await start(make_config(several, tmp_path, format=FORMAT, quality_sample_every=0, model_version="4"))
 
 
@@ -346,8 +350,10 @@ async def test_cli_unload_of_a_split_version_says_it_drains_its_open_streams(spl
     assert pinned.versions == ["5", "5"]
 
 
-async def test_split_typos_get_messages_that_match_the_cli_and_the_sdk(split_server):
+async def test_split_typos_get_messages_that_match_the_cli_and_the_sdk(split_server, caplog):
+    caplog.set_level(logging.INFO, logger="stylecast.server")
     server = await split_server(traffic_split="4=80,5=20")
+    assert "stylecast serving stylecast-small:4 (traffic split 4=80%, 5=20%) with litert" in caplog.text
     target = f"127.0.0.1:{server.port}"
     code, out = await stylecast("models", "split", "4=abc", "--target", target)
     assert code == 1 and "whole percent" in out and "commas" not in out, out
@@ -360,3 +366,8 @@ async def test_split_typos_get_messages_that_match_the_cli_and_the_sdk(split_ser
             with pytest.raises(ValueError, match="not a whole percent"):
                 await client.set_traffic_split(weights)
         assert {v.version: v.percent for v in await client.traffic_split()} == {"4": 80, "5": 20}
+
+
+async def test_a_models_dir_that_does_not_exist_is_named(tmp_path):
+    with pytest.raises(ServerFailedPrecondition, match="nosuchdir does not exist"):
+        await start(make_config(tmp_path / "nosuchdir", tmp_path, format=FORMAT, quality_sample_every=0))
