@@ -35,7 +35,7 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 # bucket has no _sum (negative observations would break its counter-reset detection).
 QUALITY_BUCKETS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 1.0)
 # What became of a frame picked for online quality: scored, dropped (the scorer was busy), failed.
-QUALITY_OUTCOMES = ("scored", "dropped", "failed")
+QUALITY_OUTCOMES = ("scored", "dropped", "skipped", "failed")
 STAGES = ("queue", "decode", "infer", "encode", "total")
 # How a stream frame the server read ended: answered with a stylized frame, a FrameError or a
 # FrameDropped, or never answered because the stream ended first (the client cancelled, its deadline passed).
@@ -160,7 +160,8 @@ class Metrics:
             ["model", "version"], buckets=QUALITY_BUCKETS, registry=r)
         self.quality_samples = Counter(
             "stylecast_quality_samples_total",
-            "Frames picked for online quality: scored, dropped (the scorer was busy) or failed.",
+            "Frames picked for online quality: scored, dropped (the scorer was busy), skipped (too thin "
+            "for SSIM, e.g. 400x1) or failed.",
             ["model", "version", "outcome"], registry=r)
         self._versioned = (self.version_frames, self.version_streams, self.version_open_streams,
                            self.version_weight_percent, self.quality_style, self.quality_content)
@@ -221,7 +222,7 @@ class Metrics:
         self.quality_samples.labels(model, version, "scored").inc()
 
     def quality_sample(self, model: str, version: str, outcome: str) -> None:
-        """A frame picked for scoring was ``dropped`` or ``failed`` (:data:`QUALITY_OUTCOMES`)."""
+        """A frame picked for scoring was ``dropped``, ``skipped`` or ``failed`` (:data:`QUALITY_OUTCOMES`)."""
         self.quality_samples.labels(model, version, outcome).inc()
 
     def version_unloaded(self, model: str, version: str) -> None:

@@ -67,9 +67,15 @@ def _small(image: np.ndarray, side: int = SSIM_SIDE) -> np.ndarray:
     return to_float(np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR)))
 
 
+def ssim_fits(height: int, width: int) -> bool:
+    """Whether a ``height``×``width`` frame scaled to :data:`SSIM_SIDE` px keeps at least 11 px
+    on its shorter side (the SSIM window)."""
+    return round(min(height, width) * SSIM_SIDE / max(height, width, 1)) >= 11
+
+
 def content_ssim(content: np.ndarray, output: np.ndarray) -> float:
     """Greyscale SSIM of two H×W×3 uint8 images at :data:`SSIM_SIDE` px; raises ValueError
-    when the scaled images are under 11 px on a side (the SSIM window)."""
+    when the scaled images are under 11 px on a side (the SSIM window: see :func:`ssim_fits`)."""
     a, b = _small(content), _small(output)
     if min(a.shape[:2]) < 11:
         raise ValueError(f"a {content.shape[1]}×{content.shape[0]} frame is too narrow for SSIM")
@@ -107,11 +113,15 @@ class QualitySampler:
 
     def offer(self, model: LoadedModel, content: np.ndarray, output: np.ndarray, vector: np.ndarray) -> None:
         """An answered frame: queue it for scoring if it is the ``every``-th (and the queue has
-        room; else it is counted as dropped).  Never blocks."""
+        room; else it is counted as dropped; a frame too thin for SSIM, e.g. 400×1, is counted as
+        skipped).  Never blocks."""
         if not self.every:
             return
         self._seen += 1
         if self._seen % self.every:
+            return
+        if not ssim_fits(*content.shape[:2]):
+            self._metrics.quality_sample(*model.key, "skipped")
             return
         if self._queue.full():
             self._metrics.quality_sample(*model.key, "dropped")

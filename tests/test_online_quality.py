@@ -110,3 +110,16 @@ async def test_sampling_off_scores_nothing(builtin_server):
         style = await register(stub, picture(128, 128, seed=10))
         await stylize_stream(stub, style.id, [picture(64, 64, seed=1)] * 3)
     assert await scored(server) == 0 and server.engine.quality._task is None
+
+
+async def test_frames_too_thin_for_ssim_are_counted_skipped_without_a_traceback(builtin_server, caplog):
+    server = await builtin_server(quality_sample_every=1)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}", options=CHANNEL_OPTIONS) as channel:
+        stub = pb_grpc.StyleTransferStub(channel)
+        style = await register(stub, picture(128, 128, seed=10))
+        await stylize_stream(stub, style.id, [picture(400, 1, seed=1), picture(1, 300, seed=2)])
+        await stylize_stream(stub, style.id, [picture(64, 64, seed=3)])
+        while await scored(server) + await scored(server, "dropped") < 1:
+            await asyncio.sleep(0.02)
+    assert await scored(server, "skipped") == 2 and await scored(server, "failed") == 0
+    assert "online quality" not in caplog.text
