@@ -19,7 +19,8 @@ def upload_status(name: str, version: str, progress: UploadProgress) -> apb.Uplo
     return apb.UploadStatus(
         name=name, version=version, total_chunks=progress.total_chunks, received_chunks=progress.received_chunks,
         total_bytes=progress.total_bytes, received_bytes=progress.received_bytes, complete=progress.complete,
-        already_installed=progress.already_installed, missing=[apb.ChunkRef(path=p, index=i) for p, i in progress.missing])
+        already_installed=progress.already_installed,
+        missing=[apb.ChunkRef(path=p, index=i) for p, i in progress.missing])
 
 
 def artifact_status(a: ArtifactStatus) -> apb.ArtifactStatus:
