@@ -110,6 +110,8 @@ class Client:
 
     def set_traffic_split(self, weights: Mapping[str, int], model: str = "",
                           timeout: float | None = _DEFAULT) -> list[VersionTraffic]:
+        """Share new streams of the served model between versions, e.g. ``{"4": 80, "5": 20}``
+        (int percents summing to 100): see :meth:`AsyncClient.set_traffic_split`."""
         return self._run(self._async.set_traffic_split(weights, model, timeout))
 
     def traffic_split(self, model: str = "") -> list[VersionTraffic]:
