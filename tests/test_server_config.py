@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import grpc
@@ -61,17 +62,26 @@ def test_package_and_backend_selection(tiny_models_dir, tmp_path):
     pkg = find_package(tiny_models_dir)
     assert (pkg.name, pkg.version) == ("tiny", "1")
     models = tmp_path / "models"
+    def copy(name: str, version: str) -> None:  # the manifest names its folder's model and version
+        folder = shutil.copytree(tiny_models_dir / "tiny" / "1", models / name / version)
+        manifest = json.loads((folder / "manifest.json").read_text())
+        (folder / "manifest.json").write_text(json.dumps(manifest | {"name": name, "version": version}))
+
     for version in ("2", "10", "9"):
-        shutil.copytree(tiny_models_dir / "tiny" / "1", models / "tiny" / version)
+        copy("tiny", version)
     assert find_package(models, "tiny").path.name == "10"  # latest by version number, not by string
     assert find_package(models, "tiny", "9").path.name == "9"
     with pytest.raises(FailedPrecondition, match="no version '3'"):
         find_package(models, "tiny", "3")
-    shutil.copytree(tiny_models_dir / "tiny" / "1", models / "other" / "1")
+    copy("other", "1")
     with pytest.raises(FailedPrecondition, match="exactly one model"):
         find_package(models)
     with pytest.raises(FailedPrecondition, match="'nope' not found"):
         find_package(models, "nope")
+    shutil.copytree(tiny_models_dir / "tiny" / "1", models / "tiny" / "11")  # manifest.json still says 1
+    with pytest.raises(FailedPrecondition, match="says tiny:1, but the folder is tiny/11; edit manifest.json"):
+        find_package(models, "tiny")
+    assert find_package(models, "tiny", "10").version == "10"
 
     assert choose_backend(ServerConfig(backend="litert"), pkg) == ("litert", "tflite-int8")
     assert choose_backend(ServerConfig(backend="savedmodel"), pkg) == ("savedmodel", "savedmodel")
