@@ -552,8 +552,9 @@ def models_compare(
         file_okay=False, help="Package whose style predictor alone scores both models (default: A's and B's "
                               "predictors, each scoring both, where they are package folders; else the "
                               "built-in package's).")] = None,
-    format: Annotated[str, typer.Option(help="TFLite format of package folders (default: int8, else fp16, "
-                                             "else fp32).")] = "",
+    format: Annotated[str, typer.Option(help="TFLite format of package folders: int8, fp16 or fp32 (or "
+                                             "tflite-int8 …); default: each package's int8, else fp16, else "
+                                             "fp32 (the header names each side's).")] = "",
     threads: Annotated[int, typer.Option(min=1, help="LiteRT threads for package folders.")] = 2,
     target: Target = DEFAULT_TARGET,
     token: Token = None,
@@ -584,8 +585,11 @@ def models_compare(
             style_files = image_files(styles, "--styles")
             content_files = image_files(contents, "--contents")
             models = []
-            for spec in (a, b):
-                models.append(_compare_model(spec, client, format, threads))
+            for ab, spec in zip("AB", (a, b)):
+                try:
+                    models.append(_compare_model(spec, client, format, threads))
+                except CompareError as exc:
+                    raise CompareError(f"{ab}: {exc}") from None
                 stack.callback(models[-1].close)
             judges = [(f"{ab}'s predictor", m) for ab, m in zip("AB", models) if isinstance(m, PackageModel)]
             if judge is not None or not judges:

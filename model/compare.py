@@ -90,16 +90,30 @@ def image_files(folder: Path, what: str) -> list[Path]:
     return files
 
 
+def tflite_format(fmt: str) -> str:
+    """``int8``/``fp16``/``fp32`` or ``tflite-int8``/``tflite-fp16``/``tflite-fp32`` → the package format
+    name (``tflite-…``); ``""`` stays ``""`` (each package's first of :data:`FORMAT_PREFERENCE`).
+    Raises :class:`CompareError` for anything else."""
+    full = fmt if fmt.startswith("tflite-") or not fmt else f"tflite-{fmt}"
+    if full and full not in FORMAT_PREFERENCE:
+        raise CompareError(f"--format {fmt}: one of int8, fp16, fp32 (or tflite-int8, tflite-fp16, tflite-fp32)")
+    return full
+
+
 class PackageModel:
-    """A package folder run by the LiteRT backend (``fmt``, else its first TFLite format of
-    :data:`FORMAT_PREFERENCE`)."""
+    """A package folder run by the LiteRT backend (``fmt``: ``int8``/``fp16``/``fp32`` or its
+    ``tflite-…`` name, else the package's first TFLite format of :data:`FORMAT_PREFERENCE`)."""
 
     def __init__(self, folder: Path, fmt: str = "", threads: int = 2):
+        fmt = tflite_format(fmt)
         try:
             pkg = load_package(folder)
             tflite = [f for f in ((fmt,) if fmt else FORMAT_PREFERENCE) if f in pkg.artifacts]
             if not tflite:
-                raise PackageError(f"has no {fmt or 'TFLite'} artifact (has: {', '.join(sorted(pkg.artifacts))})")
+                has = [f for f in FORMAT_PREFERENCE if f in pkg.artifacts]
+                raise PackageError(f"has no {fmt or 'TFLite'} artifact (its TFLite formats: {', '.join(has) or 'none'}"
+                                   + ("; leave out --format to run each package in its first of "
+                                      "int8, fp16, fp32" if fmt else "") + ")")
             self.format = tflite[0]
             self.backend = create_backend("litert")
             self.backend.load(pkg, BackendOptions(format=self.format, threads=threads))

@@ -112,7 +112,7 @@ async def test_a_package_against_the_same_model_on_a_server(server, tiny_models_
     the same; the judge is A's predictor; the server's version is checked."""
     styles, contents = synthetic_folders
     sheet = tmp_path / "same.png"
-    args = ("--styles", styles, "--contents", contents, "--format", "tflite-fp32", "--sheet", sheet,
+    args = ("--styles", styles, "--contents", contents, "--format", "fp32", "--sheet", sheet,
             "--target", f"127.0.0.1:{server.port}", *FAST)
     code, out = await asyncio.to_thread(compare_cli, tiny_models_dir / "tiny" / "1", "tiny:1", *args)
     assert code == 0, out
@@ -120,6 +120,7 @@ async def test_a_package_against_the_same_model_on_a_server(server, tiny_models_
         assert verdict(out, metric).startswith(f"{metric}: about the same"), out
     verdict(out, "speed 64^2 (frames/s)")
     assert "B = tiny:1: tiny:1 on the server" in out
+    assert f"A = tiny:1: package {tiny_models_dir / 'tiny' / '1'} (tflite-fp32, LiteRT" in out  # --format fp32
     assert "style score judged by A's predictor\n" in out  # B is not a folder: only A's predictor judges
     with Image.open(sheet) as img:
         assert img.size == sheet_size(contents=1, styles=1)
@@ -161,11 +162,15 @@ async def test_two_versions_loaded_side_by_side_on_one_server(tiny_models_dir, t
     ("bad-package", "failed to load"),
     ("neither", "neither a package folder"),
     ("sheet-suffix", "the contact sheet is a PNG"),
+    ("format-missing", "B: package {b} failed to load: has no tflite-fp16 artifact (its TFLite formats: "
+                       "tflite-int8, tflite-fp32; leave out --format"),
+    ("format-unknown", "A: --format fp64: one of int8, fp16, fp32"),
 ])
-def test_mistakes_end_in_one_line_and_exit_1(mistake, message, tiny_models_dir, synthetic_folders,
+def test_mistakes_end_in_one_line_and_exit_1(mistake, message, tiny_models_dir, tiny_v2_dir, synthetic_folders,
                                              tmp_path) -> None:
     styles, contents = synthetic_folders
     a, b, sheet = tiny_models_dir / "tiny" / "1", tiny_models_dir / "tiny" / "1", tmp_path / "s.png"
+    more: tuple[str, ...] = ()
     if mistake == "missing-styles":
         shutil.rmtree(styles)
     elif mistake == "empty-contents":
@@ -181,9 +186,13 @@ def test_mistakes_end_in_one_line_and_exit_1(mistake, message, tiny_models_dir, 
         b = tmp_path / "no" / "such" / "folder"
     elif mistake == "sheet-suffix":
         sheet = tmp_path / "s.jpg"
-    code, out = compare_cli(a, b, "--styles", styles, "--contents", contents, "--sheet", sheet, *FAST)
+    elif mistake == "format-missing":  # tiny/1 has every format, tiny/2 no fp16
+        b, more = tiny_v2_dir / "tiny" / "2", ("--format", "fp16")
+    elif mistake == "format-unknown":
+        more = ("--format", "fp64")
+    code, out = compare_cli(a, b, "--styles", styles, "--contents", contents, "--sheet", sheet, *FAST, *more)
     assert code == 1, out
     lines = [line for line in out.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), out
-    assert message.format(styles=styles, contents=contents) in lines[0], out
+    assert message.format(styles=styles, contents=contents, b=b) in lines[0], out
     assert not sheet.exists()
