@@ -108,7 +108,9 @@ def coreml_io(path: Path) -> dict:
 def export_mobile(package_dir: str | Path, out_dir: str | Path, sizes: Sequence[int] = (512,),
                   precisions: Sequence[str] = PRECISIONS, coreml: bool = True) -> dict:
     """Write the mobile files of the package at ``package_dir`` into ``out_dir`` (created; files of
-    the same names replaced) and return the ``mobile.json`` content.  ``sizes``: square frame sides
+    the same names replaced; the files an earlier export listed in its ``mobile.json`` that this one
+    does not write are removed, once this one is complete; other files are left alone) and return the
+    ``mobile.json`` content.  ``sizes``: square frame sides
     (multiples of 16, 64…4096).  Raises :class:`MobileExportError` for a package without a SavedModel,
     a bad size or precision, or a missing converter."""
     bad = [s for s in sizes if s % 16 or not 64 <= s <= 4096]
@@ -152,6 +154,7 @@ def export_mobile(package_dir: str | Path, out_dir: str | Path, sizes: Sequence[
         graphs[f"stylize_{s}"] = fixed("stylize", {"content": [1, s, s, 3], "style": [1, dim]}, "stylized")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    earlier = _listed(out)
     manifest = {"format": "stylecast-mobile/1", "model": {"name": pkg.name, "version": pkg.version},
                 "style_dim": dim, "style_image_size": STYLE_SIZE, "sizes": list(sizes), "pipeline": PIPELINE,
                 "tflite": [], "coreml": []}
@@ -171,7 +174,24 @@ def export_mobile(package_dir: str | Path, out_dir: str | Path, sizes: Sequence[
             if ct is not None:
                 manifest["coreml"].append(_write_coreml(ct, cf, out, key, endpoint, f"stylecast {pkg.key}"))
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    for name in earlier - _listed(out):
+        stale = out / name
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale)
+        else:
+            stale.unlink(missing_ok=True)
     return manifest
+
+
+def _listed(out: Path) -> set[str]:
+    """The file names the ``mobile.json`` in ``out`` lists (plain names only; none if it is absent or
+    unreadable)."""
+    try:
+        listed = json.loads((out / MANIFEST).read_text())
+        names = {e["file"] for e in listed.get("tflite", []) + listed.get("coreml", [])}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return set()
+    return {n for n in names if isinstance(n, str) and n == Path(n).name and n not in ("", ".", "..", MANIFEST)}
 
 
 def _write_coreml(ct, cf, out: Path, key: str, endpoint: str, model: str) -> dict:

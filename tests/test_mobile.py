@@ -67,6 +67,16 @@ def exported(tiny_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
     if importlib.util.find_spec("coremltools") is None:
         pytest.skip("coremltools not installed (the mobile extra; make test installs it)")
     out = tmp_path_factory.mktemp("mobile")
+    # an earlier export at another size, and a file of the user's: the export removes the earlier
+    # export's files it does not write again (only those listed in its mobile.json)
+    (out / "Stylize1024.mlpackage" / "Data").mkdir(parents=True)
+    (out / "Stylize1024.mlpackage" / "Data" / "weight.bin").write_bytes(b"old")
+    for name in ("stylize_1024_fp16.tflite", "predict_style_fp16.tflite", "notes.txt"):
+        (out / name).write_bytes(b"old")
+    (out / "mobile.json").write_text(json.dumps({"tflite": [{"file": f} for f in (
+        "stylize_1024_fp16.tflite", "predict_style_fp16.tflite", "../outside.txt")],
+        "coreml": [{"file": "Stylize1024.mlpackage"}]}))
+    (out.parent / "outside.txt").write_bytes(b"not the export's")
     proc = subprocess.run([sys.executable, "-c", EXPORT, str(tiny_models_dir / "tiny" / "1"), str(out), str(SIZE)],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -82,7 +92,8 @@ def test_the_files_and_their_sizes(exported, manifest) -> None:
     out, printed = exported
     names = {"predict_style_fp16.tflite", "predict_style_int8.tflite", f"stylize_{SIZE}_fp16.tflite",
              f"stylize_{SIZE}_int8.tflite", "StylePredict.mlpackage", f"Stylize{SIZE}.mlpackage", "mobile.json"}
-    assert names <= {p.name for p in out.iterdir()}
+    assert {p.name for p in out.iterdir()} == names | {"notes.txt", "specs.json"}  # the earlier export's are gone
+    assert (out.parent / "outside.txt").exists()  # only plain names in the folder are removed
     assert manifest["model"] == {"name": "tiny", "version": "1"} and manifest["sizes"] == [SIZE]
     for entry in manifest["tflite"]:
         path = out / entry["file"]
