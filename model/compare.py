@@ -60,6 +60,7 @@ class CompareError(Exception):
 class Model(Protocol):
     label: str
     description: str
+    fixed_hw: tuple[int, int] | None  # (h, w) its transformer is baked to (contents scaled to it and back)
 
     def prepare(self, styles: Sequence[Path]) -> None:
         """Compute (or register) the model's own style vectors of these style images."""
@@ -120,7 +121,9 @@ class PackageModel:
         except Exception as exc:  # noqa: BLE001 - any load failure is the user's package: one line
             raise CompareError(f"package {folder} failed to load: {exc}") from None
         self.label = f"{pkg.name}:{pkg.version}"
-        self.description = f"package {folder} ({self.format}, LiteRT, {threads} threads)"
+        self.fixed_hw = self.backend.fixed_hw  # a transformer baked to one size runs there, scaled
+        baked = f", stylizes at its fixed {self.fixed_hw[0]}x{self.fixed_hw[1]}" if self.fixed_hw else ""
+        self.description = f"package {folder} ({self.format}, LiteRT, {threads} threads{baked})"
         self.vectors: np.ndarray | None = None
 
     def predict_style(self, images: np.ndarray) -> np.ndarray:
@@ -147,6 +150,7 @@ class ServerModel:
         self.client = client
         self.name, _, self.version = spec.partition(":")
         self.label = spec
+        self.fixed_hw = None  # what the server runs is its own business
         self.description = f"{spec} on the server (end-to-end unary calls, raw frames)"
         self.style_ids: list[str] = []
 
@@ -211,6 +215,7 @@ class Report:
     contents: int
     styles: int
     verdicts: list[Verdict] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     sheet: Path | None = None
     sheet_size: tuple[int, int] = (0, 0)
 
@@ -219,6 +224,7 @@ class Report:
                f"{self.contents} content photo(s) x {self.styles} style(s) at {self.size}^2; "
                f"flicker over pans of {SHIFTS} px",
                f"style score judged by {self.judge}",
+               *(f"warning: {w}" for w in self.warnings),
                f"{'metric':28s} {'A':>9s} {'B':>9s}"]
         for v in self.verdicts:
             arrow = "higher is better" if v.higher_is_better else "lower is better"
@@ -227,6 +233,19 @@ class Report:
         if self.sheet is not None:
             out.append(f"contact sheet: {self.sheet} ({self.sheet_size[0]}x{self.sheet_size[1]})")
         return out
+
+
+def baked_sizes(models: Sequence[Model], sizes: Sequence[int]) -> list[str]:
+    """One line per model whose transformer is baked to a size other than those asked (it stylizes
+    there, scaled, so quality and speed are not like-for-like)."""
+    out = []
+    for ab, m in zip("AB", models):
+        if m.fixed_hw is not None and any((n, n) != tuple(m.fixed_hw) for n in sizes):
+            h, w = m.fixed_hw
+            out.append(f"{ab} ({m.label}) stylizes every picture at its fixed {h}x{w} (scaled to it and back), "
+                       f"not at {', '.join(f'{n}^2' for n in dict.fromkeys(sizes))}: not like-for-like; for a "
+                       "Magenta model, import it with --resizable (stylecast model import-magenta ... --resizable)")
+    return out
 
 
 def _fps(models: Sequence[Model], content: np.ndarray, frames: int, rounds: int) -> list[float]:
@@ -303,8 +322,7 @@ def compare(a: Model, b: Model, judges: Sequence[tuple[str, PackageModel]], styl
         if progress is not None:
             progress(1)
     report = Report(a.label, b.label, (a.description, b.description), "; ".join(name for name, _ in judges),
-                    size, len(contents),
-                    len(styles), verdicts)
+                    size, len(contents), len(styles), verdicts, baked_sizes(models, (size, *speed_sizes)))
     if sheet is not None:
         contact_sheet(cells, s_imgs, pans, sheet, title="styles ->   rows per photo: content + " + " | ".join(keys),
                       pan_title="panning (1,2,3,5,7 px; frames moved back): what changes is flicker")

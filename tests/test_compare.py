@@ -5,6 +5,7 @@ styles and photos; then the mistakes that must end in one line and exit status 1
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import shutil
 from pathlib import Path
@@ -92,6 +93,7 @@ def test_builtin_against_an_imported_magenta_model(tmp_path: Path) -> None:
                             "--sheet", sheet, *FAST)
     assert code == 0, out
     assert "style score judged by A's predictor; B's predictor" in out  # each model's own predictor judges both
+    assert "warning: " not in out  # the --resizable import runs at the asked sizes
     rows = table(out)
     judged = ("style score (A's predictor)", "style score (B's predictor)")
     for metric in judged + METRICS[1:] + ("speed 64^2 (frames/s)",):
@@ -153,6 +155,40 @@ async def test_two_versions_loaded_side_by_side_on_one_server(tiny_models_dir, t
     assert a != b  # two different models answered
     with Image.open(sheet) as img:
         assert img.size == sheet_size(contents=1, styles=1)
+
+
+def test_a_transformer_baked_to_one_size_is_named(tiny_models_dir, synthetic_folders, tmp_path) -> None:
+    """A package whose stylize file runs at one fixed size (a Magenta import without --resizable) is
+    scored at that size, scaled: the header says so, naming the side and the fix."""
+    baked = tmp_path / "baked" / "tiny" / "1"
+    shutil.copytree(tiny_models_dir / "tiny" / "1", baked)
+    manifest = json.loads((baked / "manifest.json").read_text())
+    manifest["artifacts"]["tflite-fp32"]["endpoints"]["stylize"]["fixed_hw"] = [128, 128]
+    (baked / "manifest.json").write_text(json.dumps(manifest))
+    styles, contents = synthetic_folders
+    code, out = compare_cli(tiny_models_dir / "tiny" / "1", baked, "--styles", styles, "--contents", contents,
+                            "--format", "fp32", "--sheet", tmp_path / "s.png", *FAST)
+    assert code == 0, out
+    assert f"B = tiny:1: package {baked} (tflite-fp32, LiteRT, 2 threads, stylizes at its fixed 128x128)" in out
+    warnings = [line for line in out.splitlines() if line.startswith("warning: ")]
+    assert warnings == ["warning: B (tiny:1) stylizes every picture at its fixed 128x128 (scaled to it and back), "
+                        "not at 96^2, 64^2: not like-for-like; for a Magenta model, import it with --resizable "
+                        "(stylecast model import-magenta ... --resizable)"], out
+
+
+@needs_assets
+def test_a_magenta_import_without_resizable_is_baked_to_384(tmp_path: Path) -> None:
+    from stylecast.model.compare import PackageModel
+
+    for resizable, fixed in ((False, (384, 384)), (True, None)):
+        pkg = import_magenta(MAGENTA / "style_predict_quantized_256.tflite",
+                             MAGENTA / "style_transfer_quantized_384.tflite", tmp_path / str(resizable),
+                             resizable=resizable)
+        model = PackageModel(pkg.path)
+        try:
+            assert model.fixed_hw == fixed
+        finally:
+            model.close()
 
 
 @pytest.mark.parametrize("mistake, message", [
