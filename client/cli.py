@@ -550,8 +550,8 @@ def models_compare(
     sheet: Annotated[Path, typer.Option("--sheet", help="Contact sheet PNG to write.")] = Path("compare.png"),
     judge: Annotated[Path | None, typer.Option(
         file_okay=False, help="Package whose style predictor alone scores both models (default: A's and B's "
-                              "predictors, each scoring both, where they are package folders; else the "
-                              "built-in package's).")] = None,
+                              "predictors where they are package folders, plus the built-in package's "
+                              "where a side is NAME:VERSION; each judge scores both).")] = None,
     format: Annotated[str, typer.Option(help="TFLite format of package folders: int8, fp16 or fp32 (or "
                                              "tflite-int8 …); default: each package's int8, else fp16, else "
                                              "fp32 (the header names each side's).")] = "",
@@ -592,10 +592,14 @@ def models_compare(
                     raise CompareError(f"{ab}: {exc}") from None
                 stack.callback(models[-1].close)
             judges = [(f"{ab}'s predictor", m) for ab, m in zip("AB", models) if isinstance(m, PackageModel)]
-            if judge is not None or not judges:
-                path = judge or builtin_package()
-                judges = [(f"the predictor of {path}", PackageModel(path, "", threads))]
+            if judge is not None:
+                judges = [("--judge's predictor", PackageModel(judge, "", threads))]
                 stack.callback(judges[0][1].close)
+            elif len(judges) < 2:  # a server model: the built-in predictor judges too (unless a folder is it)
+                builtin = builtin_package()
+                if not any(m.folder.resolve() == builtin.resolve() for _, m in judges):
+                    judges.append(("built-in predictor", PackageModel(builtin, "", threads)))
+                    stack.callback(judges[-1][1].close)
             sizes = tuple(speed_size or (384, 512))
             with tqdm(total=len(content_files) + len(sizes), unit="step", desc="compare", leave=False) as bar:
                 report = compare(models[0], models[1], judges, style_files, content_files, size, sizes,

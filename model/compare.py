@@ -6,8 +6,9 @@ is lost to JPEG).  Both run on every content photo (centre square at ``size``²)
 
 - style score: centred cosine of a judge predictor's vector of the output and of the style
   image, in [−1, 1].  Each judge scores both models, so its two numbers compare.  The judges
-  are the predictors of A and of B where they are package folders (else the built-in
-  package's), or the one ``--judge``: a predictor tends to favour its own transformer's
+  are the predictors of A and of B where they are package folders, plus the built-in
+  package's where a side is a server model (unless a folder is the built-in package), or the
+  one ``--judge``: a predictor tends to favour its own transformer's
   outputs (the built-in model scores 0.83 vs Magenta's 0.86 by the built-in predictor, 0.65 vs
   0.88 by Magenta's), so both views are shown.  Vectors are centred on
   the midpoint of the mean style vector and the mean content vector of the user's own folders,
@@ -121,6 +122,7 @@ class PackageModel:
         except Exception as exc:  # noqa: BLE001 - any load failure is the user's package: one line
             raise CompareError(f"package {folder} failed to load: {exc}") from None
         self.label = f"{pkg.name}:{pkg.version}"
+        self.folder = Path(folder)
         self.fixed_hw = self.backend.fixed_hw  # a transformer baked to one size runs there, scaled
         baked = f", stylizes at its fixed {self.fixed_hw[0]}x{self.fixed_hw[1]}" if self.fixed_hw else ""
         self.description = f"package {folder} ({self.format}, LiteRT, {threads} threads{baked})"
@@ -321,7 +323,9 @@ def compare(a: Model, b: Model, judges: Sequence[tuple[str, PackageModel]], styl
         verdicts.append(Verdict(f"speed {n}^2 (frames/s)", fa, fb, True, True, TOLERANCE["fps"]))
         if progress is not None:
             progress(1)
-    report = Report(a.label, b.label, (a.description, b.description), "; ".join(name for name, _ in judges),
+    report = Report(a.label, b.label, (a.description, b.description),
+                    "; ".join(name if name[1:] == "'s predictor" else f"{name} (package {m.folder})"
+                              for name, m in judges),
                     size, len(contents), len(styles), verdicts, baked_sizes(models, (size, *speed_sizes)))
     if sheet is not None:
         contact_sheet(cells, s_imgs, pans, sheet, title="styles ->   rows per photo: content + " + " | ".join(keys),

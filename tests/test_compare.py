@@ -118,12 +118,14 @@ async def test_a_package_against_the_same_model_on_a_server(server, tiny_models_
             "--target", f"127.0.0.1:{server.port}", *FAST)
     code, out = await asyncio.to_thread(compare_cli, tiny_models_dir / "tiny" / "1", "tiny:1", *args)
     assert code == 0, out
-    for metric in METRICS:
+    judged = ("style score (A's predictor)", "style score (built-in predictor)")
+    for metric in judged + METRICS[1:]:
         assert verdict(out, metric).startswith(f"{metric}: about the same"), out
     verdict(out, "speed 64^2 (frames/s)")
     assert "B = tiny:1: tiny:1 on the server" in out
     assert f"A = tiny:1: package {tiny_models_dir / 'tiny' / '1'} (tflite-fp32, LiteRT" in out  # --format fp32
-    assert "style score judged by A's predictor\n" in out  # B is not a folder: only A's predictor judges
+    # B is not a folder: A's predictor and the built-in one judge (as README says)
+    assert f"style score judged by A's predictor; built-in predictor (package {builtin_package()})\n" in out
     with Image.open(sheet) as img:
         assert img.size == sheet_size(contents=1, styles=1)
     code, out = await asyncio.to_thread(compare_cli, tiny_models_dir / "tiny" / "1", "tiny:9", *args)
@@ -133,7 +135,7 @@ async def test_a_package_against_the_same_model_on_a_server(server, tiny_models_
 async def test_two_versions_loaded_side_by_side_on_one_server(tiny_models_dir, tiny_v2_dir, synthetic_folders,
                                                               tmp_path) -> None:
     """tiny:1 and tiny:2 (two different random models) behind one server's traffic split, each call
-    pinned to its version: the built-in predictor judges (A is not a folder), and the contact sheet
+    pinned to its version: the built-in predictor alone judges (neither is a folder), and the contact sheet
     shows two different models."""
     models = tmp_path / "models"
     for src in (tiny_models_dir / "tiny" / "1", tiny_v2_dir / "tiny" / "2"):
@@ -148,7 +150,7 @@ async def test_two_versions_loaded_side_by_side_on_one_server(tiny_models_dir, t
     finally:
         await server.stop(1.0)
     assert code == 0, out
-    assert f"style score judged by the predictor of {builtin_package()}" in out
+    assert f"style score judged by built-in predictor (package {builtin_package()})\n" in out
     for metric in METRICS + ("speed 64^2 (frames/s)",):
         verdict(out, metric)
     a, b = table(out)["SSIM to content"]
