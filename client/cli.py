@@ -96,9 +96,9 @@ def _resolve_style(client: Client, style: str) -> str:
                     "(register one with: stylecast styles add FILE)") from None
 
 
-def _check_output_folder(output: Path) -> None:
+def _check_output_folder(output: Path, flag: str = "-o") -> None:
     if not output.parent.is_dir():
-        raise _fail(f"-o {output}: folder {output.parent} does not exist")
+        raise _fail(f"{flag} {output}: folder {output.parent} does not exist")
 
 
 def _check_image_paths(source: Path, output: Path) -> None:
@@ -556,7 +556,10 @@ def models_compare(
                                              "tflite-int8 …); default: each package's int8, else fp16, else "
                                              "fp32 (the header names each side's).")] = "",
     threads: Annotated[int, typer.Option(min=1, help="LiteRT threads for package folders.")] = 2,
-    target: Target = DEFAULT_TARGET,
+    target: Annotated[str, typer.Option(
+        "--target", "-t", envvar="STYLECAST_TARGET",
+        help="Server of NAME:VERSION models: its stylize service (like `stylecast image`, so env "
+             "STYLECAST_TARGET, not STYLECAST_ADMIN_TARGET).")] = DEFAULT_TARGET,
     token: Token = None,
     tls_ca: TlsCa = None,
     tls_cert: TlsCert = None,
@@ -570,7 +573,7 @@ def models_compare(
 
     from stylecast.model.compare import CompareError, PackageModel, builtin_package, compare, image_files
 
-    _check_output_folder(sheet)
+    _check_output_folder(sheet, "--sheet")
     if sheet.suffix.lower() != ".png":
         raise _fail(f"--sheet {sheet}: the contact sheet is a PNG (name it *.png)")
     with ExitStack() as stack:

@@ -75,6 +75,8 @@ class Model(Protocol):
 def image_files(folder: Path, what: str) -> list[Path]:
     """The images in ``folder`` (by suffix), each checked readable by PIL.  Raises
     :class:`CompareError` for a missing or unreadable folder, no images, or a broken image."""
+    if folder.exists() and not folder.is_dir():
+        raise CompareError(f"{what} {folder}: a file, not a folder (give the folder holding the images)")
     if not folder.is_dir():
         raise CompareError(f"{what} folder {folder}: no such folder")
     try:

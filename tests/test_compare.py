@@ -200,6 +200,8 @@ def test_a_magenta_import_without_resizable_is_baked_to_384(tmp_path: Path) -> N
     ("bad-package", "failed to load"),
     ("neither", "neither a package folder"),
     ("sheet-suffix", "the contact sheet is a PNG"),
+    ("sheet-folder", "--sheet {sheet}: folder {sheet.parent} does not exist"),
+    ("contents-file", "--contents {contents}: a file, not a folder"),
     ("format-missing", "B: package {b} failed to load: has no tflite-fp16 artifact (its TFLite formats: "
                        "tflite-int8, tflite-fp32; leave out --format"),
     ("format-unknown", "A: --format fp64: one of int8, fp16, fp32"),
@@ -224,6 +226,10 @@ def test_mistakes_end_in_one_line_and_exit_1(mistake, message, tiny_models_dir, 
         b = tmp_path / "no" / "such" / "folder"
     elif mistake == "sheet-suffix":
         sheet = tmp_path / "s.jpg"
+    elif mistake == "sheet-folder":
+        sheet = tmp_path / "no" / "such" / "s.png"
+    elif mistake == "contents-file":
+        contents = contents / "photo.jpg"
     elif mistake == "format-missing":  # tiny/1 has every format, tiny/2 no fp16
         b, more = tiny_v2_dir / "tiny" / "2", ("--format", "fp16")
     elif mistake == "format-unknown":
@@ -232,5 +238,5 @@ def test_mistakes_end_in_one_line_and_exit_1(mistake, message, tiny_models_dir, 
     assert code == 1, out
     lines = [line for line in out.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), out
-    assert message.format(styles=styles, contents=contents, b=b) in lines[0], out
+    assert message.format(styles=styles, contents=contents, b=b, sheet=sheet) in lines[0], out
     assert not sheet.exists()
