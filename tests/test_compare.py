@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from stylecast.client.cli import app
 from stylecast.model import data
-from stylecast.model.compare import Verdict, builtin_package
+from stylecast.model.compare import TOLERANCE, Verdict, builtin_package
 from stylecast.model.magenta import import_magenta
 from stylecast.model.quality import SHIFTS
 from stylecast.server.app import start
@@ -66,6 +66,14 @@ def test_verdicts_name_the_better_model_and_by_how_much() -> None:
     assert Verdict("flicker", 12.0, 9.0, False, True, 0.05).line("A", "B").startswith("flicker: B better by a factor of 1.33")
     assert Verdict("speed", 20.0, 10.0, True, True, 0.05).line("A", "B").startswith("speed: A better by a factor of 2.00")
     assert Verdict("speed", 20.0, 19.5, True, True, 0.05).line("A", "B").startswith("speed: about the same")
+    assert Verdict("flicker", 10.0, 10.4, False, True, 0.05).line("A", "B") == \
+        "flicker: about the same (10.000 vs 10.400; within a factor of 1.05)"
+    # speed: a factor under 1.5 is run-to-run noise on a loaded machine
+    fps = TOLERANCE["fps"]
+    assert Verdict("speed", 14.0, 10.0, True, True, fps).line("A", "B") == \
+        "speed: about the same (14.000 vs 10.000; within a factor of 1.50)"
+    assert Verdict("speed", 10.0, 16.0, True, True, fps).line("A", "B") == \
+        "speed: B better by a factor of 1.60 (10.000 vs 16.000; tolerance a factor of 1.50)"
 
 
 @pytest.fixture
