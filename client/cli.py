@@ -663,15 +663,17 @@ def model_export_mobile(
     precision: Annotated[list[str] | None, typer.Option(
         "--precision", help="TFLite weights: fp16, int8 (repeatable; default both).")] = None,
     coreml: Annotated[bool, typer.Option(help="Also write Core ML packages (needs coremltools).")] = True,
+    verbose: Annotated[bool, typer.Option("--verbose", help="Show the converters' own logs.")] = False,
 ) -> None:
     """Write TFLite (fp16, int8) and Core ML files with fixed input shapes, and mobile.json describing
     their inputs and outputs (needs TensorFlow; Core ML needs coremltools: the tf and mobile extras)."""
-    from stylecast.model.mobile import PRECISIONS, MobileExportError, export_mobile
+    from stylecast.model.mobile import PRECISIONS, MobileExportError, export_mobile, quiet_converters
 
     if not (package / "manifest.json").is_file():
         raise _fail(f"{package}: not a model package folder (no manifest.json)")
     try:
-        manifest = export_mobile(package, output, tuple(size or (512,)), tuple(precision or PRECISIONS), coreml)
+        with quiet_converters(verbose):
+            manifest = export_mobile(package, output, tuple(size or (512,)), tuple(precision or PRECISIONS), coreml)
     except MobileExportError as exc:
         raise _fail(str(exc)) from None
     for entry in manifest["tflite"] + manifest["coreml"]:

@@ -19,11 +19,14 @@ Needs TensorFlow (the ``tf`` extra) and, for Core ML, coremltools (the ``mobile`
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import shutil
+import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +56,39 @@ PIPELINE = [
 
 class MobileExportError(Exception):
     """The package cannot be exported here; the message is one actionable line."""
+
+
+@contextlib.contextmanager
+def quiet_converters(verbose: bool = False) -> Iterator[None]:
+    """Hold back what TensorFlow, the TFLite converter and coremltools write to stderr (C++ logs,
+    version warnings, progress bars: ~70 lines per export) unless ``verbose``; if the body raises
+    anything but :class:`MobileExportError`, the held-back log's last 4000 characters are written
+    to stderr before the exception propagates.  Sets ``TF_CPP_MIN_LOG_LEVEL=3`` (unless set)."""
+    if verbose:
+        yield
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    with tempfile.TemporaryFile() as log:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(log.fileno(), 2)
+        text = open(log.fileno(), "w", buffering=1, closefd=False)  # noqa: SIM115 - closed below
+        try:
+            with contextlib.redirect_stderr(text):
+                yield
+        except MobileExportError:
+            raise
+        except BaseException:
+            text.flush()
+            log.seek(0)
+            held = log.read().decode(errors="replace")[-4000:]
+            os.dup2(saved, 2)
+            sys.stderr.write(held)
+            raise
+        finally:
+            text.close()
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def _tensorflow():

@@ -44,6 +44,7 @@ from stylecast.client.cli import app
 package, out, size = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
 result = CliRunner().invoke(app, ["model", "export-mobile", package, "-o", str(out), "--size", size])
 print(result.output)
+print("=== the export's stderr ends here", file=sys.stderr, flush=True)
 if result.exit_code:
     sys.exit(f"export failed ({result.exit_code}): {result.output} {result.exception!r}")
 import coremltools as ct
@@ -63,7 +64,7 @@ for p in sorted(out.glob("*.mlpackage")):
 
 
 @pytest.fixture(scope="module")
-def exported(tiny_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+def exported(tiny_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
     if importlib.util.find_spec("coremltools") is None:
         pytest.skip("coremltools not installed (the mobile extra; make test installs it)")
     out = tmp_path_factory.mktemp("mobile")
@@ -80,7 +81,7 @@ def exported(tiny_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
     proc = subprocess.run([sys.executable, "-c", EXPORT, str(tiny_models_dir / "tiny" / "1"), str(out), str(SIZE)],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    return out, proc.stdout
+    return out, proc.stdout, proc.stderr.split("=== the export's stderr ends here")[0]
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +90,10 @@ def manifest(exported) -> dict:
 
 
 def test_the_files_and_their_sizes(exported, manifest) -> None:
-    out, printed = exported
+    out, printed, stderr = exported
+    # the converters' logs are held back (--verbose shows them): one line per file, nothing else
+    assert stderr == "", stderr[-2000:]
+    assert len(printed.strip().splitlines()) == len(manifest["tflite"]) + len(manifest["coreml"]) + 1, printed
     names = {"predict_style_fp16.tflite", "predict_style_int8.tflite", f"stylize_{SIZE}_fp16.tflite",
              f"stylize_{SIZE}_int8.tflite", "StylePredict.mlpackage", f"Stylize{SIZE}.mlpackage", "mobile.json"}
     assert {p.name for p in out.iterdir()} == names | {"notes.txt", "specs.json"}  # the earlier export's are gone
@@ -110,7 +114,7 @@ def test_the_files_and_their_sizes(exported, manifest) -> None:
 
 
 def test_mobile_json_matches_the_tflite_files(exported, manifest) -> None:
-    out, _ = exported
+    out, _, _ = exported
     assert len(manifest["tflite"]) == 4
     for entry in manifest["tflite"]:
         it = Interpreter(model_path=str(out / entry["file"]))
@@ -133,7 +137,7 @@ def test_mobile_json_matches_the_tflite_files(exported, manifest) -> None:
 
 
 def test_tflite_outputs_agree_with_the_package(exported, manifest, tiny_models_dir) -> None:
-    out, _ = exported
+    out, _, _ = exported
     pkg = load_package(tiny_models_dir / "tiny" / "1")
     rng = np.random.default_rng(5)
     style_img = rng.random((1, 256, 256, 3), np.float32)
@@ -164,7 +168,7 @@ def test_tflite_outputs_agree_with_the_package(exported, manifest, tiny_models_d
 
 
 def test_tflite_files_run_as_one_xnnpack_partition(exported, manifest) -> None:
-    out, _ = exported
+    out, _, _ = exported
     for entry in manifest["tflite"]:
         parts = xnnpack_partitions(out / entry["file"])
         assert list(parts) == [entry["signature"]]
@@ -173,7 +177,7 @@ def test_tflite_files_run_as_one_xnnpack_partition(exported, manifest) -> None:
 
 def test_core_ml_specs(exported, manifest) -> None:
     """What the converted ML Programs declare (Core ML predicts only on Apple platforms)."""
-    out, _ = exported
+    out, _, _ = exported
     specs = json.loads((out / "specs.json").read_text())
     assert set(specs) == {"StylePredict.mlpackage", f"Stylize{SIZE}.mlpackage"}
     dim = manifest["style_dim"]
