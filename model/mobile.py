@@ -11,7 +11,8 @@ input shape fixed (batch 1; the app chooses the frame sizes):
   ``StylePredict.mlpackage`` and ``Stylize<S>.mlpackage``.  Conversion runs on Linux;
   Core ML runs predictions only on Apple platforms, so only the conversion and the model
   specs are checked here;
-- ``mobile.json``: each file's inputs and outputs as the converted files declare them (names,
+- ``mobile.json``: each file's bytes and sha256 (an ``.mlpackage`` folder's: :func:`folder_sha256`),
+  inputs and outputs as the converted files declare them (names,
   shapes, dtypes) with their value ranges, and the two-step pipeline.
 
 Needs TensorFlow (the ``tf`` extra) and, for Core ML, coremltools (the ``mobile`` extra).
@@ -111,6 +112,13 @@ def _coremltools():
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def folder_sha256(folder: Path) -> str:
+    """Hex SHA-256 of a folder (an ``.mlpackage``): of the UTF-8 text with one line
+    ``RELATIVE/POSIX/PATH<TAB>FILE_SHA256<LF>`` per file, sorted by path."""
+    files = sorted((f.relative_to(folder).as_posix(), f) for f in folder.rglob("*") if f.is_file())
+    return hashlib.sha256("".join(f"{rel}\t{_sha256(f)}\n" for rel, f in files).encode()).hexdigest()
 
 
 def tflite_io(path: Path, signature: str) -> dict:
@@ -248,4 +256,4 @@ def _write_coreml(ct, cf, out: Path, key: str, endpoint: str, model: str) -> dic
     ct.models.MLModel(spec, weights_dir=mlmodel.weights_dir, skip_model_load=True).save(str(path))
     size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     return {"file": path.name, "signature": endpoint, "minimum_deployment_target": "iOS15",
-            "compute_precision": "float16", "bytes": size, **coreml_io(path)}
+            "compute_precision": "float16", "bytes": size, "sha256": folder_sha256(path), **coreml_io(path)}

@@ -108,6 +108,9 @@ def test_the_files_and_their_sizes(exported, manifest) -> None:
         files = [f for f in (out / entry["file"]).rglob("*") if f.is_file()]
         assert entry["bytes"] == sum(f.stat().st_size for f in files) > 0
         assert any(f.name == "weight.bin" for f in files)  # the ML Program's weights
+        lines = sorted(f"{f.relative_to(out / entry['file']).as_posix()}\t{hashlib.sha256(f.read_bytes()).hexdigest()}\n"
+                       for f in files)  # the folder digest README describes
+        assert entry["sha256"] == hashlib.sha256("".join(lines).encode()).hexdigest()
     int8 = {e["file"]: e["bytes"] for e in manifest["tflite"] if e["precision"] == "int8"}
     fp16 = {e["file"].replace("fp16", "int8"): e["bytes"] for e in manifest["tflite"] if e["precision"] == "fp16"}
     assert all(int8[f] < fp16[f] for f in int8)  # int8 weights are smaller
