@@ -277,8 +277,8 @@ def compare(a: Model, b: Model, judges: Sequence[tuple[str, PackageModel]], styl
             progress: Callable[[int], None] | None = None) -> Report:
     """Evaluate ``a`` and ``b`` (see the module docstring), with a style score per judge (name, package
     model whose predictor scores); with ``sheet``, write the contact sheet
-    PNG: per content photo, a row of A's outputs then a row of B's, one column per style, then
-    panning rows of the first photo; ``progress(n)`` is called after each photo and each timed size.
+    PNG (:func:`~stylecast.model.scoring.contact_sheet`): per content photo, a row of A's outputs
+    then a row of B's (each labelled), one column per style, then panning rows of the first photo; ``progress(n)`` is called after each photo and each timed size.
     Raises :class:`CompareError` (and whatever the SDK raises)."""
     s_imgs = np.stack([style_image(Image.open(p)) for p in styles])
     c_imgs = np.stack([style_image(Image.open(p)) for p in contents])
@@ -288,7 +288,7 @@ def compare(a: Model, b: Model, judges: Sequence[tuple[str, PackageModel]], styl
         panel.append((name, Judge(model.predict_style, 0.5 * (vectors.mean(0) + model.predict_style(c_imgs).mean(0))),
                       vectors))
     models = (a, b)
-    keys = (f"A {a.label}", f"B {b.label}")  # row labels (A and B may be the same model)
+    keys = (f"A = {a.label}", f"B = {b.label}")  # row labels (A and B may be the same model)
     for m in models:
         m.prepare(styles)
     scores = [Scores(), Scores()]  # style by the first judge
@@ -332,7 +332,8 @@ def compare(a: Model, b: Model, judges: Sequence[tuple[str, PackageModel]], styl
                               for name, m in judges),
                     size, len(contents), len(styles), verdicts, baked_sizes(models, (size, *speed_sizes)))
     if sheet is not None:
-        contact_sheet(cells, s_imgs, pans, sheet, title="styles ->   rows per photo: content + " + " | ".join(keys),
+        contact_sheet(cells, s_imgs, pans, sheet, title=f"styles ->   per photo (left), one row per model: {keys[0]}, "
+                                                        f"then {keys[1]}",
                       pan_title="panning (1,2,3,5,7 px; frames moved back): what changes is flicker")
         with Image.open(sheet) as img:
             report.sheet, report.sheet_size = sheet, img.size

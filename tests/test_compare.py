@@ -54,8 +54,11 @@ def verdict(output: str, metric: str) -> str:
 
 
 def sheet_size(contents: int, styles: int, models: int = 2) -> tuple[int, int]:
-    """The contact sheet's documented layout (model.scoring.contact_sheet)."""
-    return (max(styles, len(SHIFTS) + 1) + 1) * CELL, (1 + models * contents + models) * CELL + 40
+    """The contact sheet's documented layout (model.scoring.contact_sheet): as wide as the styles
+    need (4 cells at least), panning tiles shrunk to fit that width."""
+    width = max(styles + 1, 4) * CELL
+    pan = min(CELL, (width - CELL) // (len(SHIFTS) + 1))
+    return width, (1 + models * contents) * CELL + 40 + models * pan
 
 
 def test_verdicts_name_the_better_model_and_by_how_much() -> None:
