@@ -281,3 +281,20 @@ def test_texture_terms_are_zero_for_the_same_image_and_grow_as_texture_is_blurre
     assert feat[0] == pytest.approx(0.0, abs=1e-6)
     assert 0 < feat[1] < feat[2]
     assert not any(w.trainable for w in feats.weights)
+
+
+def test_count_macs_counts_each_convolution_once_at_its_output_size():
+    import keras
+    from keras import layers
+
+    from stylecast.model.networks import CANDIDATES, build_student, count_macs
+
+    image = keras.Input((None, None, 3))
+    x = layers.Conv2D(8, 3, strides=2, padding="same")(image)       # 9 × (H/2 × W/2) × 3 × 8
+    x = layers.DepthwiseConv2D(3, padding="same")(x)                 # 9 × (H/2 × W/2) × 8
+    x = layers.Conv2D(4, 1)(x)                                       # 1 × (H/2 × W/2) × 8 × 4
+    model = keras.Model(image, x)
+    h, w = 32, 48
+    assert count_macs(model, h, w) == (9 * 3 * 8 + 9 * 8 + 8 * 4) * (h // 2) * (w // 2)
+    rt3 = build_student(CANDIDATES["rt3"])
+    assert count_macs(rt3, 512, 512) / count_macs(rt3, 384, 384) == pytest.approx((512 / 384) ** 2, rel=0.01)
