@@ -231,8 +231,6 @@ def test_recipe_pack_reads_only_training_images_and_a_short_run_resumes(tmp_path
     assert meta["schedule"]["e2e"] == {"start": 2, "end": 4, "lr": 5e-4}
     assert (out / "student.weights.h5").read_bytes() != first
     assert (out / "optimizer_e2e.npz").exists()
-    rows = [r for r in (out / "log.csv").read_text().splitlines()[1:] if r.startswith("e2e")]
-    assert rows, "no e2e row in the curve"
 
 
 def test_a_resumed_run_keeps_its_cosine_schedule_and_a_longer_one_starts_a_segment():
