@@ -6,11 +6,14 @@ EDGE := .venv-edge
 BIN := $(VENV)/bin
 PORT ?= 50051
 METRICS_PORT ?= 9090
+# make serve: one LiteRT interpreter over every core (one 512² XNNPACK workspace, ~45 MB, instead of
+# one per core; measured no fewer frames/s on 2 cores). SERVE_WORKERS=0: the auto layout.
+SERVE_WORKERS ?= 1
 
-.PHONY: serve test bench bench-bounds bench-peers bench-memory bench-startup bench-model train train-gpu export-model eval-model proto clean help prometheus-tools redis-tools images images-smoke gpu-bundle gpu-check
+.PHONY: serve test bench bench-bounds bench-peers bench-memory bench-threads bench-startup bench-model train train-gpu export-model eval-model proto clean help prometheus-tools redis-tools images images-smoke gpu-bundle gpu-check
 
 help:
-	@echo "make serve | test | bench | bench-bounds | bench-peers | bench-memory | bench-startup | bench-model | train | train-gpu | export-model | eval-model | proto | images | images-smoke | gpu-bundle | gpu-check"
+	@echo "make serve | test | bench | bench-bounds | bench-peers | bench-memory | bench-threads | bench-startup | bench-model | train | train-gpu | export-model | eval-model | proto | images | images-smoke | gpu-bundle | gpu-check"
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -23,11 +26,11 @@ $(VENV)/.serve-stamp: pyproject.toml | $(BIN)/python
 
 # Everything the suite, training and export need.
 $(VENV)/.dev-stamp: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e ".[litert,tf,onnx,video,dev]"
+	$(BIN)/pip install -q -e ".[litert,tf,onnx,video,mobile,dev]"
 	touch $@ $(VENV)/.serve-stamp
 
 serve: $(VENV)/.serve-stamp
-	$(BIN)/stylecast serve --port $(PORT) --metrics-port $(METRICS_PORT)
+	$(BIN)/stylecast serve --port $(PORT) --metrics-port $(METRICS_PORT) --workers $(SERVE_WORKERS)
 
 # Debian's prometheus + promtool for the metrics tests; installed only when missing (root or sudo).
 prometheus-tools:
@@ -54,6 +57,7 @@ test: $(VENV)/.dev-stamp prometheus-tools redis-tools
 bench: $(VENV)/.dev-stamp redis-tools $(PEERS)/.stamp
 	$(BIN)/python -m benchmarks.serving
 	$(BIN)/python -m benchmarks.metrics_cost
+	$(BIN)/python -m benchmarks.quality_cost
 	$(BIN)/python -m benchmarks.transport
 	$(BIN)/python -m benchmarks.failover
 	$(BIN)/python -m benchmarks.peers --peer-python $(PEERS)/bin/python
@@ -81,6 +85,10 @@ $(EDGE)/.stamp: pyproject.toml
 
 bench-memory: $(EDGE)/.stamp
 	$(EDGE)/bin/python -m benchmarks.memory
+
+# Server CPU per served frame by thread (event loop, gRPC core, the rest), 384² raw, one stream.
+bench-threads: $(VENV)/.dev-stamp
+	$(BIN)/python -m benchmarks.thread_cpu
 
 # Container images with podman (or docker: ENGINE=docker). Public registries need not be reachable:
 # BASE_IMAGE is any python:3.11-slim-like image; empty = build localhost/stylecast-base:bookworm from

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,10 +21,10 @@ from stylecast.client.errors import (DeadlineExceeded, ResourceExhausted, Stylec
 from stylecast.client.failover import FailoverStream
 from stylecast.client.messages import (ImageLike, StreamOptions, StyleSpec, check_image, encoded_bytes,
                                        parse_backend, parse_frame, parse_matches, parse_model, parse_style,
-                                       parse_upload, read_chunk, search_request,
+                                       parse_traffic, parse_upload, read_chunk, search_request,
                                        to_config, to_image, upload_messages)
 from stylecast.client.types import (BackendInfo, FrameResult, Limits, ModelInfo, Output, Style, StyleMatch,
-                                    UploadInfo)
+                                    UploadInfo, VersionTraffic)
 from stylecast.v1 import model_admin_pb2 as apb
 from stylecast.v1 import model_admin_pb2_grpc as apb_grpc
 from stylecast.v1 import stylecast_pb2 as pb
@@ -244,10 +244,25 @@ class AsyncClient:
         return parse_model(resp.model)
 
     async def unload_model(self, name: str, version: str, *, delete_files: bool = False) -> tuple[bool, bool]:
-        """Stop a version loading (and delete an uploaded package's files); returns (unloaded, deleted)."""
+        """Stop a version loading (and delete an uploaded package's files); returns (unloaded, deleted).
+        A version serving next to others (a traffic split) takes no new streams from now on and
+        closes once the streams open on it end (see :meth:`traffic_split`)."""
         resp = await self._unary(self._admin.UnloadModel, apb.UnloadModelRequest(
             name=name, version=version, delete_files=delete_files))
         return resp.unloaded, resp.deleted
+
+    async def set_traffic_split(self, weights: Mapping[str, int], model: str = "",
+                                timeout: float | None = _DEFAULT) -> list[VersionTraffic]:
+        """Share new streams and calls of the served model between versions: ``weights`` maps
+        versions to percent (summing to 100); versions not loaded yet are loaded first.  Open
+        streams keep their versions.  Returns every loaded version's share."""
+        resp = await self._unary(self._admin.SetTrafficSplit, apb.SetTrafficSplitRequest(
+            model=model, weights={str(v): int(p) for v, p in weights.items()}), timeout)
+        return parse_traffic(resp)
+
+    async def traffic_split(self, model: str = "") -> list[VersionTraffic]:
+        """Every loaded version of the served model with its share of new traffic and open streams."""
+        return parse_traffic(await self._unary(self._admin.GetTrafficSplit, apb.GetTrafficSplitRequest(model=model)))
 
     async def watch_model(self, name: str = "", version: str = "",
                           timeout: float | None = None) -> AsyncIterator[ModelInfo]:
@@ -271,13 +286,15 @@ class AsyncClient:
 
     async def stylize(self, image: ImageLike, style: StyleSpec, *, strength: float | None = None,
                       output: Output | str | None = None, process_max_side: int = 0, model: str = "",
-                      timeout: float | None = _DEFAULT) -> FrameResult:
+                      timeout: float | None = _DEFAULT, model_version: str = "") -> FrameResult:
         """Stylize one image; the result holds the encoded (or raw) image and server timings.
+        ``model_version`` pins a loaded version (default: the server's traffic split picks one).
 
         Raises ``ValueError`` for an image the SDK cannot send as it is (see ``messages.pixels``) and
         ``ResourceExhausted`` / ``InvalidArgument``, before sending, when the request or its raw
         answer would exceed the client's or the server's limits (:meth:`limits`)."""
-        config = to_config(StreamOptions(style, strength, output, "every_frame", process_max_side, model))
+        config = to_config(StreamOptions(style, strength, output, "every_frame", process_max_side, model,
+                                         model_version))
         request = pb.StylizeImageRequest(config=config, image=to_image(image))
         await self._check_image(request.image, request.ByteSize(), config.output, "the image")
         resp = await self._unary(self._stub.StylizeImage, request, timeout)
@@ -287,7 +304,7 @@ class AsyncClient:
                      strength: float | None = None, output: Output | str | None = None,
                      mode: str = "every_frame", process_max_side: int = 0, model: str = "",
                      timeout: float | None = None, max_in_flight: int | None = MAX_IN_FLIGHT,
-                     failover: bool = True) -> AsyncIterator[FrameResult]:
+                     failover: bool = True, model_version: str = "") -> AsyncIterator[FrameResult]:
         """Stream frames (ndarrays travel as raw RGB, bytes as encoded images) and yield one
         result per frame, in send order; frame ids count from 0.  A :class:`StreamOptions` item
         in ``frames`` switches the stream's options from that point on.  At most
@@ -298,8 +315,10 @@ class AsyncClient:
         stream continues on another healthy replica from the first unanswered frame, re-sending
         the StreamConfig in force; every frame is still answered exactly once, in order.
         In-band frame errors are answers and never retried.  ``failover=False`` ends the stream
-        with :class:`Unavailable` instead (see :mod:`.failover`)."""
-        config = to_config(StreamOptions(style, strength, output, mode, process_max_side, model))
+        with :class:`Unavailable` instead (see :mod:`.failover`).  ``model_version`` pins a loaded
+        version for the whole stream (default: the server's traffic split assigns one, which the
+        stream keeps)."""
+        config = to_config(StreamOptions(style, strength, output, mode, process_max_side, model, model_version))
         await self.limits()  # learnt before the call starts, so frames are checked as they are sent
         deadline = _deadline(timeout)
 

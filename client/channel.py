@@ -35,7 +35,7 @@ _ADMIN = "stylecast.v1.ModelAdmin"
 # Calls whose repetition changes nothing: styles are content-addressed, stylizing is a pure function.
 # (A retried DeleteStyle whose first attempt did delete answers deleted=False.)
 IDEMPOTENT = {_SERVICE: ("StylizeImage", "RegisterStyle", "GetStyle", "ListStyles", "DeleteStyle", "SearchStyles"),
-              _ADMIN: ("ListModels", "ListBackends")}
+              _ADMIN: ("ListModels", "ListBackends", "GetTrafficSplit")}
 
 
 @dataclass(frozen=True)

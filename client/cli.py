@@ -10,7 +10,7 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
@@ -108,7 +108,7 @@ def _check_image_paths(source: Path, output: Path) -> None:
     _check_output_folder(output)
     fmt = Image.registered_extensions().get(output.suffix.lower())
     if fmt is None or fmt not in Image.SAVE:
-        raise _fail(f"-o {output}: the output needs an image suffix: .jpg, .png or .webp "
+        raise _fail(f"-o {output}: the output needs an image suffix Pillow writes: .jpg, .png, .webp, .gif, .tiff, … "
                     f"(got {output.suffix or 'no suffix'})")
     try:
         with Image.open(source) as img:
@@ -124,7 +124,8 @@ def _check_image_paths(source: Path, output: Path) -> None:
 def image(
     source: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Input image.")],
     style: StyleOpt,
-    output: Annotated[Path, typer.Option("--output", "-o", help="Output image (.jpg, .png or .webp).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output image (.jpg, .png or .webp; other formats Pillow writes, e.g. .gif, .bmp, .tiff, "
+                      "are converted from a lossless PNG answer).")],
     strength: Strength = None,
     size: Size = 0,
     quality: Annotated[int, typer.Option(min=0, max=100, help="JPEG/WebP quality (0 = server default).")] = 0,
@@ -288,6 +289,8 @@ def serve(
                                                   "ModelAdmin on the main port).")] = None,
     load_order: Annotated[str | None, typer.Option(
         help="backend:format,... loaded first to last; each later one swaps in when warmed up.")] = None,
+    traffic_split: Annotated[str | None, typer.Option(
+        help="A/B test from the start: VERSION=PERCENT,... of --model summing to 100 (all loaded).")] = None,
     admin_port: Annotated[int | None, typer.Option(help="ModelAdmin port on 127.0.0.1 (non-loopback host).")] = None,
     upload_dir: Annotated[str | None, typer.Option(help="Folder for uploaded model packages.")] = None,
     tokens_file: Annotated[str | None, typer.Option(
@@ -302,14 +305,15 @@ def serve(
         "--metrics-tls", help="Serve /metrics over HTTPS with --tls-cert/--tls-key (and --tls-client-ca).")] = None,
 ) -> None:
     """Run the gRPC server (flags > STYLECAST_* environment > TOML config)."""
-    from stylecast.server.app import main
-
-    main({"port": port, "metrics_port": metrics_port, "backend": backend, "threads": threads, "workers": workers,
-          "models_dir": models_dir, "style_store": style_store, "format": format, "model": model, "host": host,
-          "load_order": load_order, "admin_port": admin_port, "upload_dir": upload_dir,
-          "tokens_file": tokens_file, "allow_unauthenticated": allow_unauthenticated, "tls_cert": tls_cert,
-          "tls_key": tls_key, "tls_client_ca": tls_client_ca, "metrics_tls": metrics_tls,
-          "config": str(config) if config else None})
+    # The server runs in a fresh interpreter (same process id) without the CLI's libraries.
+    flags = json.dumps({
+        "port": port, "metrics_port": metrics_port, "backend": backend, "threads": threads, "workers": workers,
+        "models_dir": models_dir, "style_store": style_store, "format": format, "model": model, "host": host,
+        "load_order": load_order, "traffic_split": traffic_split, "admin_port": admin_port, "upload_dir": upload_dir,
+        "tokens_file": tokens_file, "allow_unauthenticated": allow_unauthenticated, "tls_cert": tls_cert,
+        "tls_key": tls_key, "tls_client_ca": tls_client_ca, "metrics_tls": metrics_tls,
+        "config": str(config) if config else None})
+    os.execv(sys.executable, [sys.executable, "-m", "stylecast.server", flags])
 
 
 @token_app.command("new")
@@ -317,7 +321,8 @@ def token_new(
     name: Annotated[str, typer.Option(help="Token name: the metrics label and log name (A-Z a-z 0-9 . _ -).")],
     roles: Annotated[str, typer.Option(help="Comma-separated roles: stylize, styles, admin.")] = "stylize",
 ) -> None:
-    """Print a fresh random token (once: the server keeps only its sha256) and its tokens-file entry."""
+    """Print a fresh random token (once, on stderr: the server keeps only its sha256) and its
+    tokens-file entry (alone on stdout, so ``stylecast token new --name cam >> tokens.toml`` works)."""
     from stylecast.server.auth import new_token, tokens_entry
 
     token = new_token()
@@ -325,8 +330,9 @@ def token_new(
         entry = tokens_entry(name, [r.strip() for r in roles.split(",") if r.strip()], token)
     except ValueError as exc:
         raise _fail(str(exc)) from None
-    typer.echo(f"token (shown once; give it to the client as --token or STYLECAST_TOKEN):\n{token}\n")
-    typer.echo(f"add to the server's tokens file (then send the server SIGHUP):\n{entry}", nl=False)
+    typer.echo(f"token (shown once; give it to the client as --token or STYLECAST_TOKEN):\n{token}\n"
+               "its entry for the server's tokens file (then send the server SIGHUP) follows on stdout:", err=True)
+    typer.echo(entry, nl=False)
 
 
 @certs_app.command("dev")
@@ -476,6 +482,33 @@ def models_unload(
                f"{', files deleted' if deleted else ''}")
 
 
+@models_app.command("split")
+def models_split(
+    weights: Annotated[list[str] | None, typer.Argument(
+        help="VERSION=PERCENT entries summing to 100 (e.g. 4=80 5=20); none: show the split in force.")] = None,
+    model: Annotated[str, typer.Option("--model", help="Model name (default: the served model).")] = "",
+    target: AdminTarget = DEFAULT_ADMIN_TARGET,
+    token: Token = None,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+) -> None:
+    """A/B test: share new streams and calls between versions of the served model (versions not
+    loaded yet are loaded first; open streams keep their version).  Prints every loaded version:
+    its share, open streams and serving artifact."""
+    from stylecast.server.config import parse_split
+
+    try:
+        split = parse_split(",".join(weights or ()))
+    except ValueError as exc:
+        raise _fail(f"{exc} (e.g. stylecast models split 4=80 5=20)") from None
+    with _client(target, token, tls_ca, tls_cert, tls_key) as client:
+        versions = client.set_traffic_split(split, model) if split else client.traffic_split(model)
+    for v in versions:
+        typer.echo(f"{printable(v.version)}\t{v.percent}%\t{v.open_streams} streams\t"
+                   f"{printable(v.backend)}:{printable(v.format)}{'  draining' if v.draining else ''}")
+
+
 @models_app.command("watch")
 def models_watch(
     name: Annotated[str, typer.Argument(help="Model name (default: the serving model).")] = "",
@@ -489,6 +522,84 @@ def models_watch(
     """Progress bars per artifact until nothing of the version is loading."""
     with _client(target, token, tls_ca, tls_cert, tls_key) as client:
         _watch(client, name, version)
+
+
+def _compare_model(spec: str, client: Callable[[], Client], fmt: str, threads: int):
+    """A package folder, or NAME:VERSION on the server (the client is connected on first need)."""
+    from stylecast.model.compare import PackageModel, ServerModel
+
+    if Path(spec).is_dir():
+        return PackageModel(Path(spec), fmt, threads)
+    name, colon, version = spec.partition(":")
+    if colon and name and version and "/" not in spec and os.sep not in spec:
+        return ServerModel(client(), spec)
+    raise _fail(f"{spec}: neither a package folder (NAME/VERSION with manifest.json) nor NAME:VERSION on a server")
+
+
+@models_app.command("compare")
+def models_compare(
+    a: Annotated[str, typer.Argument(metavar="A", help="Package folder, or NAME:VERSION on the server.")],
+    b: Annotated[str, typer.Argument(metavar="B", help="Package folder, or NAME:VERSION on the server.")],
+    styles: Annotated[Path, typer.Option("--styles", help="Folder of style images (.jpg .png .webp).")] = Path("styles"),
+    contents: Annotated[Path, typer.Option("--contents", help="Folder of content photos.")] = Path("content"),
+    size: Annotated[int, typer.Option(min=64, help="Side of the square content pictures scored.")] = 384,
+    speed_size: Annotated[list[int] | None, typer.Option(
+        "--speed-size", min=16, help="Square side timed (repeatable; default 384 and 512).")] = None,
+    speed_frames: Annotated[int, typer.Option(min=1, help="Frames per model per timing round.")] = 5,
+    speed_rounds: Annotated[int, typer.Option(min=1, help="Timing rounds (the models alternate).")] = 2,
+    sheet: Annotated[Path, typer.Option("--sheet", help="Contact sheet PNG to write.")] = Path("compare.png"),
+    judge: Annotated[Path | None, typer.Option(
+        file_okay=False, help="Package whose style predictor alone scores both models (default: A's and B's "
+                              "predictors, each scoring both, where they are package folders; else the "
+                              "built-in package's).")] = None,
+    format: Annotated[str, typer.Option(help="TFLite format of package folders (default: int8, else fp16, "
+                                             "else fp32).")] = "",
+    threads: Annotated[int, typer.Option(min=1, help="LiteRT threads for package folders.")] = 2,
+    target: Target = DEFAULT_TARGET,
+    token: Token = None,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+) -> None:
+    """Compare two models on your own styles and photos: style score, SSIM, flicker, speed, a verdict
+    per metric and a contact sheet PNG side by side."""
+    from contextlib import ExitStack
+
+    from tqdm import tqdm
+
+    from stylecast.model.compare import CompareError, PackageModel, builtin_package, compare, image_files
+
+    _check_output_folder(sheet)
+    if sheet.suffix.lower() != ".png":
+        raise _fail(f"--sheet {sheet}: the contact sheet is a PNG (name it *.png)")
+    with ExitStack() as stack:
+        clients: list[Client] = []
+
+        def client() -> Client:
+            if not clients:
+                clients.append(stack.enter_context(_client(target, token, tls_ca, tls_cert, tls_key)))
+            return clients[0]
+
+        try:
+            style_files = image_files(styles, "--styles")
+            content_files = image_files(contents, "--contents")
+            models = []
+            for spec in (a, b):
+                models.append(_compare_model(spec, client, format, threads))
+                stack.callback(models[-1].close)
+            judges = [(f"{ab}'s predictor", m) for ab, m in zip("AB", models) if isinstance(m, PackageModel)]
+            if judge is not None or not judges:
+                path = judge or builtin_package()
+                judges = [(f"the predictor of {path}", PackageModel(path, "", threads))]
+                stack.callback(judges[0][1].close)
+            sizes = tuple(speed_size or (384, 512))
+            with tqdm(total=len(content_files) + len(sizes), unit="step", desc="compare", leave=False) as bar:
+                report = compare(models[0], models[1], judges, style_files, content_files, size, sizes,
+                                 speed_frames, speed_rounds, sheet, progress=bar.update)
+        except CompareError as exc:
+            raise _fail(str(exc)) from None
+    for line in report.lines():
+        typer.echo(line)
 
 
 @model_app.command("export")
@@ -530,6 +641,32 @@ def model_import_magenta(
     except PackageError as exc:
         raise _fail(str(exc)) from None
     typer.echo(f"{package.path}  formats: {', '.join(package.artifacts)}")
+
+
+@model_app.command("export-mobile")
+def model_export_mobile(
+    package: Annotated[Path, typer.Argument(help="Package folder NAME/VERSION (with a savedmodel artifact).")],
+    output: Annotated[Path, typer.Option("--output", "-o", file_okay=False, help="Folder to write into.")],
+    size: Annotated[list[int] | None, typer.Option(
+        "--size", help="Square frame side the app feeds, a multiple of 16 (repeatable; default 512).")] = None,
+    precision: Annotated[list[str] | None, typer.Option(
+        "--precision", help="TFLite weights: fp16, int8 (repeatable; default both).")] = None,
+    coreml: Annotated[bool, typer.Option(help="Also write Core ML packages (needs coremltools).")] = True,
+) -> None:
+    """Write TFLite (fp16, int8) and Core ML files with fixed input shapes, and mobile.json describing
+    their inputs and outputs (needs TensorFlow; Core ML needs coremltools: the tf and mobile extras)."""
+    from stylecast.model.mobile import PRECISIONS, MobileExportError, export_mobile
+
+    if not (package / "manifest.json").is_file():
+        raise _fail(f"{package}: not a model package folder (no manifest.json)")
+    try:
+        manifest = export_mobile(package, output, tuple(size or (512,)), tuple(precision or PRECISIONS), coreml)
+    except MobileExportError as exc:
+        raise _fail(str(exc)) from None
+    for entry in manifest["tflite"] + manifest["coreml"]:
+        shapes = " ".join(f"{t['name']}{t['shape']}" for t in entry["inputs"] + entry["outputs"])
+        typer.echo(f"{output / entry['file']}\t{entry['bytes']}\t{shapes}")
+    typer.echo(f"{output / 'mobile.json'}")
 
 
 def main() -> None:

@@ -12,9 +12,10 @@ order (an answer to an id already answered is dropped).  Only a call that its
 replica ended resumes — UNAVAILABLE, or OK before every frame was sent and
 answered (a drain that half-closed the stream); in-band answers (``FrameError``,
 ``FrameDropped``) are answers and are never retried, and any other status ends
-the stream.  A stream whose first call fails before any frame went out (no
-server at that address) fails at once; five resumes in a row without an answer
-give up with :class:`Unavailable`.
+the stream.  A stream whose first call fails before any frame went out fails at
+once (no server at that address) unless its replica ended it (``SHUTTING_DOWN``,
+or closed early): then it resumes like any other.  Five resumes in a row without
+an answer give up with :class:`Unavailable`.
 
 Memory: the unanswered frames are kept until answered (at most ``max_in_flight``).
 """
@@ -29,7 +30,7 @@ from typing import Any
 
 import grpc
 
-from stylecast.client.errors import StylecastError, Unavailable, from_rpc_error
+from stylecast.client.errors import StylecastError, Unavailable, from_rpc_error, rich_details
 from stylecast.client.messages import StreamOptions, parse_response, response_id, to_config, to_image
 from stylecast.client.types import FrameResult
 from stylecast.v1 import stylecast_pb2 as pb
@@ -46,6 +47,14 @@ _LOST_STATUS = (grpc.StatusCode.INTERNAL, "Internal error from Core")
 def _interrupted(exc: Exception) -> bool:
     """The call ended because its replica went away (drain, death), not because of the request."""
     return exc.code() in RESUMABLE or (exc.code(), exc.details()) == _LOST_STATUS
+
+
+def _ended_by_replica(exc: Exception) -> bool:
+    """A server was there and ended the call itself (it is shutting down, or closed the stream
+    early), as opposed to a call that never reached a server."""
+    if isinstance(exc, _EndedEarly):
+        return True
+    return rich_details(exc.trailing_metadata()).get("reason") == "SHUTTING_DOWN"
 
 
 class _EndedEarly(Exception):
@@ -117,9 +126,11 @@ class FailoverStream:
                     return
                 except (grpc.aio.AioRpcError, _EndedEarly) as exc:
                     # A stream whose very first call fails before a frame went out or came back
-                    # was refused, not interrupted (no server, wrong address): report it at once.
+                    # was refused, not interrupted (no server, wrong address): report it at once,
+                    # unless the replica itself ended it (a drain before the first frame).
                     expired = deadline is not None and time.monotonic() >= deadline
-                    if expired or not (self._failover and _interrupted(exc) and (answered or resumed or self._pending)):
+                    started = answered or resumed or self._pending or _ended_by_replica(exc)
+                    if expired or not (self._failover and _interrupted(exc) and started):
                         if isinstance(exc, grpc.aio.AioRpcError) and (expired or not _interrupted(exc)
                                                                        or exc.code() in RESUMABLE):
                             raise from_rpc_error(exc) from None  # past the deadline: as grpcio said

@@ -19,7 +19,7 @@ from PIL import ImageOps
 
 from stylecast.client.errors import InvalidArgument, ResourceExhausted, error_for
 from stylecast.client.types import (MODES, ArtifactInfo, BackendInfo, FrameResult, Limits, ModelInfo, Output,
-                                    Style, StyleMatch, Timings, UploadInfo)
+                                    Style, StyleMatch, Timings, UploadInfo, VersionTraffic)
 from stylecast.model.preprocess import grey16_to_uint8, on_white, to_rgb, to_uint8
 from stylecast.v1 import model_admin_pb2 as apb
 from stylecast.v1 import stylecast_pb2 as pb
@@ -51,6 +51,7 @@ class StreamOptions:
     mode: str = "every_frame"
     process_max_side: int = 0
     model: str = ""
+    model_version: str = ""   # pin a loaded version ("" = the server's traffic split assigns one)
 
 
 def _array_pixels(array: np.ndarray) -> np.ndarray:
@@ -238,7 +239,7 @@ def to_config(options: StreamOptions) -> pb.StreamConfig:
     if mode not in _MODE:
         raise ValueError(f"unknown stream mode {options.mode!r}; choose one of {', '.join(MODES)}")
     config = pb.StreamConfig(output=to_output(options.output), process_max_side=options.process_max_side,
-                             mode=_MODE[mode], model=options.model)
+                             mode=_MODE[mode], model=options.model, model_version=options.model_version)
     if isinstance(options.style, Mapping):
         config.blend.extend(pb.StyleWeight(style_id=_style_id(k), weight=float(w))
                             for k, w in options.style.items())
@@ -322,7 +323,12 @@ def parse_model(msg: apb.ModelInfo) -> ModelInfo:
 
 
 def parse_backend(msg: apb.BackendInfo) -> BackendInfo:
-    return BackendInfo(msg.name, msg.installed, tuple(msg.formats), msg.serving)
+    return BackendInfo(msg.name, msg.installed, tuple(msg.formats), msg.serving, msg.unavailable)
+
+
+def parse_traffic(msg: apb.TrafficSplit) -> list[VersionTraffic]:
+    return [VersionTraffic(v.version, v.percent, v.open_streams, v.draining, v.backend, v.format)
+            for v in msg.versions]
 
 
 def read_chunk(package_dir: Path, path: str, index: int) -> bytes:

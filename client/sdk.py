@@ -6,14 +6,14 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 from stylecast.client.aio import _DEFAULT, MAX_IN_FLIGHT, AsyncClient
 from stylecast.client.channel import DEFAULT_TARGET, MAX_MESSAGE_BYTES, TLS, PemSource, tls_settings
 from stylecast.client.messages import ImageLike, StyleSpec
 from stylecast.client.types import (BackendInfo, FrameResult, Limits, ModelInfo, Output, Style, StyleMatch,
-                                    UploadInfo)
+                                    UploadInfo, VersionTraffic)
 
 T = TypeVar("T")
 
@@ -108,6 +108,13 @@ class Client:
     def unload_model(self, name: str, version: str, *, delete_files: bool = False) -> tuple[bool, bool]:
         return self._run(self._async.unload_model(name, version, delete_files=delete_files))
 
+    def set_traffic_split(self, weights: Mapping[str, int], model: str = "",
+                          timeout: float | None = _DEFAULT) -> list[VersionTraffic]:
+        return self._run(self._async.set_traffic_split(weights, model, timeout))
+
+    def traffic_split(self, model: str = "") -> list[VersionTraffic]:
+        return self._run(self._async.traffic_split(model))
+
     def watch_model(self, name: str = "", version: str = "", timeout: float | None = None) -> Iterator[ModelInfo]:
         return self._iterate(self._async.watch_model(name, version, timeout))
 
@@ -116,18 +123,21 @@ class Client:
 
     def stylize(self, image: ImageLike, style: StyleSpec, *, strength: float | None = None,
                 output: Output | str | None = None, process_max_side: int = 0, model: str = "",
-                timeout: float | None = _DEFAULT) -> FrameResult:
+                timeout: float | None = _DEFAULT, model_version: str = "") -> FrameResult:
         return self._run(self._async.stylize(image, style, strength=strength, output=output,
-                                             process_max_side=process_max_side, model=model, timeout=timeout))
+                                             process_max_side=process_max_side, model=model, timeout=timeout,
+                                             model_version=model_version))
 
     def stream(self, frames: Iterable[Any], style: StyleSpec, *, strength: float | None = None,
                output: Output | str | None = None, mode: str = "every_frame", process_max_side: int = 0,
                model: str = "", timeout: float | None = None,
-               max_in_flight: int | None = MAX_IN_FLIGHT, failover: bool = True) -> Iterator[FrameResult]:
+               max_in_flight: int | None = MAX_IN_FLIGHT, failover: bool = True,
+               model_version: str = "") -> Iterator[FrameResult]:
         """Results in send order; ``frames`` is consumed on a worker thread as the server asks for more
         (at most ``max_in_flight`` frames unanswered).  ``failover``: continue on another replica when
         this one drains or dies (see :meth:`AsyncClient.stream`)."""
         return self._iterate(self._async.stream(frames, style, strength=strength, output=output, mode=mode,
                                                 process_max_side=process_max_side, model=model, timeout=timeout,
-                                                max_in_flight=max_in_flight, failover=failover))
+                                                max_in_flight=max_in_flight, failover=failover,
+                                                model_version=model_version))
 

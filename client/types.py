@@ -197,8 +197,22 @@ class ModelInfo:
 
 
 @dataclass(frozen=True)
+class VersionTraffic:
+    """A loaded version of the served model in a traffic split: its share of new streams and calls
+    (percent), the streams open on it, whether it is being unloaded, and the artifact serving it."""
+
+    version: str
+    percent: int
+    open_streams: int
+    draining: bool
+    backend: str
+    format: str
+
+
+@dataclass(frozen=True)
 class BackendInfo:
     name: str
     installed: bool
     formats: tuple[str, ...]
     serving: bool
+    unavailable: str = ""  # why it cannot run on that server; "" when it can

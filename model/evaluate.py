@@ -8,14 +8,15 @@ On every ``content/val`` image × the held-out styles, at 384², it reports:
 - pixel fidelity: PSNR of the package's transformer (fed the teacher's vector) vs the
   teacher's output;
 - predictor: centred cosine of the package's vectors to the teacher's on held-out styles;
-- flicker (:func:`flicker`): each val photo panned by 1, 2, 3, 5 and 7 px, mean absolute
+- flicker (:func:`~stylecast.model.quality.flicker`): each val photo panned by 1, 2, 3, 5 and 7 px, mean absolute
   difference between the stylized moved frame and the moved stylized frame on the
   interior, 0–255 (a perfectly steady network scores 0);
-- border (:func:`border_score`): mean absolute difference between the outer 8 px ring's
+- border (:func:`~stylecast.model.quality.border_score`): mean absolute difference between the outer 8 px ring's
   mean colour and the next 8 px ring's, 0–255, next to the teacher's (a band at the frame
   edge raises it).
 
-The package runs through the real LiteRT backend (``--format``, default tflite-int8).
+The package runs through the real LiteRT backend (``--format``, default tflite-int8); the
+measures are collected by :mod:`stylecast.model.scoring`, as ``stylecast models compare`` does.
 """
 
 from __future__ import annotations
@@ -24,35 +25,17 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from stylecast.backends.base import BackendOptions, create_backend
 from stylecast.backends.package import load_package
 from stylecast.model import BUILTIN_DIR, data
-from stylecast.model.preprocess import center_crop_square, content_image, style_image, to_uint8
-from stylecast.model.quality import RING, SHIFTS, border_score, centred_cos, flicker, gray_ssim, psnr
+from stylecast.model.preprocess import style_image
+from stylecast.model.quality import RING, SHIFTS, centred_cos
+from stylecast.model.scoring import Judge, Scores, contact_sheet, pan_strip, square, to_256
 from stylecast.model.teacher import TEACHER_SIZE, Teacher
 
 SIZE = TEACHER_SIZE
-
-
-def pan_strip(path: Path, size: int) -> np.ndarray:
-    """A size×(size+max shift) strip of a photo (centre square, resized so the strip fits)."""
-    img = Image.open(path).convert("RGB")
-    w, h = img.size
-    s = min(h, w * size // (size + max(SHIFTS)))
-    box = ((w - s * (size + max(SHIFTS)) // size) // 2, (h - s) // 2)
-    crop = img.crop((box[0], box[1], box[0] + s * (size + max(SHIFTS)) // size, box[1] + s))
-    return content_image(crop, (size + max(SHIFTS), size))
-
-
-def to_256(img: np.ndarray) -> np.ndarray:
-    """An output as the predictor sees a style image (the serving preprocessing)."""
-    return style_image(Image.fromarray(to_uint8(img)))
-
-
-def square(path: Path, size: int) -> np.ndarray:
-    return content_image(center_crop_square(Image.open(path)), (size, size))
 
 
 def evaluate(package_dirs: list[Path], fmt: str, root: Path, threads: int, limit: int | None = None,
@@ -67,22 +50,17 @@ def evaluate(package_dirs: list[Path], fmt: str, root: Path, threads: int, limit
         b.load(pkg, BackendOptions(format=fmt, threads=threads))
         backends[f"{pkg.name} v{pkg.version}"] = b
     train_vecs = teacher.predict_style(np.stack([style_image(Image.open(p)) for p in data.training_images(root)]))
-    mean = train_vecs.mean(0)
+    judge = Judge(teacher.predict_style, train_vecs.mean(0))
     styles = data.heldout_styles(root)
     contents = data.val_content(root)[:limit]
     s_imgs = np.stack([style_image(Image.open(p)) for p in styles])
     style_squares = [square(p, SIZE) for p in styles]
     t_vec = teacher.predict_style(s_imgs)
     b_vec = {k: b.predict_style(s_imgs) for k, b in backends.items()}
-    rows: dict[str, dict[str, list[float]]] = {}
+    rows: dict[str, Scores] = {}
 
     def add(name: str, out: np.ndarray, content: np.ndarray, s: int, ref: np.ndarray | None = None):
-        r = rows.setdefault(name, {"style": [], "ssim": [], "psnr": [], "border": [], "flicker": []})
-        r["style"].append(float(centred_cos(teacher.predict_style(to_256(out)[None])[0], t_vec[s], mean)))
-        r["ssim"].append(gray_ssim(out, content))
-        r["border"].append(border_score(out))
-        if ref is not None:
-            r["psnr"].append(psnr(out, ref))
+        rows.setdefault(name, Scores()).add(judge, out, content, t_vec[s], ref)
 
     cells, pans = [], None
     for ci, path in enumerate(contents):
@@ -91,7 +69,7 @@ def evaluate(package_dirs: list[Path], fmt: str, root: Path, threads: int, limit
         for s in range(len(styles)):
             t_out = teacher.stylize(c[None], t_vec[s][None])[0]
             add("teacher", t_out, c, s)
-            outs = {}
+            outs = {"teacher": t_out}
             for k, b in backends.items():
                 outs[k] = b.stylize(c[None], b_vec[k][s][None])[0]
                 add(f"{k} transformer (teacher vector)", b.stylize(c[None], t_vec[s][None])[0], c, s, t_out)
@@ -100,7 +78,7 @@ def evaluate(package_dirs: list[Path], fmt: str, root: Path, threads: int, limit
             add("content itself", c, c, s)
             add("style image itself", style_squares[s], c, s)
             if sheet is not None and ci < 4 and s < 5:
-                cells.append((ci, s, c, t_out, outs))
+                cells.append((ci, s, c, outs))
         # Flicker: each photo panned, in one held-out style (the styles take turns).
         s = ci % len(styles)
         strip = pan_strip(path, SIZE)
@@ -108,54 +86,19 @@ def evaluate(package_dirs: list[Path], fmt: str, root: Path, threads: int, limit
         for k, b in backends.items():
             nets[f"{k} transformer (teacher vector)"] = lambda f, b=b, s=s: b.stylize(f[None], t_vec[s][None])[0]
         for name, fn in nets.items():
-            rows[name]["flicker"].append(flicker(fn, strip))
+            rows[name].add_flicker(fn, strip)
         if pans is None:
             pans = (strip, nets)
-    out = {k: {m: float(np.mean(v)) for m, v in r.items() if v} for k, r in rows.items()}
+    out = {k: r.means() for k, r in rows.items()}
     for k in backends:
-        out[f"{k} predictor"] = {"centred_cos_heldout": float(centred_cos(b_vec[k], t_vec, mean).mean())}
+        out[f"{k} predictor"] = {"centred_cos_heldout": float(centred_cos(b_vec[k], t_vec, judge.mean).mean())}
     if sheet is not None:
-        contact_sheet(cells, s_imgs, pans, sheet)
+        labels = " | ".join(cells[0][3])
+        contact_sheet(cells, s_imgs, pans, sheet, title="styles (held out) ->   rows: content | " + labels,
+                      pan_title="panning (1,2,3,5,7 px; frames moved back): what changes is flicker")
     for b in backends.values():
         b.close()
     return out
-
-
-def contact_sheet(cells, style_imgs: np.ndarray, pans, path: Path, cell: int = 160) -> None:
-    """Rows: content, then the teacher's and each package's outputs per style column; then
-    the panning rows: the same scene moved 0, 1, 2, 3, 5, 7 px, each frame shifted back so
-    the scene stands still (what changes between frames is flicker), per network."""
-    n_c = max(c[0] for c in cells) + 1
-    n_s = max(c[1] for c in cells) + 1
-    labels = list(cells[0][4])
-    per = 1 + len(labels)
-    strip, nets = pans
-    pan_rows = len(nets)
-    sheet = Image.new("RGB", ((max(n_s, len(SHIFTS) + 1) + 1) * cell, (1 + per * n_c + pan_rows) * cell + 40), "white")
-    draw = ImageDraw.Draw(sheet)
-    u8 = lambda a: Image.fromarray(to_uint8(a)).resize((cell, cell))  # noqa: E731
-    for s in range(n_s):
-        sheet.paste(u8(style_imgs[s]), ((s + 1) * cell, 20))
-    draw.text((4, 4), "styles (held out) ->   rows: content | teacher | " + " | ".join(labels), fill="black")
-    for ci, s, c, t_out, outs in cells:
-        y = 20 + (1 + per * ci) * cell
-        sheet.paste(u8(c), (0, y))
-        sheet.paste(u8(t_out), ((s + 1) * cell, y))
-        for j, k in enumerate(labels):
-            sheet.paste(u8(outs[k]), ((s + 1) * cell, y + (j + 1) * cell))
-            draw.text((4, y + (j + 1) * cell + 4), k, fill="black")
-    y0 = 40 + (1 + per * n_c) * cell
-    draw.text((4, y0 - 16), "panning (1,2,3,5,7 px; frames moved back): what changes is flicker", fill="black")
-    w = strip.shape[1] - max(SHIFTS)
-    crop = slice(strip.shape[0] // 2 - cell // 2, strip.shape[0] // 2 + cell // 2)
-    for r, (name, fn) in enumerate(nets.items()):
-        y = y0 + r * cell
-        draw.text((4, y + 4), name[:24], fill="black")
-        for j, d in enumerate((0,) + SHIFTS):
-            frame = fn(strip[:, d:d + w])  # the scene at column j + d of frame 0 is frame d's column j
-            x0 = cell // 2 + 16 - d
-            sheet.paste(Image.fromarray(to_uint8(frame[crop, x0:x0 + cell])), ((j + 1) * cell, y))
-    sheet.quantize(256, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)  # keep the committed PNG small
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -67,7 +67,9 @@ def _write_savedmodel(models: Sequence[keras.Model], fns: dict, path: Path) -> N
     archive.write_out(str(path), verbose=False)
 
 
-def _write_tflite(savedmodel: Path, path: Path, precision: str, endpoint: str) -> None:
+def write_tflite(savedmodel: Path, path: Path, precision: str, endpoint: str) -> None:
+    """Convert one signature of a SavedModel to a TFLite file: ``precision`` fp32, fp16 (float16
+    weights) or int8 (weights-only dynamic range)."""
     conv = tf.lite.TFLiteConverter.from_saved_model(str(savedmodel), signature_keys=[endpoint])
     if precision in ("fp16", "int8"):
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -116,7 +118,7 @@ def export_package(predictor: keras.Model, transformer: keras.Model, out_dir: st
                 endpoints = {}
                 for ep in SIGNATURE_IO:
                     rel = f"tflite/{precision}/{ep}.tflite"
-                    _write_tflite(sm, root / rel, precision, ep)
+                    write_tflite(sm, root / rel, precision, ep)
                     endpoints[ep] = _endpoints_for(rel, True)[ep]
                 artifacts[fmt] = {"files": [e["file"] for e in endpoints.values()], "endpoints": endpoints}
     if "onnx" in formats:
@@ -138,7 +140,7 @@ def transformer_tflite(transformer: keras.Model, path: str | Path, precision: st
 
     with tempfile.TemporaryDirectory() as tmp:
         _write_savedmodel((transformer,), {"stylize": stylize}, Path(tmp) / "sm")
-        _write_tflite(Path(tmp) / "sm", Path(path), precision, "stylize")
+        write_tflite(Path(tmp) / "sm", Path(path), precision, "stylize")
 
 
 def tiny_test_package(out_dir: str | Path, formats: Sequence[str] = FORMATS, seed: int = 0,

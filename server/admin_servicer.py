@@ -42,8 +42,8 @@ class ModelAdminServicer(apb_grpc.ModelAdminServicer):
         return apb.LoadModelResponse(model=admin_wire.model_info(status))
 
     async def UnloadModel(self, request: apb.UnloadModelRequest, context) -> apb.UnloadModelResponse:
-        unloaded, deleted = await self.control.unload(request.name, request.version, request.delete_files)
-        return apb.UnloadModelResponse(unloaded=unloaded, deleted=deleted)
+        unloaded, deleted, draining = await self.control.unload(request.name, request.version, request.delete_files)
+        return apb.UnloadModelResponse(unloaded=unloaded, deleted=deleted, draining_streams=draining)
 
     async def ListModels(self, request: apb.ListModelsRequest, context) -> apb.ListModelsResponse:
         return apb.ListModelsResponse(models=[admin_wire.model_info(s) for s in await self.control.statuses(request.name)])
@@ -55,5 +55,13 @@ class ModelAdminServicer(apb_grpc.ModelAdminServicer):
 
     async def ListBackends(self, request: apb.ListBackendsRequest, context) -> apb.ListBackendsResponse:
         return apb.ListBackendsResponse(backends=[
-            apb.BackendInfo(name=b.name, installed=b.installed, formats=b.formats, serving=b.serving)
+            apb.BackendInfo(name=b.name, installed=b.installed, formats=b.formats, serving=b.serving,
+                            unavailable=b.unavailable)
             for b in self.control.backends()])
+
+    async def SetTrafficSplit(self, request: apb.SetTrafficSplitRequest, context) -> apb.TrafficSplit:
+        versions = await self.control.set_split(request.model, dict(request.weights))
+        return admin_wire.traffic_split(self.control.served_name, versions)
+
+    async def GetTrafficSplit(self, request: apb.GetTrafficSplitRequest, context) -> apb.TrafficSplit:
+        return admin_wire.traffic_split(self.control.served_name, self.control.traffic(request.model))

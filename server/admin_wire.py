@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from stylecast.server.model_control import VersionTraffic
 from stylecast.server.registry import ArtifactStatus, ModelStatus, UploadProgress
 from stylecast.v1 import model_admin_pb2 as apb
 
@@ -33,3 +34,9 @@ def model_info(status: ModelStatus) -> apb.ModelInfo:
     if status.upload is not None:
         info.upload.CopyFrom(upload_status(status.name, status.version, status.upload))
     return info
+
+
+def traffic_split(model: str, versions: list[VersionTraffic]) -> apb.TrafficSplit:
+    return apb.TrafficSplit(model=model, versions=[
+        apb.VersionTraffic(version=v.version, percent=v.percent, open_streams=v.open_streams, draining=v.draining,
+                           backend=v.backend, format=v.format) for v in versions])

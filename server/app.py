@@ -27,13 +27,12 @@ from stylecast.server.health import HealthServicer
 from stylecast.server.interceptors import (AdmissionInterceptor, AnswerSizeInterceptor, AuthInterceptor,
                                            ErrorInterceptor, MetricsInterceptor)
 from stylecast.server.metrics import Metrics, MetricsEndpoint, serve_metrics
-from stylecast.server.servicer import StyleTransferServicer
+from stylecast.server.servicer import StyleTransferServicer, add_to_server
 from stylecast.server.stream import FrameMemory
 from stylecast.server.tls import metrics_tls_kwargs, server_credentials
 from stylecast.v1 import model_admin_pb2 as apb
 from stylecast.v1 import model_admin_pb2_grpc as admin_grpc
 from stylecast.v1 import stylecast_pb2 as pb
-from stylecast.v1 import stylecast_pb2_grpc as pb_grpc
 
 log = logging.getLogger("stylecast.server")
 SERVICE = pb.DESCRIPTOR.services_by_name["StyleTransfer"].full_name
@@ -181,7 +180,7 @@ async def start(config: ServerConfig) -> RunningServer:
     limits = pb.Limits(max_message_bytes=config.max_message_bytes, max_pixels=config.max_pixels)
     memory = FrameMemory(config.frame_memory_bytes, metrics.stream_buffered_bytes)
     servicer = StyleTransferServicer(engine.sessions, engine.styles, metrics, limits, shutdown, memory)
-    pb_grpc.add_StyleTransferServicer_to_server(servicer, server)
+    add_to_server(servicer, server)
     admin_server = admin_health = None
     if config.admin and not shared:
         admin_server, admin_health = _grpc_server(config, metrics, shutdown, (ADMIN_SERVICE,), None)

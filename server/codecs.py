@@ -48,7 +48,7 @@ def check_output(width: int, height: int, encoding: str, *, max_pixels: int, max
 class ImageInput:
     """An image as a client sent it: encoded bytes, or raw pixels with their size."""
 
-    data: bytes
+    data: bytes | memoryview        # a view: of the received message (see wire.ReceivedFrame)
     pixel_format: str = "encoded"   # encoded | rgb24 | rgba32 | gray8
     width: int = 0                  # raw formats only
     height: int = 0

@@ -44,6 +44,10 @@ class ServerConfig:
     models_dir: str = ""              # "" = the package's built-in models
     model: str = ""                   # model name; "" = the only model in models_dir
     model_version: str = ""           # "" = the latest version
+    # A/B test from the start: "VERSION=PERCENT,…" of ``model``, summing to 100; every version named
+    # is loaded (the default one first: model_version, else the heaviest).  "" = one version.
+    traffic_split: str = ""
+    quality_sample_every: int = 100   # online quality: score one answered frame in N (0 = off)
     # "backend:format" entries, comma-separated: the first is loaded before serving starts, each
     # later one in the background and swapped in once warmed up (cross-backend upgrades only when
     # named here).  "" = just the artifact chosen by ``backend`` / ``format``.
@@ -108,6 +112,9 @@ class ServerConfig:
                               f"{self.max_process_side}")
         if self.stall_timeout_s <= 0:
             raise ConfigError(f"stall_timeout_s must be > 0, got {self.stall_timeout_s}")
+        if self.quality_sample_every < 0:
+            raise ConfigError(f"quality_sample_every must be >= 0 (0 = off), got {self.quality_sample_every}")
+        self._check_split()
         self._check_security()
         self.load_entries, self.warmup_shapes  # noqa: B018 - validate both now
         if self.style_store:
@@ -115,6 +122,35 @@ class ServerConfig:
                 check_style_store(self.style_store)
             except ValueError as exc:
                 raise ConfigError(str(exc)) from None
+
+    def _check_split(self) -> None:
+        weights = self.split_weights
+        if not weights:
+            return
+        if any(not 0 <= p <= 100 for p in weights.values()) or sum(weights.values()) != 100:
+            raise ConfigError(f"traffic_split: weights must be percentages 0..100 summing to 100, got "
+                              f"{self.traffic_split!r}")
+        if self.model_version and self.model_version not in weights:
+            raise ConfigError(f"traffic_split {self.traffic_split!r} does not name model_version "
+                              f"{self.model_version!r}; add it (weight 0 is fine) or leave model_version empty")
+
+    @property
+    def split_weights(self) -> dict[str, int]:
+        """``traffic_split`` as version → percent (empty: one version)."""
+        try:
+            return parse_split(self.traffic_split)
+        except ValueError as exc:
+            raise ConfigError(f"traffic_split: {exc}") from None
+
+    @property
+    def split_versions(self) -> tuple[str, ...]:
+        """The versions to load at start, the default first: ``model_version``, else the heaviest
+        version of the split ("" alone: no split, the configured or latest version)."""
+        weights = self.split_weights
+        if not weights:
+            return (self.model_version,)
+        first = self.model_version or max(weights, key=lambda v: weights[v])
+        return (first, *(v for v in weights if v != first))
 
     def _check_security(self) -> None:
         if bool(self.tls_cert) != bool(self.tls_key):
@@ -190,6 +226,21 @@ def check_style_store(url: str) -> str:
     if url.startswith(REDIS_SCHEMES) or (url.startswith(SQLITE) and len(url) > len(SQLITE)):
         return url
     raise ValueError(f"style_store: expected sqlite:///PATH, redis://HOST:PORT/DB or rediss://…, got {url!r}")
+
+
+def parse_split(text: str) -> dict[str, int]:
+    """``"4=80,5=20"`` → ``{"4": 80, "5": 20}`` (blank → empty); raises ValueError on syntax
+    (the sum and versions are checked later)."""
+    out: dict[str, int] = {}
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        version, sep, percent = item.partition("=")
+        version, percent = version.strip(), percent.strip()
+        if not sep or not version or not percent.lstrip("-").isdigit():
+            raise ValueError(f"expected VERSION=PERCENT entries separated by commas, got {item!r}")
+        if version in out:
+            raise ValueError(f"version {version!r} appears twice")
+        out[version] = int(percent)
+    return out
 
 
 def parse_load_order(items: Iterable[str]) -> tuple[tuple[str, str], ...]:

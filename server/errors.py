@@ -58,6 +58,11 @@ class InvalidArgument(StylecastError):
     code = grpc.StatusCode.INVALID_ARGUMENT
 
 
+class InvalidSplit(InvalidArgument):
+    """A traffic split naming a version that is not installed, or weights that are not whole
+    percentages summing to 100."""
+
+
 class NotFound(StylecastError):
     code = grpc.StatusCode.NOT_FOUND
 

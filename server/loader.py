@@ -43,19 +43,20 @@ class Loader:
         self._slot, self._prepare = slot, prepare
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="stylecast-load")
         self._lock = asyncio.Lock()
-        self._background: asyncio.Task | None = None
-        self._background_key = ("", "")
+        self._background: dict[tuple[str, str], asyncio.Task] = {}   # (name, version) -> its upgrades
 
-    async def load(self, package: ModelPackage, order: Sequence[Entry]) -> LoadedModel:
-        """Serve ``package``: the first entry of ``order`` that loads is active on return.
+    async def load(self, package: ModelPackage, order: Sequence[Entry], alongside: bool = False) -> LoadedModel:
+        """Serve ``package``: the first entry of ``order`` that loads is active on return, replacing
+        every loaded version, or next to them (``alongside``: for a traffic split).
 
         When an artifact of the same version is serving already, only entries after it
-        in ``order`` are loaded.  A background load of another package is stopped."""
+        in ``order`` are loaded.  Background loads of the versions it replaces (all of them unless
+        ``alongside``; its own in any case) are stopped."""
         async with self._lock:
-            await self.stop_background()
-            current = self._slot.current
+            await self.stop_background(None if not alongside else (package.name, package.version))
+            current = self._slot.version(package.name, package.version)
             order = list(order)
-            if current is not None and current.key == (package.name, package.version):
+            if current is not None:
                 done = [i for i, (b, f) in enumerate(order) if (b, f) == (current.backend.name, current.format)]
                 order = order[done[0] + 1:] if done else order
                 if not order:
@@ -66,7 +67,7 @@ class Loader:
             while order:
                 entry = order.pop(0)
                 try:
-                    model = await self._load_one(package, *entry)
+                    model = await self._load_one(package, *entry, alongside=alongside)
                     break
                 except asyncio.CancelledError:
                     self._reset(package, order)
@@ -74,12 +75,11 @@ class Loader:
                 except StylecastError as exc:
                     errors.append(str(exc))
             else:
-                serving = "; the previous model keeps serving" if current is not None else ""
+                serving = "; the previous model keeps serving" if self._slot.current is not None else ""
                 raise LoadFailed(f"model {package.key} was not loaded{serving}: " + "; ".join(errors))
             if order:
-                self._background_key = model.key
-                self._background = asyncio.create_task(self._upgrade(package, order),
-                                                       name=f"stylecast-load-{package.key}")
+                self._background[model.key] = asyncio.create_task(self._upgrade(package, order),
+                                                                  name=f"stylecast-load-{package.key}")
             return model
 
     async def _upgrade(self, package: ModelPackage, order: list[Entry]) -> None:
@@ -87,7 +87,7 @@ class Loader:
             while order:
                 entry = order.pop(0)
                 try:
-                    await self._load_one(package, *entry)
+                    await self._load_one(package, *entry, alongside=True)  # its version is loaded
                 except StylecastError as exc:
                     log.warning("%s", exc)
         except asyncio.CancelledError:
@@ -95,21 +95,23 @@ class Loader:
             raise
 
     def loading_version(self, name: str) -> str:
-        """The version of model ``name`` loading in the background, or ""."""
-        running = self._background is not None and not self._background.done()
-        return self._background_key[1] if running and self._background_key[0] == name else ""
+        """The (latest) version of model ``name`` loading in the background, or ""."""
+        running = [v for (n, v), task in self._background.items() if n == name and not task.done()]
+        return running[-1] if running else ""
 
     def loading(self, name: str, version: str) -> bool:
-        return version != "" and self.loading_version(name) == version
+        task = self._background.get((name, version))
+        return task is not None and not task.done()
 
-    async def stop_background(self) -> bool:
-        """Stop background upgrades (an artifact mid-load is closed when its thread step ends)."""
-        task, self._background = self._background, None
-        if task is None or task.done():
-            return False
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        return True
+    async def stop_background(self, key: tuple[str, str] | None = None) -> bool:
+        """Stop the background upgrades of one version (``key``) or of all (an artifact mid-load
+        is closed when its thread step ends); → whether one was running."""
+        keys = [key] if key is not None else list(self._background)
+        tasks = [t for k in keys if (t := self._background.pop(k, None)) is not None and not t.done()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return bool(tasks)
 
     async def close(self) -> None:
         await self.stop_background()
@@ -121,7 +123,8 @@ class Loader:
 
     # ------------------------------------------------------------ one artifact
 
-    async def _load_one(self, package: ModelPackage, backend_name: str, fmt: str) -> LoadedModel:
+    async def _load_one(self, package: ModelPackage, backend_name: str, fmt: str,
+                        alongside: bool = False) -> LoadedModel:
         config, metrics, registry = self._config, self._metrics, self._registry
         loop = asyncio.get_running_loop()
         report = metrics.model_loading(package.name, backend_name)
@@ -178,7 +181,7 @@ class Loader:
         except Exception as exc:
             await model.close(drain=False)
             raise self._failed(package, backend_name, fmt, _Stage("style vectors", exc)) from None
-        self._slot.activate(model)
+        self._slot.activate(model, alongside)
         registry.set(package, fmt, state=ACTIVE, load_seconds=seconds, done_bytes=package.artifact(fmt).size)
         log.info("model %s %s:%s active (%.2f s)", package.key, backend_name, fmt, seconds)
         return model

@@ -6,13 +6,15 @@ in one process.  :func:`serve_metrics` exposes a registry on its own HTTP port,
 served from a thread of its own, never from the gRPC event loop.
 
 Labels are bounded: backend, stage, outcome, method, code, model, token (a name from the
-tokens file, or ``anonymous``; never the token) and a version label only on
-``stylecast_model_info``, whose series is removed on unload.
+tokens file, or ``anonymous``; never the token) and a version label only for loaded versions
+(``stylecast_model_info``, the per-version traffic and quality series), whose series are removed
+when the version is unloaded.
 """
 
 from __future__ import annotations
 
 import threading
+from collections import Counter as Tally
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
@@ -29,6 +31,11 @@ RPC_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5
 STREAM_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 21600.0)
 LOAD_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
+# Online quality (server/online_quality.py), observed clamped to [0, 1]: a histogram with a negative
+# bucket has no _sum (negative observations would break its counter-reset detection).
+QUALITY_BUCKETS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 1.0)
+# What became of a frame picked for online quality: scored, dropped (the scorer was busy), failed.
+QUALITY_OUTCOMES = ("scored", "dropped", "failed")
 STAGES = ("queue", "decode", "infer", "encode", "total")
 # How a stream frame the server read ended: answered with a stylized frame, a FrameError or a
 # FrameDropped, or never answered because the stream ended first (the client cancelled, its deadline passed).
@@ -39,15 +46,16 @@ class _BackendMemory(Collector):
     """Per-backend memory, read from ``Backend.memory_bytes()`` at scrape time."""
 
     def __init__(self) -> None:
-        self._sources: dict[str, Callable[[], Mapping[str, int]]] = {}
+        self._sources: dict[tuple[str, ...], Callable[[], Mapping[str, int]]] = {}
         self._lock = threading.Lock()
 
-    def set(self, backend: str, read: Callable[[], Mapping[str, int]] | None) -> None:
+    def set(self, key: tuple[str, ...], read: Callable[[], Mapping[str, int]] | None) -> None:
+        """``key``: (backend, model, version); a backend's figures sum over its loaded versions."""
         with self._lock:
             if read is None:
-                self._sources.pop(backend, None)
+                self._sources.pop(key, None)
             else:
-                self._sources[backend] = read
+                self._sources[key] = read
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         host = GaugeMetricFamily(
@@ -58,13 +66,18 @@ class _BackendMemory(Collector):
             "Accelerator memory a backend holds, as its runtime reports it (0 on CPU).", labels=["backend"])
         with self._lock:
             sources = list(self._sources.items())
-        for backend, read in sources:
+        totals: dict[str, list[float]] = {}
+        for (backend, *_), read in sources:
             try:
                 mem = read()
             except Exception:  # a backend closing under a scrape: skip it this time
                 continue
-            host.add_metric([backend], float(mem.get("host", 0)))
-            device.add_metric([backend], float(mem.get("device", 0)))
+            total = totals.setdefault(backend, [0.0, 0.0])
+            total[0] += float(mem.get("host", 0))
+            total[1] += float(mem.get("device", 0))
+        for backend, (host_bytes, device_bytes) in totals.items():
+            host.add_metric([backend], host_bytes)
+            device.add_metric([backend], device_bytes)
         yield host
         yield device
 
@@ -121,9 +134,41 @@ class Metrics:
                                    ["model", "backend"], registry=r)
         self.model_info = Gauge("stylecast_model_info", "The loaded model version (series removed on unload).",
                                 ["model", "version", "backend", "format"], registry=r)
+        self.version_frames = Counter(
+            "stylecast_version_frames_total",
+            "Frames stylized (streams and StylizeImage) by each loaded model version.",
+            ["model", "version"], registry=r)
+        self.version_streams = Counter(
+            "stylecast_version_streams_total", "Stylize streams assigned to each loaded model version.",
+            ["model", "version"], registry=r)
+        self.version_open_streams = Gauge(
+            "stylecast_version_open_streams", "Stylize streams open on each loaded model version.",
+            ["model", "version"], registry=r)
+        self.version_weight_percent = Gauge(
+            "stylecast_version_traffic_percent",
+            "Share of new streams and calls each loaded version gets (traffic split).",
+            ["model", "version"], registry=r)
+        self.quality_style = Histogram(
+            "stylecast_quality_style_score",
+            "Online quality, sampled frames: centred cosine of the model's style vector of the output and the "
+            "requested style vector, negatives as 0 (1 = the output carries exactly the requested style).",
+            ["model", "version"], buckets=QUALITY_BUCKETS, registry=r)
+        self.quality_content = Histogram(
+            "stylecast_quality_content_ssim",
+            "Online quality, sampled frames: SSIM of the greyscale output and input at 128 px, negatives as 0 "
+            "(1 = content fully kept).",
+            ["model", "version"], buckets=QUALITY_BUCKETS, registry=r)
+        self.quality_samples = Counter(
+            "stylecast_quality_samples_total",
+            "Frames picked for online quality: scored, dropped (the scorer was busy) or failed.",
+            ["model", "version", "outcome"], registry=r)
+        self._versioned = (self.version_frames, self.version_streams, self.version_open_streams,
+                           self.version_weight_percent, self.quality_style, self.quality_content)
         self._memory = _BackendMemory()
         r.register(self._memory)
         self._frame_children: dict[str, tuple] = {}
+        self._version_frame_children: dict[tuple[str, str], object] = {}
+        self._ready: Tally[tuple[str, str]] = Tally()   # loaded versions per (model, backend)
 
     # --------------------------------------------------------------- frames
 
@@ -144,6 +189,54 @@ class Metrics:
     def frame_answered(self, backend: str, outcome: str, frames: int = 1) -> None:
         """``frames`` stream frames ended with ``outcome`` (one of :data:`OUTCOMES`)."""
         self._children(backend)[1][outcome].inc(frames)
+
+    def version_loaded(self, model: str, version: str) -> None:
+        """Create a newly loaded version's series at 0, so rates and means exist from the start."""
+        for metric in self._versioned:
+            metric.labels(model, version)
+        for outcome in QUALITY_OUTCOMES:
+            self.quality_samples.labels(model, version, outcome)
+
+    def version_frame(self, model: str, version: str) -> None:
+        """A frame was stylized by ``model`` at ``version``."""
+        if (child := self._version_frame_children.get((model, version))) is None:
+            child = self._version_frame_children[(model, version)] = self.version_frames.labels(model, version)
+        child.inc()
+
+    def version_stream_opened(self, model: str, version: str, open_streams: int, new: bool = True) -> None:
+        """``open_streams`` streams are now open on a version (``new``: one more was assigned to it)."""
+        if new:
+            self.version_streams.labels(model, version).inc()
+        self.version_open_streams.labels(model, version).set(open_streams)
+
+    def version_weight(self, model: str, version: str, percent: int) -> None:
+        self.version_weight_percent.labels(model, version).set(percent)
+
+    def quality_scored(self, model: str, version: str, style: float | None, ssim: float) -> None:
+        """One sampled frame's scores in [-1, 1], recorded clamped to [0, 1] (``style`` None: no
+        reference mean for it yet)."""
+        if style is not None:
+            self.quality_style.labels(model, version).observe(max(0.0, style))
+        self.quality_content.labels(model, version).observe(max(0.0, ssim))
+        self.quality_samples.labels(model, version, "scored").inc()
+
+    def quality_sample(self, model: str, version: str, outcome: str) -> None:
+        """A frame picked for scoring was ``dropped`` or ``failed`` (:data:`QUALITY_OUTCOMES`)."""
+        self.quality_samples.labels(model, version, outcome).inc()
+
+    def version_unloaded(self, model: str, version: str) -> None:
+        """Remove a version's series once it is no longer loaded (bounded labels)."""
+        self._version_frame_children.pop((model, version), None)
+        for metric in self._versioned:
+            try:
+                metric.remove(model, version)
+            except KeyError:
+                pass
+        for outcome in QUALITY_OUTCOMES:
+            try:
+                self.quality_samples.remove(model, version, outcome)
+            except KeyError:
+                pass
 
     def counting_batches(self, backend: str, run_batch: Callable[[np.ndarray, np.ndarray], np.ndarray]):
         """Wrap a batch function so each call records its batch size."""
@@ -173,9 +266,10 @@ class Metrics:
                      memory: Callable[[], Mapping[str, int]]) -> None:
         self.model_load_duration.labels(model, backend).observe(seconds)
         self.model_load_progress.labels(model, backend).set(1)
+        self._ready[(model, backend)] += 1
         self.model_ready.labels(model, backend).set(1)
         self.model_info.labels(model, version, backend, fmt).set(1)
-        self._memory.set(backend, memory)
+        self._memory.set((backend, model, version), memory)
 
     def model_load_failed(self, model: str, backend: str) -> None:
         """A load failed; whatever was serving keeps serving (and stays ready)."""
@@ -189,13 +283,18 @@ class Metrics:
         self.model_swaps.labels(new[0], new[2]).inc()
 
     def model_unloaded(self, model: str, version: str, backend: str, fmt: str) -> None:
-        self.model_ready.labels(model, backend).set(0)
-        self.model_load_progress.labels(model, backend).set(0)
+        """An artifact stopped serving; ``stylecast_model_ready`` stays 1 while another version of
+        the model serves on that backend."""
+        self._ready[(model, backend)] -= 1
+        if self._ready[(model, backend)] <= 0:
+            del self._ready[(model, backend)]
+            self.model_ready.labels(model, backend).set(0)
+            self.model_load_progress.labels(model, backend).set(0)
         try:
             self.model_info.remove(model, version, backend, fmt)
         except KeyError:
             pass
-        self._memory.set(backend, None)
+        self._memory.set((backend, model, version), None)
 
 
 @dataclass

@@ -1,8 +1,9 @@
 """Model control: the policy behind ModelAdmin — upload, load, unload, list and watch packages.
 
-Checks what may be loaded or removed (never the serving version, never the models folder),
-turns load orders into (backend, format) entries and drives the :class:`Loader`.  File
-work runs in threads, never on the event loop.
+Checks what may be loaded or removed (never the only serving version, never the models folder),
+turns load orders into (backend, format) entries and drives the :class:`Loader`; sets traffic
+splits between loaded versions (A/B tests) and drains a version being unloaded.  File work runs
+in threads, never on the event loop.
 """
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
-from stylecast.backends.base import backend_formats, backend_names, is_installed
+from stylecast.backends.base import backend_formats, backend_names, is_installed, unavailable
 from stylecast.server.config import ConfigError, ServerConfig, parse_load_order
 from stylecast.server.errors import FailedPrecondition, InvalidArgument, NotFound
 from stylecast.server.loader import Loader
 from stylecast.server.packages import load_order
 from stylecast.server.registry import ModelRegistry, ModelStatus, UploadProgress
 from stylecast.server.serving import ServingSlot
+from stylecast.server.traffic import check_split
 
 Chunk = tuple[str, int, bytes]  # (file path in the package, chunk index, data)
 
@@ -28,6 +30,17 @@ class BackendStatus:
     installed: bool
     formats: tuple[str, ...]
     serving: bool
+    unavailable: str  # why it cannot run here; "" when it can
+
+
+@dataclass(frozen=True)
+class VersionTraffic:
+    version: str
+    percent: int        # share of new streams and calls
+    open_streams: int
+    draining: bool
+    backend: str
+    format: str
 
 
 class ModelControl:
@@ -68,19 +81,24 @@ class ModelControl:
         await self._loader.load(package, load_order(self._config, package, requested))
         return self._registry.status(package)
 
-    async def unload(self, name: str, version: str, delete_files: bool) -> tuple[bool, bool]:
-        """Stop loading a version in the background and forget its state; with ``delete_files``
-        also delete an uploaded package.  → (a background load was stopped, files were deleted)."""
+    async def unload(self, name: str, version: str, delete_files: bool) -> tuple[bool, bool, int]:
+        """Stop loading a version in the background and forget its state; a version serving next
+        to others stops taking new streams and closes once its open ones end; with ``delete_files``
+        also delete an uploaded package.  → (a background load was stopped, files were deleted,
+        streams still open on the draining version)."""
         if not name or not version:
             raise InvalidArgument("UnloadModel needs a model name and version")
-        current = self._slot.current
-        if current is not None and current.key == (name, version):
-            raise FailedPrecondition(f"model {name}:{version} is serving; load another model first")
+        if self._slot.version(name, version) is not None:
+            if delete_files:
+                raise FailedPrecondition(f"model {name}:{version} is serving; unload it first, then delete its files")
+            draining = self._slot.drain((name, version))  # raises when it is the only version
+            await self._loader.stop_background((name, version))
+            return False, False, draining
         installed = self._registry.installed(name, version)
         partial = self._uploads.partial_dir(name, version).is_dir()
         if installed is None and not partial:
             raise NotFound(f"model {name}:{version} is neither installed nor being uploaded")
-        unloaded = self._loader.loading(name, version) and await self._loader.stop_background()
+        unloaded = await self._loader.stop_background((name, version))
         deleted = False
         if delete_files:
             if installed is not None and not self._registry.is_uploaded(installed):
@@ -88,7 +106,7 @@ class ModelControl:
                                          f"{self._registry.models_root}, which the server never deletes from")
             deleted = await asyncio.to_thread(self._uploads.delete, name, version)
         self._registry.forget(name, version)
-        return unloaded, deleted
+        return unloaded, deleted, 0
 
     async def statuses(self, name: str = "") -> list[ModelStatus]:
         """Every package on disk (of model ``name``, if set) and every interrupted upload."""
@@ -105,7 +123,51 @@ class ModelControl:
         async for status in self._registry.watch(package):
             yield status
 
+    async def set_split(self, name: str, weights: dict[str, int]) -> list[VersionTraffic]:
+        """Share new streams and calls of the served model (``name`` "" = it) between versions by
+        ``weights`` (version → percent, summing to 100); installed versions with weight that are
+        not loaded are loaded first, next to the serving ones (with their style vectors).  Raises
+        :class:`~stylecast.server.errors.InvalidSplit` for an unknown version or bad weights
+        (nothing changes), ``LoadFailed`` when a version fails to load (the split stays as it was)."""
+        name = self._served(name)
+        installed = await asyncio.to_thread(self._registry.versions, name)
+        weights = check_split(weights, installed, name)
+        await self.load_alongside(name, [v for v, percent in weights.items() if percent > 0])
+        self._slot.set_split(weights)
+        return self.traffic(name)
+
+    async def load_alongside(self, name: str, versions: Sequence[str]) -> None:
+        """Load each of ``versions`` of model ``name`` that is not loaded yet next to the serving
+        ones (the configured load order); raises ``LoadFailed`` when one fails."""
+        for version in versions:
+            if self._slot.draining((name, version)):
+                raise FailedPrecondition(f"version {version} of {name} is being unloaded; wait until it has "
+                                         "drained (stylecast models split shows it), then load it again")
+            if self._slot.version(name, version) is None:
+                package = await asyncio.to_thread(self._registry.find, name, version)
+                await self._loader.load(package, load_order(self._config, package), alongside=True)
+
+    def traffic(self, name: str = "") -> list[VersionTraffic]:
+        """Every loaded version of the served model with its share of new traffic and open streams."""
+        self._served(name)
+        return [VersionTraffic(m.package.version, self._slot.percent(m.key), self._slot.open_streams(m.key),
+                               self._slot.draining(m.key), m.backend.name, m.format) for m in self._slot.loaded()]
+
+    @property
+    def served_name(self) -> str:
+        """The served model's name."""
+        return self._slot.model.package.name
+
+    def _served(self, name: str) -> str:
+        served = self._slot.model.package.name
+        if name and name != served:
+            raise InvalidArgument(f"model {name!r} is not served here (this server serves {served!r}); a traffic "
+                                  "split shares traffic between versions of the served model")
+        return served
+
     def backends(self) -> list[BackendStatus]:
-        """Every registered backend, whether its runtime is installed and whether it serves."""
+        """Every registered backend: whether its runtime is installed, why it cannot run here
+        ("" when it can: the checks ``--backend auto`` makes) and whether it serves."""
         serving = self._slot.model.backend.name
-        return [BackendStatus(n, is_installed(n), backend_formats(n), n == serving) for n in backend_names()]
+        return [BackendStatus(n, is_installed(n), backend_formats(n), n == serving, unavailable(n))
+                for n in backend_names()]

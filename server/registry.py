@@ -121,6 +121,11 @@ class ModelRegistry:
         self.confine(name, version)
         return version_dirs(self.roots, name).get(version)
 
+    def versions(self, name: str) -> list[str]:
+        """Installed versions of model ``name`` (either root), oldest first (synchronous file reads)."""
+        self.confine(name)
+        return list(version_dirs(self.roots, name))
+
     def is_uploaded(self, path: Path) -> bool:
         return path.resolve().is_relative_to(self.uploads.root.resolve())
 

@@ -35,9 +35,13 @@ class StyleTransferServicer(pb_grpc.StyleTransferServicer):
 
     async def StylizeImage(self, request: pb.StylizeImageRequest, context) -> pb.StylizeImageResponse:
         cfg = request.config
-        session = await self.sessions.open(wire.style_spec(cfg), wire.output_spec(cfg.output),
-                                           cfg.process_max_side, cfg.model)
-        res = await session.process(wire.image_input(request.image))
+        assignment = self.sessions.assign(cfg.model, cfg.model_version)
+        try:
+            session = await self.sessions.open(wire.style_spec(cfg), wire.output_spec(cfg.output),
+                                               cfg.process_max_side, cfg.model, assignment)
+            res = await session.process(wire.image_input(request.image))
+        finally:
+            assignment.release()
         return pb.StylizeImageResponse(result=wire.stylized_frame(0, res))
 
     async def RegisterStyle(self, request_iterator, context) -> pb.RegisterStyleResponse:
@@ -77,3 +81,33 @@ class StyleTransferServicer(pb_grpc.StyleTransferServicer):
 
     async def GetLimits(self, request: pb.GetLimitsRequest, context) -> pb.Limits:
         return self.limits
+
+
+class _Handlers:
+    """Stands in for the server while the generated code registers: collects the handlers."""
+
+    def __init__(self) -> None:
+        self.handlers: dict[str, grpc.RpcMethodHandler] = {}
+
+    def add_generic_rpc_handlers(self, _handlers) -> None:
+        pass
+
+    def add_registered_method_handlers(self, _service: str, handlers: dict[str, grpc.RpcMethodHandler]) -> None:
+        self.handlers.update(handlers)
+
+
+def add_to_server(servicer: StyleTransferServicer, server: grpc.aio.Server) -> None:
+    """Register the servicer as the generated ``add_StyleTransferServicer_to_server`` does, with
+    one change: ``Stylize`` reads frames whose pixels stay in the received message
+    (:func:`wire.parse_stylize_request`) and its answers may be pre-serialized bytes (the
+    stylized frames, whose pixels are then copied once; see :func:`wire.stylized_frame_response`)."""
+    collected = _Handlers()
+    pb_grpc.add_StyleTransferServicer_to_server(servicer, collected)
+    handlers = collected.handlers
+    stylize = handlers["Stylize"]
+    handlers["Stylize"] = grpc.stream_stream_rpc_method_handler(
+        stylize.stream_stream, request_deserializer=wire.parse_stylize_request,
+        response_serializer=wire.serialize_stylize_response)
+    service = pb.DESCRIPTOR.services_by_name["StyleTransfer"].full_name
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
+    server.add_registered_method_handlers(service, handlers)

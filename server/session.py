@@ -3,6 +3,10 @@
 A frame goes decode (codec threads) → scale to ``process_max_side`` → the serving slot's
 batcher → uint8→float, backend, float→uint8 (inference threads) → scale to the output size
 → encode (codec threads).  Raw RGB that needs no scaling skips both codec hops.
+
+A session runs on the model version its :class:`~stylecast.server.serving.Assignment` names
+(a stream's for its whole life, a unary call's for the call); each stylized frame is counted
+by version and offered to the online quality sampler.
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ from stylecast.server.codecs import CodecPool, ImageInput
 from stylecast.server.config import ServerConfig
 from stylecast.server.errors import InvalidArgument
 from stylecast.server.loaded_model import LoadedModel
-from stylecast.server.serving import ModelKey, ServingSlot
+from stylecast.server.metrics import Metrics
+from stylecast.server.online_quality import QualitySampler
+from stylecast.server.serving import Assignment, ModelKey, ServingSlot
 from stylecast.server.style_vectors import StyleVectors
 
 ENCODINGS = ("jpeg", "png", "webp", "raw")
@@ -42,7 +48,7 @@ class StyleSpec:
 
 @dataclass(frozen=True)
 class FrameResult:
-    data: bytes
+    data: bytes | memoryview        # encoded image, or a view of the raw RGB24 output (no copy)
     width: int
     height: int
     encoding: str
@@ -63,14 +69,26 @@ class FrameTrace:
 
 
 class Sessions:
-    """Opens :class:`Session` s on the serving slot, with the style vectors and codec threads."""
+    """Opens :class:`Session` s on the serving slot, with the style vectors, codec threads,
+    metrics and the online quality sampler."""
 
-    def __init__(self, config: ServerConfig, slot: ServingSlot, vectors: StyleVectors, codec_pool: CodecPool) -> None:
+    def __init__(self, config: ServerConfig, slot: ServingSlot, vectors: StyleVectors, codec_pool: CodecPool,
+                 metrics: Metrics, quality: QualitySampler) -> None:
         self.config, self.slot, self.vectors, self.codecs = config, slot, vectors, codec_pool
+        self.metrics, self.quality = metrics, quality
 
-    async def open(self, style: StyleSpec, output: OutputSpec, process_max_side: int = 0, model: str = "") -> Session:
-        """Check the options and resolve the style's vector for the serving model (``model``, if
-        named, must be the served one); raises :class:`InvalidArgument` (bad options, weights,
+    def assign(self, model: str = "", version: str = "", *, stream: bool = False) -> Assignment:
+        """The version a new stream (``stream``) or call runs on: ``version`` (pinned) or one the
+        traffic split draws; ``model``, if named, must be the served one.  Release it when the
+        stream or call ends.  Raises :class:`InvalidArgument` (another model, a version not
+        loaded) or ``FailedPrecondition`` (a version being unloaded)."""
+        self.slot.check_model(model)
+        return self.slot.assign(version, stream=stream)
+
+    async def open(self, style: StyleSpec, output: OutputSpec, process_max_side: int, model: str,
+                   assignment: Assignment) -> Session:
+        """Check the options and resolve the style's vector for the assigned version (``model``,
+        if named, must be the served one); raises :class:`InvalidArgument` (bad options, weights,
         another model) or :class:`NotFound` (unknown style)."""
         self.slot.check_model(model)
         if not 0.0 <= style.strength <= 1.0:
@@ -83,23 +101,27 @@ class Sessions:
         if side > self.config.max_process_side:
             raise InvalidArgument(f"process_max_side {side} is above this server's ceiling of "
                                   f"{self.config.max_process_side} (max_process_side); ask for less")
-        model = self.slot.model
+        model = self.slot.serving(assignment.key)
         vector = await self.vectors.blend(style.weights, model)
-        return Session(self, style, output, side, {model.key: vector})
+        return Session(self, style, output, side, {model.key: vector}, assignment)
 
 
 class Session:
     """A resolved style plus output options for one stream (or one image).
 
-    Each frame runs on the model serving when it reaches inference, with that model
-    version's style vector (resolved once per version, so a swap mid-stream is seamless).
+    Each frame runs on the artifact serving the assigned version when it reaches inference (a
+    better artifact of that version swapped in is used at once; a version replaced by a plain
+    load hands its frames to the new default), with that model version's style vector
+    (resolved once per version, so a swap mid-stream is seamless).
     The content vector (strength < 1) is computed from the first frame, refreshed every
     ``content_vector_refresh`` frames and on a version change, never per frame.
     """
 
     def __init__(self, sessions: Sessions, style: StyleSpec, output: OutputSpec, process_max_side: int,
-                 vectors: dict[ModelKey, np.ndarray]) -> None:
+                 vectors: dict[ModelKey, np.ndarray], assignment: Assignment) -> None:
         self._slot, self._vectors_of, self._codecs = sessions.slot, sessions.vectors, sessions.codecs
+        self._metrics, self._quality = sessions.metrics, sessions.quality
+        self.assignment = assignment
         self._max_pixels = sessions.config.max_pixels
         self._max_message_bytes = sessions.config.max_message_bytes
         self._content_refresh = sessions.config.content_vector_refresh
@@ -126,12 +148,18 @@ class Session:
     def _encode(self, out: np.ndarray, target: tuple[int, int]) -> bytes:
         return codecs.encode(codecs.resize(out, target), self.output.encoding, self.output.quality)
 
+    @staticmethod
+    def _raw_view(out: np.ndarray) -> memoryview:
+        """The raw RGB24 answer as a view of the output array: it is copied once, into the
+        serialized response."""
+        return memoryview(np.ascontiguousarray(out)).cast("B")
+
     def _decode_inline(self, image: ImageInput) -> bool:
         """RGB24 that needs no scaling is a zero-copy view: no codec thread hop."""
         return image.pixel_format == "rgb24" and max(image.width, image.height) <= self.process_max_side
 
     def _encode_inline(self, out: np.ndarray, target: tuple[int, int]) -> bool:
-        """Raw output that needs no scaling is one copy of the array: no codec thread hop."""
+        """Raw output that needs no scaling is a view of the array: no codec thread hop."""
         return self.output.encoding == "raw" and target == (out.shape[1], out.shape[0])
 
     async def _style_vector(self, model: LoadedModel) -> np.ndarray:
@@ -163,17 +191,19 @@ class Session:
             small, size = await self._codecs.run(self._decode, image)
         w, h = target = self._output_size(size)
         t1 = time.perf_counter()
-        model = self._slot.model
+        model = self._slot.serving(self.assignment.key)
         with model.lease():
             trace.backend = model.backend.name
-            vector = await self._style_vector(model)
+            vector = style_vector = await self._style_vector(model)
             if self.strength < 1.0:
                 v_content = await asyncio.shield(self._content_vector(small, model))
                 vector = (self.strength * vector + (1.0 - self.strength) * v_content).astype(np.float32)
             res = await self._slot.infer(model, small, vector)
+            self._metrics.version_frame(*model.key)
+            self._quality.offer(model, small, res.image, style_vector)
         t2 = time.perf_counter()
         if self._encode_inline(res.image, target):
-            data = self._encode(res.image, target)
+            data = self._raw_view(res.image)
         else:
             data = await self._codecs.run(self._encode, res.image, target)
         t3 = time.perf_counter()

@@ -27,6 +27,7 @@ from stylecast.server import wire
 from stylecast.server.errors import (InvalidArgument, ResourceExhausted, ShuttingDown, Stalled, answer_too_large,
                                      code_number, to_status)
 from stylecast.server.metrics import Metrics
+from stylecast.server.serving import Assignment
 from stylecast.server.session import FrameTrace, Session, Sessions
 from stylecast.v1 import stylecast_pb2 as pb
 
@@ -35,10 +36,13 @@ LIVE_BACKLOG = 256  # unwritten LIVE answers (mostly tiny FrameDropped) before r
 
 class FrameMemory:
     """Bytes of frames all streams of one server hold (requests read, answers not yet sent),
-    against a budget; event loop only.  ``gauge`` (optional) mirrors :attr:`held`."""
+    against a budget; event loop only.  ``gauge`` (optional) reports :attr:`held` when it is
+    collected (nothing to update per frame)."""
 
     def __init__(self, budget: int, gauge=None) -> None:
-        self.budget, self.held, self._gauge = budget, 0, gauge
+        self.budget, self.held = budget, 0
+        if gauge is not None:
+            gauge.set_function(lambda: self.held)
         self._changed = asyncio.Event()
 
     @property
@@ -48,8 +52,6 @@ class FrameMemory:
     def add(self, n: int) -> None:
         """Count ``n`` more bytes (negative: fewer); a decrease wakes streams waiting for room."""
         self.held += n
-        if self._gauge is not None:
-            self._gauge.set(self.held)
         if n < 0:
             self._changed.set()
             self._changed = asyncio.Event()
@@ -61,7 +63,7 @@ class FrameMemory:
 
 @dataclass(eq=False)  # identity semantics: jobs live in a set
 class _Job:
-    frame: pb.Frame | None          # dropped once answered: only the answer is held then
+    frame: wire.ReceivedFrame | None  # dropped once answered: only the answer is held then
     frame_id: int
     session: Session
     trace: FrameTrace
@@ -72,7 +74,7 @@ class _Job:
     outcome: str = ""  # ok | error | dropped once answered (counted when the answer is written)
     backend: str = ""
 
-    def answer(self, response: pb.StylizeResponse, outcome: str, backend: str) -> None:
+    def answer(self, response: pb.StylizeResponse | bytes, outcome: str, backend: str) -> None:
         if not self.future.done():
             self.future.set_result(response)
             self.outcome, self.backend = outcome, backend
@@ -84,13 +86,16 @@ class _End:
 
 
 class StylizeStream:
-    """Runs one stream over ``read()`` (returns a request or ``eof``) and ``write(response)``.
+    """Runs one stream over ``read()`` (returns a request, a frame as :class:`wire.ReceivedFrame`,
+    a :class:`wire.MalformedRequest`, or ``eof``: see :func:`wire.parse_stylize_request`) and
+    ``write(response)``
+    (a message, or a stylized frame already serialized: see :func:`wire.serialize_stylize_response`).
 
     Frames run through ``sessions``; ``slot`` says how many run at once (LIVE) and which
     backend a dropped frame would have run on."""
 
     def __init__(self, sessions: Sessions, metrics: Metrics, read: Callable[[], Awaitable],
-                 write: Callable[[pb.StylizeResponse], Awaitable], eof: object, shutdown: asyncio.Event,
+                 write: Callable[[pb.StylizeResponse | bytes], Awaitable], eof: object, shutdown: asyncio.Event,
                  memory: FrameMemory) -> None:
         self._sessions, self._slot, self._metrics = sessions, sessions.slot, metrics
         self._read, self._write, self._eof = read, write, eof
@@ -102,6 +107,7 @@ class StylizeStream:
         self._every_frame = asyncio.Semaphore(sessions.config.queue_depth)
         self._live_backlog = asyncio.Semaphore(LIVE_BACKLOG)
         self._session: Session | None = None
+        self._assignment: Assignment | None = None  # the model version, for the stream's whole life
         self._live = False
         self._running: set[_Job] = set()
         self._waiting: _Job | None = None
@@ -162,12 +168,14 @@ class StylizeStream:
                     never.append(item)
             if never:
                 self._metrics.frame_answered(self._slot.backend_name, "cancelled", len(never))
+            if self._assignment is not None:
+                self._assignment.release()
 
-    def _fits(self, response: pb.StylizeResponse, job: _Job) -> pb.StylizeResponse:
+    def _fits(self, response: pb.StylizeResponse | bytes, job: _Job) -> pb.StylizeResponse | bytes:
         """``response``, or a RESOURCE_EXHAUSTED FrameError in its place when it exceeds the message
         limit (gRPC would fail the write and end the stream)."""
         limit = self._sessions.config.max_message_bytes
-        if (size := response.ByteSize()) <= limit:
+        if (size := wire.stylize_response_size(response)) <= limit:
             return response
         job.outcome = "error"
         error = ResourceExhausted(answer_too_large(size, limit))
@@ -188,57 +196,86 @@ class StylizeStream:
         """Whether the reader may read: it holds nothing, or is within its own and the server's budget."""
         return not self._held or (self._held < self._buffer_bytes and not self._memory.full)
 
-    async def _next(self, shutdown: asyncio.Future):
+    async def _next(self):
         while not self._room():  # unsent answers pile up: stop reading, flow control pushes back
-            changed = asyncio.ensure_future(self._memory.changed())
-            await asyncio.wait((changed, shutdown), return_when=asyncio.FIRST_COMPLETED)
-            changed.cancel()
-            if shutdown.done():
-                raise ShuttingDown()
-        read = asyncio.ensure_future(self._read())
-        await asyncio.wait((read, shutdown), return_when=asyncio.FIRST_COMPLETED)
-        if not read.done():
-            read.cancel()
-            raise ShuttingDown()
-        return read.result()
+            await self._memory.changed()
+        return await self._read()
 
     async def _reader(self) -> None:
+        """Read and admit messages until EOF; a shutdown ends the stream with ShuttingDown.
+
+        Shutdown cancels this task while it waits in :meth:`_next` (for room in the byte budget,
+        or on ``read()``), or stops it before its next wait: no per-message race of two futures
+        (reading is the hot path).  A message gRPC had just read when the shutdown came is not
+        admitted: it is never answered, like one still in flight, and the client resends from
+        its first unanswered frame."""
+        reader, state = asyncio.current_task(), {"waiting": False, "stop": False}
+
+        def stop(_: asyncio.Future) -> None:
+            state["stop"] = True
+            if state["waiting"]:
+                reader.cancel()
+
         shutdown = asyncio.ensure_future(self._shutdown.wait())
+        shutdown.add_done_callback(stop)
         try:
             first = True
-            while (msg := await self._next(shutdown)) is not self._eof:
-                kind = msg.WhichOneof("msg")
+            while True:
+                if state["stop"]:
+                    raise ShuttingDown()
+                state["waiting"] = True
+                try:
+                    msg = await self._next()
+                finally:
+                    state["waiting"] = False
+                if msg is self._eof:
+                    break
+                if isinstance(msg, wire.MalformedRequest):
+                    raise InvalidArgument(f"a Stylize message is not a StylizeRequest ({msg.reason}): check that "
+                                          "the client sends stylecast.v1.StylizeRequest messages")
+                kind = "frame" if isinstance(msg, wire.ReceivedFrame) else msg.WhichOneof("msg")
                 if first and kind != "config":
                     raise InvalidArgument("the first message of a Stylize stream must be a StreamConfig")
                 first = False
                 if kind == "config":
                     await self._configure(msg.config)
                 elif kind == "frame":
-                    await self._admit(msg.frame, time.perf_counter())
+                    await self._admit(msg, time.perf_counter())
                 else:
                     raise InvalidArgument("empty StylizeRequest: set config or frame")
             end = _End()
         except asyncio.CancelledError:
-            raise
+            if not state["stop"]:
+                raise
+            reader.uncancel()  # cancelled by the shutdown: end the stream in order
+            end = _End(ShuttingDown())
         except Exception as exc:  # fatal for the stream: reported after earlier frames
             end = _End(exc)
         finally:
+            shutdown.remove_done_callback(stop)
             shutdown.cancel()
         self._queue.put_nowait(end)
 
     async def _configure(self, cfg: pb.StreamConfig) -> None:
+        """Open a session for the stream's version: assigned at the first StreamConfig and kept, or
+        the one a StreamConfig pins."""
+        if self._assignment is None or (cfg.model_version and cfg.model_version != self._assignment.version):
+            assignment = self._sessions.assign(cfg.model, cfg.model_version, stream=True)
+            if self._assignment is not None:
+                self._assignment.release()
+            self._assignment = assignment
         self._session = await self._sessions.open(wire.style_spec(cfg), wire.output_spec(cfg.output),
-                                                  cfg.process_max_side, cfg.model)
+                                                  cfg.process_max_side, cfg.model, self._assignment)
         self._live = cfg.mode == pb.STREAM_MODE_LIVE
         if self._waiting is not None:  # the new config must not strand a waiting LIVE frame
             self._start(self._waiting)
             self._waiting = None
 
-    async def _admit(self, frame: pb.Frame, received: float) -> None:
+    async def _admit(self, frame: wire.ReceivedFrame, received: float) -> None:
         permit = self._live_backlog if self._live else self._every_frame
         await permit.acquire()  # EVERY_FRAME: blocks when queue_depth frames are unanswered
         job = _Job(frame, frame.id, self._session, FrameTrace(received), permit)
-        self._hold(job, frame.ByteSize())
+        self._hold(job, frame.nbytes)
         self._queue.put_nowait(job)
         if not self._live or len(self._running) < self._slot.workers:
             self._start(job)
@@ -251,11 +288,11 @@ class StylizeStream:
 
     # -------------------------------------------------------------------- jobs
 
-    def _answer(self, job: _Job, response: pb.StylizeResponse, outcome: str, backend: str) -> None:
+    def _answer(self, job: _Job, response: pb.StylizeResponse | bytes, outcome: str, backend: str) -> None:
         """Answer ``job`` once; from then on it holds its answer's bytes instead of its frame's."""
         if not job.future.done():
             job.frame = None
-            self._hold(job, response.ByteSize())
+            self._hold(job, wire.stylize_response_size(response))
             job.answer(response, outcome, backend)
 
     def _start(self, job: _Job) -> None:
@@ -264,8 +301,8 @@ class StylizeStream:
 
     async def _process(self, job: _Job) -> None:
         try:
-            res = await job.session.process(wire.image_input(job.frame.image), job.trace)
-            self._answer(job, pb.StylizeResponse(frame=wire.stylized_frame(job.frame_id, res)), "ok", res.backend)
+            res = await job.session.process(job.frame.image_input(), job.trace)
+            self._answer(job, wire.stylized_frame_response(job.frame_id, res), "ok", res.backend)
             self._metrics.frame_done(res.backend, res.timings_ms)
         except asyncio.CancelledError:
             raise

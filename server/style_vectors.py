@@ -84,8 +84,8 @@ class StyleVectors:
     # ------------------------------------------------------------------ styles
 
     async def register(self, image: ImageInput, name: str) -> tuple[StyleRecord, bool]:
-        """Store a style (id = sha256 of its normalised pixels) and the serving model's vector
-        of it; idempotent.  → (the record, whether it was created).  Raises InvalidArgument for
+        """Store a style (id = sha256 of its normalised pixels) and every loaded version's vector
+        of it (the default version's with the style, the others' right after); idempotent.  → (the record, whether it was created).  Raises InvalidArgument for
         a name over 256 characters or with control characters, before any work."""
         check_style_name(name)
         normalised = await self._codecs.run(self._normalise, image)
@@ -99,6 +99,9 @@ class StyleVectors:
             png = await self._codecs.run(png_bytes, normalised)
             record, created = await self.store.add(style_id, name, png, (*model.key, vector))
         if created:
+            for other in self._slot.loaded():  # versions serving next to it (a traffic split)
+                if other.key != model.key:
+                    await self.store.put_vector(style_id, *other.key, await self._slot.predict(normalised, other))
             self._metrics.styles.set(await self.store.count())  # a shared store: other replicas add too
         return record, created
 

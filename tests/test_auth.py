@@ -222,12 +222,12 @@ def test_no_tokens_file_means_loopback_and_other_addresses_need_an_explicit_flag
 def test_token_new_prints_a_token_once_and_the_entry_that_accepts_it():
     result = CliRunner().invoke(app, ["token", "new", "--name", "cam-2", "--roles", "stylize,styles"])
     assert result.exit_code == 0, result.output
-    token = result.output.splitlines()[1]
-    entry = result.output.split("tokens file (then send the server SIGHUP):\n", 1)[1]
+    token = result.stderr.splitlines()[1]
+    entry = result.stdout  # alone on stdout: `stylecast token new ... >> tokens.toml` appends just the entry
     (parsed,) = parse_tokens(entry)
     assert parsed.name == "cam-2" and parsed.roles == {"stylize", "styles"}
     assert parsed.digest.hex() == token_digest(token) and len(token) >= 40
-    again = CliRunner().invoke(app, ["token", "new", "--name", "cam-2"]).output.splitlines()[1]
+    again = CliRunner().invoke(app, ["token", "new", "--name", "cam-2"]).stderr.splitlines()[1]
     assert again != token
     bad = CliRunner().invoke(app, ["token", "new", "--name", "x", "--roles", "root"])
     assert bad.exit_code == 1 and "roles must be" in bad.output

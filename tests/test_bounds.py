@@ -37,6 +37,23 @@ async def code_of(call) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.OK, ""
 
 
+async def write_until_paused(call, server, frame: pb.Image, budget: int) -> tuple[asyncio.Future, int, float]:
+    """Write frames to ``call`` (never read) until the server holds ``budget`` bytes and a write
+    waits: its reading has paused.  A write that waits while the server holds less is only slow
+    (a loaded machine), not paused: keep waiting for it.  (write still waiting, frames written, peak held)"""
+    peak = 0.0
+    for i in range(2000):
+        write = asyncio.ensure_future(call.write(pb.StylizeRequest(frame=pb.Frame(id=i, image=frame))))
+        waited = 0.0
+        while not (await asyncio.wait((write,), timeout=0.5))[0]:
+            if (held := buffered(server)) >= budget:
+                return write, i, max(peak, held)
+            waited += 0.5
+            assert waited < 120, f"a write waited {waited:g} s while the server held {held} of {budget} bytes"
+        peak = max(peak, buffered(server))
+    raise AssertionError("the server kept reading a stream whose answers are not read")
+
+
 async def test_output_limits_are_refused_before_work_with_what_to_ask_instead(server_factory):
     server = await server_factory(max_pixels=4_000_000, max_message_bytes=8 << 20)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
@@ -104,21 +121,20 @@ async def test_a_live_client_that_stops_reading_holds_bounded_memory_then_its_st
         call = stub.Stylize()
         await call.write(pb.StylizeRequest(config=pb.StreamConfig(style_id=style.id, output=RAW,
                                                                   mode=pb.STREAM_MODE_LIVE)))
-        sent, peak = 0, 0.0
-        for i in range(2000):                             # never read: the server must stop reading
-            write = asyncio.ensure_future(call.write(pb.StylizeRequest(frame=pb.Frame(id=i, image=frame))))
-            if not (await asyncio.wait((write,), timeout=2.0))[0]:
-                break                                     # flow control: the server stopped reading
-            sent += 1
-            peak = max(peak, buffered(server))
-        assert sent < 2000, "the server kept reading a stream whose answers are not read"
+        # never read: the server must stop reading (flow control then holds the client's write)
+        write, _, peak = await write_until_paused(call, server, frame, budget)
         peak = max(peak, buffered(server))
         assert budget <= peak <= budget + 2 * frame.ByteSize() + 1024, peak
 
-        # it holds the server's whole frame memory now: a second stream is refused at once
+        # it holds the server's whole frame memory now: a second stream is refused at once (the
+        # refusal can end the call before its first write is out: that write then raises it)
         other = stub.Stylize()
-        await other.write(pb.StylizeRequest(config=pb.StreamConfig(style_id=style.id)))
-        code, details = await code_of(other.read())
+
+        async def open_other() -> None:
+            await other.write(pb.StylizeRequest(config=pb.StreamConfig(style_id=style.id)))
+            await other.read()
+
+        code, details = await code_of(open_other())
         assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "frame_memory_bytes" in details, details
 
         for _ in range(300):                              # stall_timeout_s: the server gives up ...
@@ -143,6 +159,36 @@ async def test_a_live_client_that_stops_reading_holds_bounded_memory_then_its_st
         ok = await stub.StylizeImage(pb.StylizeImageRequest(config=pb.StreamConfig(style_id=style.id, output=RAW),
                                                             image=raw_image(picture(16, 16))))
         assert ok.result.image.width == 16
+
+
+async def test_shutdown_ends_a_stream_paused_at_its_byte_budget_after_answering_every_frame_it_read(server_factory):
+    """A stream whose reading is paused at ``stream_buffer_bytes`` (its client stopped reading)
+    still ends at shutdown: once the client reads again it gets one answer per frame the server
+    read, in order, then UNAVAILABLE, and the server holds none of its bytes."""
+    budget = 1 << 20
+    server = await server_factory(stream_buffer_bytes=budget, workers=1)
+    frame = raw_image(picture(128, 128))                 # 49 kB in, 49 kB raw out
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}", options=[("grpc.http2.bdp_probe", 0)]) as channel:
+        stub = pb_grpc.StyleTransferStub(channel)
+        style = await register(stub, picture(64, 64))
+        call = stub.Stylize()
+        await call.write(pb.StylizeRequest(config=pb.StreamConfig(style_id=style.id, output=RAW,
+                                                                  mode=pb.STREAM_MODE_LIVE)))
+        write, i, _ = await write_until_paused(call, server, frame, budget)  # never read: it stops reading
+        server.shutdown.set()
+        ids = []
+        with pytest.raises(grpc.aio.AioRpcError) as ended:
+            while (answer := await call.read()) is not grpc.aio.EOF:
+                ids.append(getattr(answer, answer.WhichOneof("msg")).id)
+        write.cancel()
+        await asyncio.gather(write, return_exceptions=True)
+    assert ids == list(range(len(ids))) and len(ids) <= i
+    assert ended.value.code() == grpc.StatusCode.UNAVAILABLE and "shutting down" in ended.value.details()
+    for _ in range(100):
+        if buffered(server) == 0:
+            break
+        await asyncio.sleep(0.1)
+    assert buffered(server) == 0
 
 
 async def test_style_names_and_page_tokens_are_checked_and_pages_bounded_in_bytes(server):

@@ -75,8 +75,8 @@ def one_line_error(code: int, out: str) -> str:
 
 
 @pytest.mark.parametrize("name, expected", [
-    ("out", "needs an image suffix: .jpg, .png or .webp (got no suffix)"),
-    ("out.xyz", "needs an image suffix: .jpg, .png or .webp (got .xyz)"),
+    ("out", "needs an image suffix Pillow writes: .jpg, .png, .webp, .gif, .tiff, … (got no suffix)"),
+    ("out.xyz", "needs an image suffix Pillow writes: .jpg, .png, .webp, .gif, .tiff, … (got .xyz)"),
     ("no-such-folder/out.jpg", "folder"),
 ])
 async def test_image_output_mistakes_are_caught_before_sending(tmp_path, style_file, name, expected) -> None:
@@ -102,6 +102,10 @@ async def test_a_gif_input_is_stylized_and_an_animated_one_points_to_video(serve
     code, out = await stylecast("image", still, "--style", style_file, "-o", tmp_path / "still.png", *target)
     assert code == 0, out
     assert Image.open(tmp_path / "still.png").size == (50, 40)
+    code, out = await stylecast("image", still, "--style", style_file, "-o", tmp_path / "still-out.gif", *target)
+    assert code == 0, out  # a suffix the server does not encode: the lossless answer is converted by Pillow
+    with Image.open(tmp_path / "still-out.gif") as written:
+        assert written.format == "GIF" and written.size == (50, 40)
 
     animated = tmp_path / "anim.gif"
     frames = [Image.fromarray(picture(50, 40, seed=s)).convert("P") for s in range(3)]
@@ -209,6 +213,11 @@ def test_serve_command_passes_its_flags_to_the_server(tiny_models_dir, tmp_path)
         with Client(f"127.0.0.1:{port}") as client:
             style = client.register_style(picture(64, 64, seed=23), name="via-cli")
         assert (tmp_path / "cli.db").exists() and style.created
+        # the same process, exec'd into a server without the CLI's libraries (typer, pydantic)
+        cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes().split(b"\0")
+        assert cmdline[1:3] == [b"-m", b"stylecast.server"], cmdline
+        libraries = Path(f"/proc/{proc.pid}/maps").read_text()
+        assert "pydantic_core" not in libraries and "cygrpc" in libraries
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
     finally:

@@ -172,7 +172,8 @@ def configs(draw, style_id: str):
                                                   quality=draw(mostly(st.integers(0, 100), u32)),
                                                   width=draw(sizes), height=draw(sizes)),
                           process_max_side=draw(mostly(st.sampled_from([0, 32, 64]), u32)),
-                          mode=draw(mostly(st.integers(0, 2), enum)), model=draw(mostly(st.just(""), names)))
+                          mode=draw(mostly(st.integers(0, 2), enum)), model=draw(mostly(st.just(""), names)),
+                          model_version=draw(mostly(st.just(""), st.one_of(st.just("1"), names))))
     if draw(st.booleans()):
         cfg.strength = draw(mostly(st.floats(0, 1), floats))
     return cfg
@@ -295,9 +296,14 @@ def test_upload_and_admin(hostile):
     chunk = st.builds(lambda p, i, d: apb.ModelChunk(chunk=apb.FileChunk(path=p, index=i, data=d)),
                       st.one_of(names, st.just("tflite/fp32.tflite")), u32, st.binary(max_size=64))
 
+    weights = st.one_of(st.sampled_from([{"1": 100}, {"1": 60, "f1": 40}, {"1": 0, "f2": 100}]),
+                        st.dictionaries(mostly(st.sampled_from(["1", "f1", "f2"]), names),
+                                        mostly(st.integers(0, 100), st.integers(-2**31, 2**31 - 1)), max_size=3))
+
     @FUZZ
-    @given(manifests(), st.lists(chunk, max_size=3), names, names, st.integers(0, 4), st.booleans())
-    def run(manifest, chunks, name, version, which, delete):
+    @given(manifests(), st.lists(chunk, max_size=3), names, names, st.integers(0, 6), st.booleans(), weights,
+           mostly(st.sampled_from(["", "tiny"]), names))
+    def run(manifest, chunks, name, version, which, delete, split, model):
         if which == 0:
             record("UploadModel", lambda: list(admin.UploadModel(
                 iter([apb.ModelChunk(manifest=manifest), *chunks]), metadata=TOKEN, timeout=60)))
@@ -307,6 +313,12 @@ def test_upload_and_admin(hostile):
         elif which == 2:
             record("UnloadModel", lambda: admin.UnloadModel(
                 apb.UnloadModelRequest(name=name, version=version, delete_files=delete), metadata=TOKEN, timeout=60))
+        elif which == 5:
+            record("SetTrafficSplit", lambda: admin.SetTrafficSplit(apb.SetTrafficSplitRequest(
+                model=model, weights=split), metadata=TOKEN, timeout=120))
+        elif which == 6:
+            record("GetTrafficSplit", lambda: admin.GetTrafficSplit(apb.GetTrafficSplitRequest(model=name),
+                                                                    metadata=TOKEN, timeout=60))
         elif which == 3:
             record("WatchModel", lambda: list(admin.WatchModel(apb.WatchModelRequest(name=name, version=version),
                                                                metadata=TOKEN, timeout=120)))

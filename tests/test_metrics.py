@@ -150,7 +150,8 @@ async def test_a_frame_is_labelled_with_the_backend_it_ran_on(server_factory):
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}", options=CHANNEL_OPTIONS) as channel:
         stub = pb_grpc.StyleTransferStub(channel)
         style = await register(stub, picture(64, 64, seed=5))
-        session = await server.engine.sessions.open(StyleSpec(((style.id, 1.0),)), OutputSpec("raw"))
+        session = await server.engine.sessions.open(StyleSpec(((style.id, 1.0),)), OutputSpec("raw"), 0, "",
+                                                    server.engine.sessions.assign())
         failed, ran = FrameTrace(), FrameTrace()
         with pytest.raises(InvalidArgument):
             await session.process(ImageInput(b"not an image"), failed)

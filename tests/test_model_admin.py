@@ -14,6 +14,7 @@ import pytest
 from conftest import CHANNEL_OPTIONS, make_config, picture, raw_image, register
 from test_cli import stylecast
 
+from stylecast.backends.base import unavailable
 from stylecast.backends.package import CHUNK_SIZE, write_manifest
 from stylecast.client import AsyncClient, DataLoss, FailedPrecondition, InvalidArgument
 from stylecast.server.app import start
@@ -240,7 +241,9 @@ async def _corrupt_fp32_fails_while_int8_serves(server) -> None:
         result = await client.stylize(picture(32, 32), style)
         assert result.ok and server.engine.slot.model.format == "tflite-int8"
         backends = {b.name: b for b in await client.list_backends()}
-        assert backends["litert"].serving and backends["litert"].installed
+        assert backends["litert"].serving and backends["litert"].installed and backends["litert"].unavailable == ""
+        # installed is not runnable: each backend's reason is the one --backend auto gives on this host
+        assert {n: b.unavailable for n, b in backends.items()} == {n: unavailable(n) for n in backends}
         assert "tflite-int8" in backends["litert"].formats
 
 

@@ -160,6 +160,30 @@ async def test_stream_fails_over_to_another_replica_when_its_replica_drains(serv
     assert all(r.ok and (r.width, r.height) == (48, 32) for r in results)
 
 
+async def test_a_stream_whose_replica_drains_before_its_first_frame_resumes_elsewhere(server_factory, redis_url):
+    """The call carried only its StreamConfig when its replica began shutting down: the replica said
+    SHUTTING_DOWN, so the stream resumes on the other one (not refused like an address with no server)."""
+    a, b = await server_factory(style_store=redis_url), await server_factory(style_store=redis_url)
+    async with AsyncClient(f"ipv4:127.0.0.1:{a.port},127.0.0.1:{b.port}") as client:
+        style = await client.register_style(picture(40, 40, seed=5))
+        served = []
+
+        async def source():
+            for _ in range(200):   # until the call is open on a replica
+                if open_streams(a) or open_streams(b):
+                    break
+                await asyncio.sleep(0.02)
+            served.append(a if open_streams(a) else b)
+            await asyncio.wait_for(served[0].stop(5.0), 10)   # that call ends before any frame was sent
+            for i in range(3):
+                yield picture(48, 32, seed=i)
+
+        results = [r async for r in client.stream(source(), style, output="raw", max_in_flight=2)]
+    assert [r.id for r in results] == [0, 1, 2] and all(r.ok for r in results)
+    drained, other = (a, b) if served[0] is a else (b, a)
+    assert streams(drained, "UNAVAILABLE") == 1 and streams(other) == 1   # ended by the drain; resumed on the other
+
+
 async def test_stream_failover_can_be_turned_off(server_factory, redis_url):
     with pytest.raises(Unavailable, match="shutting down|went away"):
         await drain_under_stream(server_factory, redis_url, failover=False)

@@ -32,13 +32,23 @@ class Recorder:
         return content * styles[:, :1, None, None]
 
 
+async def taken(batcher: Batcher) -> None:
+    """Until every queued frame is in a running batch (no sleep sized for an idle machine)."""
+    for _ in range(1000):
+        if not batcher.pending:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{batcher.pending} frames still queued after 10 s")
+
+
 async def test_batches_group_same_keys_up_to_max_batch():
     gate = threading.Event()
     run = Recorder(gate)
     with ThreadPoolExecutor(1) as pool:
         batcher = Batcher(run, pool, workers=1, max_batch=3, max_wait_s=0.2)
         first = asyncio.ensure_future(batcher.submit("a", np.ones((2, 2, 3)), np.array([9.0])))
-        await asyncio.sleep(0.3)  # the first batch is now running (held by the gate)
+        await asyncio.sleep(0)
+        await taken(batcher)  # the first batch is now running (held by the gate)
         jobs = [batcher.submit("a" if i % 2 else "b", np.full((2, 2, 3), i, float), np.array([float(i)]))
                 for i in range(8)]
         tasks = [asyncio.ensure_future(j) for j in jobs]
@@ -59,7 +69,8 @@ async def test_a_failed_batch_fails_every_waiter_and_cancelled_requests_are_skip
     with ThreadPoolExecutor(1) as pool:
         batcher = Batcher(run, pool, workers=1, max_batch=4, max_wait_s=0.05)
         held = asyncio.ensure_future(batcher.submit("k", np.ones((1, 1, 3)), np.array([1.0])))
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0)
+        await taken(batcher)  # the held batch is running (blocked on the gate)
         good = asyncio.ensure_future(batcher.submit("k", np.ones((1, 1, 3)), np.array([2.0])))
         bad = asyncio.ensure_future(batcher.submit("k", np.ones((1, 1, 3)), np.array([-1.0])))
         gone = asyncio.ensure_future(batcher.submit("k", np.ones((1, 1, 3)), np.array([3.0])))

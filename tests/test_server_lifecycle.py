@@ -46,6 +46,13 @@ async def test_reflection_lists_services_like_grpcurl_and_health_serves(server):
             assert res.status == health_pb2.HealthCheckResponse.SERVING
 
 
+async def refused_at_admission(stub) -> None:
+    """Open a Stylize stream the server refuses before reading it (max_streams) and read its status.
+    It writes nothing: grpcio's client reports INTERNAL ("Internal error from Core") instead of the
+    server's status when a write is in flight as the call ends (grpc/grpc#36066)."""
+    await stub.Stylize().read()
+
+
 async def test_stream_limit_refuses_with_resource_exhausted_but_never_health(server_factory):
     server = await server_factory(max_streams=1)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
@@ -65,7 +72,7 @@ async def test_stream_limit_refuses_with_resource_exhausted_but_never_health(ser
             yield pb.StylizeRequest(config=pb.StreamConfig(style_id=style.id))
 
         with pytest.raises(grpc.aio.AioRpcError) as err:
-            [r async for r in stub.Stylize(second())]
+            await refused_at_admission(stub)
         assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "max_streams" in err.value.details()
         health = health_pb2_grpc.HealthStub(channel)
@@ -108,7 +115,7 @@ async def test_refusals_carry_rich_status_details_the_client_reads_as_fields(ser
         first = stub.Stylize(held())
         assert (await first.read()).frame.id == 1  # the first stream holds the only slot
         with pytest.raises(grpc.aio.AioRpcError) as refused:
-            [r async for r in stub.Stylize(iter([pb.StylizeRequest(config=pb.StreamConfig(style_id=style.id))]))]
+            await refused_at_admission(stub)
         hold.set()
         assert await first.read() == grpc.aio.EOF
         server.shutdown.set()
@@ -198,24 +205,21 @@ async def test_sigterm_answers_in_flight_frames_then_unavailable_without_tensorf
         async with grpc.aio.insecure_channel(f"127.0.0.1:{proc.port}") as channel:
             stub = pb_grpc.StyleTransferStub(channel)
             style = await register(stub, picture(64, 64))
-            hold = asyncio.Event()
-
-            async def requests():
-                yield pb.StylizeRequest(config=pb.StreamConfig(style_id=style.id))
-                for i in range(4):
-                    # small JPEGs: all four are read long before the first answer arrives
-                    yield pb.StylizeRequest(frame=pb.Frame(id=i, image=pb.Image(data=encoded(
-                        picture(256, 256, seed=i), "JPEG"))))
-                await hold.wait()
-
-            call = stub.Stylize(requests())
+            call = stub.Stylize()
+            # Every write is out before SIGTERM: grpcio's client reports INTERNAL ("Internal error
+            # from Core") instead of the server's status when a write is still in flight as the
+            # call ends (grpc/grpc#36066), which is not what this test is about.
+            await call.write(pb.StylizeRequest(config=pb.StreamConfig(style_id=style.id)))
+            for i in range(4):
+                # small JPEGs (36 kB in all, within HTTP/2's first window): every write completes at once
+                await call.write(pb.StylizeRequest(frame=pb.Frame(id=i, image=pb.Image(data=encoded(
+                    picture(256, 256, seed=i), "JPEG")))))
             assert (await call.read()).frame.id == 0
             proc.proc.send_signal(signal.SIGTERM)
             answered = []
             with pytest.raises(grpc.aio.AioRpcError) as err:
                 while True:
                     answered.append((await call.read()).frame.id)
-            hold.set()
         # Every frame the server had read when SIGTERM came is answered, in order, with no gap;
         # usually all three (they are read long before the first answer), but a frame still in
         # the client's send buffer is never read, so a shorter prefix is correct too.

@@ -24,17 +24,19 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1estylecast/v1/model_admin.proto\x12\x0cstylecast.v1\"6\n\tFileChunk\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"Q\n\nModelChunk\x12\x12\n\x08manifest\x18\x01 \x01(\x0cH\x00\x12(\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x17.stylecast.v1.FileChunkH\x00\x42\x05\n\x03msg\"\'\n\x08\x43hunkRef\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\r\"\xc4\x01\n\x0cUploadStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x14\n\x0ctotal_chunks\x18\x03 \x01(\x04\x12\x17\n\x0freceived_chunks\x18\x04 \x01(\x04\x12\x13\n\x0btotal_bytes\x18\x05 \x01(\x04\x12\x16\n\x0ereceived_bytes\x18\x06 \x01(\x04\x12\'\n\x07missing\x18\x07 \x03(\x0b\x32\x16.stylecast.v1.ChunkRef\x12\x10\n\x08\x63omplete\x18\x08 \x01(\x08\"\xa5\x01\n\x0e\x41rtifactStatus\x12\x0e\n\x06\x66ormat\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x02 \x01(\t\x12*\n\x05state\x18\x03 \x01(\x0e\x32\x1b.stylecast.v1.ArtifactState\x12\r\n\x05\x62ytes\x18\x04 \x01(\x04\x12\x12\n\ndone_bytes\x18\x05 \x01(\x04\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12\x14\n\x0cload_seconds\x18\x07 \x01(\x01\"\xe0\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\'\n\x05state\x18\x03 \x01(\x0e\x32\x18.stylecast.v1.ModelState\x12\r\n\x05\x62ytes\x18\x04 \x01(\x04\x12/\n\tartifacts\x18\x05 \x03(\x0b\x32\x1c.stylecast.v1.ArtifactStatus\x12\x10\n\x08uploaded\x18\x06 \x01(\x08\x12*\n\x06upload\x18\x07 \x01(\x0b\x32\x1a.stylecast.v1.UploadStatus\x12\r\n\x05swaps\x18\x08 \x01(\r\"E\n\x10LoadModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x12\n\nload_order\x18\x03 \x03(\t\";\n\x11LoadModelResponse\x12&\n\x05model\x18\x01 \x01(\x0b\x32\x17.stylecast.v1.ModelInfo\"I\n\x12UnloadModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x14\n\x0c\x64\x65lete_files\x18\x03 \x01(\x08\"8\n\x13UnloadModelResponse\x12\x10\n\x08unloaded\x18\x01 \x01(\x08\x12\x0f\n\x07\x64\x65leted\x18\x02 \x01(\x08\"!\n\x11ListModelsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"=\n\x12ListModelsResponse\x12\'\n\x06models\x18\x01 \x03(\x0b\x32\x17.stylecast.v1.ModelInfo\"2\n\x11WatchModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"P\n\x0b\x42\x61\x63kendInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tinstalled\x18\x02 \x01(\x08\x12\x0f\n\x07\x66ormats\x18\x03 \x03(\t\x12\x0f\n\x07serving\x18\x04 \x01(\x08\"\x15\n\x13ListBackendsRequest\"C\n\x14ListBackendsResponse\x12+\n\x08\x62\x61\x63kends\x18\x01 \x03(\x0b\x32\x19.stylecast.v1.BackendInfo*\xf4\x01\n\rArtifactState\x12\x1e\n\x1a\x41RTIFACT_STATE_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x41RTIFACT_STATE_AVAILABLE\x10\x01\x12\x19\n\x15\x41RTIFACT_STATE_QUEUED\x10\x02\x12\x1c\n\x18\x41RTIFACT_STATE_VERIFYING\x10\x03\x12\x1a\n\x16\x41RTIFACT_STATE_LOADING\x10\x04\x12\x1a\n\x16\x41RTIFACT_STATE_WARMING\x10\x05\x12\x19\n\x15\x41RTIFACT_STATE_ACTIVE\x10\x06\x12\x19\n\x15\x41RTIFACT_STATE_FAILED\x10\x07*\xa8\x01\n\nModelState\x12\x1b\n\x17MODEL_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15MODEL_STATE_UPLOADING\x10\x01\x12\x19\n\x15MODEL_STATE_AVAILABLE\x10\x02\x12\x17\n\x13MODEL_STATE_LOADING\x10\x03\x12\x16\n\x12MODEL_STATE_ACTIVE\x10\x04\x12\x16\n\x12MODEL_STATE_FAILED\x10\x05\x32\xe9\x03\n\nModelAdmin\x12G\n\x0bUploadModel\x12\x18.stylecast.v1.ModelChunk\x1a\x1a.stylecast.v1.UploadStatus(\x01\x30\x01\x12L\n\tLoadModel\x12\x1e.stylecast.v1.LoadModelRequest\x1a\x1f.stylecast.v1.LoadModelResponse\x12R\n\x0bUnloadModel\x12 .stylecast.v1.UnloadModelRequest\x1a!.stylecast.v1.UnloadModelResponse\x12O\n\nListModels\x12\x1f.stylecast.v1.ListModelsRequest\x1a .stylecast.v1.ListModelsResponse\x12H\n\nWatchModel\x12\x1f.stylecast.v1.WatchModelRequest\x1a\x17.stylecast.v1.ModelInfo0\x01\x12U\n\x0cListBackends\x12!.stylecast.v1.ListBackendsRequest\x1a\".stylecast.v1.ListBackendsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1estylecast/v1/model_admin.proto\x12\x0cstylecast.v1\"6\n\tFileChunk\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"Q\n\nModelChunk\x12\x12\n\x08manifest\x18\x01 \x01(\x0cH\x00\x12(\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x17.stylecast.v1.FileChunkH\x00\x42\x05\n\x03msg\"\'\n\x08\x43hunkRef\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\r\"\xc4\x01\n\x0cUploadStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x14\n\x0ctotal_chunks\x18\x03 \x01(\x04\x12\x17\n\x0freceived_chunks\x18\x04 \x01(\x04\x12\x13\n\x0btotal_bytes\x18\x05 \x01(\x04\x12\x16\n\x0ereceived_bytes\x18\x06 \x01(\x04\x12\'\n\x07missing\x18\x07 \x03(\x0b\x32\x16.stylecast.v1.ChunkRef\x12\x10\n\x08\x63omplete\x18\x08 \x01(\x08\"\xa5\x01\n\x0e\x41rtifactStatus\x12\x0e\n\x06\x66ormat\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x02 \x01(\t\x12*\n\x05state\x18\x03 \x01(\x0e\x32\x1b.stylecast.v1.ArtifactState\x12\r\n\x05\x62ytes\x18\x04 \x01(\x04\x12\x12\n\ndone_bytes\x18\x05 \x01(\x04\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12\x14\n\x0cload_seconds\x18\x07 \x01(\x01\"\xe0\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\'\n\x05state\x18\x03 \x01(\x0e\x32\x18.stylecast.v1.ModelState\x12\r\n\x05\x62ytes\x18\x04 \x01(\x04\x12/\n\tartifacts\x18\x05 \x03(\x0b\x32\x1c.stylecast.v1.ArtifactStatus\x12\x10\n\x08uploaded\x18\x06 \x01(\x08\x12*\n\x06upload\x18\x07 \x01(\x0b\x32\x1a.stylecast.v1.UploadStatus\x12\r\n\x05swaps\x18\x08 \x01(\r\"E\n\x10LoadModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x12\n\nload_order\x18\x03 \x03(\t\";\n\x11LoadModelResponse\x12&\n\x05model\x18\x01 \x01(\x0b\x32\x17.stylecast.v1.ModelInfo\"I\n\x12UnloadModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x14\n\x0c\x64\x65lete_files\x18\x03 \x01(\x08\"R\n\x13UnloadModelResponse\x12\x10\n\x08unloaded\x18\x01 \x01(\x08\x12\x0f\n\x07\x64\x65leted\x18\x02 \x01(\x08\x12\x18\n\x10\x64raining_streams\x18\x03 \x01(\r\"!\n\x11ListModelsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"=\n\x12ListModelsResponse\x12\'\n\x06models\x18\x01 \x03(\x0b\x32\x17.stylecast.v1.ModelInfo\"2\n\x11WatchModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"e\n\x0b\x42\x61\x63kendInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tinstalled\x18\x02 \x01(\x08\x12\x0f\n\x07\x66ormats\x18\x03 \x03(\t\x12\x0f\n\x07serving\x18\x04 \x01(\x08\x12\x13\n\x0bunavailable\x18\x05 \x01(\t\"\x15\n\x13ListBackendsRequest\"\x9b\x01\n\x16SetTrafficSplitRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x42\n\x07weights\x18\x02 \x03(\x0b\x32\x31.stylecast.v1.SetTrafficSplitRequest.WeightsEntry\x1a.\n\x0cWeightsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\"\'\n\x16GetTrafficSplitRequest\x12\r\n\x05model\x18\x01 \x01(\t\"{\n\x0eVersionTraffic\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0f\n\x07percent\x18\x02 \x01(\r\x12\x14\n\x0copen_streams\x18\x03 \x01(\r\x12\x10\n\x08\x64raining\x18\x04 \x01(\x08\x12\x0f\n\x07\x62\x61\x63kend\x18\x05 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x06 \x01(\t\"M\n\x0cTrafficSplit\x12\r\n\x05model\x18\x01 \x01(\t\x12.\n\x08versions\x18\x02 \x03(\x0b\x32\x1c.stylecast.v1.VersionTraffic\"C\n\x14ListBackendsResponse\x12+\n\x08\x62\x61\x63kends\x18\x01 \x03(\x0b\x32\x19.stylecast.v1.BackendInfo*\xf4\x01\n\rArtifactState\x12\x1e\n\x1a\x41RTIFACT_STATE_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x41RTIFACT_STATE_AVAILABLE\x10\x01\x12\x19\n\x15\x41RTIFACT_STATE_QUEUED\x10\x02\x12\x1c\n\x18\x41RTIFACT_STATE_VERIFYING\x10\x03\x12\x1a\n\x16\x41RTIFACT_STATE_LOADING\x10\x04\x12\x1a\n\x16\x41RTIFACT_STATE_WARMING\x10\x05\x12\x19\n\x15\x41RTIFACT_STATE_ACTIVE\x10\x06\x12\x19\n\x15\x41RTIFACT_STATE_FAILED\x10\x07*\xa8\x01\n\nModelState\x12\x1b\n\x17MODEL_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15MODEL_STATE_UPLOADING\x10\x01\x12\x19\n\x15MODEL_STATE_AVAILABLE\x10\x02\x12\x17\n\x13MODEL_STATE_LOADING\x10\x03\x12\x16\n\x12MODEL_STATE_ACTIVE\x10\x04\x12\x16\n\x12MODEL_STATE_FAILED\x10\x05\x32\x93\x05\n\nModelAdmin\x12G\n\x0bUploadModel\x12\x18.stylecast.v1.ModelChunk\x1a\x1a.stylecast.v1.UploadStatus(\x01\x30\x01\x12L\n\tLoadModel\x12\x1e.stylecast.v1.LoadModelRequest\x1a\x1f.stylecast.v1.LoadModelResponse\x12R\n\x0bUnloadModel\x12 .stylecast.v1.UnloadModelRequest\x1a!.stylecast.v1.UnloadModelResponse\x12O\n\nListModels\x12\x1f.stylecast.v1.ListModelsRequest\x1a .stylecast.v1.ListModelsResponse\x12H\n\nWatchModel\x12\x1f.stylecast.v1.WatchModelRequest\x1a\x17.stylecast.v1.ModelInfo0\x01\x12U\n\x0cListBackends\x12!.stylecast.v1.ListBackendsRequest\x1a\".stylecast.v1.ListBackendsResponse\x12S\n\x0fSetTrafficSplit\x12$.stylecast.v1.SetTrafficSplitRequest\x1a\x1a.stylecast.v1.TrafficSplit\x12S\n\x0fGetTrafficSplit\x12$.stylecast.v1.GetTrafficSplitRequest\x1a\x1a.stylecast.v1.TrafficSplitb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'stylecast.v1.model_admin_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ARTIFACTSTATE']._serialized_start=1412
-  _globals['_ARTIFACTSTATE']._serialized_end=1656
-  _globals['_MODELSTATE']._serialized_start=1659
-  _globals['_MODELSTATE']._serialized_end=1827
+  _globals['_SETTRAFFICSPLITREQUEST_WEIGHTSENTRY']._loaded_options = None
+  _globals['_SETTRAFFICSPLITREQUEST_WEIGHTSENTRY']._serialized_options = b'8\001'
+  _globals['_ARTIFACTSTATE']._serialized_start=1862
+  _globals['_ARTIFACTSTATE']._serialized_end=2106
+  _globals['_MODELSTATE']._serialized_start=2109
+  _globals['_MODELSTATE']._serialized_end=2277
   _globals['_FILECHUNK']._serialized_start=48
   _globals['_FILECHUNK']._serialized_end=102
   _globals['_MODELCHUNK']._serialized_start=104
@@ -54,19 +56,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UNLOADMODELREQUEST']._serialized_start=954
   _globals['_UNLOADMODELREQUEST']._serialized_end=1027
   _globals['_UNLOADMODELRESPONSE']._serialized_start=1029
-  _globals['_UNLOADMODELRESPONSE']._serialized_end=1085
-  _globals['_LISTMODELSREQUEST']._serialized_start=1087
-  _globals['_LISTMODELSREQUEST']._serialized_end=1120
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1122
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1183
-  _globals['_WATCHMODELREQUEST']._serialized_start=1185
-  _globals['_WATCHMODELREQUEST']._serialized_end=1235
-  _globals['_BACKENDINFO']._serialized_start=1237
-  _globals['_BACKENDINFO']._serialized_end=1317
-  _globals['_LISTBACKENDSREQUEST']._serialized_start=1319
-  _globals['_LISTBACKENDSREQUEST']._serialized_end=1340
-  _globals['_LISTBACKENDSRESPONSE']._serialized_start=1342
-  _globals['_LISTBACKENDSRESPONSE']._serialized_end=1409
-  _globals['_MODELADMIN']._serialized_start=1830
-  _globals['_MODELADMIN']._serialized_end=2319
+  _globals['_UNLOADMODELRESPONSE']._serialized_end=1111
+  _globals['_LISTMODELSREQUEST']._serialized_start=1113
+  _globals['_LISTMODELSREQUEST']._serialized_end=1146
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1148
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1209
+  _globals['_WATCHMODELREQUEST']._serialized_start=1211
+  _globals['_WATCHMODELREQUEST']._serialized_end=1261
+  _globals['_BACKENDINFO']._serialized_start=1263
+  _globals['_BACKENDINFO']._serialized_end=1364
+  _globals['_LISTBACKENDSREQUEST']._serialized_start=1366
+  _globals['_LISTBACKENDSREQUEST']._serialized_end=1387
+  _globals['_SETTRAFFICSPLITREQUEST']._serialized_start=1390
+  _globals['_SETTRAFFICSPLITREQUEST']._serialized_end=1545
+  _globals['_SETTRAFFICSPLITREQUEST_WEIGHTSENTRY']._serialized_start=1499
+  _globals['_SETTRAFFICSPLITREQUEST_WEIGHTSENTRY']._serialized_end=1545
+  _globals['_GETTRAFFICSPLITREQUEST']._serialized_start=1547
+  _globals['_GETTRAFFICSPLITREQUEST']._serialized_end=1586
+  _globals['_VERSIONTRAFFIC']._serialized_start=1588
+  _globals['_VERSIONTRAFFIC']._serialized_end=1711
+  _globals['_TRAFFICSPLIT']._serialized_start=1713
+  _globals['_TRAFFICSPLIT']._serialized_end=1790
+  _globals['_LISTBACKENDSRESPONSE']._serialized_start=1792
+  _globals['_LISTBACKENDSRESPONSE']._serialized_end=1859
+  _globals['_MODELADMIN']._serialized_start=2280
+  _globals['_MODELADMIN']._serialized_end=2939
 # @@protoc_insertion_point(module_scope)

@@ -152,12 +152,14 @@ class UnloadModelRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., delete_files: _Optional[bool] = ...) -> None: ...
 
 class UnloadModelResponse(_message.Message):
-    __slots__ = ("unloaded", "deleted")
+    __slots__ = ("unloaded", "deleted", "draining_streams")
     UNLOADED_FIELD_NUMBER: _ClassVar[int]
     DELETED_FIELD_NUMBER: _ClassVar[int]
+    DRAINING_STREAMS_FIELD_NUMBER: _ClassVar[int]
     unloaded: bool
     deleted: bool
-    def __init__(self, unloaded: _Optional[bool] = ..., deleted: _Optional[bool] = ...) -> None: ...
+    draining_streams: int
+    def __init__(self, unloaded: _Optional[bool] = ..., deleted: _Optional[bool] = ..., draining_streams: _Optional[int] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ("name",)
@@ -180,20 +182,67 @@ class WatchModelRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
 
 class BackendInfo(_message.Message):
-    __slots__ = ("name", "installed", "formats", "serving")
+    __slots__ = ("name", "installed", "formats", "serving", "unavailable")
     NAME_FIELD_NUMBER: _ClassVar[int]
     INSTALLED_FIELD_NUMBER: _ClassVar[int]
     FORMATS_FIELD_NUMBER: _ClassVar[int]
     SERVING_FIELD_NUMBER: _ClassVar[int]
+    UNAVAILABLE_FIELD_NUMBER: _ClassVar[int]
     name: str
     installed: bool
     formats: _containers.RepeatedScalarFieldContainer[str]
     serving: bool
-    def __init__(self, name: _Optional[str] = ..., installed: _Optional[bool] = ..., formats: _Optional[_Iterable[str]] = ..., serving: _Optional[bool] = ...) -> None: ...
+    unavailable: str
+    def __init__(self, name: _Optional[str] = ..., installed: _Optional[bool] = ..., formats: _Optional[_Iterable[str]] = ..., serving: _Optional[bool] = ..., unavailable: _Optional[str] = ...) -> None: ...
 
 class ListBackendsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class SetTrafficSplitRequest(_message.Message):
+    __slots__ = ("model", "weights")
+    class WeightsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    weights: _containers.ScalarMap[str, int]
+    def __init__(self, model: _Optional[str] = ..., weights: _Optional[_Mapping[str, int]] = ...) -> None: ...
+
+class GetTrafficSplitRequest(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    def __init__(self, model: _Optional[str] = ...) -> None: ...
+
+class VersionTraffic(_message.Message):
+    __slots__ = ("version", "percent", "open_streams", "draining", "backend", "format")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    PERCENT_FIELD_NUMBER: _ClassVar[int]
+    OPEN_STREAMS_FIELD_NUMBER: _ClassVar[int]
+    DRAINING_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    percent: int
+    open_streams: int
+    draining: bool
+    backend: str
+    format: str
+    def __init__(self, version: _Optional[str] = ..., percent: _Optional[int] = ..., open_streams: _Optional[int] = ..., draining: _Optional[bool] = ..., backend: _Optional[str] = ..., format: _Optional[str] = ...) -> None: ...
+
+class TrafficSplit(_message.Message):
+    __slots__ = ("model", "versions")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    versions: _containers.RepeatedCompositeFieldContainer[VersionTraffic]
+    def __init__(self, model: _Optional[str] = ..., versions: _Optional[_Iterable[_Union[VersionTraffic, _Mapping]]] = ...) -> None: ...
 
 class ListBackendsResponse(_message.Message):
     __slots__ = ("backends",)

@@ -64,6 +64,16 @@ class ModelAdminStub:
                 request_serializer=stylecast_dot_v1_dot_model__admin__pb2.ListBackendsRequest.SerializeToString,
                 response_deserializer=stylecast_dot_v1_dot_model__admin__pb2.ListBackendsResponse.FromString,
                 _registered_method=True)
+        self.SetTrafficSplit = channel.unary_unary(
+                '/stylecast.v1.ModelAdmin/SetTrafficSplit',
+                request_serializer=stylecast_dot_v1_dot_model__admin__pb2.SetTrafficSplitRequest.SerializeToString,
+                response_deserializer=stylecast_dot_v1_dot_model__admin__pb2.TrafficSplit.FromString,
+                _registered_method=True)
+        self.GetTrafficSplit = channel.unary_unary(
+                '/stylecast.v1.ModelAdmin/GetTrafficSplit',
+                request_serializer=stylecast_dot_v1_dot_model__admin__pb2.GetTrafficSplitRequest.SerializeToString,
+                response_deserializer=stylecast_dot_v1_dot_model__admin__pb2.TrafficSplit.FromString,
+                _registered_method=True)
 
 
 class ModelAdminServicer:
@@ -107,6 +117,20 @@ class ModelAdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetTrafficSplit(self, request, context):
+        """A/B tests: share new streams and calls between loaded versions of the served model.  A stream
+        keeps the version it was assigned for its whole life; only new ones follow a changed split.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTrafficSplit(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ModelAdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -139,6 +163,16 @@ def add_ModelAdminServicer_to_server(servicer, server):
                     servicer.ListBackends,
                     request_deserializer=stylecast_dot_v1_dot_model__admin__pb2.ListBackendsRequest.FromString,
                     response_serializer=stylecast_dot_v1_dot_model__admin__pb2.ListBackendsResponse.SerializeToString,
+            ),
+            'SetTrafficSplit': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetTrafficSplit,
+                    request_deserializer=stylecast_dot_v1_dot_model__admin__pb2.SetTrafficSplitRequest.FromString,
+                    response_serializer=stylecast_dot_v1_dot_model__admin__pb2.TrafficSplit.SerializeToString,
+            ),
+            'GetTrafficSplit': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTrafficSplit,
+                    request_deserializer=stylecast_dot_v1_dot_model__admin__pb2.GetTrafficSplitRequest.FromString,
+                    response_serializer=stylecast_dot_v1_dot_model__admin__pb2.TrafficSplit.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -303,6 +337,60 @@ class ModelAdmin:
             '/stylecast.v1.ModelAdmin/ListBackends',
             stylecast_dot_v1_dot_model__admin__pb2.ListBackendsRequest.SerializeToString,
             stylecast_dot_v1_dot_model__admin__pb2.ListBackendsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetTrafficSplit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stylecast.v1.ModelAdmin/SetTrafficSplit',
+            stylecast_dot_v1_dot_model__admin__pb2.SetTrafficSplitRequest.SerializeToString,
+            stylecast_dot_v1_dot_model__admin__pb2.TrafficSplit.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTrafficSplit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stylecast.v1.ModelAdmin/GetTrafficSplit',
+            stylecast_dot_v1_dot_model__admin__pb2.GetTrafficSplitRequest.SerializeToString,
+            stylecast_dot_v1_dot_model__admin__pb2.TrafficSplit.FromString,
             options,
             channel_credentials,
             insecure,

@@ -73,7 +73,7 @@ class OutputOptions(_message.Message):
     def __init__(self, encoding: _Optional[_Union[Encoding, str]] = ..., quality: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ...) -> None: ...
 
 class StreamConfig(_message.Message):
-    __slots__ = ("style_id", "blend", "strength", "output", "process_max_side", "mode", "model")
+    __slots__ = ("style_id", "blend", "strength", "output", "process_max_side", "mode", "model", "model_version")
     STYLE_ID_FIELD_NUMBER: _ClassVar[int]
     BLEND_FIELD_NUMBER: _ClassVar[int]
     STRENGTH_FIELD_NUMBER: _ClassVar[int]
@@ -81,6 +81,7 @@ class StreamConfig(_message.Message):
     PROCESS_MAX_SIDE_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     style_id: str
     blend: _containers.RepeatedCompositeFieldContainer[StyleWeight]
     strength: float
@@ -88,7 +89,8 @@ class StreamConfig(_message.Message):
     process_max_side: int
     mode: StreamMode
     model: str
-    def __init__(self, style_id: _Optional[str] = ..., blend: _Optional[_Iterable[_Union[StyleWeight, _Mapping]]] = ..., strength: _Optional[float] = ..., output: _Optional[_Union[OutputOptions, _Mapping]] = ..., process_max_side: _Optional[int] = ..., mode: _Optional[_Union[StreamMode, str]] = ..., model: _Optional[str] = ...) -> None: ...
+    model_version: str
+    def __init__(self, style_id: _Optional[str] = ..., blend: _Optional[_Iterable[_Union[StyleWeight, _Mapping]]] = ..., strength: _Optional[float] = ..., output: _Optional[_Union[OutputOptions, _Mapping]] = ..., process_max_side: _Optional[int] = ..., mode: _Optional[_Union[StreamMode, str]] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ...) -> None: ...
 
 class Frame(_message.Message):
     __slots__ = ("id", "image")
