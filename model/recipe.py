@@ -189,8 +189,6 @@ def _graph_class():
     def hint(a, t):  # L1 relative to the teacher activation's mean magnitude
         return l1(a, t) / (ops.mean(ops.abs(t)) + 1e-3)
 
-    stat, feat_stats = local_stats_l1, feature_l1
-
     class DistillGraph(keras.Model):
         """One training step's forward pass: [content, style, shift, hint_w] → the weighted
         loss terms as an N×K matrix (each column a batch mean, broadcast over N)."""
@@ -233,8 +231,8 @@ def _graph_class():
                 b = out[p:, MARGIN:MARGIN + size, MARGIN:MARGIN + size]
                 dy, dx = shift[0, 0], shift[0, 1]
                 a = ops.slice(out[:p], [0, MARGIN + dy, MARGIN + dx, 0], [p, size, size, 3])
-                terms = [l1(out, y), grad_l1(out, y), hw * lh, l1(a, b), stat(out, y)]
-                terms.append(feat_stats(self.features(out), self.features(y)) if self.features is not None
+                terms = [l1(out, y), grad_l1(out, y), hw * lh, l1(a, b), local_stats_l1(out, y)]
+                terms.append(feature_l1(self.features(out), self.features(y)) if self.features is not None
                              else ops.zeros(()))
             vec = ops.stack([self.w.get(name, 1.0) * v for name, v in zip(self.terms, terms)])
             return ops.ones_like(content[:, 0, 0, :1]) * vec[None, :]
