@@ -254,8 +254,10 @@ def test_a_resumed_run_keeps_its_cosine_schedule_and_a_longer_one_starts_a_segme
 def _blurred(imgs: np.ndarray, radius: float) -> np.ndarray:
     from PIL import Image, ImageFilter
 
-    return np.stack([np.asarray(Image.fromarray((i * 255).round().astype(np.uint8))
-                                .filter(ImageFilter.GaussianBlur(radius))) / 255.0 for i in imgs]).astype(np.float32)
+    from stylecast.model.preprocess import to_float, to_uint8
+
+    return np.stack([to_float(np.asarray(Image.fromarray(to_uint8(i)).filter(ImageFilter.GaussianBlur(radius))))
+                     for i in imgs])
 
 
 @pytest.mark.skipif(not (Path(__file__).parents[1] / "model" / "checkpoints" / "predictor.keras").exists(),
