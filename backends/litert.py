@@ -228,6 +228,12 @@ class LiteRTBackend:
         if self._memory:
             self._memory.update()
 
+    @property
+    def fixed_hw(self) -> tuple[int, int] | None:
+        """(height, width) in pixels the loaded stylize file is baked to (contents are scaled to it
+        and back), or None when it runs at the content's own size (or nothing is loaded)."""
+        return self._bindings["stylize"].fixed_hw if "stylize" in self._bindings else None
+
     def predict_style(self, images: np.ndarray) -> np.ndarray:
         images = style_images(images)
         with self._worker() as w:

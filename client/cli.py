@@ -96,9 +96,9 @@ def _resolve_style(client: Client, style: str) -> str:
                     "(register one with: stylecast styles add FILE)") from None
 
 
-def _check_output_folder(output: Path) -> None:
+def _check_output_folder(output: Path, flag: str = "-o") -> None:
     if not output.parent.is_dir():
-        raise _fail(f"-o {output}: folder {output.parent} does not exist")
+        raise _fail(f"{flag} {output}: folder {output.parent} does not exist")
 
 
 def _check_image_paths(source: Path, output: Path) -> None:
@@ -550,12 +550,16 @@ def models_compare(
     sheet: Annotated[Path, typer.Option("--sheet", help="Contact sheet PNG to write.")] = Path("compare.png"),
     judge: Annotated[Path | None, typer.Option(
         file_okay=False, help="Package whose style predictor alone scores both models (default: A's and B's "
-                              "predictors, each scoring both, where they are package folders; else the "
-                              "built-in package's).")] = None,
-    format: Annotated[str, typer.Option(help="TFLite format of package folders (default: int8, else fp16, "
-                                             "else fp32).")] = "",
+                              "predictors where they are package folders, plus the built-in package's "
+                              "where a side is NAME:VERSION; each judge scores both).")] = None,
+    format: Annotated[str, typer.Option(help="TFLite format of package folders: int8, fp16 or fp32 (or "
+                                             "tflite-int8 …); default: each package's int8, else fp16, else "
+                                             "fp32 (the header names each side's).")] = "",
     threads: Annotated[int, typer.Option(min=1, help="LiteRT threads for package folders.")] = 2,
-    target: Target = DEFAULT_TARGET,
+    target: Annotated[str, typer.Option(
+        "--target", "-t", envvar="STYLECAST_TARGET",
+        help="Server of NAME:VERSION models: its stylize service (like `stylecast image`, so env "
+             "STYLECAST_TARGET, not STYLECAST_ADMIN_TARGET).")] = DEFAULT_TARGET,
     token: Token = None,
     tls_ca: TlsCa = None,
     tls_cert: TlsCert = None,
@@ -569,7 +573,7 @@ def models_compare(
 
     from stylecast.model.compare import CompareError, PackageModel, builtin_package, compare, image_files
 
-    _check_output_folder(sheet)
+    _check_output_folder(sheet, "--sheet")
     if sheet.suffix.lower() != ".png":
         raise _fail(f"--sheet {sheet}: the contact sheet is a PNG (name it *.png)")
     with ExitStack() as stack:
@@ -584,14 +588,21 @@ def models_compare(
             style_files = image_files(styles, "--styles")
             content_files = image_files(contents, "--contents")
             models = []
-            for spec in (a, b):
-                models.append(_compare_model(spec, client, format, threads))
+            for ab, spec in zip("AB", (a, b)):
+                try:
+                    models.append(_compare_model(spec, client, format, threads))
+                except CompareError as exc:
+                    raise CompareError(f"{ab}: {exc}") from None
                 stack.callback(models[-1].close)
             judges = [(f"{ab}'s predictor", m) for ab, m in zip("AB", models) if isinstance(m, PackageModel)]
-            if judge is not None or not judges:
-                path = judge or builtin_package()
-                judges = [(f"the predictor of {path}", PackageModel(path, "", threads))]
+            if judge is not None:
+                judges = [("--judge's predictor", PackageModel(judge, "", threads))]
                 stack.callback(judges[0][1].close)
+            elif len(judges) < 2:  # a server model: the built-in predictor judges too (unless a folder is it)
+                builtin = builtin_package()
+                if not any(m.folder.resolve() == builtin.resolve() for _, m in judges):
+                    judges.append(("built-in predictor", PackageModel(builtin, "", threads)))
+                    stack.callback(judges[-1][1].close)
             sizes = tuple(speed_size or (384, 512))
             with tqdm(total=len(content_files) + len(sizes), unit="step", desc="compare", leave=False) as bar:
                 report = compare(models[0], models[1], judges, style_files, content_files, size, sizes,
@@ -652,15 +663,17 @@ def model_export_mobile(
     precision: Annotated[list[str] | None, typer.Option(
         "--precision", help="TFLite weights: fp16, int8 (repeatable; default both).")] = None,
     coreml: Annotated[bool, typer.Option(help="Also write Core ML packages (needs coremltools).")] = True,
+    verbose: Annotated[bool, typer.Option("--verbose", help="Show the converters' own logs.")] = False,
 ) -> None:
     """Write TFLite (fp16, int8) and Core ML files with fixed input shapes, and mobile.json describing
     their inputs and outputs (needs TensorFlow; Core ML needs coremltools: the tf and mobile extras)."""
-    from stylecast.model.mobile import PRECISIONS, MobileExportError, export_mobile
+    from stylecast.model.mobile import PRECISIONS, MobileExportError, export_mobile, quiet_converters
 
     if not (package / "manifest.json").is_file():
         raise _fail(f"{package}: not a model package folder (no manifest.json)")
     try:
-        manifest = export_mobile(package, output, tuple(size or (512,)), tuple(precision or PRECISIONS), coreml)
+        with quiet_converters(verbose):
+            manifest = export_mobile(package, output, tuple(size or (512,)), tuple(precision or PRECISIONS), coreml)
     except MobileExportError as exc:
         raise _fail(str(exc)) from None
     for entry in manifest["tflite"] + manifest["coreml"]:

@@ -6,8 +6,9 @@ is lost to JPEG).  Both run on every content photo (centre square at ``size``²)
 
 - style score: centred cosine of a judge predictor's vector of the output and of the style
   image, in [−1, 1].  Each judge scores both models, so its two numbers compare.  The judges
-  are the predictors of A and of B where they are package folders (else the built-in
-  package's), or the one ``--judge``: a predictor tends to favour its own transformer's
+  are the predictors of A and of B where they are package folders, plus the built-in
+  package's where a side is a server model (unless a folder is the built-in package), or the
+  one ``--judge``: a predictor tends to favour its own transformer's
   outputs (the built-in model scores 0.83 vs Magenta's 0.86 by the built-in predictor, 0.65 vs
   0.88 by Magenta's), so both views are shown.  Vectors are centred on
   the midpoint of the mean style vector and the mean content vector of the user's own folders,
@@ -23,7 +24,8 @@ is lost to JPEG).  Both run on every content photo (centre square at ``size``²)
   end-to-end unary round trip, transport included).
 
 Each metric gets a one-line verdict: which model is better and by how much, or "about the
-same" within :data:`TOLERANCE`.  The measures are those of ``make eval-model``
+same" within :data:`TOLERANCE` (speed: within a factor of 1.5, run-to-run noise on a loaded
+machine).  The measures are those of ``make eval-model``
 (:mod:`stylecast.model.scoring`).
 """
 
@@ -47,8 +49,9 @@ from stylecast.model.quality import SHIFTS
 from stylecast.model.scoring import Judge, Scores, contact_sheet, pan_strip, square
 
 # A difference within this is "about the same": absolute for scores, relative (of the larger) for
-# flicker and speed.
-TOLERANCE = {"style": 0.02, "ssim": 0.01, "flicker": 0.05, "fps": 0.05}
+# flicker and speed.  Speed: within a factor of 1.5 (1 - 1/1.5 of the faster), as frames/s timed
+# for seconds on a shared, loaded machine move that much from run to run.
+TOLERANCE = {"style": 0.02, "ssim": 0.01, "flicker": 0.05, "fps": 1 - 1 / 1.5}
 FORMAT_PREFERENCE = ("tflite-int8", "tflite-fp16", "tflite-fp32")
 SHEET_CONTENTS, SHEET_STYLES = 4, 5  # the contact sheet shows at most this many of each
 
@@ -60,6 +63,7 @@ class CompareError(Exception):
 class Model(Protocol):
     label: str
     description: str
+    fixed_hw: tuple[int, int] | None  # (h, w) its transformer is baked to (contents scaled to it and back)
 
     def prepare(self, styles: Sequence[Path]) -> None:
         """Compute (or register) the model's own style vectors of these style images."""
@@ -73,6 +77,8 @@ class Model(Protocol):
 def image_files(folder: Path, what: str) -> list[Path]:
     """The images in ``folder`` (by suffix), each checked readable by PIL.  Raises
     :class:`CompareError` for a missing or unreadable folder, no images, or a broken image."""
+    if folder.exists() and not folder.is_dir():
+        raise CompareError(f"{what} {folder}: a file, not a folder (give the folder holding the images)")
     if not folder.is_dir():
         raise CompareError(f"{what} folder {folder}: no such folder")
     try:
@@ -90,23 +96,40 @@ def image_files(folder: Path, what: str) -> list[Path]:
     return files
 
 
+def tflite_format(fmt: str) -> str:
+    """``int8``/``fp16``/``fp32`` or ``tflite-int8``/``tflite-fp16``/``tflite-fp32`` → the package format
+    name (``tflite-…``); ``""`` stays ``""`` (each package's first of :data:`FORMAT_PREFERENCE`).
+    Raises :class:`CompareError` for anything else."""
+    full = fmt if fmt.startswith("tflite-") or not fmt else f"tflite-{fmt}"
+    if full and full not in FORMAT_PREFERENCE:
+        raise CompareError(f"--format {fmt}: one of int8, fp16, fp32 (or tflite-int8, tflite-fp16, tflite-fp32)")
+    return full
+
+
 class PackageModel:
-    """A package folder run by the LiteRT backend (``fmt``, else its first TFLite format of
-    :data:`FORMAT_PREFERENCE`)."""
+    """A package folder run by the LiteRT backend (``fmt``: ``int8``/``fp16``/``fp32`` or its
+    ``tflite-…`` name, else the package's first TFLite format of :data:`FORMAT_PREFERENCE`)."""
 
     def __init__(self, folder: Path, fmt: str = "", threads: int = 2):
+        fmt = tflite_format(fmt)
         try:
             pkg = load_package(folder)
             tflite = [f for f in ((fmt,) if fmt else FORMAT_PREFERENCE) if f in pkg.artifacts]
             if not tflite:
-                raise PackageError(f"has no {fmt or 'TFLite'} artifact (has: {', '.join(sorted(pkg.artifacts))})")
+                has = [f for f in FORMAT_PREFERENCE if f in pkg.artifacts]
+                raise PackageError(f"has no {fmt or 'TFLite'} artifact (its TFLite formats: {', '.join(has) or 'none'}"
+                                   + ("; leave out --format to run each package in its first of "
+                                      "int8, fp16, fp32" if fmt else "") + ")")
             self.format = tflite[0]
             self.backend = create_backend("litert")
             self.backend.load(pkg, BackendOptions(format=self.format, threads=threads))
         except Exception as exc:  # noqa: BLE001 - any load failure is the user's package: one line
             raise CompareError(f"package {folder} failed to load: {exc}") from None
         self.label = f"{pkg.name}:{pkg.version}"
-        self.description = f"package {folder} ({self.format}, LiteRT, {threads} threads)"
+        self.folder = Path(folder)
+        self.fixed_hw = self.backend.fixed_hw  # a transformer baked to one size runs there, scaled
+        baked = f", stylizes at its fixed {self.fixed_hw[0]}x{self.fixed_hw[1]}" if self.fixed_hw else ""
+        self.description = f"package {folder} ({self.format}, LiteRT, {threads} threads{baked})"
         self.vectors: np.ndarray | None = None
 
     def predict_style(self, images: np.ndarray) -> np.ndarray:
@@ -133,6 +156,7 @@ class ServerModel:
         self.client = client
         self.name, _, self.version = spec.partition(":")
         self.label = spec
+        self.fixed_hw = None  # what the server runs is its own business
         self.description = f"{spec} on the server (end-to-end unary calls, raw frames)"
         self.style_ids: list[str] = []
 
@@ -178,13 +202,13 @@ class Verdict:
 
     def line(self, a: str, b: str) -> str:
         d = self.difference
-        tol = f"{self.tolerance:.0%}" if self.relative else f"{self.tolerance:.2f}"
+        tol = f"a factor of {1 / (1 - self.tolerance):.2f}" if self.relative else f"±{self.tolerance:.2f}"
         lo, hi = sorted((abs(self.a), abs(self.b)))
         by = f"a factor of {hi / max(lo, 1e-12):.2f}" if self.relative else f"{abs(d):.3f}"
         values = f"{self.a:.3f} vs {self.b:.3f}"
         if abs(d) <= self.tolerance:
-            return f"{self.metric}: about the same ({values}; within ±{tol})"
-        return f"{self.metric}: {a if d > 0 else b} better by {by} ({values}; tolerance ±{tol})"
+            return f"{self.metric}: about the same ({values}; within {tol})"
+        return f"{self.metric}: {a if d > 0 else b} better by {by} ({values}; tolerance {tol})"
 
 
 @dataclass
@@ -197,6 +221,7 @@ class Report:
     contents: int
     styles: int
     verdicts: list[Verdict] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     sheet: Path | None = None
     sheet_size: tuple[int, int] = (0, 0)
 
@@ -205,6 +230,7 @@ class Report:
                f"{self.contents} content photo(s) x {self.styles} style(s) at {self.size}^2; "
                f"flicker over pans of {SHIFTS} px",
                f"style score judged by {self.judge}",
+               *(f"warning: {w}" for w in self.warnings),
                f"{'metric':28s} {'A':>9s} {'B':>9s}"]
         for v in self.verdicts:
             arrow = "higher is better" if v.higher_is_better else "lower is better"
@@ -213,6 +239,19 @@ class Report:
         if self.sheet is not None:
             out.append(f"contact sheet: {self.sheet} ({self.sheet_size[0]}x{self.sheet_size[1]})")
         return out
+
+
+def baked_sizes(models: Sequence[Model], sizes: Sequence[int]) -> list[str]:
+    """One line per model whose transformer is baked to a size other than those asked (it stylizes
+    there, scaled, so quality and speed are not like-for-like)."""
+    out = []
+    for ab, m in zip("AB", models):
+        if m.fixed_hw is not None and any((n, n) != tuple(m.fixed_hw) for n in sizes):
+            h, w = m.fixed_hw
+            out.append(f"{ab} ({m.label}) stylizes every picture at its fixed {h}x{w} (scaled to it and back), "
+                       f"not at {', '.join(f'{n}^2' for n in dict.fromkeys(sizes))}: not like-for-like; for a "
+                       "Magenta model, import it with --resizable (stylecast model import-magenta ... --resizable)")
+    return out
 
 
 def _fps(models: Sequence[Model], content: np.ndarray, frames: int, rounds: int) -> list[float]:
@@ -238,8 +277,8 @@ def compare(a: Model, b: Model, judges: Sequence[tuple[str, PackageModel]], styl
             progress: Callable[[int], None] | None = None) -> Report:
     """Evaluate ``a`` and ``b`` (see the module docstring), with a style score per judge (name, package
     model whose predictor scores); with ``sheet``, write the contact sheet
-    PNG: per content photo, a row of A's outputs then a row of B's, one column per style, then
-    panning rows of the first photo; ``progress(n)`` is called after each photo and each timed size.
+    PNG (:func:`~stylecast.model.scoring.contact_sheet`): per content photo, a row of A's outputs
+    then a row of B's (each labelled), one column per style, then panning rows of the first photo; ``progress(n)`` is called after each photo and each timed size.
     Raises :class:`CompareError` (and whatever the SDK raises)."""
     s_imgs = np.stack([style_image(Image.open(p)) for p in styles])
     c_imgs = np.stack([style_image(Image.open(p)) for p in contents])
@@ -249,7 +288,7 @@ def compare(a: Model, b: Model, judges: Sequence[tuple[str, PackageModel]], styl
         panel.append((name, Judge(model.predict_style, 0.5 * (vectors.mean(0) + model.predict_style(c_imgs).mean(0))),
                       vectors))
     models = (a, b)
-    keys = (f"A {a.label}", f"B {b.label}")  # row labels (A and B may be the same model)
+    keys = (f"A = {a.label}", f"B = {b.label}")  # row labels (A and B may be the same model)
     for m in models:
         m.prepare(styles)
     scores = [Scores(), Scores()]  # style by the first judge
@@ -288,11 +327,13 @@ def compare(a: Model, b: Model, judges: Sequence[tuple[str, PackageModel]], styl
         verdicts.append(Verdict(f"speed {n}^2 (frames/s)", fa, fb, True, True, TOLERANCE["fps"]))
         if progress is not None:
             progress(1)
-    report = Report(a.label, b.label, (a.description, b.description), "; ".join(name for name, _ in judges),
-                    size, len(contents),
-                    len(styles), verdicts)
+    report = Report(a.label, b.label, (a.description, b.description),
+                    "; ".join(name if name[1:] == "'s predictor" else f"{name} (package {m.folder})"
+                              for name, m in judges),
+                    size, len(contents), len(styles), verdicts, baked_sizes(models, (size, *speed_sizes)))
     if sheet is not None:
-        contact_sheet(cells, s_imgs, pans, sheet, title="styles ->   rows per photo: content + " + " | ".join(keys),
+        contact_sheet(cells, s_imgs, pans, sheet, title=f"styles ->   per photo (left), one row per model: {keys[0]}, "
+                                                        f"then {keys[1]}",
                       pan_title="panning (1,2,3,5,7 px; frames moved back): what changes is flicker")
         with Image.open(sheet) as img:
             report.sheet, report.sheet_size = sheet, img.size

@@ -176,7 +176,7 @@ def import_magenta(predict_tflite: str | Path, transfer_tflite: str | Path, out_
     root = Path(out_dir) / name / version
     if root.exists():
         if not overwrite:
-            raise PackageError(f"{root} exists (pass overwrite=True to replace it)")
+            raise PackageError(f"{root} exists: pass --overwrite (overwrite=True from Python) to replace it")
         shutil.rmtree(root)
     (root / "tflite").mkdir(parents=True)
     shutil.copyfile(predict, root / PREDICT_FILE)

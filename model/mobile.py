@@ -11,7 +11,8 @@ input shape fixed (batch 1; the app chooses the frame sizes):
   ``StylePredict.mlpackage`` and ``Stylize<S>.mlpackage``.  Conversion runs on Linux;
   Core ML runs predictions only on Apple platforms, so only the conversion and the model
   specs are checked here;
-- ``mobile.json``: each file's inputs and outputs as the converted files declare them (names,
+- ``mobile.json``: each file's bytes and sha256 (an ``.mlpackage`` folder's: :func:`folder_sha256`),
+  inputs and outputs as the converted files declare them (names,
   shapes, dtypes) with their value ranges, and the two-step pipeline.
 
 Needs TensorFlow (the ``tf`` extra) and, for Core ML, coremltools (the ``mobile`` extra).
@@ -19,11 +20,14 @@ Needs TensorFlow (the ``tf`` extra) and, for Core ML, coremltools (the ``mobile`
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import shutil
+import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +59,39 @@ class MobileExportError(Exception):
     """The package cannot be exported here; the message is one actionable line."""
 
 
+@contextlib.contextmanager
+def quiet_converters(verbose: bool = False) -> Iterator[None]:
+    """Hold back what TensorFlow, the TFLite converter and coremltools write to stderr (C++ logs,
+    version warnings, progress bars: ~70 lines per export) unless ``verbose``; if the body raises
+    anything but :class:`MobileExportError`, the held-back log's last 4000 characters are written
+    to stderr before the exception propagates.  Sets ``TF_CPP_MIN_LOG_LEVEL=3`` (unless set)."""
+    if verbose:
+        yield
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    with tempfile.TemporaryFile() as log:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(log.fileno(), 2)
+        text = open(log.fileno(), "w", buffering=1, closefd=False)  # noqa: SIM115 - closed below
+        try:
+            with contextlib.redirect_stderr(text):
+                yield
+        except MobileExportError:
+            raise
+        except BaseException:
+            text.flush()
+            log.seek(0)
+            held = log.read().decode(errors="replace")[-4000:]
+            os.dup2(saved, 2)
+            sys.stderr.write(held)
+            raise
+        finally:
+            text.close()
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def _tensorflow():
     try:
         import tensorflow as tf  # noqa: PLC0415 - the tf extra
@@ -75,6 +112,13 @@ def _coremltools():
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def folder_sha256(folder: Path) -> str:
+    """Hex SHA-256 of a folder (an ``.mlpackage``): of the UTF-8 text with one line
+    ``RELATIVE/POSIX/PATH<TAB>FILE_SHA256<LF>`` per file, sorted by path."""
+    files = sorted((f.relative_to(folder).as_posix(), f) for f in folder.rglob("*") if f.is_file())
+    return hashlib.sha256("".join(f"{rel}\t{_sha256(f)}\n" for rel, f in files).encode()).hexdigest()
 
 
 def tflite_io(path: Path, signature: str) -> dict:
@@ -108,7 +152,9 @@ def coreml_io(path: Path) -> dict:
 def export_mobile(package_dir: str | Path, out_dir: str | Path, sizes: Sequence[int] = (512,),
                   precisions: Sequence[str] = PRECISIONS, coreml: bool = True) -> dict:
     """Write the mobile files of the package at ``package_dir`` into ``out_dir`` (created; files of
-    the same names replaced) and return the ``mobile.json`` content.  ``sizes``: square frame sides
+    the same names replaced; the files an earlier export listed in its ``mobile.json`` that this one
+    does not write are removed, once this one is complete; other files are left alone) and return the
+    ``mobile.json`` content.  ``sizes``: square frame sides
     (multiples of 16, 64…4096).  Raises :class:`MobileExportError` for a package without a SavedModel,
     a bad size or precision, or a missing converter."""
     bad = [s for s in sizes if s % 16 or not 64 <= s <= 4096]
@@ -152,6 +198,7 @@ def export_mobile(package_dir: str | Path, out_dir: str | Path, sizes: Sequence[
         graphs[f"stylize_{s}"] = fixed("stylize", {"content": [1, s, s, 3], "style": [1, dim]}, "stylized")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    earlier = _listed(out)
     manifest = {"format": "stylecast-mobile/1", "model": {"name": pkg.name, "version": pkg.version},
                 "style_dim": dim, "style_image_size": STYLE_SIZE, "sizes": list(sizes), "pipeline": PIPELINE,
                 "tflite": [], "coreml": []}
@@ -171,7 +218,24 @@ def export_mobile(package_dir: str | Path, out_dir: str | Path, sizes: Sequence[
             if ct is not None:
                 manifest["coreml"].append(_write_coreml(ct, cf, out, key, endpoint, f"stylecast {pkg.key}"))
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    for name in earlier - _listed(out):
+        stale = out / name
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale)
+        else:
+            stale.unlink(missing_ok=True)
     return manifest
+
+
+def _listed(out: Path) -> set[str]:
+    """The file names the ``mobile.json`` in ``out`` lists (plain names only; none if it is absent or
+    unreadable)."""
+    try:
+        listed = json.loads((out / MANIFEST).read_text())
+        names = {e["file"] for e in listed.get("tflite", []) + listed.get("coreml", [])}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return set()
+    return {n for n in names if isinstance(n, str) and n == Path(n).name and n not in ("", ".", "..", MANIFEST)}
 
 
 def _write_coreml(ct, cf, out: Path, key: str, endpoint: str, model: str) -> dict:
@@ -192,4 +256,4 @@ def _write_coreml(ct, cf, out: Path, key: str, endpoint: str, model: str) -> dic
     ct.models.MLModel(spec, weights_dir=mlmodel.weights_dir, skip_model_load=True).save(str(path))
     size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     return {"file": path.name, "signature": endpoint, "minimum_deployment_target": "iOS15",
-            "compute_precision": "float16", "bytes": size, **coreml_io(path)}
+            "compute_precision": "float16", "bytes": size, "sha256": folder_sha256(path), **coreml_io(path)}

@@ -4,7 +4,7 @@ A :class:`Judge` is one fixed style predictor and a centre vector: it scores how
 an output carries a style.  :class:`Scores` collects, for one model, the per-picture
 measures of :mod:`stylecast.model.quality` (style score, grayscale SSIM to the content,
 PSNR to a reference output, border, flicker on a panning strip) and averages them.
-:func:`contact_sheet` draws outputs side by side with panning rows.
+:func:`contact_sheet` draws each network's outputs in stacked rows, with panning rows.
 
 Every image is H×W×3 float32 in [0, 1]; style vectors are D-vectors (D = 100).
 """
@@ -86,23 +86,32 @@ class Scores:
         return {k: float(np.mean(v)) for k, v in vars(self).items() if v}
 
 
+def _label(draw: ImageDraw.ImageDraw, xy: tuple[int, int], text: str) -> None:
+    """Black text on a white box (readable over a picture)."""
+    box = draw.textbbox(xy, text)
+    draw.rectangle((box[0] - 2, box[1] - 2, box[2] + 2, box[3] + 2), fill="white")
+    draw.text(xy, text, fill="black")
+
+
 def contact_sheet(cells, style_imgs: np.ndarray, pans, path: Path, title: str, pan_title: str,
                   cell: int = 160) -> None:
-    """Write a PNG: a row of styles; per content, a row with the content and the first network's
-    outputs per style column, then one labelled row per other network; then the panning rows:
-    the same scene moved 0, 1, 2, 3, 5, 7 px, each frame shifted back so the scene stands still
-    (what changes between frames is flicker), one row per network.
+    """Write a PNG: a row of styles; per content, its rows stacked: one row per network (each
+    labelled on its first picture), the content photo at the left of the first; then the panning
+    rows: the same scene moved 0, 1, 2, 3, 5, 7 px, each frame shifted back so the scene stands
+    still (what changes between frames is flicker), one labelled row per network.
 
     ``cells``: (content index, style index, content, {label: output}) in the same label order;
-    ``pans``: (strip, {label: frame function}).  The sheet is (max(styles, 6) + 1)·cell wide and
-    (1 + networks·contents + pan rows)·cell + 40 high."""
+    ``pans``: (strip, {label: frame function}).  The sheet is W = max(styles + 1, 4)·cell wide and
+    (1 + networks·contents)·cell + 40 + networks·p high, p = min(cell, (W − cell) // 6) the side
+    of a panning tile (so the sheet is no wider than its pictures need)."""
     n_c = max(c[0] for c in cells) + 1
     n_s = max(c[1] for c in cells) + 1
     labels = list(cells[0][3])
     per = len(labels)
     strip, nets = pans
-    pan_rows = len(nets)
-    sheet = Image.new("RGB", ((max(n_s, len(SHIFTS) + 1) + 1) * cell, (1 + per * n_c + pan_rows) * cell + 40), "white")
+    width = max(n_s + 1, 4) * cell
+    p = min(cell, (width - cell) // (len(SHIFTS) + 1))
+    sheet = Image.new("RGB", (width, (1 + per * n_c) * cell + 40 + len(nets) * p), "white")
     draw = ImageDraw.Draw(sheet)
     u8 = lambda a: Image.fromarray(to_uint8(a)).resize((cell, cell))  # noqa: E731
     for s in range(n_s):
@@ -113,19 +122,19 @@ def contact_sheet(cells, style_imgs: np.ndarray, pans, path: Path, title: str, p
         sheet.paste(u8(c), (0, y))
         for j, k in enumerate(labels):
             sheet.paste(u8(outs[k]), ((s + 1) * cell, y + j * cell))
-            if j:
-                draw.text((4, y + j * cell + 4), k, fill="black")
+            if s == 0:
+                _label(draw, (cell + 4, y + j * cell + 4), k)
     y0 = 40 + (1 + per * n_c) * cell
     draw.text((4, y0 - 16), pan_title, fill="black")
     w = strip.shape[1] - max(SHIFTS)
     t = min(cell, strip.shape[0], (w - 16) * 2 // 3) // 2 * 2  # the tile cut from each frame (cell unless small)
     crop = slice(strip.shape[0] // 2 - t // 2, strip.shape[0] // 2 + t // 2)
     for r, (name, fn) in enumerate(nets.items()):
-        y = y0 + r * cell
+        y = y0 + r * p
         draw.text((4, y + 4), name[:24], fill="black")
         for j, d in enumerate((0,) + SHIFTS):
             frame = fn(strip[:, d:d + w])  # the scene at column j + d of frame 0 is frame d's column j
             x0 = t // 2 + 16 - d
             tile = Image.fromarray(to_uint8(frame[crop, x0:x0 + t]))
-            sheet.paste(tile if t == cell else tile.resize((cell, cell)), ((j + 1) * cell, y))
+            sheet.paste(tile if t == p else tile.resize((p, p)), (cell + j * p, y))
     sheet.quantize(256, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)  # keep committed PNGs small

@@ -242,7 +242,7 @@ def test_model_import_magenta_writes_a_package(tmp_path) -> None:
     package.verify(list(package.artifacts))
     assert list(package.artifacts) == ["tflite-int8"]
     again = CliRunner().invoke(app, args)  # refuses to overwrite without --overwrite
-    assert again.exit_code == 1 and "exists" in again.output
+    assert again.exit_code == 1 and "exists: pass --overwrite" in again.output, again.output
 
 
 @pytest.mark.skipif(not MAGENTA.is_dir(), reason=f"Magenta teacher files not found at {MAGENTA}")

@@ -5,6 +5,7 @@ styles and photos; then the mistakes that must end in one line and exit status 1
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import shutil
 from pathlib import Path
@@ -16,7 +17,7 @@ from typer.testing import CliRunner
 
 from stylecast.client.cli import app
 from stylecast.model import data
-from stylecast.model.compare import Verdict, builtin_package
+from stylecast.model.compare import TOLERANCE, Verdict, builtin_package
 from stylecast.model.magenta import import_magenta
 from stylecast.model.quality import SHIFTS
 from stylecast.server.app import start
@@ -53,8 +54,11 @@ def verdict(output: str, metric: str) -> str:
 
 
 def sheet_size(contents: int, styles: int, models: int = 2) -> tuple[int, int]:
-    """The contact sheet's documented layout (model.scoring.contact_sheet)."""
-    return (max(styles, len(SHIFTS) + 1) + 1) * CELL, (1 + models * contents + models) * CELL + 40
+    """The contact sheet's documented layout (model.scoring.contact_sheet): as wide as the styles
+    need (4 cells at least), panning tiles shrunk to fit that width."""
+    width = max(styles + 1, 4) * CELL
+    pan = min(CELL, (width - CELL) // (len(SHIFTS) + 1))
+    return width, (1 + models * contents) * CELL + 40 + models * pan
 
 
 def test_verdicts_name_the_better_model_and_by_how_much() -> None:
@@ -65,6 +69,14 @@ def test_verdicts_name_the_better_model_and_by_how_much() -> None:
     assert Verdict("flicker", 12.0, 9.0, False, True, 0.05).line("A", "B").startswith("flicker: B better by a factor of 1.33")
     assert Verdict("speed", 20.0, 10.0, True, True, 0.05).line("A", "B").startswith("speed: A better by a factor of 2.00")
     assert Verdict("speed", 20.0, 19.5, True, True, 0.05).line("A", "B").startswith("speed: about the same")
+    assert Verdict("flicker", 10.0, 10.4, False, True, 0.05).line("A", "B") == \
+        "flicker: about the same (10.000 vs 10.400; within a factor of 1.05)"
+    # speed: a factor under 1.5 is run-to-run noise on a loaded machine
+    fps = TOLERANCE["fps"]
+    assert Verdict("speed", 14.0, 10.0, True, True, fps).line("A", "B") == \
+        "speed: about the same (14.000 vs 10.000; within a factor of 1.50)"
+    assert Verdict("speed", 10.0, 16.0, True, True, fps).line("A", "B") == \
+        "speed: B better by a factor of 1.60 (10.000 vs 16.000; tolerance a factor of 1.50)"
 
 
 @pytest.fixture
@@ -94,6 +106,7 @@ def test_builtin_against_an_imported_magenta_model(tmp_path: Path) -> None:
                             "--sheet", sheet, *FAST, "--size", "192")
     assert code == 0, out
     assert "style score judged by A's predictor; B's predictor" in out  # each model's own predictor judges both
+    assert "warning: " not in out  # the --resizable import runs at the asked sizes
     rows = table(out)
     judged = ("style score (A's predictor)", "style score (B's predictor)")
     for metric in judged + METRICS[1:] + ("speed 64^2 (frames/s)",):
@@ -114,15 +127,18 @@ async def test_a_package_against_the_same_model_on_a_server(server, tiny_models_
     the same; the judge is A's predictor; the server's version is checked."""
     styles, contents = synthetic_folders
     sheet = tmp_path / "same.png"
-    args = ("--styles", styles, "--contents", contents, "--format", "tflite-fp32", "--sheet", sheet,
+    args = ("--styles", styles, "--contents", contents, "--format", "fp32", "--sheet", sheet,
             "--target", f"127.0.0.1:{server.port}", *FAST)
     code, out = await asyncio.to_thread(compare_cli, tiny_models_dir / "tiny" / "1", "tiny:1", *args)
     assert code == 0, out
-    for metric in METRICS:
+    judged = ("style score (A's predictor)", "style score (built-in predictor)")
+    for metric in judged + METRICS[1:]:
         assert verdict(out, metric).startswith(f"{metric}: about the same"), out
     verdict(out, "speed 64^2 (frames/s)")
     assert "B = tiny:1: tiny:1 on the server" in out
-    assert "style score judged by A's predictor\n" in out  # B is not a folder: only A's predictor judges
+    assert f"A = tiny:1: package {tiny_models_dir / 'tiny' / '1'} (tflite-fp32, LiteRT" in out  # --format fp32
+    # B is not a folder: A's predictor and the built-in one judge (as README says)
+    assert f"style score judged by A's predictor; built-in predictor (package {builtin_package()})\n" in out
     with Image.open(sheet) as img:
         assert img.size == sheet_size(contents=1, styles=1)
     code, out = await asyncio.to_thread(compare_cli, tiny_models_dir / "tiny" / "1", "tiny:9", *args)
@@ -132,7 +148,7 @@ async def test_a_package_against_the_same_model_on_a_server(server, tiny_models_
 async def test_two_versions_loaded_side_by_side_on_one_server(tiny_models_dir, tiny_v2_dir, synthetic_folders,
                                                               tmp_path) -> None:
     """tiny:1 and tiny:2 (two different random models) behind one server's traffic split, each call
-    pinned to its version: the built-in predictor judges (A is not a folder), and the contact sheet
+    pinned to its version: the built-in predictor alone judges (neither is a folder), and the contact sheet
     shows two different models."""
     models = tmp_path / "models"
     for src in (tiny_models_dir / "tiny" / "1", tiny_v2_dir / "tiny" / "2"):
@@ -147,13 +163,47 @@ async def test_two_versions_loaded_side_by_side_on_one_server(tiny_models_dir, t
     finally:
         await server.stop(1.0)
     assert code == 0, out
-    assert f"style score judged by the predictor of {builtin_package()}" in out
+    assert f"style score judged by built-in predictor (package {builtin_package()})\n" in out
     for metric in METRICS + ("speed 64^2 (frames/s)",):
         verdict(out, metric)
     a, b = table(out)["SSIM to content"]
     assert a != b  # two different models answered
     with Image.open(sheet) as img:
         assert img.size == sheet_size(contents=1, styles=1)
+
+
+def test_a_transformer_baked_to_one_size_is_named(tiny_models_dir, synthetic_folders, tmp_path) -> None:
+    """A package whose stylize file runs at one fixed size (a Magenta import without --resizable) is
+    scored at that size, scaled: the header says so, naming the side and the fix."""
+    baked = tmp_path / "baked" / "tiny" / "1"
+    shutil.copytree(tiny_models_dir / "tiny" / "1", baked)
+    manifest = json.loads((baked / "manifest.json").read_text())
+    manifest["artifacts"]["tflite-fp32"]["endpoints"]["stylize"]["fixed_hw"] = [128, 128]
+    (baked / "manifest.json").write_text(json.dumps(manifest))
+    styles, contents = synthetic_folders
+    code, out = compare_cli(tiny_models_dir / "tiny" / "1", baked, "--styles", styles, "--contents", contents,
+                            "--format", "fp32", "--sheet", tmp_path / "s.png", *FAST)
+    assert code == 0, out
+    assert f"B = tiny:1: package {baked} (tflite-fp32, LiteRT, 2 threads, stylizes at its fixed 128x128)" in out
+    warnings = [line for line in out.splitlines() if line.startswith("warning: ")]
+    assert warnings == ["warning: B (tiny:1) stylizes every picture at its fixed 128x128 (scaled to it and back), "
+                        "not at 96^2, 64^2: not like-for-like; for a Magenta model, import it with --resizable "
+                        "(stylecast model import-magenta ... --resizable)"], out
+
+
+@needs_assets
+def test_a_magenta_import_without_resizable_is_baked_to_384(tmp_path: Path) -> None:
+    from stylecast.model.compare import PackageModel
+
+    for resizable, fixed in ((False, (384, 384)), (True, None)):
+        pkg = import_magenta(MAGENTA / "style_predict_quantized_256.tflite",
+                             MAGENTA / "style_transfer_quantized_384.tflite", tmp_path / str(resizable),
+                             resizable=resizable)
+        model = PackageModel(pkg.path)
+        try:
+            assert model.fixed_hw == fixed
+        finally:
+            model.close()
 
 
 @pytest.mark.parametrize("mistake, message", [
@@ -163,11 +213,17 @@ async def test_two_versions_loaded_side_by_side_on_one_server(tiny_models_dir, t
     ("bad-package", "failed to load"),
     ("neither", "neither a package folder"),
     ("sheet-suffix", "the contact sheet is a PNG"),
+    ("sheet-folder", "--sheet {sheet}: folder {sheet.parent} does not exist"),
+    ("contents-file", "--contents {contents}: a file, not a folder"),
+    ("format-missing", "B: package {b} failed to load: has no tflite-fp16 artifact (its TFLite formats: "
+                       "tflite-int8, tflite-fp32; leave out --format"),
+    ("format-unknown", "A: --format fp64: one of int8, fp16, fp32"),
 ])
-def test_mistakes_end_in_one_line_and_exit_1(mistake, message, tiny_models_dir, synthetic_folders,
+def test_mistakes_end_in_one_line_and_exit_1(mistake, message, tiny_models_dir, tiny_v2_dir, synthetic_folders,
                                              tmp_path) -> None:
     styles, contents = synthetic_folders
     a, b, sheet = tiny_models_dir / "tiny" / "1", tiny_models_dir / "tiny" / "1", tmp_path / "s.png"
+    more: tuple[str, ...] = ()
     if mistake == "missing-styles":
         shutil.rmtree(styles)
     elif mistake == "empty-contents":
@@ -183,9 +239,17 @@ def test_mistakes_end_in_one_line_and_exit_1(mistake, message, tiny_models_dir, 
         b = tmp_path / "no" / "such" / "folder"
     elif mistake == "sheet-suffix":
         sheet = tmp_path / "s.jpg"
-    code, out = compare_cli(a, b, "--styles", styles, "--contents", contents, "--sheet", sheet, *FAST)
+    elif mistake == "sheet-folder":
+        sheet = tmp_path / "no" / "such" / "s.png"
+    elif mistake == "contents-file":
+        contents = contents / "photo.jpg"
+    elif mistake == "format-missing":  # tiny/1 has every format, tiny/2 no fp16
+        b, more = tiny_v2_dir / "tiny" / "2", ("--format", "fp16")
+    elif mistake == "format-unknown":
+        more = ("--format", "fp64")
+    code, out = compare_cli(a, b, "--styles", styles, "--contents", contents, "--sheet", sheet, *FAST, *more)
     assert code == 1, out
     lines = [line for line in out.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), out
-    assert message.format(styles=styles, contents=contents) in lines[0], out
+    assert message.format(styles=styles, contents=contents, b=b, sheet=sheet) in lines[0], out
     assert not sheet.exists()

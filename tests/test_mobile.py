@@ -44,6 +44,7 @@ from stylecast.client.cli import app
 package, out, size = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
 result = CliRunner().invoke(app, ["model", "export-mobile", package, "-o", str(out), "--size", size])
 print(result.output)
+print("=== the export's stderr ends here", file=sys.stderr, flush=True)
 if result.exit_code:
     sys.exit(f"export failed ({result.exit_code}): {result.output} {result.exception!r}")
 import coremltools as ct
@@ -63,14 +64,24 @@ for p in sorted(out.glob("*.mlpackage")):
 
 
 @pytest.fixture(scope="module")
-def exported(tiny_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+def exported(tiny_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
     if importlib.util.find_spec("coremltools") is None:
         pytest.skip("coremltools not installed (the mobile extra; make test installs it)")
     out = tmp_path_factory.mktemp("mobile")
+    # an earlier export at another size, and a file of the user's: the export removes the earlier
+    # export's files it does not write again (only those listed in its mobile.json)
+    (out / "Stylize1024.mlpackage" / "Data").mkdir(parents=True)
+    (out / "Stylize1024.mlpackage" / "Data" / "weight.bin").write_bytes(b"old")
+    for name in ("stylize_1024_fp16.tflite", "predict_style_fp16.tflite", "notes.txt"):
+        (out / name).write_bytes(b"old")
+    (out / "mobile.json").write_text(json.dumps({"tflite": [{"file": f} for f in (
+        "stylize_1024_fp16.tflite", "predict_style_fp16.tflite", "../outside.txt")],
+        "coreml": [{"file": "Stylize1024.mlpackage"}]}))
+    (out.parent / "outside.txt").write_bytes(b"not the export's")
     proc = subprocess.run([sys.executable, "-c", EXPORT, str(tiny_models_dir / "tiny" / "1"), str(out), str(SIZE)],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    return out, proc.stdout
+    return out, proc.stdout, proc.stderr.split("=== the export's stderr ends here")[0]
 
 
 @pytest.fixture(scope="module")
@@ -79,10 +90,14 @@ def manifest(exported) -> dict:
 
 
 def test_the_files_and_their_sizes(exported, manifest) -> None:
-    out, printed = exported
+    out, printed, stderr = exported
+    # the converters' logs are held back (--verbose shows them): one line per file, nothing else
+    assert stderr == "", stderr[-2000:]
+    assert len(printed.strip().splitlines()) == len(manifest["tflite"]) + len(manifest["coreml"]) + 1, printed
     names = {"predict_style_fp16.tflite", "predict_style_int8.tflite", f"stylize_{SIZE}_fp16.tflite",
              f"stylize_{SIZE}_int8.tflite", "StylePredict.mlpackage", f"Stylize{SIZE}.mlpackage", "mobile.json"}
-    assert names <= {p.name for p in out.iterdir()}
+    assert {p.name for p in out.iterdir()} == names | {"notes.txt", "specs.json"}  # the earlier export's are gone
+    assert (out.parent / "outside.txt").exists()  # only plain names in the folder are removed
     assert manifest["model"] == {"name": "tiny", "version": "1"} and manifest["sizes"] == [SIZE]
     for entry in manifest["tflite"]:
         path = out / entry["file"]
@@ -93,13 +108,16 @@ def test_the_files_and_their_sizes(exported, manifest) -> None:
         files = [f for f in (out / entry["file"]).rglob("*") if f.is_file()]
         assert entry["bytes"] == sum(f.stat().st_size for f in files) > 0
         assert any(f.name == "weight.bin" for f in files)  # the ML Program's weights
+        lines = sorted(f"{f.relative_to(out / entry['file']).as_posix()}\t{hashlib.sha256(f.read_bytes()).hexdigest()}\n"
+                       for f in files)  # the folder digest README describes
+        assert entry["sha256"] == hashlib.sha256("".join(lines).encode()).hexdigest()
     int8 = {e["file"]: e["bytes"] for e in manifest["tflite"] if e["precision"] == "int8"}
     fp16 = {e["file"].replace("fp16", "int8"): e["bytes"] for e in manifest["tflite"] if e["precision"] == "fp16"}
     assert all(int8[f] < fp16[f] for f in int8)  # int8 weights are smaller
 
 
 def test_mobile_json_matches_the_tflite_files(exported, manifest) -> None:
-    out, _ = exported
+    out, _, _ = exported
     assert len(manifest["tflite"]) == 4
     for entry in manifest["tflite"]:
         it = Interpreter(model_path=str(out / entry["file"]))
@@ -122,7 +140,7 @@ def test_mobile_json_matches_the_tflite_files(exported, manifest) -> None:
 
 
 def test_tflite_outputs_agree_with_the_package(exported, manifest, tiny_models_dir) -> None:
-    out, _ = exported
+    out, _, _ = exported
     pkg = load_package(tiny_models_dir / "tiny" / "1")
     rng = np.random.default_rng(5)
     style_img = rng.random((1, 256, 256, 3), np.float32)
@@ -153,7 +171,7 @@ def test_tflite_outputs_agree_with_the_package(exported, manifest, tiny_models_d
 
 
 def test_tflite_files_run_as_one_xnnpack_partition(exported, manifest) -> None:
-    out, _ = exported
+    out, _, _ = exported
     for entry in manifest["tflite"]:
         parts = xnnpack_partitions(out / entry["file"])
         assert list(parts) == [entry["signature"]]
@@ -162,7 +180,7 @@ def test_tflite_files_run_as_one_xnnpack_partition(exported, manifest) -> None:
 
 def test_core_ml_specs(exported, manifest) -> None:
     """What the converted ML Programs declare (Core ML predicts only on Apple platforms)."""
-    out, _ = exported
+    out, _, _ = exported
     specs = json.loads((out / "specs.json").read_text())
     assert set(specs) == {"StylePredict.mlpackage", f"Stylize{SIZE}.mlpackage"}
     dim = manifest["style_dim"]
