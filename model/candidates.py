@@ -3,7 +3,8 @@
 Untrained weights time the same as trained ones: each candidate is exported to TFLite
 fp32 and int8 (weights-only, as the package formats), checked to run as one XNNPACK
 partition, and timed through LiteRT at 384² and 512² in interleaved rounds next to the
-teacher (int8, 384²) and the current built-in package, so machine noise hits all alike.
+teacher (int8, 384²) and every built-in package version, so machine noise hits all alike
+(``--only`` with no names: the built-in packages alone, side by side).
 Prints GMACs, milliseconds, FPS and the ratio to the teacher's frames per second.
 """
 
@@ -22,9 +23,8 @@ from stylecast.model.networks import CANDIDATES, build_student, count_macs
 from stylecast.backends.package import load_package
 from stylecast.model.teacher import TRANSFER_FILE
 
-def latest_builtin() -> Path:
-    versions = sorted(p for p in BUILTIN_DIR.glob("*/*") if (p / "manifest.json").is_file())
-    return versions[-1]
+def builtin_versions() -> list[Path]:
+    return sorted(p for p in BUILTIN_DIR.glob("*/*") if (p / "manifest.json").is_file())
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -43,11 +43,11 @@ def main(argv: list[str] | None = None) -> None:
     teacher = data.assets_dir() / "models" / "magenta" / TRANSFER_FILE
     if teacher.exists():
         cases["teacher int8 384"] = _prepared(teacher, 384, 384, args.threads, "content_image", "mobilenet_conv")
-    v4 = load_package(latest_builtin())
-    for prec in ("int8", "fp32"):
-        for s in (384, 512):
-            cases[f"{v4.name} v{v4.version} {prec} {s}"] = _prepared(
-                v4.endpoint_path(f"tflite-{prec}", "stylize"), s, s, args.threads, "content", "style")
+    for pkg in map(load_package, builtin_versions()):
+        for prec in ("int8", "fp32"):
+            for s in (384, 512):
+                cases[f"{pkg.name}-v{pkg.version} {prec} {s}"] = _prepared(
+                    pkg.endpoint_path(f"tflite-{prec}", "stylize"), s, s, args.threads, "content", "style")
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.only:
             model = build_student(CANDIDATES[name])

@@ -312,3 +312,21 @@ class StdPool(layers.Layer):
 
     def compute_output_shape(self, s):
         return (s[0], s[3])
+
+
+def count_macs(model: keras.Model, height: int, width: int) -> int:
+    """Multiply-accumulates of one H×W input through the convolution, dense and conditional
+    instance norm projection layers (the layers that dominate; activations and norms not counted)."""
+    convs = [l for l in model.layers if isinstance(l, (layers.Conv2D, layers.DepthwiseConv2D))]
+    probe = keras.Model(model.inputs, [l.output for l in convs])
+    feeds = [ops.zeros((1, height, width, 3))] + [ops.zeros((1, STYLE_DIM))] * (len(model.inputs) - 1)
+    total = 0
+    for l, out in zip(convs, probe(feeds)):
+        k = l.kernel_size[0] * l.kernel_size[1] * out.shape[1] * out.shape[2]
+        total += k * l.input.shape[-1] * (1 if isinstance(l, layers.DepthwiseConv2D) else l.filters)
+    for l in model.layers:
+        if isinstance(l, layers.Dense):
+            total += l.kernel.shape[0] * l.kernel.shape[1]
+        elif isinstance(l, ConditionalInstanceNorm):
+            total += l.proj.kernel.shape[0] * l.proj.kernel.shape[1]
+    return int(total)

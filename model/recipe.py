@@ -11,7 +11,11 @@ Backend-agnostic Keras (``keras.ops`` only; ``KERAS_BACKEND=tensorflow`` here,
    decoder the teacher's last block output → the teacher's image (L1 + gradient).
 2. ``e2e``: the whole student end to end under one cosine schedule: pixel L1, image
    gradient L1, the hints at the same boundaries with a weight decaying (cosine) from
-   1 to 0, and a shift-consistency term.
+   1 to 0, a shift-consistency term, and two texture terms (v4's, :mod:`distill`):
+   ``stat``, local colour statistics (mean and standard deviation over 8 px and 32 px
+   windows, output vs teacher), and ``feat``, features of the project's frozen student
+   predictor (``model/checkpoints/predictor.keras``, layers :data:`FEAT_LAYERS`):
+   channel mean and standard deviation plus half the feature L1, output vs teacher.
 
 Every target is fresh: the teacher stylizes each new random crop as training goes, so
 no pair repeats.  Crops are whole frames for the teacher too (their borders are real
@@ -24,8 +28,12 @@ committed): the teacher graph (``teacher.npz``), the training photos as JPEG byt
 (``crops.npz``) and teacher style vectors of training paintings and photos
 (``styles.npz``).  Held-out styles and ``content/val`` are never read.
 
-Checkpoints: ``<out>/student.weights.h5`` + ``student.json`` (spec, stage, step) +
-``optimizer.npz``; the curve is ``<out>/log.csv``.
+Checkpoints: ``<out>/student.weights.h5`` + ``student.json`` (spec, steps per stage,
+and each stage's cosine schedule: first step, last step, peak learning rate) +
+``optimizer_<stage>.npz``; the curve is ``<out>/log.csv``.  A resumed run keeps its
+recorded schedule while ``--*-steps`` names the same last step; a different last step
+starts a new cosine segment at the step reached (a fine-tune: learning rate and hint
+weight rise again and decay to that step), logged as such.
 """
 
 from __future__ import annotations
@@ -44,6 +52,9 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 SHIFT = 7      # largest shift of the shift-consistency pairs (px)
 MARGIN = 8     # border excluded from the shift term (px)
+STAT_WINDOWS = (8, 32)  # local-statistics windows (px)
+FEAT_LAYERS = ("b0_pw_relu", "b1_pw_relu", "b3_pw_relu")  # predictor layers of the feat term
+PREDICTOR = REPO / "model" / "checkpoints" / "predictor.keras"
 
 
 # ---------------------------------------------------------------- the pack
@@ -182,11 +193,12 @@ def _graph_class():
         """One training step's forward pass: [content, style, shift, hint_w] → the weighted
         loss terms as an N×K matrix (each column a batch mean, broadcast over N)."""
 
-        TERMS = {"blocks": None, "e2e": ("pixel", "grad", "hint", "shift")}
+        TERMS = {"blocks": None, "e2e": ("pixel", "grad", "hint", "shift", "stat", "feat")}
 
         def __init__(self, student, spec, teacher, stage: str, weights: dict[str, float], pairs: int,
-                     crop: int, **kw):
+                     crop: int, features=None, **kw):
             super().__init__(**kw)
+            self.features = features
             self.pairs, self.crop = pairs, crop
             self.student, self.spec, self.teacher, self.stage = student, spec, teacher, stage
             self.hints = teacher_hints(spec)
@@ -219,11 +231,83 @@ def _graph_class():
                 b = out[p:, MARGIN:MARGIN + size, MARGIN:MARGIN + size]
                 dy, dx = shift[0, 0], shift[0, 1]
                 a = ops.slice(out[:p], [0, MARGIN + dy, MARGIN + dx, 0], [p, size, size, 3])
-                terms = [l1(out, y), grad_l1(out, y), hw * lh, l1(a, b)]
+                terms = [l1(out, y), grad_l1(out, y), hw * lh, l1(a, b), local_stats_l1(out, y)]
+                terms.append(feature_l1(self.features(out), self.features(y)) if self.features is not None
+                             else ops.zeros(()))
             vec = ops.stack([self.w.get(name, 1.0) * v for name, v in zip(self.terms, terms)])
             return ops.ones_like(content[:, 0, 0, :1]) * vec[None, :]
 
     return DistillGraph
+
+
+def local_stats_l1(a, b):
+    """Mean over :data:`STAT_WINDOWS` of the L1 between ``a``'s and ``b``'s local means and
+    local standard deviations (non-overlapping k×k windows; N×H×W×C tensors, H, W ≥ 32).
+    0 for equal images; > 0 when one is a blurred copy of the other (lost local contrast)."""
+    from keras import ops  # noqa: PLC0415
+
+    def stats(x, k):
+        m = ops.average_pool(x, k, k, "valid")
+        v = ops.average_pool(ops.square(x), k, k, "valid") - ops.square(m)
+        return m, ops.sqrt(ops.maximum(v, 0.0) + 1e-6)
+
+    total = 0.0
+    for k in STAT_WINDOWS:
+        (ma, sa), (mb, sb) = stats(a, k), stats(b, k)
+        total = total + ops.mean(ops.abs(ma - mb)) + ops.mean(ops.abs(sa - sb))
+    return total
+
+
+def feature_l1(fa, fb):
+    """The feat term over matching feature maps (lists of N×H×W×C): per layer, L1 of the
+    channel means + L1 of the channel standard deviations + 0.5 × L1 of the maps."""
+    from keras import ops  # noqa: PLC0415
+
+    total = 0.0
+    for a, b in zip(fa, fb):
+        ma, mb = ops.mean(a, axis=(1, 2)), ops.mean(b, axis=(1, 2))
+        sa = ops.sqrt(ops.var(a, axis=(1, 2)) + 1e-5)
+        sb = ops.sqrt(ops.var(b, axis=(1, 2)) + 1e-5)
+        total = total + ops.mean(ops.abs(ma - mb)) + ops.mean(ops.abs(sa - sb)) + 0.5 * ops.mean(ops.abs(a - b))
+    return total
+
+
+def feature_extractor(path: Path = PREDICTOR):
+    """The frozen predictor's first layers, up to the last of :data:`FEAT_LAYERS`, on any
+    image size: N×H×W×3 [0,1] → the list of those layers' maps."""
+    import keras  # noqa: PLC0415
+
+    from stylecast.model import networks  # noqa: F401, PLC0415 - registers the predictor's layers
+
+    predictor = keras.saving.load_model(path, compile=False)
+    image = keras.Input((None, None, 3))
+    x, outs = image, []
+    for layer in predictor.layers[1:]:  # a chain up to the pooling
+        x = layer(x)
+        if layer.name in FEAT_LAYERS:
+            outs.append(x)
+            if len(outs) == len(FEAT_LAYERS):
+                break
+    model = keras.Model(image, outs, name="feat")
+    model.trainable = False
+    return model
+
+
+def segment_cosine(lr: float, start: int, end: int, alpha: float = 0.02):
+    """A Keras learning-rate schedule: cosine decay from ``lr`` at optimizer step ``start``
+    to ``alpha × lr`` at step ``end``, flat after (and ``lr`` before ``start``)."""
+    import keras  # noqa: PLC0415
+    from keras import ops  # noqa: PLC0415
+
+    class SegmentCosine(keras.optimizers.schedules.LearningRateSchedule):
+        def __call__(self, step):
+            t = ops.clip((ops.cast(step, "float32") - start) / max(1, end - start), 0.0, 1.0)
+            return lr * (alpha + (1 - alpha) * 0.5 * (1 + ops.cos(math.pi * t)))
+
+        def get_config(self):
+            return {"lr": lr, "start": start, "end": end, "alpha": alpha}
+
+    return SegmentCosine()
 
 
 def _sum_loss(y_true, y_pred):
@@ -234,8 +318,19 @@ def _sum_loss(y_true, y_pred):
 
 # ---------------------------------------------------------------- training loop
 
-def _cosine(step: int, total: int) -> float:
-    return 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+def _cosine(step: int, start: int, end: int) -> float:
+    t = min(max(step - start, 0), end - start) / max(1, end - start)
+    return 0.5 * (1 + math.cos(math.pi * t))
+
+
+def resume_schedule(meta: dict, stage: str, step: int, steps: int, lr: float) -> dict:
+    """The cosine segment ``{"start", "end", "lr"}`` a run of ``stage`` follows when it resumes
+    at ``step`` asked to reach ``steps``: the recorded one if it ends at ``steps``, else a new
+    one from ``step`` (a checkpoint without a record followed one ending where it stopped)."""
+    rec = meta.get("schedule", {}).get(stage) or {"start": 0, "end": step, "lr": lr}
+    if rec["end"] == steps:
+        return rec
+    return {"start": step, "end": steps, "lr": lr}
 
 
 def train(pack_dir: Path, out: Path, spec_name: str, stage: str, steps: int, pairs: int, crop: int,
@@ -263,9 +358,15 @@ def train(pack_dir: Path, out: Path, spec_name: str, stage: str, steps: int, pai
         print(f"resumed {spec_name} from {out}: stage {stage} at step {step}")
     if step >= steps:
         return step
+    seg = resume_schedule(meta, stage, step, steps, lr)
+    if step and seg["start"] == step:
+        print(f"new cosine segment for {stage}: steps {step} -> {steps}, lr {lr:g} (the recorded one ended "
+              f"at {meta.get('schedule', {}).get(stage, {}).get('end', step)})")
+    meta.setdefault("schedule", {})[stage] = seg
     teacher = build_teacher(pack.teacher, features=True)
-    graph = _graph_class()(student, spec, teacher, stage, weights, pairs, crop)
-    schedule = keras.optimizers.schedules.CosineDecay(lr, steps, alpha=0.02)
+    features = feature_extractor() if stage == "e2e" and weights.get("feat", 0) > 0 else None
+    graph = _graph_class()(student, spec, teacher, stage, weights, pairs, crop, features=features)
+    schedule = segment_cosine(seg["lr"], seg["start"], seg["end"])
     opt = keras.optimizers.Adam(schedule, clipnorm=1.0)
     graph.compile(optimizer=opt, loss=_sum_loss, jit_compile=False)
     # Build the graph and the optimizer, then restore the optimizer's state (it holds the step).
@@ -284,7 +385,7 @@ def train(pack_dir: Path, out: Path, spec_name: str, stage: str, steps: int, pai
     t0 = time.time()
     while step < steps and (deadline is None or time.time() < deadline):
         content, style, shift = make_batch(pack, step, seed + (0 if stage == "blocks" else 1), pairs, crop)
-        hint_w = np.full((len(content), 1), _cosine(step, steps), np.float32)
+        hint_w = np.full((len(content), 1), _cosine(step, seg["start"], seg["end"]), np.float32)
         logs = graph.train_on_batch([content, style, shift, hint_w], np.zeros((len(content), 1), np.float32),
                                     return_dict=True)
         step += 1
@@ -373,6 +474,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=2, help="TensorFlow intra-op threads")
     ap.add_argument("--w-hint", type=float, default=0.5)
     ap.add_argument("--w-shift", type=float, default=2.0)
+    ap.add_argument("--w-stat", type=float, default=1.0, help="local-statistics texture term (0: off)")
+    ap.add_argument("--w-feat", type=float, default=1.0, help="predictor-feature texture term (0: off)")
     ap.add_argument("--start-from", type=Path, default=None, metavar="DIR",
                     help="when --out holds no checkpoint, start from this one (make train: model/checkpoints/v5)")
     ap.add_argument("--export", type=Path, default=None, metavar="DIR",
@@ -399,7 +502,7 @@ def main(argv: list[str] | None = None) -> None:
         from stylecast.model import data  # noqa: PLC0415
 
         build_pack(args.assets or data.assets_dir(), args.pack, args.seed)
-    weights = {"hint": args.w_hint, "shift": args.w_shift}
+    weights = {"hint": args.w_hint, "shift": args.w_shift, "stat": args.w_stat, "feat": args.w_feat}
     t_end = None if args.minutes is None else time.time() + 60 * args.minutes
     left = lambda: None if t_end is None else max(0.0, (t_end - time.time()) / 60)  # noqa: E731
     common = dict(pack_dir=args.pack, out=args.out, spec_name=args.spec, pairs=args.pairs, seed=args.seed,

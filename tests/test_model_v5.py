@@ -221,9 +221,80 @@ def test_recipe_pack_reads_only_training_images_and_a_short_run_resumes(tmp_path
             "--block-crop", "32", "--block-steps", "2", "--save-every", "1", "--threads", "1"]
     recipe.main(args + ["--e2e-steps", "2"])
     meta = json.loads((out / "student.json").read_text())
-    assert meta == {"spec": "rt3", "steps": {"blocks": 2, "e2e": 2}}
+    assert meta["spec"] == "rt3" and meta["steps"] == {"blocks": 2, "e2e": 2}
+    assert meta["schedule"]["e2e"] == {"start": 0, "end": 2, "lr": 5e-4}
     first = (out / "student.weights.h5").read_bytes()
+    # Asked for more steps than the finished schedule: a new cosine segment from step 2 to 4.
     recipe.main(args + ["--e2e-steps", "4"])
-    assert json.loads((out / "student.json").read_text())["steps"] == {"blocks": 2, "e2e": 4}
+    meta = json.loads((out / "student.json").read_text())
+    assert meta["steps"] == {"blocks": 2, "e2e": 4}
+    assert meta["schedule"]["e2e"] == {"start": 2, "end": 4, "lr": 5e-4}
     assert (out / "student.weights.h5").read_bytes() != first
     assert (out / "optimizer_e2e.npz").exists()
+
+
+def test_a_resumed_run_keeps_its_cosine_schedule_and_a_longer_one_starts_a_segment():
+    from stylecast.model.recipe import resume_schedule, segment_cosine
+
+    seg = {"start": 0, "end": 12000, "lr": 5e-4}
+    meta = {"steps": {"e2e": 4000}, "schedule": {"e2e": seg}}
+    assert resume_schedule(meta, "e2e", 4000, 12000, 1e-3) == seg  # same end: the same schedule
+    assert resume_schedule(meta, "e2e", 4000, 6000, 1e-4) == {"start": 4000, "end": 6000, "lr": 1e-4}
+    # A checkpoint from before schedules were recorded followed one that ended where it stopped.
+    assert resume_schedule({"steps": {"e2e": 4000}}, "e2e", 4000, 4000, 5e-4)["end"] == 4000
+    assert resume_schedule({"steps": {"e2e": 4000}}, "e2e", 4000, 4500, 5e-4)["start"] == 4000
+    lr = segment_cosine(1e-3, 100, 300, alpha=0.02)
+    at = lambda s: float(np.asarray(lr(s)))  # noqa: E731
+    assert at(0) == pytest.approx(1e-3) and at(100) == pytest.approx(1e-3)
+    assert at(200) == pytest.approx(1e-3 * (0.02 + 0.98 * 0.5), rel=1e-5)
+    assert at(300) == pytest.approx(2e-5, rel=1e-4) and at(900) == pytest.approx(2e-5, rel=1e-4)
+    assert all(at(s) > at(s + 10) for s in range(100, 300, 10))
+
+
+def _blurred(imgs: np.ndarray, radius: float) -> np.ndarray:
+    from PIL import Image, ImageFilter
+
+    from stylecast.model.preprocess import to_float, to_uint8
+
+    return np.stack([to_float(np.asarray(Image.fromarray(to_uint8(i)).filter(ImageFilter.GaussianBlur(radius))))
+                     for i in imgs])
+
+
+@pytest.mark.skipif(not (Path(__file__).parents[1] / "model" / "checkpoints" / "predictor.keras").exists(),
+                    reason="model/checkpoints/predictor.keras missing")
+def test_texture_terms_are_zero_for_the_same_image_and_grow_as_texture_is_blurred_away():
+    from stylecast.model.recipe import FEAT_LAYERS, feature_extractor, feature_l1, local_stats_l1
+
+    rng = np.random.default_rng(3)
+    # Real-looking texture: noise at two scales on a smooth ramp.
+    coarse = np.kron(rng.random((2, 8, 8, 3)), np.ones((1, 8, 8, 1)))
+    img = (0.4 * coarse + 0.3 * rng.random((2, 64, 64, 3)) + 0.3 * np.linspace(0, 1, 64)[None, :, None, None])
+    img = img.astype(np.float32)
+    soft, softer = _blurred(img, 1.0), _blurred(img, 3.0)
+    stat = [float(np.asarray(local_stats_l1(img, x))) for x in (img, soft, softer)]
+    assert stat[0] == pytest.approx(0.0, abs=1e-6)
+    assert 0 < stat[1] < stat[2]
+    feats = feature_extractor()
+    f0 = feats(img)
+    assert len(f0) == len(FEAT_LAYERS) and f0[0].shape[:3] == (2, 16, 16)  # any size (not only 256²)
+    feat = [float(np.asarray(feature_l1(f0, feats(x)))) for x in (img, soft, softer)]
+    assert feat[0] == pytest.approx(0.0, abs=1e-6)
+    assert 0 < feat[1] < feat[2]
+    assert not any(w.trainable for w in feats.weights)
+
+
+def test_count_macs_counts_each_convolution_once_at_its_output_size():
+    import keras
+    from keras import layers
+
+    from stylecast.model.networks import CANDIDATES, build_student, count_macs
+
+    image = keras.Input((None, None, 3))
+    x = layers.Conv2D(8, 3, strides=2, padding="same")(image)       # 9 × (H/2 × W/2) × 3 × 8
+    x = layers.DepthwiseConv2D(3, padding="same")(x)                 # 9 × (H/2 × W/2) × 8
+    x = layers.Conv2D(4, 1)(x)                                       # 1 × (H/2 × W/2) × 8 × 4
+    model = keras.Model(image, x)
+    h, w = 32, 48
+    assert count_macs(model, h, w) == (9 * 3 * 8 + 9 * 8 + 8 * 4) * (h // 2) * (w // 2)
+    rt3 = build_student(CANDIDATES["rt3"])
+    assert count_macs(rt3, 512, 512) / count_macs(rt3, 384, 384) == pytest.approx((512 / 384) ** 2, rel=0.01)

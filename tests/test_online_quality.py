@@ -14,7 +14,7 @@ from conftest import CHANNEL_OPTIONS, decode_result, free_port, make_config, pic
 from test_metrics import scrape, value
 
 from stylecast.backends.base import BackendOptions, create_backend
-from stylecast.backends.package import load_package
+from stylecast.backends.package import locate_package
 from stylecast.model import BUILTIN_DIR
 from stylecast.server.app import start
 from stylecast.server.online_quality import MIN_STYLES, content_ssim, style_score
@@ -22,6 +22,7 @@ from stylecast.v1 import stylecast_pb2 as pb
 from stylecast.v1 import stylecast_pb2_grpc as pb_grpc
 
 MODEL = "stylecast-small"
+VERSION = locate_package(BUILTIN_DIR, MODEL).version  # the version served by default (the latest)
 
 
 @pytest.fixture
@@ -53,7 +54,7 @@ async def stylize_stream(stub, style_id: str, frames: list[np.ndarray]) -> list[
 
 async def scored(server, outcome: str = "scored") -> float:
     return server.engine.metrics.registry.get_sample_value(
-        "stylecast_quality_samples_total", {"model": MODEL, "version": "4", "outcome": outcome}) or 0.0
+        "stylecast_quality_samples_total", {"model": MODEL, "version": VERSION, "outcome": outcome}) or 0.0
 
 
 async def test_sampled_frames_get_style_and_content_scores_by_version_on_metrics(builtin_server):
@@ -68,11 +69,11 @@ async def test_sampled_frames_get_style_and_content_scores_by_version_on_metrics
             while await scored(server) + await scored(server, "dropped") < len(outputs):
                 await asyncio.sleep(0.02)
         samples = await scrape(server.metrics_endpoint.port)
-        ids, matrix = await server.engine.styles.store.vectors(MODEL, "4")
+        ids, matrix = await server.engine.styles.store.vectors(MODEL, VERSION)
     assert await scored(server, "dropped") == 0 and await scored(server, "failed") == 0
     # the same measures, with the model's own predictor (fp32, as served), on the answered frames
     predictor = create_backend("litert")
-    predictor.load(load_package(next((BUILTIN_DIR / MODEL).iterdir())), BackendOptions(format="tflite-fp32", threads=1))
+    predictor.load(locate_package(BUILTIN_DIR, MODEL), BackendOptions(format="tflite-fp32", threads=1))
     try:
         requested = matrix[ids.index(styles[0].id)]
         expected_style = [style_score(predictor.predict_style, out, requested, matrix.mean(0)) for out in outputs]
@@ -80,7 +81,7 @@ async def test_sampled_frames_get_style_and_content_scores_by_version_on_metrics
         predictor.close()
     expected_ssim = [content_ssim(f, out) for f, out in zip(frames, outputs)]
     expected_style = [max(0.0, s) for s in expected_style]  # recorded clamped to [0, 1]
-    labels = dict(model=MODEL, version="4")
+    labels = dict(model=MODEL, version=VERSION)
     assert value(samples, "stylecast_quality_style_score_count", **labels) == len(frames)
     assert value(samples, "stylecast_quality_content_ssim_count", **labels) == len(frames)
     assert value(samples, "stylecast_quality_style_score_sum", **labels) == pytest.approx(sum(expected_style), abs=1e-3)
@@ -98,7 +99,7 @@ async def test_without_enough_styles_for_a_centre_only_content_is_scored(builtin
         while await scored(server) + await scored(server, "dropped") < 2:
             await asyncio.sleep(0.02)
         samples = await scrape(server.metrics_endpoint.port)
-    labels = dict(model=MODEL, version="4")
+    labels = dict(model=MODEL, version=VERSION)
     assert value(samples, "stylecast_quality_content_ssim_count", **labels) == await scored(server)
     assert value(samples, "stylecast_quality_style_score_count", **labels) == 0  # created at load, never observed
 
