@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PORT ?= 50051
 METRICS_PORT ?= 9090
 # make serve: one LiteRT interpreter over every core (one 512² XNNPACK workspace, ~45 MB, instead of
-# one per core; measured no fewer frames/s on 2 cores). SERVE_WORKERS=0: the auto layout.
+# one per core). SERVE_WORKERS=0: the auto layout, more frames/s on an idle 2-core machine (README).
 SERVE_WORKERS ?= 1
 
 .PHONY: serve test bench bench-bounds bench-peers bench-memory bench-threads bench-startup bench-model train train-gpu export-model eval-model proto clean help prometheus-tools redis-tools images images-smoke gpu-bundle gpu-check
