@@ -8,6 +8,7 @@ cached under pytest's cache, keyed by the exporter's source.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import shutil
@@ -87,16 +88,35 @@ def make_config(models_dir: Path, tmp_path: Path, **overrides) -> ServerConfig:
 @pytest.fixture
 async def server_factory(tiny_models_dir: Path, tmp_path: Path):
     """Start real servers (``**overrides`` on the test config); all are stopped at teardown."""
+    async with running_servers(tiny_models_dir, tmp_path) as factory:
+        yield factory
+
+
+@contextlib.asynccontextmanager
+async def running_servers(models_dir: Path, tmp_path: Path):
+    """A factory starting real servers on ``models_dir`` (``**overrides`` on the test config);
+    every one is stopped on exit."""
     started: list[RunningServer] = []
 
     async def factory(**overrides) -> RunningServer:
-        running = await start(make_config(tiny_models_dir, tmp_path, **overrides))
+        running = await start(make_config(models_dir, tmp_path, **overrides))
         started.append(running)
         return running
 
-    yield factory
-    for running in started:
-        await running.stop(1.0)
+    try:
+        yield factory
+    finally:
+        for running in started:
+            await running.stop(1.0)
+
+
+async def status_of(call) -> tuple[grpc.StatusCode, str]:
+    """A finished call's status code and details (OK, "" when it succeeded)."""
+    try:
+        await call
+    except grpc.aio.AioRpcError as exc:
+        return exc.code(), exc.details()
+    return grpc.StatusCode.OK, ""
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import asyncio
 
 import grpc
 import pytest
-from conftest import picture, raw_image, register
+from conftest import picture, raw_image, register, status_of
 
 from stylecast.v1 import stylecast_pb2 as pb
 from stylecast.v1 import stylecast_pb2_grpc as pb_grpc
@@ -27,14 +27,6 @@ def stalled(server) -> float | None:
 
 def buffered(server) -> float:
     return server.engine.metrics.registry.get_sample_value("stylecast_stream_buffered_bytes")
-
-
-async def code_of(call) -> tuple[grpc.StatusCode, str]:
-    try:
-        await call
-    except grpc.aio.AioRpcError as exc:
-        return exc.code(), exc.details()
-    return grpc.StatusCode.OK, ""
 
 
 async def write_until_paused(call, server, frame: pb.Image, budget: int) -> tuple[asyncio.Future, int, float]:
@@ -71,13 +63,13 @@ async def test_output_limits_are_refused_before_work_with_what_to_ask_instead(se
             "max_message_bytes": request(width=2000, height=1800, encoding=pb.ENCODING_RAW_RGB24),
         }
         for words, req in cases.items():
-            code, details = await code_of(stub.StylizeImage(req))
+            code, details = await status_of(stub.StylizeImage(req))
             assert code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED), (words, code)
             assert words in details and "ask for" in details, details
         # one side given: the other follows the aspect, checked per frame before inference
-        code, details = await code_of(stub.StylizeImage(request(width=17000, encoding=pb.ENCODING_WEBP)))
+        code, details = await status_of(stub.StylizeImage(request(width=17000, encoding=pb.ENCODING_WEBP)))
         assert code == grpc.StatusCode.INVALID_ARGUMENT and "16383" in details
-        code, details = await code_of(stub.StylizeImage(pb.StylizeImageRequest(
+        code, details = await status_of(stub.StylizeImage(pb.StylizeImageRequest(
             config=pb.StreamConfig(style_id=style.id, process_max_side=4096), image=tiny)))
         assert code == grpc.StatusCode.INVALID_ARGUMENT and "max_process_side" in details
         ok = await stub.StylizeImage(request(width=1000, height=1000, encoding=pb.ENCODING_WEBP))
@@ -134,7 +126,7 @@ async def test_a_live_client_that_stops_reading_holds_bounded_memory_then_its_st
             await other.write(pb.StylizeRequest(config=pb.StreamConfig(style_id=style.id)))
             await other.read()
 
-        code, details = await code_of(open_other())
+        code, details = await status_of(open_other())
         assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "frame_memory_bytes" in details, details
 
         for _ in range(300):                              # stall_timeout_s: the server gives up ...
@@ -200,12 +192,12 @@ async def test_style_names_and_page_tokens_are_checked_and_pages_bounded_in_byte
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         stub = pb_grpc.StyleTransferStub(channel)
         for name, words in (("x" * 257, "at most 256"), ("evil\x1b[2J", "control"), ("a\u202eb", "control")):
-            code, details = await code_of(register(stub, picture(32, 32), name=name))
+            code, details = await status_of(register(stub, picture(32, 32), name=name))
             assert code == grpc.StatusCode.INVALID_ARGUMENT and words in details, (name, details)
         assert (await register(stub, picture(32, 32), name="ünïcode ok")).name == "ünïcode ok"
         for token in (base64.urlsafe_b64encode(b"99999999999999999999999:x").decode(), "not base64!", "x" * 300,
                       base64.urlsafe_b64encode(b"-5:abc").decode()):
-            code, _ = await code_of(stub.ListStyles(pb.ListStylesRequest(page_token=token)))
+            code, _ = await status_of(stub.ListStyles(pb.ListStylesRequest(page_token=token)))
             assert code == grpc.StatusCode.INVALID_ARGUMENT, token
     records = [StyleRecord(f"{i:064x}", "n" * 256, i) for i in range(1000)]
     page, token = bounded_page(records, "")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from conftest import CHANNEL_OPTIONS
+from conftest import CHANNEL_OPTIONS, status_of
 
 from stylecast.backends.package import PackageError, parse_manifest, safe_relpath
 from stylecast.v1 import model_admin_pb2 as apb
@@ -31,14 +31,6 @@ def victim(tmp_path: Path, tiny_models_dir: Path) -> Path:
     (folder / "v").mkdir()
     (folder / "v" / "precious.txt").write_text("keep me")
     return folder
-
-
-async def status_of(call) -> tuple[grpc.StatusCode, str]:
-    try:
-        await call
-    except grpc.aio.AioRpcError as exc:
-        return exc.code(), exc.details()
-    return grpc.StatusCode.OK, ""
 
 
 async def test_traversal_attempts_are_invalid_argument_and_change_nothing(server, victim, tmp_path):

@@ -10,13 +10,12 @@ import asyncio
 import grpc
 import numpy as np
 import pytest
-from conftest import CHANNEL_OPTIONS, decode_result, free_port, make_config, picture, raw_image, register
+from conftest import CHANNEL_OPTIONS, decode_result, free_port, picture, raw_image, register, running_servers
 from test_metrics import scrape, value
 
 from stylecast.backends.base import BackendOptions, create_backend
 from stylecast.backends.package import locate_package
 from stylecast.model import BUILTIN_DIR
-from stylecast.server.app import start
 from stylecast.server.online_quality import MIN_STYLES, content_ssim, style_score
 from stylecast.v1 import stylecast_pb2 as pb
 from stylecast.v1 import stylecast_pb2_grpc as pb_grpc
@@ -27,17 +26,8 @@ VERSION = locate_package(BUILTIN_DIR, MODEL).version  # the version served by de
 
 @pytest.fixture
 async def builtin_server(tmp_path):
-    started = []
-
-    async def factory(**overrides):
-        config = make_config(BUILTIN_DIR, tmp_path, model=MODEL, metrics_port=free_port(), **overrides)
-        running = await start(config)
-        started.append(running)
-        return running
-
-    yield factory
-    for running in started:
-        await running.stop(1.0)
+    async with running_servers(BUILTIN_DIR, tmp_path) as start_server:
+        yield lambda **overrides: start_server(**({"model": MODEL, "metrics_port": free_port()} | overrides))
 
 
 async def stylize_stream(stub, style_id: str, frames: list[np.ndarray]) -> list[np.ndarray]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from conftest import CHANNEL_OPTIONS, free_port, make_config, picture, raw_image, register
+from conftest import CHANNEL_OPTIONS, free_port, make_config, picture, raw_image, register, running_servers
 from test_cli import stylecast
 from test_metrics import scrape, value
 
@@ -50,18 +50,9 @@ def two_versions(tmp_path_factory) -> Path:
 
 @pytest.fixture
 async def split_server(two_versions, tmp_path):
-    started = []
-
-    async def factory(**overrides):
-        config = make_config(two_versions, tmp_path, model=MODEL, format=FORMAT, quality_sample_every=0,
-                             metrics_port=free_port(), **overrides)
-        running = await start(config)
-        started.append(running)
-        return running
-
-    yield factory
-    for running in started:
-        await running.stop(1.0)
+    async with running_servers(two_versions, tmp_path) as start_server:
+        yield lambda **overrides: start_server(**({"model": MODEL, "format": FORMAT, "quality_sample_every": 0,
+                                                   "metrics_port": free_port()} | overrides))
 
 
 class Stream:
