@@ -76,10 +76,9 @@ def ssim_fits(height: int, width: int) -> bool:
 def content_ssim(content: np.ndarray, output: np.ndarray) -> float:
     """Greyscale SSIM of two H×W×3 uint8 images at :data:`SSIM_SIDE` px; raises ValueError
     when the scaled images are under 11 px on a side (the SSIM window: see :func:`ssim_fits`)."""
-    a, b = _small(content), _small(output)
-    if min(a.shape[:2]) < 11:
+    if not ssim_fits(*content.shape[:2]):
         raise ValueError(f"a {content.shape[1]}×{content.shape[0]} frame is too narrow for SSIM")
-    return gray_ssim(a, b)
+    return gray_ssim(_small(content), _small(output))
 
 
 def style_score(predict, output: np.ndarray, requested: np.ndarray, mean: np.ndarray) -> float:
