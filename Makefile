@@ -10,10 +10,10 @@ METRICS_PORT ?= 9090
 # one per core). SERVE_WORKERS=0: the auto layout, more frames/s on an idle 2-core machine (README).
 SERVE_WORKERS ?= 1
 
-.PHONY: serve test bench bench-bounds bench-peers bench-memory bench-threads bench-startup bench-model train train-gpu export-model eval-model proto clean help prometheus-tools redis-tools images images-smoke gpu-bundle gpu-check
+.PHONY: serve test bench bench-bounds bench-peers bench-memory bench-threads bench-startup bench-model train train-quality train-gpu export-model eval-model proto clean help prometheus-tools redis-tools images images-smoke gpu-bundle gpu-check
 
 help:
-	@echo "make serve | test | bench | bench-bounds | bench-peers | bench-memory | bench-threads | bench-startup | bench-model | train | train-gpu | export-model | eval-model | proto | images | images-smoke | gpu-bundle | gpu-check"
+	@echo "make serve | test | bench | bench-bounds | bench-peers | bench-memory | bench-threads | bench-startup | bench-model | train | train-quality | train-gpu | export-model | eval-model | proto | images | images-smoke | gpu-bundle | gpu-check"
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -130,14 +130,24 @@ train: $(VENV)/.dev-stamp
 	nice -n 15 $(BIN)/python -m stylecast.model.recipe --spec $(SPEC) --out runs/v5/$(SPEC) \
 		--start-from model/checkpoints/v5
 
+# The quality tier's candidate (q5d: the teacher's five blocks and its two-stage decoder), same
+# recipe without the predictor-feature term; resumes runs/q/q5d (else model/checkpoints/quality).
+QSPEC ?= q5d
+QUALITY_RECIPE ?= --block-steps 600 --e2e-steps 3600 --w-feat 0
+train-quality: $(VENV)/.dev-stamp
+	nice -n 19 $(BIN)/python -m stylecast.model.recipe --spec $(QSPEC) --out runs/q/$(QSPEC) \
+		--start-from model/checkpoints/quality $(QUALITY_RECIPE)
+
 export-model: $(VENV)/.dev-stamp
 	$(BIN)/python -m stylecast.model.recipe --spec $(SPEC) --out runs/v5/$(SPEC) --export model/builtin
 
 # Pack runs/gpu/ (teacher graph, crop set, the run's checkpoint, Keras wheels: ~27 MiB) for a lent
 # GPU; the device then runs `sh runs/gpu/run.sh MINUTES` (Keras on PyTorch, checkpoint to $$OUT).
 # DRY_RUN=1 runs that script here on the CPU with KERAS_BACKEND=torch (installs torch 2.13.0).
+# RUN=runs/q/q5d packs the quality tier's run instead (run.sh then trains its spec).
+RUN ?= runs/v5/$(SPEC)
 train-gpu: $(VENV)/.dev-stamp
-	$(BIN)/python -m stylecast.model.gpu pack --from runs/v5/$(SPEC)
+	$(BIN)/python -m stylecast.model.gpu pack --from $(RUN)
 	@if [ -n "$(DRY_RUN)" ]; then \
 		$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q torch==2.13.0; \
 		$(BIN)/python -m stylecast.model.gpu dry-run --minutes 1 --pairs 1 --crop 64; fi

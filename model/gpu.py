@@ -59,12 +59,15 @@ if [ -d "$HERE/ckpt" ]; then cp "$HERE"/ckpt/* "$OUT/ckpt/"; fi
 export PYTHONPATH="$SHIM:$DEPS:${PYTHONPATH:-}" KERAS_BACKEND=torch PYTHONUNBUFFERED=1
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 exec python3 -m stylecast.model.recipe --pack "$HERE/pack" --out "$OUT/ckpt" --minutes "$MINUTES" \
-  --spec "${SPEC:-rt3}" --save-every 200 "$@"
+  --spec "${SPEC:-@SPEC@}" --save-every 200 "$@"
 """
 
 
-def pack(spec_dir: Path | None, assets: Path | None, seed: int) -> None:
-    """Fill ``runs/gpu/`` (see the module docstring)."""
+def pack(spec_dir: Path | None, assets: Path | None, seed: int, spec: str | None = None) -> None:
+    """Fill ``runs/gpu/`` (see the module docstring).  ``run.sh`` trains ``spec`` (a
+    :data:`networks.CANDIDATES` name): by default the packed checkpoint's, else ``rt3``."""
+    import json  # noqa: PLC0415
+
     from stylecast.model import data  # noqa: PLC0415
     from stylecast.model.recipe import build_pack  # noqa: PLC0415
 
@@ -73,8 +76,10 @@ def pack(spec_dir: Path | None, assets: Path | None, seed: int) -> None:
     if not (local_pack / "teacher.npz").exists():
         build_pack(assets or data.assets_dir(), local_pack, seed)
     shutil.copytree(local_pack, GPU_DIR / "pack", dirs_exist_ok=True)
+    shutil.rmtree(GPU_DIR / "ckpt", ignore_errors=True)  # no file left from another run
     if spec_dir is not None and (spec_dir / "student.json").exists():
-        (GPU_DIR / "ckpt").mkdir(exist_ok=True)
+        spec = spec or json.loads((spec_dir / "student.json").read_text())["spec"]
+        (GPU_DIR / "ckpt").mkdir()
         for name in CHECKPOINT_FILES:
             if (spec_dir / name).exists():
                 shutil.copy(spec_dir / name, GPU_DIR / "ckpt" / name)
@@ -83,10 +88,11 @@ def pack(spec_dir: Path | None, assets: Path | None, seed: int) -> None:
         subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
                         "--python-version", "3.12", "--platform", "manylinux_2_28_x86_64",
                         "--platform", "manylinux2014_x86_64", "-d", str(wheels), *WHEELS], check=True)
-    (GPU_DIR / "run.sh").write_text(RUN_SH)
+    spec = spec or "rt3"
+    (GPU_DIR / "run.sh").write_text(RUN_SH.replace("@SPEC@", spec))
     size = sum(f.stat().st_size for f in GPU_DIR.rglob("*") if f.is_file())
     print(f"{GPU_DIR}: {size / 2**20:.1f} MiB to carry (limit 64 MiB)")
-    print('device: run(command="sh runs/gpu/run.sh 11 --pairs 16 --crop 256 --e2e-steps 20000", '
+    print(f'device ({spec}): run(command="sh runs/gpu/run.sh 11 --pairs 16 --crop 256 --e2e-steps 20000", '
           'carry=["runs/gpu"], timeout_s=780)')
 
 
@@ -104,12 +110,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("action", choices=["pack", "dry-run"])
     ap.add_argument("--from", dest="spec_dir", type=Path, default=REPO / "runs" / "v5" / "rt3",
                     help="checkpoint folder to continue (copied into runs/gpu/ckpt)")
+    ap.add_argument("--spec", default=None, help="the candidate run.sh trains (default: the checkpoint's, else rt3)")
     ap.add_argument("--assets", type=Path, default=None)
     ap.add_argument("--seed", type=int, default=5)
     ap.add_argument("--minutes", type=float, default=1.0, help="dry-run length")
     args, extra = ap.parse_known_args(argv)
     if args.action == "pack":
-        pack(args.spec_dir, args.assets, args.seed)
+        pack(args.spec_dir, args.assets, args.seed, args.spec)
     else:
         out = dry_run(args.minutes, extra or ["--pairs", "1", "--crop", "64"])
         print(f"dry run wrote {sorted(p.name for p in (out / 'ckpt').iterdir())} to {out / 'ckpt'}")

@@ -162,21 +162,36 @@ class StudentSpec:
 
     ``block`` is ``"full"`` (two 3×3 convs, each followed by CIN, as the teacher's) or
     ``"dw"`` (two depthwise-separable 3×3 convs: depthwise 3×3, 1×1, CIN).
+    ``encoder`` ``"light"`` is the stem and one stride-2 conv; ``"full"`` adds a 3×3 conv
+    at H/2 (receptive field at the trunk 12 px instead of 8; the teacher's is 15).
+    ``decoder`` ``"light"`` (the real-time tier) is one 1×1 + depth-to-space + depthwise
+    upsampling to H/2 and a 3×3 conv to 12 channels + depth-to-space; ``"full"`` (the
+    quality tier) has the teacher's two upsampling stages as full 3×3 convs to 4·C
+    channels + depth-to-space + CIN + ReLU (``stem`` channels at H/2, ``fine`` at H: the
+    teacher's ``up1`` and ``up2`` shapes), then a ``head``×``head`` conv to 3 channels at
+    full resolution.
     """
 
     blocks: int = 3
     block: str = "full"
     stem: int = 16        # at H/2
     trunk: int = 32       # at H/4, the residual trunk (the teacher's trunk width)
+    encoder: str = "light"
+    decoder: str = "light"
+    fine: int = 8         # at H (decoder "full" only; the teacher's width there)
+    head: int = 3         # the full-resolution output conv's kernel (decoder "full" only)
     style_dim: int = STYLE_DIM
 
 
 # The v5 candidates (model/candidates.py times them; the recipe trains them by name).
+# rt*, dw5, q5: the real-time tier's shape; q5d, q5de: the quality tier (teacher-shaped decoder).
 CANDIDATES = {
     "rt3": StudentSpec(blocks=3, block="full"),
     "rt4": StudentSpec(blocks=4, block="full"),
     "dw5": StudentSpec(blocks=5, block="dw"),
     "q5": StudentSpec(blocks=5, block="full"),
+    "q5d": StudentSpec(blocks=5, block="full", decoder="full"),
+    "q5de": StudentSpec(blocks=5, block="full", encoder="full", decoder="full"),
 }
 
 
@@ -201,6 +216,9 @@ def _s_encoder(L, spec: StudentSpec, content, style):
     x = L.get("to_signed", lambda n: layers.Rescaling(2.0, offset=-1.0, name=n))(content)
     x = L.get("stem_conv", lambda n: layers.Conv2D(spec.stem, 4, strides=2, padding="same", name=n))(x)  # H/2
     x = _s_cin(L, x, style, "stem")
+    if spec.encoder == "full":
+        x = L.get("enc_conv", lambda n: layers.Conv2D(spec.stem, 3, padding="same", name=n))(x)  # H/2
+        x = _s_cin(L, x, style, "enc")
     x = L.get("down1_conv", lambda n: layers.Conv2D(spec.trunk, 3, strides=2, padding="same", name=n))(x)  # H/4
     return _s_cin(L, x, style, "down1")
 
@@ -217,7 +235,26 @@ def _s_block(L, spec: StudentSpec, k: int, x, style):
     return L.get(f"res{k}_add", lambda n: layers.Add(name=n))([x, h])
 
 
+def _s_up(L, spec: StudentSpec, stage: int, x, style):
+    """Decoder ``"full"``, stage 1 (H/4 → H/2, ``stem`` channels) or 2 (H/2 → H, ``fine``): a
+    3×3 conv to 4·C channels and depth-to-space (sub-pixel: it holds the teacher's nearest
+    ×2 + 3×3 conv), CIN, ReLU (``up{stage}_relu``, the teacher's ``up{stage}`` shape)."""
+    c = spec.stem if stage == 1 else spec.fine
+    x = L.get(f"up{stage}_conv", lambda n: layers.Conv2D(4 * c, 3, padding="same", name=n))(x)
+    x = L.get(f"up{stage}_d2s", lambda n: DepthToSpace(2, name=n))(x)
+    return _s_cin(L, x, style, f"up{stage}")
+
+
+def _s_head(L, spec: StudentSpec, x, style):
+    """Decoder ``"full"``: the ``head``×``head`` conv to 3 channels at H, CIN, sigmoid."""
+    x = L.get("head_conv", lambda n: layers.Conv2D(3, spec.head, padding="same", name=n))(x)
+    x = _s_cin(L, x, style, "head", relu=False)
+    return L.get("stylized", lambda n: layers.Activation("sigmoid", name=n))(x)
+
+
 def _s_decoder(L, spec: StudentSpec, x, style):
+    if spec.decoder == "full":
+        return _s_head(L, spec, _s_up(L, spec, 2, _s_up(L, spec, 1, x, style), style), style)
     x = L.get("up2_conv", lambda n: layers.Conv2D(spec.stem * 4, 1, name=n))(x)
     x = L.get("up2_d2s", lambda n: DepthToSpace(2, name=n))(x)                              # H/2
     x = L.get("up2_dw", lambda n: layers.DepthwiseConv2D(3, padding="same", name=n))(x)
@@ -238,7 +275,10 @@ def build_student(spec: StudentSpec = StudentSpec(), name: str = "transformer") 
     instance norm (``res1_add``…), one ×2 upsampling (1×1 conv, depth-to-space, depthwise
     3×3 + 1×1, CIN; ``up2_relu`` at H/2), a 3×3 conv to 12 channels, depth-to-space to
     full resolution, CIN on the 3 output channels and a sigmoid.  No skips: the content
-    reaches the output only through the style trunk, as in the teacher.
+    reaches the output only through the style trunk, as in the teacher.  Encoder and
+    decoder ``"full"`` (the quality tier, :class:`StudentSpec`): a 3×3 conv + CIN + ReLU at
+    H/2 before the trunk (``enc_relu``); ``up1_relu`` N×H/2×W/2×``stem`` and ``up2_relu``
+    N×H×W×``fine`` (sub-pixel 3×3 convs), then the full-resolution ``head`` conv to 3.
     """
     L = _Layers()
     content = keras.Input((None, None, 3), name="content")
@@ -252,7 +292,8 @@ def build_student(spec: StudentSpec = StudentSpec(), name: str = "transformer") 
 def student_parts(model: keras.Model, spec: StudentSpec) -> dict[str, keras.Model]:
     """Pieces of a built student sharing its layers (and weights), for block-by-block hints:
     ``encoder`` [content, style] → N×H/4×W/4×32; ``res{k}`` [x, style] → x; ``decoder``
-    [x, style] → N×H×W×3."""
+    [x, style] → N×H×W×3, or for decoder ``"full"`` its three stages ``up1`` (→ N×H/2×W/2×
+    ``stem``), ``up2`` (→ N×H×W×``fine``) and ``head`` (→ N×H×W×3)."""
     L = _Layers(model)
     style = keras.Input((spec.style_dim,), name="style")
     content = keras.Input((None, None, 3), name="content")
@@ -261,7 +302,14 @@ def student_parts(model: keras.Model, spec: StudentSpec) -> dict[str, keras.Mode
         x = keras.Input((None, None, spec.trunk))
         parts[f"res{k}"] = keras.Model([x, style], _s_block(L, spec, k, x, style))
     x = keras.Input((None, None, spec.trunk))
-    parts["decoder"] = keras.Model([x, style], _s_decoder(L, spec, x, style))
+    if spec.decoder == "full":
+        parts["up1"] = keras.Model([x, style], _s_up(L, spec, 1, x, style))
+        x = keras.Input((None, None, spec.stem))
+        parts["up2"] = keras.Model([x, style], _s_up(L, spec, 2, x, style))
+        x = keras.Input((None, None, spec.fine))
+        parts["head"] = keras.Model([x, style], _s_head(L, spec, x, style))
+    else:
+        parts["decoder"] = keras.Model([x, style], _s_decoder(L, spec, x, style))
     return parts
 
 
@@ -269,14 +317,28 @@ def teacher_hints(spec: StudentSpec) -> dict[str, tuple[str, str]]:
     """Each student piece → (teacher tap it reads, teacher tap it must reproduce).
 
     The student's k-th of B blocks stands for the teacher's blocks round(5(k−1)/B)+1 …
-    round(5k/B) (:data:`teacher_port.TAPS` names; the decoder's target is the image)."""
+    round(5k/B) (:data:`teacher_port.TAPS` names; the decoder's target is the image; a
+    ``"full"`` decoder's stages learn the teacher's ``up1``, ``up2`` and then the image)."""
     bounds = [round(5 * k / spec.blocks) for k in range(spec.blocks + 1)]
     tap = lambda i: "trunk_in" if i == 0 else f"res{i}"  # noqa: E731
     hints = {"encoder": ("content", "trunk_in")}
     for k in range(1, spec.blocks + 1):
         hints[f"res{k}"] = (tap(bounds[k - 1]), tap(bounds[k]))
-    hints["decoder"] = ("res5", "stylized")
+    if spec.decoder == "full":  # the teacher's upsampling outputs have the same shapes
+        hints.update(up1=("res5", "up1"), up2=("up1", "up2"), head=("up2", "stylized"))
+    else:
+        hints["decoder"] = ("res5", "stylized")
     return hints
+
+
+def student_taps(spec: StudentSpec) -> dict[str, str]:
+    """Student layer name → the teacher tap (:data:`teacher_port.TAPS`) of the same shape it
+    is matched to in end-to-end training (the boundaries of :func:`teacher_hints`)."""
+    hints = teacher_hints(spec)
+    taps = {"down1_relu": "trunk_in", **{f"res{k}_add": hints[f"res{k}"][1] for k in range(1, spec.blocks + 1)}}
+    if spec.decoder == "full":
+        return {**taps, "up1_relu": "up1", "up2_relu": "up2"}
+    return {**taps, "up2_relu": "up1"}  # the light decoder's H/2 stage
 
 
 def build_predictor(spec: PredictorSpec = PredictorSpec(), name: str = "predictor") -> keras.Model:

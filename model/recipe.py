@@ -176,7 +176,7 @@ def _graph_class():
     import keras  # noqa: PLC0415
     from keras import ops  # noqa: PLC0415
 
-    from stylecast.model.networks import student_parts, teacher_hints  # noqa: PLC0415
+    from stylecast.model.networks import student_parts, student_taps, teacher_hints  # noqa: PLC0415
 
     def l1(a, b):
         return ops.mean(ops.abs(a - b))
@@ -205,8 +205,7 @@ def _graph_class():
             self.parts = student_parts(student, spec)
             self.w = weights
             if stage == "e2e":
-                taps = {"down1_relu": "trunk_in", "up2_relu": "up1",
-                        **{f"res{k}_add": self.hints[f"res{k}"][1] for k in range(1, spec.blocks + 1)}}
+                taps = student_taps(spec)
                 self.taps = taps
                 self.tapped = keras.Model(student.inputs, [student.output] +
                                           [student.get_layer(n).output for n in taps])
@@ -221,7 +220,7 @@ def _graph_class():
             if self.stage == "blocks":
                 for part, (src, dst) in self.hints.items():
                     out = self.parts[part]([t[src], style])
-                    terms.append(l1(out, t[dst]) + grad_l1(out, t[dst]) if part == "decoder" else hint(out, t[dst]))
+                    terms.append(l1(out, t[dst]) + grad_l1(out, t[dst]) if dst == "stylized" else hint(out, t[dst]))
             else:
                 out, *feats = self.tapped([content, style])
                 y = t["stylized"]
@@ -496,7 +495,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.export is not None:
         export(args.out, args.export, args.name, args.version)
         return
-    if args.start_from is not None and not (args.out / "student.json").exists():
+    if (args.start_from is not None and (args.start_from / "student.json").exists()
+            and not (args.out / "student.json").exists()):
         commit_checkpoint(args.start_from, args.out)  # e.g. a fresh clone resumes the committed run
     if not (args.pack / "teacher.npz").exists():
         from stylecast.model import data  # noqa: PLC0415

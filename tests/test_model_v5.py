@@ -56,14 +56,20 @@ def test_border_score_measures_a_band_at_the_frame_edge():
 
 # ------------------------------------------------------------------ the student
 
-@pytest.fixture(scope="module")
-def student():
+# Small students of both tiers' shapes: the real-time tier's light encoder and decoder, and the
+# quality tier's (encoder with a 3×3 conv at H/2, the teacher-shaped two-stage decoder).
+SMALL_SPECS = {"light": dict(blocks=2, block="full", stem=8, trunk=16),
+               "full": dict(blocks=2, block="full", stem=8, trunk=16, encoder="full", decoder="full", fine=4)}
+
+
+@pytest.fixture(scope="module", params=list(SMALL_SPECS))
+def student(request):
     import keras
 
     from stylecast.model.networks import ConditionalInstanceNorm, StudentSpec, build_student
 
     keras.utils.set_random_seed(7)
-    spec = StudentSpec(blocks=2, block="full", stem=8, trunk=16)
+    spec = StudentSpec(**SMALL_SPECS[request.param])
     model = build_student(spec)
     rng = np.random.default_rng(7)
     for layer in model.layers:  # fresh projections barely move the output: make the style matter
@@ -84,11 +90,49 @@ def test_student_pieces_compose_to_the_whole_and_share_its_weights(student):
     assert h.shape == (2, 10, 14, spec.trunk)
     for k in range(1, spec.blocks + 1):
         h = np.asarray(parts[f"res{k}"]([h, s]))
-    np.testing.assert_allclose(np.asarray(parts["decoder"]([h, s])), np.asarray(model([x, s])), atol=1e-5)
-    assert {v.path for v in parts["decoder"].weights} <= {v.path for v in model.weights}
     # two student blocks stand for the teacher's five: blocks 1-2 and 3-5
-    assert teacher_hints(spec) == {"encoder": ("content", "trunk_in"), "res1": ("trunk_in", "res2"),
-                                   "res2": ("res2", "res5"), "decoder": ("res5", "stylized")}
+    hints = {"encoder": ("content", "trunk_in"), "res1": ("trunk_in", "res2"), "res2": ("res2", "res5")}
+    if spec.decoder == "full":
+        h = np.asarray(parts["up1"]([h, s]))
+        assert h.shape == (2, 20, 28, spec.stem)
+        h = np.asarray(parts["up2"]([h, s]))
+        assert h.shape == (2, 40, 56, spec.fine)
+        decoder = parts["head"]
+        hints.update(up1=("res5", "up1"), up2=("up1", "up2"), head=("up2", "stylized"))
+    else:
+        decoder = parts["decoder"]
+        hints["decoder"] = ("res5", "stylized")
+    np.testing.assert_allclose(np.asarray(decoder([h, s])), np.asarray(model([x, s])), atol=1e-5)
+    assert {v.path for v in decoder.weights} <= {v.path for v in model.weights}
+    assert sum(len(p.weights) for p in parts.values()) == len(model.weights)  # every weight in one piece
+    assert teacher_hints(spec) == hints
+
+
+@needs_assets
+@pytest.mark.parametrize("name", ["rt3", "q5d", "q5de"])
+def test_hints_and_taps_match_the_teachers_shapes(name):
+    """Each block-by-block piece reads a teacher tap of its input's shape and writes one of its
+    output's; each end-to-end tap's student layer has its teacher tap's shape."""
+    import keras
+
+    from stylecast.model.networks import CANDIDATES, build_student, student_parts, student_taps, teacher_hints
+    from stylecast.model.teacher_port import TEACHER_F16, build_teacher
+
+    spec = CANDIDATES[name]
+    rng = np.random.default_rng(4)
+    x = rng.random((1, 48, 64, 3), np.float32)
+    s = rng.normal(0, 1, (1, 100)).astype(np.float32)
+    t = build_teacher(ASSETS / "models" / "magenta" / TEACHER_F16, features=True)([x, s])
+    t = {"content": x, **{k: np.asarray(v) for k, v in t.items()}}
+    model = build_student(spec)
+    parts = student_parts(model, spec)
+    for part, (src, dst) in teacher_hints(spec).items():
+        assert np.asarray(parts[part]([t[src], s])).shape == t[dst].shape, part
+    taps = student_taps(spec)
+    assert set(taps.values()) >= {"trunk_in", "res5", "up1"} and ("up2" in taps.values()) == (spec.decoder == "full")
+    outs = keras.Model(model.inputs, [model.get_layer(n).output for n in taps])([x, s])
+    for (layer, tap), out in zip(taps.items(), outs):
+        assert tuple(out.shape) == t[tap].shape, layer
 
 
 @pytest.fixture(scope="module")
@@ -231,6 +275,15 @@ def test_recipe_pack_reads_only_training_images_and_a_short_run_resumes(tmp_path
     assert meta["schedule"]["e2e"] == {"start": 2, "end": 4, "lr": 5e-4}
     assert (out / "student.weights.h5").read_bytes() != first
     assert (out / "optimizer_e2e.npz").exists()
+    # The quality tier's candidate trains by name through the same recipe (its decoder's
+    # stages get their own hints), and a run folder refuses another candidate's checkpoint.
+    quality = tmp_path / "quality"
+    q_args = ["--pack", str(pack), "--out", str(quality), "--spec", "q5d", "--pairs", "1", "--crop", "48",
+              "--block-crop", "32", "--block-steps", "1", "--e2e-steps", "1", "--threads", "1", "--w-feat", "0"]
+    recipe.main(q_args)
+    assert json.loads((quality / "student.json").read_text())["steps"] == {"blocks": 1, "e2e": 1}
+    with pytest.raises(SystemExit, match="rt3 checkpoint"):
+        recipe.main(q_args[:3] + [str(out)] + q_args[4:])
 
 
 def test_a_resumed_run_keeps_its_cosine_schedule_and_a_longer_one_starts_a_segment():
