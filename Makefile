@@ -130,10 +130,10 @@ train: $(VENV)/.dev-stamp
 	nice -n 15 $(BIN)/python -m stylecast.model.recipe --spec $(SPEC) --out runs/v5/$(SPEC) \
 		--start-from model/checkpoints/v5
 
-# The quality tier's candidate (q5d: the teacher's five blocks and its two-stage decoder), same
-# recipe without the predictor-feature term; resumes runs/q/q5d (else model/checkpoints/quality).
-QSPEC ?= q5d
-QUALITY_RECIPE ?= --block-steps 600 --e2e-steps 3600 --w-feat 0
+# The quality tier's candidate (q5de: the teacher's five blocks, its two-stage decoder, a 3x3 conv at H/2), same
+# recipe without the predictor-feature term; resumes runs/q/$(QSPEC) (else model/checkpoints/quality).
+QSPEC ?= q5de
+QUALITY_RECIPE ?= --block-steps 600 --e2e-steps 4200 --w-feat 0
 train-quality: $(VENV)/.dev-stamp
 	nice -n 19 $(BIN)/python -m stylecast.model.recipe --spec $(QSPEC) --out runs/q/$(QSPEC) \
 		--start-from model/checkpoints/quality $(QUALITY_RECIPE)

@@ -57,9 +57,10 @@ def test_border_score_measures_a_band_at_the_frame_edge():
 # ------------------------------------------------------------------ the student
 
 # Small students of both tiers' shapes: the real-time tier's light encoder and decoder, and the
-# quality tier's (encoder with a 3×3 conv at H/2, the teacher-shaped two-stage decoder).
+# quality tier's (encoder with a 3×3 conv at H/2, the teacher-shaped two-stage decoder, at its
+# real full-resolution width of 8 channels).
 SMALL_SPECS = {"light": dict(blocks=2, block="full", stem=8, trunk=16),
-               "full": dict(blocks=2, block="full", stem=8, trunk=16, encoder="full", decoder="full", fine=4)}
+               "full": dict(blocks=2, block="full", stem=8, trunk=16, encoder="full", decoder="full")}
 
 
 @pytest.fixture(scope="module", params=list(SMALL_SPECS))
