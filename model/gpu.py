@@ -11,7 +11,8 @@ halves:
 - ``ckpt/``: the latest checkpoint of the run being continued (``--from``), if any;
 - ``wheels/``: Keras and the two of its dependencies the GPU image lacks (namex, optree;
   downloaded once for CPython 3.12 x86-64 with pip);
-- ``run.sh``: the command for the device: ``sh runs/gpu/run.sh MINUTES [recipe args]``.
+- ``run.sh``: the command for the device: ``sh runs/gpu/run.sh MINUTES [recipe args]``; it
+  trains the packed checkpoint's candidate (``--spec`` or ``SPEC=`` to choose another).
 
 Then the device tool runs ``sh runs/gpu/run.sh 11 --pairs 16 --crop 256 --e2e-steps 20000``
 with ``carry: ["runs/gpu"]``: it installs the wheels into /tmp, makes ``stylecast.model``

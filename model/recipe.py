@@ -8,7 +8,9 @@ Backend-agnostic Keras (``keras.ops`` only; ``KERAS_BACKEND=tensorflow`` here,
    runs on every batch; each student piece learns one stretch of the teacher from the
    teacher's own activations: the encoder image → the teacher's trunk input, student
    block k the teacher's blocks it stands for (:func:`networks.teacher_hints`), the
-   decoder the teacher's last block output → the teacher's image (L1 + gradient).
+   decoder the teacher's last block output → the teacher's image (L1 + gradient); a
+   ``"full"`` decoder (the quality tier's ``q5d``, ``q5de``) learns it in three stages
+   through the teacher's ``up1`` and ``up2``.
 2. ``e2e``: the whole student end to end under one cosine schedule: pixel L1, image
    gradient L1, the hints at the same boundaries with a weight decaying (cosine) from
    1 to 0, a shift-consistency term, and two texture terms (v4's, :mod:`distill`):
