@@ -509,7 +509,11 @@ def main(argv: list[str] | None = None) -> None:
     left = lambda: None if t_end is None else max(0.0, (t_end - time.time()) / 60)  # noqa: E731
     common = dict(pack_dir=args.pack, out=args.out, spec_name=args.spec, pairs=args.pairs, seed=args.seed,
                   save_every=args.save_every, weights=weights)
-    if args.stage in ("blocks", "all"):
+    meta_path = args.out / "student.json"
+    e2e_started = meta_path.exists() and json.loads(meta_path.read_text())["steps"].get("e2e", 0) > 0
+    if args.stage == "all" and e2e_started:  # never back to the block stage under an end-to-end model
+        print(f"{args.out}: end-to-end training has started; the block stage stays where it ended")
+    elif args.stage in ("blocks", "all"):
         train(stage="blocks", steps=args.block_steps, crop=args.block_crop, lr=args.lr, minutes=left(), **common)
     if args.stage in ("e2e", "all") and (t_end is None or time.time() < t_end):
         train(stage="e2e", steps=args.e2e_steps, crop=args.crop, lr=args.lr * 0.5, minutes=left(), **common)

@@ -283,6 +283,10 @@ def test_recipe_pack_reads_only_training_images_and_a_short_run_resumes(tmp_path
               "--block-crop", "32", "--block-steps", "1", "--e2e-steps", "1", "--threads", "1", "--w-feat", "0"]
     recipe.main(q_args)
     assert json.loads((quality / "student.json").read_text())["steps"] == {"blocks": 1, "e2e": 1}
+    # Once end-to-end training has started, more block steps asked for are not run (the block
+    # stage trains the pieces apart, which would undo the end-to-end fit).
+    recipe.main(q_args[:-8] + ["--block-steps", "3", "--e2e-steps", "2", "--threads", "1", "--w-feat", "0"])
+    assert json.loads((quality / "student.json").read_text())["steps"] == {"blocks": 1, "e2e": 2}
     with pytest.raises(SystemExit, match="rt3 checkpoint"):
         recipe.main(q_args[:3] + [str(out)] + q_args[4:])
 
