@@ -40,7 +40,7 @@ ADMIN_SERVICE = apb.DESCRIPTOR.services_by_name["ModelAdmin"].full_name
 
 
 def grpc_options(config: ServerConfig) -> list[tuple[str, int]]:
-    """Message size limits and keepalive for long streams, then ``config.grpc_args``."""
+    """Message size limits and keepalive for long streams."""
     return [
         ("grpc.max_send_message_length", config.max_message_bytes),
         ("grpc.max_receive_message_length", config.max_message_bytes),
@@ -49,7 +49,6 @@ def grpc_options(config: ServerConfig) -> list[tuple[str, int]]:
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_recv_ping_interval_without_data_ms", 5000),
         ("grpc.http2.max_ping_strikes", 0),
-        *config.grpc_arguments,
     ]
 
 

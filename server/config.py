@@ -89,9 +89,6 @@ class ServerConfig:
     stream_buffer_bytes: int = 32 * MiB   # request + answer bytes one stream may hold before reading pauses
     frame_memory_bytes: int = 1024 * MiB  # all streams together; new streams are refused beyond it
     stall_timeout_s: float = 60.0     # a stream whose answers cannot be sent for this long is ended
-    # more gRPC core channel arguments for the server, "grpc.NAME=INTEGER,…" (e.g.
-    # grpc.http2.bdp_probe=0); they come after, and so override, the ones the server sets itself
-    grpc_args: str = ""
 
     def __post_init__(self) -> None:
         positive = ("codec_threads", "max_batch", "queue_depth", "max_streams",
@@ -119,7 +116,7 @@ class ServerConfig:
             raise ConfigError(f"quality_sample_every must be >= 0 (0 = off), got {self.quality_sample_every}")
         self._check_split()
         self._check_security()
-        self.load_entries, self.warmup_shapes, self.grpc_arguments  # noqa: B018 - validate them now
+        self.load_entries, self.warmup_shapes  # noqa: B018 - validate both now
         if self.style_store:
             try:
                 check_style_store(self.style_store)
@@ -196,18 +193,6 @@ class ServerConfig:
                 raise ConfigError(f"warmup_sizes: expected HxW entries (1..8192), got {item!r}")
             shapes.append((int(h), int(w)))
         return tuple(shapes)
-
-    @property
-    def grpc_arguments(self) -> tuple[tuple[str, int], ...]:
-        """``grpc_args`` as (name, value) pairs."""
-        out = []
-        for item in filter(None, (s.strip() for s in self.grpc_args.split(","))):
-            name, sep, value = item.partition("=")
-            name, value = name.strip(), value.strip()
-            if not sep or not name.startswith("grpc.") or not value.lstrip("-").isdigit():
-                raise ConfigError(f"grpc_args: expected grpc.NAME=INTEGER entries, got {item!r}")
-            out.append((name, int(value)))
-        return tuple(out)
 
     @property
     def sqlite_path(self) -> Path | None:
