@@ -37,6 +37,10 @@ def test_bad_settings_are_named(tmp_path):
         load_config({}, {}, tmp_path / "missing.toml")
     with pytest.raises(ConfigError, match="xla: expected bool"):
         load_config({}, {"STYLECAST_XLA": "maybe"})
+    with pytest.raises(ConfigError, match="malloc_arenas must be >= 0"):
+        load_config({}, {"STYLECAST_MALLOC_ARENAS": "-1"})
+    with pytest.raises(ConfigError, match="malloc_trim_s must be >= 0"):
+        load_config({}, {"STYLECAST_MALLOC_TRIM_S": "-5"})
 
 
 def test_one_mapping_for_errors(caplog):
