@@ -27,6 +27,7 @@ from stylecast.server.health import HealthServicer
 from stylecast.server.interceptors import (AdmissionInterceptor, AnswerSizeInterceptor, AuthInterceptor,
                                            ErrorInterceptor, MetricsInterceptor)
 from stylecast.server.metrics import Metrics, MetricsEndpoint, serve_metrics
+from stylecast.server.packages import malloc_arenas
 from stylecast.server.servicer import StyleTransferServicer, add_to_server
 from stylecast.server.stream import FrameMemory
 from stylecast.server.tls import metrics_tls_kwargs, server_credentials
@@ -267,7 +268,7 @@ def main(flags: Mapping[str, Any]) -> None:
     try:
         config = load_config(flags, os.environ, flags.get("config"))
         logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        if not keep_freed_memory(arenas=config.malloc_arenas):
+        if not keep_freed_memory(arenas=malloc_arenas(config)):
             log.info("no glibc mallopt: freed frame buffers go back to the kernel")
         run(config)
     except (ConfigError, StylecastError, PackageError, BackendError) as exc:

@@ -38,7 +38,7 @@ class ServerConfig:
     threads: int = 0                  # intra-op threads per inference worker; 0 = auto (models.layout)
     workers: int = 0                  # inference workers (interpreters / sessions); 0 = auto
     codec_threads: int = 2            # image decode/encode threads
-    malloc_arenas: int = 1            # glibc malloc arenas of the server process; 0 = glibc's default (8 per core)
+    malloc_arenas: int = 0            # glibc malloc arenas of the server process; 0 = auto (packages.malloc_arenas)
     malloc_trim_s: float = 30.0       # hand memory malloc keeps free back to the kernel this often; 0 = never
     xla: bool = False                 # savedmodel: jit_compile
     precision: str = "fp16"           # tensorrt, tf-trt: fp16 | fp32
@@ -102,7 +102,7 @@ class ServerConfig:
         if not all(0 <= p < 65536 for p in (self.port, self.metrics_port, self.admin_port, self.health_port)):
             raise ConfigError("ports must be in 0..65535")
         if self.malloc_arenas < 0:
-            raise ConfigError(f"malloc_arenas must be >= 0 (0 = glibc's default), got {self.malloc_arenas}")
+            raise ConfigError(f"malloc_arenas must be >= 0 (0 = auto), got {self.malloc_arenas}")
         if self.threads < 0 or self.workers < 0:
             raise ConfigError(f"threads and workers must be >= 0 (0 = auto), got {self.threads}, {self.workers}")
         if self.max_wait_ms < 0 or self.grace_s < 0 or self.malloc_trim_s < 0:
