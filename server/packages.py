@@ -39,7 +39,7 @@ def malloc_arenas(config: ServerConfig) -> int:
     """glibc malloc arenas for the server process (0 = glibc's default, 8 per core):
     ``config.malloc_arenas`` when set, else (0, auto) one arena when every backend the config
     loads is LiteRT (``backend = "auto"``: when LiteRT is the first of :data:`AUTO_ORDER` that can
-    run here; ``make bench-memory``: 25–30 MB less at 512², same CPU per frame), glibc's default
+    run here; ``make bench-memory``: 20–30 MB less at 512², same CPU per frame), glibc's default
     otherwise (TensorFlow's threads contend for one arena: +7 % CPU per frame, ``make bench-threads``)."""
     if config.malloc_arenas:
         return config.malloc_arenas
