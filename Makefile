@@ -10,10 +10,10 @@ METRICS_PORT ?= 9090
 # one per core). SERVE_WORKERS=0: the auto layout, more frames/s on an idle 2-core machine (README).
 SERVE_WORKERS ?= 1
 
-.PHONY: serve test bench bench-bounds bench-peers bench-memory bench-threads bench-startup bench-model train train-quality train-gpu export-model eval-model proto clean help prometheus-tools redis-tools images images-smoke gpu-bundle gpu-check
+.PHONY: serve test bench bench-bounds bench-peers bench-memory bench-threads bench-loop bench-startup bench-model train train-quality train-gpu export-model eval-model proto clean help prometheus-tools redis-tools valgrind-tools images images-smoke gpu-bundle gpu-check
 
 help:
-	@echo "make serve | test | bench | bench-bounds | bench-peers | bench-memory | bench-threads | bench-startup | bench-model | train | train-quality | train-gpu | export-model | eval-model | proto | images | images-smoke | gpu-bundle | gpu-check"
+	@echo "make serve | test | bench | bench-bounds | bench-peers | bench-memory | bench-threads | bench-loop | bench-startup | bench-model | train | train-quality | train-gpu | export-model | eval-model | proto | images | images-smoke | gpu-bundle | gpu-check"
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -108,6 +108,18 @@ images:
 # Run each built image: gRPC health SERVING, its HEALTHCHECK, one stylized frame, its size.
 images-smoke: $(VENV)/.serve-stamp
 	ENGINE=$(ENGINE) $(BIN)/python deploy/docker/smoke.py $(foreach t,$(IMAGE_TARGETS),localhost/stylecast:$(t))
+
+# The event loop's instructions per served frame under Valgrind (deterministic on a shared machine).
+bench-loop: $(VENV)/.dev-stamp valgrind-tools
+	$(BIN)/python -m benchmarks.loop_instructions
+
+valgrind-tools:
+	@if command -v valgrind >/dev/null && command -v callgrind_control >/dev/null; then :; \
+	elif command -v apt-get >/dev/null; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends valgrind; \
+	else echo "valgrind missing and no apt-get: make bench-loop cannot run"; fi
 
 # what the resource bounds save: a 16384² output request refused, LIVE clients that never read.
 bench-bounds: $(VENV)/.dev-stamp

@@ -9,7 +9,7 @@ import functools
 import os
 import resource
 
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc <malloc.h>
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8  # glibc <malloc.h>
 
 
 @functools.cache
@@ -23,20 +23,26 @@ def _glibc() -> ctypes.CDLL | None:
         return None
 
 
-def keep_freed_memory(trim_bytes: int = 32 << 20, mmap_bytes: int = 32 << 20) -> bool:
+def keep_freed_memory(trim_bytes: int = 32 << 20, mmap_bytes: int = 32 << 20, arenas: int = 0) -> bool:
     """Let glibc keep freed heap memory for reuse instead of returning it to the kernel.
 
     Every frame allocates and frees a few frame-sized float arrays on the inference
     threads.  With glibc's defaults their arenas are trimmed after each frame and the
     next frame page-faults the memory back in (measured: 3–5 ms of system CPU per frame
     at 384²–512², about a tenth of the frame).  What is kept is handed back by
-    :func:`release_free_memory`.  Returns False where the C library has no ``mallopt``
-    (not glibc): nothing changes there.
+    :func:`release_free_memory`.
+
+    ``arenas`` > 0 caps glibc's malloc arenas (``M_ARENA_MAX``; 0 = glibc's default, 8 per
+    core): each arena keeps up to ``trim_bytes`` of freed memory of its own, and
+    ``malloc_trim`` cannot return the free top of a thread's arena, only of the main one.
+    Call it before the process starts threads: threads that already have an arena keep it.
+    Returns False where the C library has no ``mallopt`` (not glibc): nothing changes there.
     """
     libc = _glibc()
     if libc is None:
         return False
-    return bool(libc.mallopt(_M_TRIM_THRESHOLD, trim_bytes)) and bool(libc.mallopt(_M_MMAP_THRESHOLD, mmap_bytes))
+    kept = bool(libc.mallopt(_M_TRIM_THRESHOLD, trim_bytes)) and bool(libc.mallopt(_M_MMAP_THRESHOLD, mmap_bytes))
+    return kept and (arenas <= 0 or bool(libc.mallopt(_M_ARENA_MAX, arenas)))
 
 
 def release_free_memory() -> bool:

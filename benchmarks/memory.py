@@ -83,14 +83,22 @@ class Sampler:
         return self.values
 
 
+def faults_and_system_s(pid: int) -> tuple[int, float]:
+    """Minor page faults and system CPU seconds of a process so far, all threads (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[7]), int(fields[12]) / os.sysconf("SC_CLK_TCK")
+
+
 def stream_512(client, style_id: str, pid: int, seconds: float) -> dict[str, float]:
-    """One EVERY_FRAME 512² raw stream for ``seconds``: frames/s, CPU ms per frame, RSS over its second half."""
+    """One EVERY_FRAME 512² raw stream for ``seconds``: frames/s, CPU ms (of it system), minor page
+    faults per frame, RSS over its second half (the first half allocates the interpreter and warms
+    the allocator)."""
     from stylecast.client.loadgen import synthetic_image
 
     frames = [synthetic_image(512, i) for i in range(4)]
     stop_at = time.perf_counter() + seconds
     half = time.perf_counter() + seconds / 2
-    sampler, cpu0, t0, count = Sampler(pid), None, 0.0, 0
+    sampler, cpu0, faults0, t0, count = Sampler(pid), None, (0, 0.0), 0.0, 0
 
     def source():
         i = 0
@@ -100,12 +108,14 @@ def stream_512(client, style_id: str, pid: int, seconds: float) -> dict[str, flo
 
     for result in client.stream(source(), style_id, output="raw"):
         if cpu0 is None and time.perf_counter() >= half:
-            cpu0, t0, count = cpu_seconds(pid), time.perf_counter(), 0
+            cpu0, faults0, t0, count = cpu_seconds(pid), faults_and_system_s(pid), time.perf_counter(), 0
         count += result.ok
-    cpu1, t1 = cpu_seconds(pid), time.perf_counter()
+    cpu1, faults1, t1 = cpu_seconds(pid), faults_and_system_s(pid), time.perf_counter()
     values = sampler.stop()
     tail = values[len(values) // 2:] or [float("nan")]
     return {"fps": count / (t1 - t0), "cpu_ms": (cpu1 - cpu0) / max(count, 1) * 1e3,
+            "faults": (faults1[0] - faults0[0]) / max(count, 1),
+            "sys_ms": (faults1[1] - faults0[1]) / max(count, 1) * 1e3,
             "rss_median": float(np.median(tail)), "rss_max": float(np.max(values or [float("nan")]))}
 
 
@@ -183,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
         print(line("started, one style registered", memory_mb(srv.pid)))
         s1 = stream_512(client, style_id, srv.pid, args.seconds)
         print(line("serving one 512² raw stream", {**memory_mb(srv.pid), "rss": s1["rss_median"]},
-                   f"   (max {s1['rss_max']:.1f}; {s1['fps']:.1f} frames/s, {s1['cpu_ms']:.1f} ms CPU/frame)"))
+                   f"   (max {s1['rss_max']:.1f}; {s1['fps']:.1f} frames/s, {s1['cpu_ms']:.1f} ms CPU and "
+                   f"{s1['sys_ms']:.1f} system; {s1['faults']:.0f} minor faults per frame)"))
         peak = Sampler(srv.pid)
         mixed(client, style_id, workdir, srv.target)
         print(line("mixed workload (peak)", {"rss": max(peak.stop() or [float("nan")])}))
@@ -191,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
         print(line("idle 5 s after the mixed workload", memory_mb(srv.pid)))
         s2 = stream_512(client, style_id, srv.pid, args.seconds)
         print(line("one 512² raw stream again", {**memory_mb(srv.pid), "rss": s2["rss_median"]},
-                   f"   (max {s2['rss_max']:.1f}; {s2['fps']:.1f} frames/s, {s2['cpu_ms']:.1f} ms CPU/frame; "
+                   f"   (max {s2['rss_max']:.1f}; {s2['fps']:.1f} frames/s, {s2['cpu_ms']:.1f} ms CPU and "
+                   f"{s2['sys_ms']:.1f} system; {s2['faults']:.0f} minor faults per frame; "
                    f"{s2['rss_median'] / s1['rss_median']:.2f}x the first)"))
         print("  resident MB by mapping at the end:")
         for name, mb in top_mappings(srv.pid):

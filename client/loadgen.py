@@ -73,6 +73,13 @@ class LoadReport:
     p99_ms: float
     infer_ms: float      # median server inference time
     first_error: str = ""
+    # where a frame's time went, p50 / p99 (ms): waiting on the server between receipt and
+    # inference (StageTimings.queue_ms), and outside the server's stages ("wire": latency minus the
+    # server's total_ms: the way in, the way back, the client's own Python)
+    queue_p50_ms: float = float("nan")
+    queue_p99_ms: float = float("nan")
+    wire_p50_ms: float = float("nan")
+    wire_p99_ms: float = float("nan")
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -121,9 +128,14 @@ async def run_load(target: str, *, streams: int = 1, seconds: float = 10.0, size
     errors = [r for r in window if r.status == "error"]
     latencies = np.array([r.latency_ms for r in ok if r.latency_ms is not None] or [np.nan])
     infer = np.array([r.timings.infer_ms for r in ok if r.timings is not None] or [np.nan])
+    timed = [r for r in ok if r.timings is not None and r.latency_ms is not None]
+    queue = np.array([r.timings.queue_ms for r in timed] or [np.nan])
+    wire_ms = np.array([r.latency_ms - r.timings.total_ms for r in timed] or [np.nan])
     return LoadReport(
         streams=streams, size=size, wire=wire, mode=mode, offered_fps=fps, seconds=seconds,
         frames=len(ok), answered=len(window), dropped=sum(r.status == "dropped" for r in window), errors=len(errors),
         fps=len(ok) / seconds, p50_ms=float(np.percentile(latencies, 50)),
         p99_ms=float(np.percentile(latencies, 99)), infer_ms=float(np.median(infer)),
-        first_error=str(errors[0].error) if errors else "")
+        first_error=str(errors[0].error) if errors else "",
+        queue_p50_ms=float(np.percentile(queue, 50)), queue_p99_ms=float(np.percentile(queue, 99)),
+        wire_p50_ms=float(np.percentile(wire_ms, 50)), wire_p99_ms=float(np.percentile(wire_ms, 99)))

@@ -42,6 +42,7 @@ class _Item:
     vector: np.ndarray
     future: asyncio.Future
     enqueued: float = field(default_factory=time.perf_counter)
+    queued: bool = True  # counted in Batcher.pending (until taken into a batch or cancelled)
 
 
 class Batcher:
@@ -55,6 +56,7 @@ class Batcher:
         self._loop_task: asyncio.Task | None = None
         self._running: set[asyncio.Future] = set()
         self._single_waiting = 0  # max_batch 1: requests waiting for a slot
+        self._queued = 0          # max_batch > 1: items queued, not yet taken into a batch or cancelled
         self._closed = False
 
     async def submit(self, key: Hashable, content: np.ndarray, vector: np.ndarray) -> BatchResult:
@@ -65,13 +67,23 @@ class Batcher:
             self._loop_task = asyncio.create_task(self._dispatch(), name="stylecast-batcher")
         item = _Item(content, vector, asyncio.get_running_loop().create_future())
         self._queues.setdefault(key, deque()).append(item)
+        self._queued += 1
         self._arrived.set()
-        return await item.future
+        try:
+            return await item.future
+        finally:
+            self._taken(item)  # cancelled while queued: no longer counted
+
+    def _taken(self, item: _Item) -> None:
+        if item.queued:
+            item.queued = False
+            self._queued -= 1
 
     @property
     def pending(self) -> int:
-        """Frames queued and not yet in a running batch (cancelled ones excluded)."""
-        return self._single_waiting + sum(not i.future.done() for q in self._queues.values() for i in q)
+        """Frames queued and not yet in a running batch (cancelled ones excluded).  Two counters:
+        safe to read from another thread (the metrics scrape)."""
+        return self._single_waiting + self._queued
 
     async def close(self) -> None:
         """Stop dispatching, fail queued requests and wait for running batches."""
@@ -111,6 +123,8 @@ class Batcher:
                 except TimeoutError:
                     break
             items = [q.popleft() for _ in range(min(self._max_batch, len(q)))]
+            for i in items:
+                self._taken(i)
             items = [i for i in items if not i.future.done()]
             if items:
                 return key, items

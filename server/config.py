@@ -38,6 +38,8 @@ class ServerConfig:
     threads: int = 0                  # intra-op threads per inference worker; 0 = auto (models.layout)
     workers: int = 0                  # inference workers (interpreters / sessions); 0 = auto
     codec_threads: int = 2            # image decode/encode threads
+    malloc_arenas: int = 0            # glibc malloc arenas of the server process; 0 = auto (packages.malloc_arenas)
+    malloc_trim_s: float = 30.0       # hand memory malloc keeps free back to the kernel this often; 0 = never
     xla: bool = False                 # savedmodel: jit_compile
     precision: str = "fp16"           # tensorrt, tf-trt: fp16 | fp32
     engine_cache_dir: str = ""        # tensorrt, tf-trt engines; "" = ~/.cache/stylecast
@@ -99,10 +101,12 @@ class ServerConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not all(0 <= p < 65536 for p in (self.port, self.metrics_port, self.admin_port, self.health_port)):
             raise ConfigError("ports must be in 0..65535")
+        if self.malloc_arenas < 0:
+            raise ConfigError(f"malloc_arenas must be >= 0 (0 = auto), got {self.malloc_arenas}")
         if self.threads < 0 or self.workers < 0:
             raise ConfigError(f"threads and workers must be >= 0 (0 = auto), got {self.threads}, {self.workers}")
-        if self.max_wait_ms < 0 or self.grace_s < 0:
-            raise ConfigError("max_wait_ms and grace_s must be >= 0")
+        if self.max_wait_ms < 0 or self.grace_s < 0 or self.malloc_trim_s < 0:
+            raise ConfigError("max_wait_ms, grace_s and malloc_trim_s must be >= 0")
         if self.precision not in ("fp16", "fp32"):
             raise ConfigError(f"precision must be fp16 or fp32, got {self.precision!r}")
         if self.max_upload_bytes < 1:

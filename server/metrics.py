@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter as Tally
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
@@ -40,6 +41,9 @@ STAGES = ("queue", "decode", "infer", "encode", "total")
 # How a stream frame the server read ended: answered with a stylized frame, a FrameError or a
 # FrameDropped, or never answered because the stream ended first (the client cancelled, its deadline passed).
 OUTCOMES = ("ok", "error", "dropped", "cancelled")
+# Stage timings of stylized frames wait in a queue (one append per frame on the event loop) and are
+# observed into the histogram when it is collected, or by the loop once this many wait.
+FOLD_FRAMES = 256
 
 
 class _BackendMemory(Collector):
@@ -85,6 +89,21 @@ class _BackendMemory(Collector):
         return iter(())
 
 
+class _Folded(Collector):
+    """Collects ``metric`` (kept out of the registry itself) after ``fold()`` has observed what
+    waits for it."""
+
+    def __init__(self, metric: Histogram, fold: Callable[[], None]) -> None:
+        self._metric, self._fold = metric, fold
+
+    def collect(self) -> Iterator:
+        self._fold()
+        return self._metric.collect()
+
+    def describe(self) -> Iterator:
+        return self._metric.describe()
+
+
 class Metrics:
     """The metrics of one server instance, in ``self.registry``."""
 
@@ -95,7 +114,9 @@ class Metrics:
         r = self.registry
         self.frame_latency = Histogram(
             "stylecast_frame_latency_seconds", "Per-frame time in each pipeline stage (total = receipt to encoded).",
-            ["stage", "backend"], buckets=FRAME_BUCKETS, registry=r)
+            ["stage", "backend"], buckets=FRAME_BUCKETS, registry=None)
+        self._timings: deque[tuple[str, Mapping[str, float]]] = deque()  # frame_done's, not yet observed
+        r.register(_Folded(self.frame_latency, self._fold_timings))
         self.frames = Counter("stylecast_frames_total",
                               "Stream frames read, by outcome: ok, error and dropped once their answer is written; "
                               "cancelled when the stream ended before it was.", ["outcome", "backend"], registry=r)
@@ -114,8 +135,7 @@ class Metrics:
             "Bytes of frames Stylize streams hold: requests read and answers not yet sent (frame_memory_bytes "
             "bounds it).", registry=r)
         self.queued_frames = Gauge("stylecast_queued_frames",
-                                   "Frames waiting for an inference batch (sampled at each submit and completion).",
-                                   registry=r)
+                                   "Frames waiting for an inference batch (read when scraped).", registry=r)
         self.batch_size = Histogram("stylecast_batch_size_frames", "Frames per inference batch.",
                                     ["backend"], buckets=BATCH_BUCKETS, registry=r)
         self.styles = Gauge("stylecast_styles", "Styles in the style library.", registry=r)
@@ -182,10 +202,23 @@ class Metrics:
         return kids
 
     def frame_done(self, backend: str, timings_ms: Mapping[str, float]) -> None:
-        """A stylized frame's stage timings (milliseconds, keys as :data:`STAGES`)."""
-        stages, _ = self._children(backend)
-        for name, hist in zip(STAGES, stages):
-            hist.observe(timings_ms[name] / 1000.0)
+        """A stylized frame's stage timings (milliseconds, keys as :data:`STAGES`): queued, and
+        observed when the histogram is next collected (or here, once :data:`FOLD_FRAMES` wait)."""
+        self._timings.append((backend, timings_ms))
+        if len(self._timings) >= FOLD_FRAMES:
+            self._fold_timings()
+
+    def _fold_timings(self) -> None:
+        """Observe every queued frame's timings; runs on the event loop or on the scraping thread
+        (each queued frame is taken once: deque.popleft is atomic)."""
+        while True:
+            try:
+                backend, timings_ms = self._timings.popleft()
+            except IndexError:
+                return
+            stages, _ = self._children(backend)
+            for name, hist in zip(STAGES, stages):
+                hist.observe(timings_ms[name] / 1000.0)
 
     def frame_answered(self, backend: str, outcome: str, frames: int = 1) -> None:
         """``frames`` stream frames ended with ``outcome`` (one of :data:`OUTCOMES`)."""

@@ -1,5 +1,5 @@
 """Finding the model package to serve, choosing the backends and artifact formats to load it
-with, and the CPU layout (workers × threads) of a backend."""
+with, the CPU layout (workers × threads) of a backend, and the malloc arenas the process runs with."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from stylecast.backends.base import BackendUnavailable, backend_formats, backend_names, best_available
+from stylecast.backends.base import (AUTO_ORDER, BackendUnavailable, backend_formats, backend_names, best_available,
+                                     unavailable)
 from stylecast.backends.package import ModelPackage, PackageMisplaced, PackageNotFound, locate_package
 from stylecast.model import BUILTIN_DIR
 from stylecast.server.config import ServerConfig
@@ -32,6 +33,20 @@ def layout(config: ServerConfig, backend: str) -> tuple[int, int]:
     cpus = os.cpu_count() or 1
     workers = config.workers or (max(1, cpus // (config.threads or 1)) if backend == "litert" else 1)
     return workers, config.threads or max(1, cpus // workers)
+
+
+def malloc_arenas(config: ServerConfig) -> int:
+    """glibc malloc arenas for the server process (0 = glibc's default, 8 per core):
+    ``config.malloc_arenas`` when set, else (0, auto) one arena when every backend the config
+    loads is LiteRT (``backend = "auto"``: when LiteRT is the first of :data:`AUTO_ORDER` that can
+    run here; ``make bench-memory``: 20–30 MB less at 512², same CPU per frame), glibc's default
+    otherwise (TensorFlow's threads contend for one arena: +7 % CPU per frame, ``make bench-threads``)."""
+    if config.malloc_arenas:
+        return config.malloc_arenas
+    backends = {b for b, _ in config.load_entries} or {config.backend}
+    if "auto" in backends:
+        backends = (backends - {"auto"}) | {next((n for n in AUTO_ORDER if not unavailable(n)), "auto")}
+    return 1 if backends == {"litert"} else 0
 
 
 def choose_backend(config: ServerConfig, package: ModelPackage) -> tuple[str, str]:

@@ -71,6 +71,7 @@ class ServingSlot:
         self._retiring: set[LoadedModel] = set()
         self._retire_tasks: set[asyncio.Task] = set()
         self._shapes: OrderedDict[tuple[int, int], None] = OrderedDict()
+        metrics.queued_frames.set_function(lambda: self.pending_frames)  # read at scrape: no per-frame work
 
     @property
     def current(self) -> LoadedModel | None:
@@ -128,7 +129,8 @@ class ServingSlot:
 
     @property
     def pending_frames(self) -> int:
-        """Frames waiting for an inference batch, over all loaded models."""
+        """Frames waiting for an inference batch, over all loaded models (also read by the
+        metrics scrape's thread: copies of the collections, counters)."""
         return sum(m.pending for m in self._models())
 
     def _models(self) -> list[LoadedModel]:
@@ -201,11 +203,7 @@ class ServingSlot:
         self._shapes.move_to_end(shape)
         while len(self._shapes) > RECENT_SHAPES:
             self._shapes.popitem(last=False)
-        self._metrics.queued_frames.set(self.pending_frames + 1)
-        try:
-            return await model.batcher.submit((*model.key, model.format, *shape), content, vector)
-        finally:
-            self._metrics.queued_frames.set(self.pending_frames)
+        return await model.batcher.submit((*model.key, model.format, *shape), content, vector)
 
     async def predict(self, style_uint8: np.ndarray, model: LoadedModel | None = None) -> np.ndarray:
         """One 256×256×3 uint8 normalised style image → its D float32 vector, by ``model``

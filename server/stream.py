@@ -112,6 +112,10 @@ class StylizeStream:
         self._running: set[_Job] = set()
         self._waiting: _Job | None = None
         self._closed = False
+        self._unwritten: _Job | None = None  # the answer being written (or waited for)
+        self._writing = False                # a write is in progress, since _write_started (loop time)
+        self._write_started = 0.0
+        self._watchdog: asyncio.TimerHandle | None = None
 
     async def run(self) -> None:
         """Serve the stream to its end; raises the fatal error that ended it, if any
@@ -123,46 +127,34 @@ class StylizeStream:
             raise ResourceExhausted(f"the server holds its budget of {self._memory.budget} bytes of frames "
                                     "(frame_memory_bytes) for other streams; retry later or on another replica",
                                     subject="frame_memory_bytes", retry_after_s=1.0)
+        loop = asyncio.get_running_loop()
         reader = asyncio.create_task(self._reader(), name="stylecast-stream-reader")
-        unwritten: _Job | None = None
+        writer = asyncio.create_task(self._writer(), name="stylecast-stream-writer")
+        stalled = loop.create_future()
+        self._watchdog = loop.call_later(self._stall_s, self._watch, stalled)
         try:
-            while True:
-                item = await self._queue.get()
-                if isinstance(item, _End):
-                    if item.error is not None:
-                        raise item.error
-                    return
-                unwritten = item
-                response = self._fits(await item.future, item)
-                write = asyncio.ensure_future(self._write(response))
-                try:
-                    sent = (await asyncio.wait((write,), timeout=self._stall_s))[0]
-                except asyncio.CancelledError:
-                    # the call ended while this task waited: an answer already sent still counts as sent
-                    if write.done() and not write.cancelled() and write.exception() is None:
-                        unwritten = None
-                        self._metrics.frame_answered(item.backend, item.outcome)
-                    raise
-                if not sent:
-                    # not cancelled (a cancelled grpc write breaks the call): the status follows it
-                    write.add_done_callback(lambda w: w.cancelled() or w.exception())
-                    raise Stalled(f"no answer could be sent for {self._stall_s:g} s (stall_timeout_s): the client "
-                                  f"stopped reading; the stream ends, freeing {self._held} bytes")
-                write.result()
-                unwritten = None
-                self._metrics.frame_answered(item.backend, item.outcome)
-                self._hold(item, 0)
-                item.permit.release()
+            await asyncio.wait((writer, stalled), return_when=asyncio.FIRST_COMPLETED)
+            if not writer.done():
+                raise Stalled(f"no answer could be sent for {self._stall_s:g} s (stall_timeout_s): the client "
+                              f"stopped reading; the stream ends, freeing {self._held} bytes")
+            writer.result()  # the fatal error that ended the stream, if any
         finally:
             self._closed = True
             self._memory.add(-self._held)
             self._held = 0
+            self._watchdog.cancel()
             reader.cancel()
+            if self._writing:
+                # not cancelled (a cancelled grpc write breaks the call): the status follows it, and
+                # the writer stops after it (the stream is closed)
+                writer.add_done_callback(lambda w: w.cancelled() or w.exception())
+            else:
+                writer.cancel()
             jobs = [j.task for j in self._running if j.task is not None]
             for task in jobs:
                 task.cancel()
-            await asyncio.gather(reader, *jobs, return_exceptions=True)
-            never = [unwritten] if unwritten is not None else []
+            await asyncio.gather(reader, *jobs, *([] if self._writing else [writer]), return_exceptions=True)
+            never = [self._unwritten] if self._unwritten is not None else []
             while not self._queue.empty():
                 if isinstance(item := self._queue.get_nowait(), _Job):
                     never.append(item)
@@ -170,6 +162,43 @@ class StylizeStream:
                 self._metrics.frame_answered(self._slot.backend_name, "cancelled", len(never))
             if self._assignment is not None:
                 self._assignment.release()
+
+    async def _writer(self) -> None:
+        """Write the answers in order until the reader's end; raises the fatal error that ended it.
+
+        Awaits each write directly (no task and no timeout per answer): :meth:`_watch` notices a
+        write that waits past ``stall_timeout_s``."""
+        loop = asyncio.get_running_loop()
+        while True:
+            item = await self._queue.get()
+            if isinstance(item, _End):
+                if item.error is not None:
+                    raise item.error
+                return
+            self._unwritten = item
+            response = self._fits(await item.future, item)
+            self._write_started, self._writing = loop.time(), True
+            try:
+                await self._write(response)
+            finally:
+                self._writing = False
+            if self._closed:  # the stream ended (stalled) while this answer was being written
+                return
+            self._unwritten = None
+            self._metrics.frame_answered(item.backend, item.outcome)
+            self._hold(item, 0)
+            item.permit.release()
+
+    def _watch(self, stalled: asyncio.Future) -> None:
+        """Resolve ``stalled`` once one write has waited ``stall_timeout_s``; else look again when
+        the write now in progress (or the next one) would reach it.  One timer per stream."""
+        loop = asyncio.get_running_loop()
+        due = (self._write_started if self._writing else loop.time()) + self._stall_s
+        if self._writing and loop.time() >= due - 1e-3:  # a timer may fire up to a clock tick early
+            if not stalled.done():
+                stalled.set_result(None)
+            return
+        self._watchdog = loop.call_at(due, self._watch, stalled)
 
     def _fits(self, response: pb.StylizeResponse | bytes, job: _Job) -> pb.StylizeResponse | bytes:
         """``response``, or a RESOURCE_EXHAUSTED FrameError in its place when it exceeds the message

@@ -1,12 +1,20 @@
-"""glibc allocator setting: frame-sized buffers freed on a worker thread are reused, not faulted back in."""
+"""glibc allocator settings: frame-sized buffers freed on a worker thread are reused, not faulted back in;
+the server allocates from one arena."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+from conftest import encoded, picture
+
+from stylecast.client import Client
 
 # Frames' worth of float buffers allocated and freed on a worker thread, as the inference
 # threads do; reports the minor page faults the loop cost.
@@ -73,3 +81,118 @@ def test_release_free_memory_returns_kept_buffers_to_the_kernel():
     if not r["released"] and r["drop"] <= 0:
         pytest.skip("the C library has no malloc_trim (not glibc)")
     assert r["drop"] > 12 << 20  # at least half of the freed frame buffers left the process
+
+
+def thread_heaps(pid: int) -> int:
+    """glibc thread-arena heaps in a process: anonymous mappings that start on a 64 MiB
+    (HEAP_MAX_SIZE) boundary and fill that much address space, readable-writable up to what
+    the arena uses and PROT_NONE above it."""
+    maps = []
+    for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
+        fields = line.split()
+        start, end = (int(x, 16) for x in fields[0].split("-"))
+        maps.append((start, end, fields[1], len(fields) > 5))
+    heap = 64 << 20
+    count = 0
+    for i, (start, end, perm, named) in enumerate(maps):
+        if named or perm != "rw-p" or start % heap:
+            continue
+        reserved = maps[i + 1] if i + 1 < len(maps) else None
+        if end - start == heap or (reserved and reserved[0] == end and reserved[2] == "---p"
+                                   and not reserved[3] and reserved[1] == start + heap):
+            count += 1
+    return count
+
+
+def serve_and_count_heaps(models_dir: Path, tmp_path: Path, arenas: str | None) -> int:
+    """``stylecast serve`` (the real exec'd server) with ``malloc_arenas`` from its environment (None: unset),
+    after it registered a style and stylized photos on its threads: its thread-arena heaps (and
+    it has mapped no library it does not serve with)."""
+    env = {k: v for k, v in os.environ.items() if k != "STYLECAST_MALLOC_ARENAS"}
+    if arenas is not None:
+        env["STYLECAST_MALLOC_ARENAS"] = arenas
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stylecast.client", "serve", "--port", "0", "--metrics-port", "0",
+         "--backend", "litert", "--format", "tflite-fp32", "--workers", "2", "--threads", "1",
+         "--models-dir", str(models_dir), "--style-store", f"sqlite:///{tmp_path / f'a{arenas}.db'}"],
+        stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        port = None
+        for line in proc.stderr:
+            if match := re.search(r"serving tiny:1 with litert on .*:(\d+)$", line.strip()):
+                port = int(match.group(1))
+                break
+        assert port, "server never reported its port"
+        with Client(f"127.0.0.1:{port}") as client:
+            style = client.register_style(picture(64, 64, seed=5), name="arenas")
+            for i in range(6):
+                assert client.stylize(encoded(picture(160, 120, seed=i), "JPEG"), style.id).ok
+        libraries = Path(f"/proc/{proc.pid}/maps").read_text()
+        # nothing the serving path does not use: video is stylized by the client
+        for absent in ("libavcodec", "/av/", "/cryptography/", "tensorflow"):
+            assert absent not in libraries, absent
+        return thread_heaps(proc.pid)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc arenas and /proc are Linux's")
+def test_a_litert_server_keeps_its_frames_in_one_malloc_arena(tiny_models_dir, tmp_path):
+    """malloc_arenas unset (auto) with LiteRT: gRPC's, the codec and the inference threads allocate
+    from glibc's main arena, the one malloc_trim can empty; 8 lets threads have arenas of their own."""
+    if not run("tuned")["tuned"]:
+        pytest.skip("the C library has no mallopt (not glibc)")
+    assert serve_and_count_heaps(tiny_models_dir, tmp_path, None) == 0
+    assert serve_and_count_heaps(tiny_models_dir, tmp_path, "8") >= 2
+
+
+TRIM = """
+import asyncio, json, sys, threading
+import numpy as np
+from stylecast.backends.memory import keep_freed_memory, rss_bytes
+from stylecast.server.app import start
+from stylecast.server.config import ServerConfig
+keep_freed_memory(arenas=1)  # what `stylecast serve` runs with
+
+
+def frames():
+    bufs = [np.ones((1, 512, 512, 3), np.float32) for _ in range(8)]  # 24 MiB, kept by malloc once freed
+    del bufs
+
+
+async def main():
+    config = ServerConfig(port=0, metrics_port=0, backend="litert", format="tflite-fp32", workers=1, threads=1,
+                          models_dir=sys.argv[1], style_store="sqlite:///" + sys.argv[2], admin=False,
+                          malloc_trim_s=float(sys.argv[3]))
+    running = await start(config)
+    t = threading.Thread(target=frames)
+    t.start(); t.join()
+    kept = rss_bytes()
+    await asyncio.sleep(1.5)
+    print(json.dumps({"drop": kept - rss_bytes()}))
+    await running.stop(0)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc_trim and /proc are Linux's")
+@pytest.mark.parametrize("period", ["0.3", "0"])
+def test_the_server_hands_kept_memory_back_every_malloc_trim_s(tiny_models_dir, tmp_path, period):
+    """Freed frame buffers that glibc keeps go back to the kernel at the next malloc_trim_s tick
+    (0 = never: they stay)."""
+    if not run("tuned")["tuned"]:
+        pytest.skip("the C library has no mallopt (not glibc)")
+    out = subprocess.run([sys.executable, "-c", TRIM, str(tiny_models_dir), str(tmp_path / "s.db"), period],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    drop = json.loads(out.stdout.strip().splitlines()[-1])["drop"]
+    if period == "0":
+        assert drop < 8 << 20  # kept for the next frames
+    else:
+        assert drop > 12 << 20  # at least half of the freed frame buffers left the process

@@ -103,7 +103,9 @@ async def test_a_live_client_that_stops_reading_holds_bounded_memory_then_its_st
     64 KiB receive window (no BDP probing), so unread answers pile up on the server, not in the
     client's transport."""
     budget = 1 << 20
-    server = await server_factory(stream_buffer_bytes=budget, frame_memory_bytes=budget, stall_timeout_s=3.0,
+    # stall timeout 8 s: write_until_paused must see the server full before it gives up (3 s was
+    # not always enough on a loaded machine)
+    server = await server_factory(stream_buffer_bytes=budget, frame_memory_bytes=budget, stall_timeout_s=8.0,
                                   workers=1)
     frame = raw_image(picture(128, 128))                 # 49 kB in, 49 kB raw out
     options = [("grpc.http2.bdp_probe", 0)]

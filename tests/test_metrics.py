@@ -47,6 +47,17 @@ def value(samples: dict, name: str, **labels) -> float | None:
     return samples.get((name, tuple(sorted(labels.items()))))
 
 
+async def scrape_until(port: int, name: str, **labels) -> dict[tuple[str, tuple], float]:
+    """The page once it has the sample ``name{labels}`` (the server records a call's metrics after
+    its status is sent, so the client can see the status first); the last page after 10 s."""
+    for _ in range(100):
+        samples = await scrape(port)
+        if value(samples, name, **labels) is not None:
+            break
+        await asyncio.sleep(0.1)
+    return samples
+
+
 async def stream(stub, style_id: str, images: list[pb.Image], mode=pb.STREAM_MODE_EVERY_FRAME) -> list:
     async def requests():
         yield pb.StylizeRequest(config=pb.StreamConfig(style_id=style_id, mode=mode))
@@ -80,7 +91,8 @@ async def test_metrics_page_counts_frames_stages_calls_and_model(server_factory)
             await stub.GetStyle(pb.GetStyleRequest(id="no-such-style"))
         except grpc.aio.AioRpcError as exc:
             assert exc.code() == grpc.StatusCode.NOT_FOUND
-        after = await scrape(port)
+        after = await scrape_until(port, "stylecast_rpc_duration_seconds_count",
+                                   method="/stylecast.v1.StyleTransfer/GetStyle", code="NOT_FOUND", token="anonymous")
 
     assert value(after, "stylecast_frames_total", outcome="ok", backend="litert") == 6
     assert value(after, "stylecast_frames_total", outcome="error", backend="litert") == 1

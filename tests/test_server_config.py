@@ -8,10 +8,10 @@ import shutil
 import grpc
 import pytest
 
-from stylecast.backends.base import BackendError
+from stylecast.backends.base import AUTO_ORDER, BackendError, unavailable
 from stylecast.server.config import ConfigError, ServerConfig, load_config
 from stylecast.server.errors import FailedPrecondition, InvalidArgument, NotFound, code_number, to_status
-from stylecast.server.packages import choose_backend, find_package, layout
+from stylecast.server.packages import choose_backend, find_package, layout, malloc_arenas
 
 
 def test_precedence_flags_over_env_over_toml(tmp_path):
@@ -37,6 +37,10 @@ def test_bad_settings_are_named(tmp_path):
         load_config({}, {}, tmp_path / "missing.toml")
     with pytest.raises(ConfigError, match="xla: expected bool"):
         load_config({}, {"STYLECAST_XLA": "maybe"})
+    with pytest.raises(ConfigError, match="malloc_arenas must be >= 0"):
+        load_config({}, {"STYLECAST_MALLOC_ARENAS": "-1"})
+    with pytest.raises(ConfigError, match="malloc_trim_s must be >= 0"):
+        load_config({}, {"STYLECAST_MALLOC_TRIM_S": "-5"})
 
 
 def test_one_mapping_for_errors(caplog):
@@ -56,6 +60,16 @@ def test_auto_layout_fills_the_cpus_per_backend(monkeypatch):
     assert layout(ServerConfig(threads=2), "litert") == (4, 2)
     assert layout(ServerConfig(workers=2), "onnx") == (2, 4)
     assert layout(ServerConfig(workers=3, threads=5), "litert") == (3, 5)  # explicit wins, even oversubscribed
+
+
+def test_one_malloc_arena_when_only_litert_serves():
+    assert malloc_arenas(ServerConfig(backend="litert")) == 1
+    assert malloc_arenas(ServerConfig(backend="savedmodel")) == 0           # glibc's default
+    assert malloc_arenas(ServerConfig(backend="onnx", malloc_arenas=2)) == 2  # explicit wins
+    assert malloc_arenas(ServerConfig(load_order="litert:tflite-int8,savedmodel:savedmodel")) == 0
+    assert malloc_arenas(ServerConfig(load_order="litert:tflite-int8,litert:tflite-fp32")) == 1
+    auto = next(n for n in AUTO_ORDER if not unavailable(n))
+    assert malloc_arenas(ServerConfig()) == (1 if auto == "litert" else 0)
 
 
 def test_package_and_backend_selection(tiny_models_dir, tmp_path):
