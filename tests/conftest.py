@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import re
 import shutil
 import signal
 import socket
@@ -131,6 +132,31 @@ async def stub(server: RunningServer):
 
 
 # --------------------------------------------------------------------- Redis
+
+@contextlib.contextmanager
+def exec_serve(args: list[str], env: dict[str, str] | None = None):
+    """``stylecast serve ARGS --port 0`` as a real process (it execs into ``python -m
+    stylecast.server``); yields (process, gRPC port) once it reports serving ``tiny:1``, and stops
+    it with SIGTERM (killed after 30 s) on leaving."""
+    proc = subprocess.Popen([sys.executable, "-m", "stylecast.client", "serve", "--port", "0", *args],
+                            stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        port = None
+        for line in proc.stderr:
+            if match := re.search(r"serving tiny:1 with litert on .*:(\d+)$", line.strip()):
+                port = int(match.group(1))
+                break
+        assert port, "server never reported its port"
+        yield proc, port
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
 
 def free_port() -> int:
     with socket.socket() as s:

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import encoded, picture
+from conftest import encoded, exec_serve, picture
 
 from stylecast.client import Client
 
@@ -111,18 +109,9 @@ def serve_and_count_heaps(models_dir: Path, tmp_path: Path, arenas: str | None) 
     env = {k: v for k, v in os.environ.items() if k != "STYLECAST_MALLOC_ARENAS"}
     if arenas is not None:
         env["STYLECAST_MALLOC_ARENAS"] = arenas
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "stylecast.client", "serve", "--port", "0", "--metrics-port", "0",
-         "--backend", "litert", "--format", "tflite-fp32", "--workers", "2", "--threads", "1",
-         "--models-dir", str(models_dir), "--style-store", f"sqlite:///{tmp_path / f'a{arenas}.db'}"],
-        stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        port = None
-        for line in proc.stderr:
-            if match := re.search(r"serving tiny:1 with litert on .*:(\d+)$", line.strip()):
-                port = int(match.group(1))
-                break
-        assert port, "server never reported its port"
+    args = ["--metrics-port", "0", "--backend", "litert", "--format", "tflite-fp32", "--workers", "2", "--threads", "1",
+            "--models-dir", str(models_dir), "--style-store", f"sqlite:///{tmp_path / f'a{arenas}.db'}"]
+    with exec_serve(args, env) as (proc, port):
         with Client(f"127.0.0.1:{port}") as client:
             style = client.register_style(picture(64, 64, seed=5), name="arenas")
             for i in range(6):
@@ -132,13 +121,6 @@ def serve_and_count_heaps(models_dir: Path, tmp_path: Path, arenas: str | None) 
         for absent in ("libavcodec", "/av/", "/cryptography/", "tensorflow"):
             assert absent not in libraries, absent
         return thread_heaps(proc.pid)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc arenas and /proc are Linux's")

@@ -13,7 +13,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from conftest import encoded, picture
+from conftest import encoded, exec_serve, picture
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -198,18 +198,9 @@ def test_help_is_light() -> None:
 
 
 def test_serve_command_passes_its_flags_to_the_server(tiny_models_dir, tmp_path) -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "stylecast.client", "serve", "--port", "0", "--metrics-port", "0",
-         "--backend", "litert", "--format", "tflite-fp32", "--threads", "1", "--models-dir", str(tiny_models_dir),
-         "--style-store", f"sqlite:///{tmp_path / 'cli.db'}"],
-        stderr=subprocess.PIPE, text=True)
-    try:
-        port = None
-        for line in proc.stderr:
-            if match := re.search(r"serving tiny:1 with litert on .*:(\d+)$", line.strip()):
-                port = int(match.group(1))
-                break
-        assert port, "server never reported its port"
+    args = ["--metrics-port", "0", "--backend", "litert", "--format", "tflite-fp32", "--threads", "1",
+            "--models-dir", str(tiny_models_dir), "--style-store", f"sqlite:///{tmp_path / 'cli.db'}"]
+    with exec_serve(args) as (proc, port):
         with Client(f"127.0.0.1:{port}") as client:
             style = client.register_style(picture(64, 64, seed=23), name="via-cli")
         assert (tmp_path / "cli.db").exists() and style.created
@@ -220,10 +211,6 @@ def test_serve_command_passes_its_flags_to_the_server(tiny_models_dir, tmp_path)
         assert "pydantic_core" not in libraries and "cygrpc" in libraries
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 MAGENTA = Path(__file__).resolve().parents[1].parent / "shared" / "assets" / "models" / "magenta"
