@@ -139,8 +139,11 @@ async def test_pagination_is_stable_while_others_insert_and_delete(make_store):
         seen = await page_all(reader, 3, meddle)
         assert len(seen) == len(set(seen)), "a style was listed twice"
         assert [s for s in seen if s.startswith("orig")] == original   # none skipped, in order
-        # styles created during the listing come after every older one
-        assert all(s.startswith("new") for s in seen[len(original):])
+        # in creation order, ties (the same millisecond) by id: a style created during the listing
+        # comes after every older one
+        keys = [((await reader.get(s)).created_ms, s) for s in seen]
+        assert keys == sorted(keys)
+        assert all(created_ms >= keys[len(original) - 1][0] for created_ms, s in keys if s.startswith("new"))
         # a deleted style vanishes from later pages without shifting the others
         page, token = await reader.list(4)
         await writer.delete(original[5])
