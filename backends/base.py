@@ -142,20 +142,28 @@ def unavailable(name: str) -> str:
     return nvidia.cuda().problem or getattr(importlib.import_module(entry.module), entry.probe)()
 
 
-def best_available(formats: Collection[str] = ()) -> str:
-    """``--backend auto``: the first backend of :data:`AUTO_ORDER` that can run here and loads
-    one of ``formats`` (the package's artifacts; any when empty).  Logs the choice with why each
-    backend before it was passed over; :class:`BackendUnavailable` with every reason when none can."""
+def auto_choice(formats: Collection[str] = ()) -> tuple[str, list[str]]:
+    """The first backend of :data:`AUTO_ORDER` that can run here and loads one of ``formats``
+    (any when empty), "" when none can, and why each backend before it was passed over."""
     passed: list[str] = []
     for name in AUTO_ORDER:
         why = unavailable(name)
         if not why and formats and not set(_REGISTRY[name].formats) & set(formats):
             why = f"the model has no {' / '.join(_REGISTRY[name].formats)} artifact"
         if not why:
-            log.info("backend auto: %s%s", name, "".join(f"; not {p}" for p in passed))
-            return name
+            return name, passed
         passed.append(f"{name}: {why}")
-    raise BackendUnavailable("no backend can run here: " + "; ".join(passed))
+    return "", passed
+
+
+def best_available(formats: Collection[str] = ()) -> str:
+    """``--backend auto``: :func:`auto_choice`.  Logs the choice with why each backend before it
+    was passed over; :class:`BackendUnavailable` with every reason when none can."""
+    name, passed = auto_choice(formats)
+    if not name:
+        raise BackendUnavailable("no backend can run here: " + "; ".join(passed))
+    log.info("backend auto: %s%s", name, "".join(f"; not {p}" for p in passed))
+    return name
 
 
 def pad_to_multiple(x: np.ndarray, multiple: int = PAD_MULTIPLE) -> tuple[np.ndarray, int, int]:

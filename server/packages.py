@@ -7,8 +7,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from stylecast.backends.base import (AUTO_ORDER, BackendUnavailable, backend_formats, backend_names, best_available,
-                                     unavailable)
+from stylecast.backends.base import (BackendUnavailable, auto_choice, backend_formats, backend_names,
+                                     best_available)
 from stylecast.backends.package import ModelPackage, PackageMisplaced, PackageNotFound, locate_package
 from stylecast.model import BUILTIN_DIR
 from stylecast.server.config import ServerConfig
@@ -38,14 +38,14 @@ def layout(config: ServerConfig, backend: str) -> tuple[int, int]:
 def malloc_arenas(config: ServerConfig) -> int:
     """glibc malloc arenas for the server process (0 = glibc's default, 8 per core):
     ``config.malloc_arenas`` when set, else (0, auto) one arena when every backend the config
-    loads is LiteRT (``backend = "auto"``: when LiteRT is the first of :data:`AUTO_ORDER` that can
+    loads is LiteRT (``backend = "auto"``: when LiteRT is the first of :data:`~stylecast.backends.base.AUTO_ORDER` that can
     run here; ``make bench-memory``: 20–30 MB less at 512², same CPU per frame), glibc's default
     otherwise (TensorFlow's threads contend for one arena: +7 % CPU per frame, ``make bench-threads``)."""
     if config.malloc_arenas:
         return config.malloc_arenas
     backends = {b for b, _ in config.load_entries} or {config.backend}
     if "auto" in backends:
-        backends = (backends - {"auto"}) | {next((n for n in AUTO_ORDER if not unavailable(n)), "auto")}
+        backends = (backends - {"auto"}) | {auto_choice((config.format,) if config.format else ())[0] or "auto"}
     return 1 if backends == {"litert"} else 0
 
 
