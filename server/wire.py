@@ -203,9 +203,7 @@ def _frame_head(frame_id: int, res: FrameResult) -> bytes:
     if (template := _HEADS.get(key)) is None:
         if len(_HEADS) >= MAX_HEADS:
             _HEADS.clear()
-        template = _HEADS[key] = pb.StylizedFrame(
-            image=pb.Image(pixel_format=_ENCODING_FORMATS[res.encoding], width=res.width, height=res.height),
-            backend=res.backend, model=res.model, model_version=res.version, batch_size=res.batch_size)
+        template = _HEADS[key] = stylized_frame(0, res, with_data=False)  # id and timings set below
     msg = pb.StylizedFrame()
     msg.CopyFrom(template)
     msg.id = frame_id
