@@ -23,15 +23,12 @@ Every target is fresh: the teacher stylizes each new random crop as training goe
 no pair repeats.  Crops are whole frames for the teacher too (their borders are real
 frame edges, as in serving).  Half of each batch is the other half's window moved by
 the same (dy, dx) ∈ [−7, 7]², and the shift term asks the student's outputs to agree
-on the overlap (the outer 8 px excluded).  With ``--student-vectors SHARE`` the student
-is fed, in that share of the pairs, the style as the shipped predictor sees it
-(:func:`label_student_vectors`) while the teacher keeps its own vector: the whole
-pipeline's input, the teacher's picture as the target.
+on the overlap (the outer 8 px excluded).
 
 The inputs come from a *pack* (:func:`build_pack`, ``runs/v5/pack``, never
 committed): the teacher graph (``teacher.npz``), the training photos as JPEG bytes
 (``crops.npz``) and teacher style vectors of training paintings and photos
-(``styles.npz``; with the shipped predictor's vectors of the same images once labelled).  Held-out styles and ``content/val`` are never read.
+(``styles.npz``).  Held-out styles and ``content/val`` are never read.
 
 Checkpoints: ``<out>/student.weights.h5`` + ``student.json`` (spec, steps per stage,
 and each stage's cosine schedule: first step, last step, peak learning rate) +
@@ -54,15 +51,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from stylecast.model import BUILTIN_DIR
-
 REPO = Path(__file__).resolve().parents[1]
 SHIFT = 7      # largest shift of the shift-consistency pairs (px)
 MARGIN = 8     # border excluded from the shift term (px)
 STAT_WINDOWS = (8, 32)  # local-statistics windows (px)
 FEAT_LAYERS = ("b0_pw_relu", "b1_pw_relu", "b3_pw_relu")  # predictor layers of the feat term
 PREDICTOR = REPO / "model" / "checkpoints" / "predictor.keras"
-BUILTIN_PREDICTOR = BUILTIN_DIR / "stylecast-small" / "5"  # the predictor both tiers ship (v5's)
 
 
 # ---------------------------------------------------------------- the pack
@@ -73,6 +67,7 @@ def build_pack(root: Path, out: Path, seed: int, crops_per_painting: int = 12, p
 
     Needs LiteRT (the teacher's predictor labels the style vectors); not TensorFlow."""
     from stylecast.model import data  # noqa: PLC0415
+    from stylecast.model.preprocess import style_image  # noqa: PLC0415
     from stylecast.model.teacher import PREDICT_FILE  # noqa: PLC0415
     from stylecast.model.teacher_port import TEACHER_F16, extract_graph  # noqa: PLC0415
     from ai_edge_litert.interpreter import Interpreter  # noqa: PLC0415
@@ -101,22 +96,8 @@ def build_pack(root: Path, out: Path, seed: int, crops_per_painting: int = 12, p
         it.invoke()
         return it.get_tensor(outp).reshape(-1).copy()
 
-    vecs, kinds = [], []
-    for image, kind in style_bank(root, seed, crops_per_painting, photo_styles):
-        vecs.append(vector(image))
-        kinds.append(kind)
-    np.savez(out / "styles.npz", vectors=np.stack(vecs).astype(np.float32), kinds=np.array(kinds, np.int8))
-
-
-def style_bank(root: Path, seed: int, crops_per_painting: int = 12, photo_styles: int = 150):
-    """The pack's style inputs, in order: 256×256×3 float32 [0,1] style images (the serving
-    preprocessing) with their kind (0 a training painting's whole image or a random square
-    crop of 40–100 % of its shorter side, 1 a training photo).  The same seed gives the same
-    images, so a pack's vectors can be labelled again by another predictor."""
-    from stylecast.model import data  # noqa: PLC0415
-    from stylecast.model.preprocess import style_image  # noqa: PLC0415
-
     rng = np.random.default_rng(seed)
+    vecs, kinds = [], []
     for p in data.train_styles(root):
         img = Image.open(p).convert("RGB")
         for k in range(crops_per_painting):
@@ -127,44 +108,17 @@ def style_bank(root: Path, seed: int, crops_per_painting: int = 12, photo_styles
                 crop = img.crop((x0, y0, x0 + s, y0 + s))
             else:
                 crop = img
-            yield style_image(crop), 0
+            vecs.append(vector(style_image(crop)))
+            kinds.append(0)
     photos = data.train_content(root)
     for i in rng.choice(len(photos), min(photo_styles, len(photos)), replace=False):
-        yield style_image(Image.open(photos[i])), 1
-
-
-def label_student_vectors(root: Path, pack_dir: Path, seed: int, package: Path, fmt: str = "tflite-int8",
-                          crops_per_painting: int = 12, photo_styles: int = 150) -> None:
-    """Add ``student_vectors`` to the pack's ``styles.npz``: the shipped predictor's vectors
-    (``package``'s, run through the LiteRT backend in ``fmt``, as serving runs it) of the same
-    style images the teacher labelled (:func:`style_bank` with the pack's seed and sizes).
-
-    Raises ValueError when the bank walked again does not have the pack's length (another seed
-    or sizes built the pack)."""
-    from stylecast.backends.base import BackendOptions, create_backend  # noqa: PLC0415
-    from stylecast.backends.package import load_package  # noqa: PLC0415
-
-    backend = create_backend("litert")
-    backend.load(load_package(package), BackendOptions(format=fmt, threads=2))
-    try:
-        own = [backend.predict_style(image[None])[0]
-               for image, _ in style_bank(root, seed, crops_per_painting, photo_styles)]
-    finally:
-        backend.close()
-    with np.load(pack_dir / "styles.npz") as z:
-        styles = dict(z)
-    if len(own) != len(styles["vectors"]):
-        raise ValueError(f"{pack_dir}: {len(styles['vectors'])} style vectors, but seed {seed} gives "
-                         f"{len(own)} style images; label the pack with the seed it was built with")
-    styles["student_vectors"] = np.stack(own).astype(np.float32)
-    np.savez(pack_dir / "styles.tmp.npz", **styles)
-    (pack_dir / "styles.tmp.npz").replace(pack_dir / "styles.npz")
+        vecs.append(vector(style_image(Image.open(photos[i]))))
+        kinds.append(1)
+    np.savez(out / "styles.npz", vectors=np.stack(vecs).astype(np.float32), kinds=np.array(kinds, np.int8))
 
 
 class Pack:
-    """A pack in memory: decoded photos (uint8 H×W×3) and the style vector bank: the teacher's
-    vectors and, once :func:`label_student_vectors` has run, the shipped predictor's of the same
-    images (``student_vectors``, else None)."""
+    """A pack in memory: decoded photos (uint8 H×W×3) and the style vector bank."""
 
     def __init__(self, path: Path):
         with np.load(path / "crops.npz") as z:
@@ -173,34 +127,19 @@ class Pack:
                        for a, b in zip(off[:-1], off[1:])]
         with np.load(path / "styles.npz") as z:
             self.vectors, self.kinds = z["vectors"], z["kinds"]
-            self.student_vectors = z["student_vectors"] if "student_vectors" in z else None
         self.teacher = path / "teacher.npz"
 
 
-def make_batch(pack: Pack, step: int, seed: int, pairs: int, crop: int, student_share: float = 0.0,
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def make_batch(pack: Pack, step: int, seed: int, pairs: int, crop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The batch of ``step``: content 2P×C×C×3 float32 [0,1] (rows P… are rows 0…P−1 moved
-    by one shift), the teacher's style vectors 2P×100, the student's style vectors 2P×100, and
-    the shift (dy, dx) as int32 2P×2.
-
-    The student is fed the teacher's vector, except in a share ``student_share`` ∈ [0, 1] of
-    the pairs, where it gets the same style (or blend) as the shipped predictor sees it
-    (``pack.student_vectors``): the target stays the teacher's picture, so the student learns to
-    paint the teacher's look from the vectors it will be served (the whole pipeline).  The
-    content and the teacher's vectors do not depend on the share; with ``student_share`` 0 the
-    batches are those of earlier runs, draw for draw.
-
-    Raises ValueError for a share above 0 on a pack without student vectors."""
-    if student_share > 0 and pack.student_vectors is None:
-        raise ValueError("this pack has no student vectors: run label_student_vectors on it first")
+    by one shift), style vectors 2P×100, and the shift (dy, dx) as int32 2P×2."""
     rng = np.random.default_rng([seed, step])
-    serve_rng = np.random.default_rng([seed, step, 1])  # its own draws: the rest is the same at any share
     dy, dx = 0, 0
     while dy == 0 and dx == 0:
         dy, dx = (int(v) for v in rng.integers(-SHIFT, SHIFT + 1, 2))
     painting = np.flatnonzero(pack.kinds == 0)
     photo = np.flatnonzero(pack.kinds == 1)
-    a_imgs, b_imgs, styles, own = [], [], [], []
+    a_imgs, b_imgs, styles = [], [], []
     need = crop + 2 * SHIFT
     for _ in range(pairs):
         img = pack.photos[rng.integers(len(pack.photos))]
@@ -219,23 +158,18 @@ def make_batch(pack: Pack, step: int, seed: int, pairs: int, crop: int, student_
         a_imgs.append(img[y:y + crop, x:x + crop])
         b_imgs.append(img[y + dy:y + dy + crop, x + dx:x + dx + crop])
         kind = rng.choice(4, p=[0.6, 0.12, 0.16, 0.12])
-        mix = [(1.0, rng.choice(painting))]  # (weight, bank index) terms of the style vector
+        v = pack.vectors[rng.choice(painting)]
         if kind == 1:
-            mix = [(1.0, rng.choice(photo))]
+            v = pack.vectors[rng.choice(photo)]
         elif kind == 2:  # a weaker style: blended towards a photo's vector
-            m = rng.uniform(0.2, 1.0)
-            mix = [(m, mix[0][1]), (1 - m, rng.choice(photo))]
+            v = (m := rng.uniform(0.2, 1.0)) * v + (1 - m) * pack.vectors[rng.choice(photo)]
         elif kind == 3:  # two-painting blend
-            m = rng.uniform(0.2, 0.8)
-            mix = [(m, mix[0][1]), (1 - m, rng.choice(painting))]
-        styles.append(sum(w * pack.vectors[j] for w, j in mix))
-        served = student_share > 0 and serve_rng.random() < student_share
-        own.append(sum(w * pack.student_vectors[j] for w, j in mix) if served else styles[-1])
+            v = (m := rng.uniform(0.2, 0.8)) * v + (1 - m) * pack.vectors[rng.choice(painting)]
+        styles.append(v)
     content = np.stack(a_imgs + b_imgs).astype(np.float32) / 255.0
     style = np.concatenate([np.stack(styles)] * 2).astype(np.float32)
-    student_style = np.concatenate([np.stack(own)] * 2).astype(np.float32)
     shift = np.tile(np.array([[dy, dx]], np.int32), (2 * pairs, 1))
-    return content, style, student_style, shift
+    return content, style, shift
 
 
 # ---------------------------------------------------------------- losses and the training graph
@@ -258,9 +192,8 @@ def _graph_class():
         return l1(a, t) / (ops.mean(ops.abs(t)) + 1e-3)
 
     class DistillGraph(keras.Model):
-        """One training step's forward pass: [content, teacher style, student style, shift,
-        hint_w] → the weighted loss terms as an N×K matrix (each column a batch mean, broadcast
-        over N)."""
+        """One training step's forward pass: [content, style, shift, hint_w] → the weighted
+        loss terms as an N×K matrix (each column a batch mean, broadcast over N)."""
 
         TERMS = {"blocks": None, "e2e": ("pixel", "grad", "hint", "shift", "stat", "feat")}
 
@@ -281,17 +214,17 @@ def _graph_class():
             self.terms = list(self.hints) if stage == "blocks" else list(self.TERMS["e2e"])
 
         def call(self, inputs):
-            content, style, own_style, shift, hint_w = inputs
+            content, style, shift, hint_w = inputs
             t = self.teacher([content, style])
             t = {k: ops.stop_gradient(v) for k, v in t.items()}
             t["content"] = content
             terms = []
             if self.stage == "blocks":
                 for part, (src, dst) in self.hints.items():
-                    out = self.parts[part]([t[src], own_style])
+                    out = self.parts[part]([t[src], style])
                     terms.append(l1(out, t[dst]) + grad_l1(out, t[dst]) if dst == "stylized" else hint(out, t[dst]))
             else:
-                out, *feats = self.tapped([content, own_style])
+                out, *feats = self.tapped([content, style])
                 y = t["stylized"]
                 hw = ops.mean(hint_w)
                 lh = sum(hint(f, t[self.taps[name]]) for f, name in zip(feats, self.taps)) / len(feats)
@@ -402,11 +335,9 @@ def resume_schedule(meta: dict, stage: str, step: int, steps: int, lr: float) ->
 
 
 def train(pack_dir: Path, out: Path, spec_name: str, stage: str, steps: int, pairs: int, crop: int,
-          lr: float, seed: int, save_every: int, minutes: float | None, weights: dict[str, float],
-          student_share: float = 0.0) -> int:
-    """Run ``stage`` up to ``steps`` steps (resuming from ``out``), or for ``minutes``; the
-    student is fed the shipped predictor's vectors in a share ``student_share`` of the pairs
-    (:func:`make_batch`).  Returns the step reached."""
+          lr: float, seed: int, save_every: int, minutes: float | None, weights: dict[str, float]) -> int:
+    """Run ``stage`` up to ``steps`` steps (resuming from ``out``), or for ``minutes``.
+    Returns the step reached."""
     import keras  # noqa: PLC0415
 
     from stylecast.model.networks import CANDIDATES, build_student  # noqa: PLC0415
@@ -440,9 +371,9 @@ def train(pack_dir: Path, out: Path, spec_name: str, stage: str, steps: int, pai
     opt = keras.optimizers.Adam(schedule, clipnorm=1.0)
     graph.compile(optimizer=opt, loss=_sum_loss, jit_compile=False)
     # Build the graph and the optimizer, then restore the optimizer's state (it holds the step).
-    content, style, own_style, shift = make_batch(pack, 0, seed, pairs, crop, student_share)
+    content, style, shift = make_batch(pack, 0, seed, pairs, crop)
     hint_w = np.ones((len(content), 1), np.float32)
-    graph([content, style, own_style, shift, hint_w])
+    graph([content, style, shift, hint_w])
     opt.build(graph.trainable_variables)
     opt_path = out / f"optimizer_{stage}.npz"
     if step and opt_path.exists():
@@ -454,14 +385,13 @@ def train(pack_dir: Path, out: Path, spec_name: str, stage: str, steps: int, pai
     deadline = None if minutes is None else time.time() + 60 * minutes
     t0 = time.time()
     while step < steps and (deadline is None or time.time() < deadline):
-        content, style, own_style, shift = make_batch(pack, step, seed + (0 if stage == "blocks" else 1), pairs,
-                                                      crop, student_share)
+        content, style, shift = make_batch(pack, step, seed + (0 if stage == "blocks" else 1), pairs, crop)
         hint_w = np.full((len(content), 1), _cosine(step, seg["start"], seg["end"]), np.float32)
-        inputs = [content, style, own_style, shift, hint_w]
-        logs = graph.train_on_batch(inputs, np.zeros((len(content), 1), np.float32), return_dict=True)
+        logs = graph.train_on_batch([content, style, shift, hint_w], np.zeros((len(content), 1), np.float32),
+                                    return_dict=True)
         step += 1
         if step % 10 == 0:
-            terms = np.asarray(graph(inputs))[0] if step % 50 == 0 else None
+            terms = np.asarray(graph([content, style, shift, hint_w]))[0] if step % 50 == 0 else None
             row = {"stage": stage, "step": step, "loss": float(logs["loss"]),
                    "lr": float(schedule(step - 1)), "hint_w": float(hint_w[0, 0]),
                    "terms": "" if terms is None else " ".join(f"{n}={v:.4f}" for n, v in zip(graph.terms, terms)),
@@ -547,11 +477,6 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--w-shift", type=float, default=2.0)
     ap.add_argument("--w-stat", type=float, default=1.0, help="local-statistics texture term (0: off)")
     ap.add_argument("--w-feat", type=float, default=1.0, help="predictor-feature texture term (0: off)")
-    ap.add_argument("--student-vectors", type=float, default=0.0, metavar="SHARE",
-                    help="end to end, feed the student the shipped predictor's vector in this share of the "
-                         "pairs (0: always the teacher's); labels the pack with --predictor first")
-    ap.add_argument("--predictor", type=Path, default=BUILTIN_PREDICTOR, metavar="PACKAGE",
-                    help="the package whose predictor the quality tier ships (default: %(default)s)")
     ap.add_argument("--start-from", type=Path, default=None, metavar="DIR",
                     help="when --out holds no checkpoint, start from this one (make train: model/checkpoints/v5)")
     ap.add_argument("--export", type=Path, default=None, metavar="DIR",
@@ -579,12 +504,6 @@ def main(argv: list[str] | None = None) -> None:
         from stylecast.model import data  # noqa: PLC0415
 
         build_pack(args.assets or data.assets_dir(), args.pack, args.seed)
-    with np.load(args.pack / "styles.npz") as z:
-        labelled = "student_vectors" in z
-    if args.student_vectors > 0 and not labelled:
-        from stylecast.model import data  # noqa: PLC0415
-
-        label_student_vectors(args.assets or data.assets_dir(), args.pack, args.seed, args.predictor)
     weights = {"hint": args.w_hint, "shift": args.w_shift, "stat": args.w_stat, "feat": args.w_feat}
     t_end = None if args.minutes is None else time.time() + 60 * args.minutes
     left = lambda: None if t_end is None else max(0.0, (t_end - time.time()) / 60)  # noqa: E731
@@ -597,8 +516,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.stage in ("blocks", "all"):
         train(stage="blocks", steps=args.block_steps, crop=args.block_crop, lr=args.lr, minutes=left(), **common)
     if args.stage in ("e2e", "all") and (t_end is None or time.time() < t_end):
-        train(stage="e2e", steps=args.e2e_steps, crop=args.crop, lr=args.lr * 0.5, minutes=left(),
-              student_share=args.student_vectors, **common)
+        train(stage="e2e", steps=args.e2e_steps, crop=args.crop, lr=args.lr * 0.5, minutes=left(), **common)
 
 
 if __name__ == "__main__":

@@ -11,10 +11,8 @@ import numpy as np
 import pytest
 
 from stylecast.backends.base import BackendOptions, create_backend
-from stylecast.backends.package import load_package
 from stylecast.model.xnnpack import xnnpack_partitions
 from stylecast.model import data
-from stylecast.model.preprocess import style_image
 from stylecast.model.quality import SHIFTS, border_score, flicker
 
 ASSETS = data.assets_dir()
@@ -218,13 +216,12 @@ def test_batches_are_seeded_and_their_second_half_is_the_first_moved(tmp_path):
     from stylecast.model.recipe import Pack, make_batch
 
     pack = Pack(_tiny_pack(tmp_path))
-    content, style, own, shift = make_batch(pack, step=3, seed=1, pairs=2, crop=48)
+    content, style, shift = make_batch(pack, step=3, seed=1, pairs=2, crop=48)
     again = make_batch(pack, step=3, seed=1, pairs=2, crop=48)
     np.testing.assert_array_equal(content, again[0])
     assert not np.array_equal(content, make_batch(pack, step=4, seed=1, pairs=2, crop=48)[0])
     assert content.shape == (4, 48, 48, 3) and style.shape == (4, 100)
     np.testing.assert_array_equal(style[:2], style[2:])
-    np.testing.assert_array_equal(own, style)  # no student share: the student sees the teacher's vectors
     dy, dx = shift[0]
     assert (dy, dx) != (0, 0) and np.all(shift == shift[0])
     for i in range(2):  # b[y, x] = a[y + dy, x + dx] wherever both exist
@@ -232,32 +229,6 @@ def test_batches_are_seeded_and_their_second_half_is_the_first_moved(tmp_path):
         ys, xs = slice(max(0, -dy), 48 - max(0, dy)), slice(max(0, -dx), 48 - max(0, dx))
         ys_a, xs_a = slice(ys.start + dy, ys.stop + dy), slice(xs.start + dx, xs.stop + dx)
         np.testing.assert_array_equal(b[ys, xs], a[ys_a, xs_a])
-
-
-def test_a_student_share_feeds_the_same_styles_as_the_shipped_predictor_sees_them(tmp_path):
-    """Student vectors here are the teacher's × 2 (a known answer): wherever a pair is served the
-    predictor's vector, it is exactly twice the teacher's (blends included); with share 1 every
-    pair is, with share 0 none; content and teacher styles never change with the share."""
-    from stylecast.model.recipe import Pack, make_batch
-
-    pack = Pack(_tiny_pack(tmp_path))
-    with pytest.raises(ValueError, match="no student vectors"):
-        make_batch(pack, step=0, seed=1, pairs=2, crop=48, student_share=0.5)
-    pack.student_vectors = 2 * pack.vectors
-    for step in range(6):
-        base = make_batch(pack, step=step, seed=1, pairs=3, crop=48)
-        content, style, own, _ = make_batch(pack, step=step, seed=1, pairs=3, crop=48, student_share=1.0)
-        np.testing.assert_array_equal(content, base[0])
-        np.testing.assert_array_equal(style, base[1])
-        np.testing.assert_allclose(own, 2 * style, rtol=1e-6, atol=1e-6)
-    served = 0
-    for step in range(40):
-        _, style, own, _ = make_batch(pack, step=step, seed=1, pairs=3, crop=48, student_share=0.5)
-        for row in range(3):
-            same = np.array_equal(own[row], style[row])
-            assert same or np.allclose(own[row], 2 * style[row], rtol=1e-6, atol=1e-6)
-            served += not same
-    assert 30 <= served <= 90  # 120 pairs at one half: 60 ± 5.5σ
 
 
 @needs_assets
@@ -289,21 +260,6 @@ def test_recipe_pack_reads_only_training_images_and_a_short_run_resumes(tmp_path
     assert not set(read) & {p.name for p in (root / "content" / "val").iterdir()}
     styles = np.load(pack / "styles.npz")
     assert styles["vectors"].shape == (2 * 2 + 2, 100)
-    # The shipped predictor labels the same images: the bank's first is the first painting whole.
-    teacher_vectors = styles["vectors"]
-    recipe.label_student_vectors(root, pack, seed=0, package=recipe.BUILTIN_PREDICTOR, crops_per_painting=2,
-                                 photo_styles=2)
-    styles = np.load(pack / "styles.npz")
-    np.testing.assert_array_equal(styles["vectors"], teacher_vectors)  # the teacher's labels stay
-    first = style_image(Image.open(data.train_styles(root)[0]))
-    backend = create_backend("litert")
-    backend.load(load_package(recipe.BUILTIN_PREDICTOR), BackendOptions(format="tflite-int8", threads=1))
-    np.testing.assert_allclose(styles["student_vectors"][0], backend.predict_style(first[None])[0], atol=1e-6)
-    backend.close()
-    assert styles["student_vectors"].shape == styles["vectors"].shape
-    with pytest.raises(ValueError, match="seed"):
-        recipe.label_student_vectors(root, pack, seed=0, package=recipe.BUILTIN_PREDICTOR, crops_per_painting=3,
-                                     photo_styles=2)
 
     out = tmp_path / "run"
     args = ["--pack", str(pack), "--out", str(out), "--spec", "rt3", "--pairs", "1", "--crop", "48",
