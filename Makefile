@@ -144,9 +144,9 @@ train: $(VENV)/.dev-stamp
 
 # The quality tier's candidate (q5de: the teacher's five blocks, its two-stage decoder, a 3x3 conv at H/2), same
 # recipe with the predictor-feature term (on from step 35,400: MODEL_CARD's A/B); resumes runs/q/$(QSPEC) (else
-# model/checkpoints/quality, step 36,400) and trains the next long cosine segment to step 61,400 at peak 2.5e-4.
+# model/checkpoints/quality, step 61,400) and trains the next long cosine segment to step 86,400 at peak 2.5e-4.
 QSPEC ?= q5de
-QUALITY_RECIPE ?= --block-steps 600 --e2e-steps 61400 --w-feat 1 --lr 5e-4
+QUALITY_RECIPE ?= --block-steps 600 --e2e-steps 86400 --w-feat 1 --lr 5e-4
 train-quality: $(VENV)/.dev-stamp
 	nice -n 19 $(BIN)/python -m stylecast.model.recipe --spec $(QSPEC) --out runs/q/$(QSPEC) \
 		--start-from model/checkpoints/quality $(QUALITY_RECIPE)
