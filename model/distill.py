@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import shutil
 import time
@@ -221,10 +222,16 @@ def centred_cosine(a, b, mean):
     return tf.reduce_sum(a * b, -1) / (tf.norm(a, axis=-1) * tf.norm(b, axis=-1) + 1e-8)
 
 
-def train_predictor(workdir: Path, steps: int, batch: int, seed: int, save_every: int) -> None:
+def train_predictor(workdir: Path, steps: int, batch: int, seed: int, save_every: int,
+                    spec=None, out: Path = CHECKPOINTS, lr: float = 1e-3) -> None:
+    """Train (or resume) the student predictor of shape ``spec`` (default
+    :class:`~stylecast.model.networks.PredictorSpec`) on the banks in ``workdir``; the finished
+    weights go to ``out/predictor.keras`` (+ ``predictor.json`` with the step and the training
+    split's mean vector). Another ``out`` than ``model/checkpoints`` leaves the committed
+    predictor, which is also the transformer's frozen feature net, untouched."""
     import tensorflow as tf  # noqa: PLC0415
 
-    from stylecast.model.networks import build_predictor  # noqa: PLC0415
+    from stylecast.model.networks import PredictorSpec, build_predictor  # noqa: PLC0415
 
     vectors = np.load(workdir / "style_vectors.npy")
     mean_vector = vectors.mean(0)  # the training split's mean, as evaluation uses
@@ -235,11 +242,12 @@ def train_predictor(workdir: Path, steps: int, batch: int, seed: int, save_every
     all_vectors = np.concatenate([v for _, v in banks])
     mean = tf.constant(mean_vector)
     scale = float((vectors - mean_vector).std())
-    model = build_predictor()
-    tr = Trainer(workdir, "predictor", model, 1e-3)
-    tr.restore(workdir / "ckpt", CHECKPOINTS)
+    model_spec = spec or PredictorSpec()
+    model = build_predictor(model_spec)
+    tr = Trainer(workdir, "predictor", model, lr)
+    tr.restore(workdir / "ckpt", out)
     rng = np.random.default_rng(seed + tr.step)
-    lr_sched = lambda s: 1e-3 * 0.5 * (1 + np.cos(np.pi * min(s, steps) / steps)) + 2e-5  # noqa: E731
+    lr_sched = lambda s: lr * 0.5 * (1 + np.cos(np.pi * min(s, steps) / steps)) + 2e-5  # noqa: E731
 
     @tf.function
     def step_fn(x, y):
@@ -269,7 +277,8 @@ def train_predictor(workdir: Path, steps: int, batch: int, seed: int, save_every
         if tr.step % save_every == 0 or tr.step == steps:
             tr.save(workdir / "ckpt", {"mean_vector": mean_vector.tolist()})
     bar.close()
-    tr.save(CHECKPOINTS, {"mean_vector": mean_vector.tolist()}, with_optimizer=False)
+    tr.save(out, {"mean_vector": mean_vector.tolist(), "spec": dataclasses.asdict(model_spec)},
+            with_optimizer=False)
 
 
 def _feature_extractor(predictor):
@@ -372,6 +381,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--recoloured", type=int, default=120, help="recoloured crops per training painting (extra bank)")
     ap.add_argument("--mosaics", type=int, default=2400, help="2×2 painting mosaics (extra bank)")
     ap.add_argument("--predictor-steps", type=int, default=9000)
+    ap.add_argument("--predictor-widths", type=lambda t: tuple(int(w) for w in t.split(",")), default=None,
+                    metavar="W0,W1,...", help="predictor channel widths (default: PredictorSpec's)")
+    ap.add_argument("--predictor-strides", type=lambda t: tuple(int(w) for w in t.split(",")), default=None,
+                    metavar="S0,S1,...", help="predictor strides, one per width (default: PredictorSpec's)")
+    ap.add_argument("--predictor-hidden", type=int, default=None, help="predictor hidden units (default: PredictorSpec's)")
+    ap.add_argument("--predictor-lr", type=float, default=1e-3, help="peak of the predictor's cosine schedule")
+    ap.add_argument("--predictor-out", type=Path, default=CHECKPOINTS,
+                    help="where the finished predictor goes (default model/checkpoints: also the transformer's "
+                         "feature net)")
     ap.add_argument("--cache-size", type=int, default=2500, help="teacher (content, style) targets")
     ap.add_argument("--transformer-steps", type=int, default=23000)
     ap.add_argument("--batch", type=int, default=4)
@@ -387,8 +405,11 @@ def main(argv: list[str] | None = None) -> None:
     import keras  # noqa: PLC0415
     import tensorflow as tf  # noqa: PLC0415
 
-    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:  # TensorFlow already started in this process: its pools stay
+        pass
     keras.utils.set_random_seed(args.seed)
     root = args.assets or data.assets_dir()
     if not (root / "models" / "magenta").is_dir():
@@ -402,7 +423,14 @@ def main(argv: list[str] | None = None) -> None:
     if args.phase in ("all", "extra") and not (args.workdir / "x_vectors.npy").exists():
         build_extra_bank(root, teacher, args.workdir, args.recoloured, args.mosaics, args.seed + 3)
     if args.phase in ("all", "predictor"):
-        train_predictor(args.workdir, args.predictor_steps, 32, args.seed, args.save_every)
+        from stylecast.model.networks import PredictorSpec  # noqa: PLC0415
+
+        given = {"widths": args.predictor_widths, "strides": args.predictor_strides, "hidden": args.predictor_hidden}
+        spec = dataclasses.replace(PredictorSpec(), **{k: v for k, v in given.items() if v is not None})
+        if len(spec.widths) != len(spec.strides):
+            raise SystemExit(f"--predictor-widths has {len(spec.widths)} entries, --predictor-strides {len(spec.strides)}")
+        train_predictor(args.workdir, args.predictor_steps, 32, args.seed, args.save_every, spec,
+                        args.predictor_out, args.predictor_lr)
     if args.phase in ("all", "transformer"):
         w = {"l1": args.w_l1, "grad": args.w_grad, "stat": args.w_stat, "feat": args.w_feat}
         train_transformer(args.workdir, args.transformer_steps, args.batch, args.crop, args.seed + 2,

@@ -428,20 +428,21 @@ def load_student(run: Path):
     return student, meta
 
 
-def export(run: Path, out_dir: Path, name: str, version: str, formats=None):
-    """Export a run's student with the committed predictor (``model/checkpoints/predictor.keras``)
-    as package ``out_dir/NAME/VERSION`` (every format unless ``formats``)."""
+def export(run: Path, out_dir: Path, name: str, version: str, formats=None, predictor: Path | None = None):
+    """Export a run's student with a predictor (the folder holding ``predictor.keras`` and
+    ``predictor.json``; default the committed ``model/checkpoints``) as package
+    ``out_dir/NAME/VERSION`` (every format unless ``formats``)."""
     import keras  # noqa: PLC0415
 
     from stylecast.model.export import export_package  # noqa: PLC0415
     from stylecast.backends.package import FORMATS  # noqa: PLC0415
 
     student, meta = load_student(run)
-    ckpt = REPO / "model" / "checkpoints"
-    predictor = keras.saving.load_model(ckpt / "predictor.keras", compile=False)
+    ckpt = predictor or REPO / "model" / "checkpoints"
+    net = keras.saving.load_model(ckpt / "predictor.keras", compile=False)
     training = {"recipe": "model/recipe.py", "spec": meta["spec"], "steps": meta["steps"],
                 "predictor_steps": json.loads((ckpt / "predictor.json").read_text())["step"]}
-    return export_package(predictor, student, out_dir, name, version, tuple(formats or FORMATS), training=training)
+    return export_package(net, student, out_dir, name, version, tuple(formats or FORMATS), training=training)
 
 
 def commit_checkpoint(run: Path, dest: Path) -> None:
@@ -481,6 +482,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="when --out holds no checkpoint, start from this one (make train: model/checkpoints/v5)")
     ap.add_argument("--export", type=Path, default=None, metavar="DIR",
                     help="do not train: export the run's student as package DIR/NAME/VERSION")
+    ap.add_argument("--predictor", type=Path, default=None, metavar="DIR",
+                    help="with --export: the predictor's folder (default model/checkpoints)")
     ap.add_argument("--name", default="stylecast-small")
     ap.add_argument("--version", default="5")
     args = ap.parse_args(argv)
@@ -495,7 +498,7 @@ def main(argv: list[str] | None = None) -> None:
         except RuntimeError:  # TensorFlow already started in this process: its pools stay
             pass
     if args.export is not None:
-        export(args.out, args.export, args.name, args.version)
+        export(args.out, args.export, args.name, args.version, predictor=args.predictor)
         return
     if (args.start_from is not None and (args.start_from / "student.json").exists()
             and not (args.out / "student.json").exists()):

@@ -3,6 +3,7 @@ XNNPACK partitioning and odd sizes through the real LiteRT backend."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -71,14 +72,30 @@ def test_distillation_reads_only_training_images(tmp_path, monkeypatch):
     teacher = Teacher(root / "models" / "magenta")
     distill.build_style_bank(root, teacher, work, per_image=1, seed=0)
     distill.build_transfer_cache(root, teacher, work, count=4, seed=0)
-    distill.build_extra_bank(root, teacher, work, per_painting=2, mosaics=3, seed=0)
+    distill.build_extra_bank(root, teacher, work, per_painting=2, mosaics=13, seed=0)
     names = {p.name for p in read}
     assert names, "the builders read no image"
     assert not names & set(data.HELDOUT_STYLES)
     assert not names & {p.name for p in (root / "content" / "val").iterdir()}
     assert np.load(work / "t_target.npy").shape == (4, 384, 384, 3)
     extra = np.load(work / "x_vectors.npy")
-    assert extra.shape == (4 + 4 * 2 + 3, 100) and np.all(np.abs(extra).sum(1) > 0)
+    assert extra.shape == (4 + 4 * 2 + 13, 100) and np.all(np.abs(extra).sum(1) > 0)
+
+    # A predictor of another shape trains on those banks (7 + 25 samples: one batch of 32) into its
+    # own folder; the committed predictor, the transformer's feature net, stays as it was.
+    committed = (distill.CHECKPOINTS / "predictor.keras").read_bytes()
+    out = tmp_path / "predictor"
+    distill.main(["--phase", "predictor", "--workdir", str(work), "--assets", str(root), "--threads", "1",
+                  "--predictor-widths", "8,16", "--predictor-strides", "4,4", "--predictor-hidden", "16",
+                  "--predictor-steps", "2", "--save-every", "1", "--predictor-out", str(out)])
+    import keras
+
+    net = keras.saving.load_model(out / "predictor.keras", compile=False)
+    assert [net.get_layer(n).filters for n in ("stem", "b0_pw")] == [8, 16]
+    assert net.get_layer("hidden").units == 16 and net.output.shape[-1] == 100
+    meta = json.loads((out / "predictor.json").read_text())
+    assert meta["step"] == 2 and meta["spec"]["widths"] == [8, 16] and len(meta["mean_vector"]) == 100
+    assert (distill.CHECKPOINTS / "predictor.keras").read_bytes() == committed
 
 
 # ------------------------------------------------------------------ exporter fidelity
