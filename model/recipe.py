@@ -32,7 +32,8 @@ committed): the teacher graph (``teacher.npz``), the training photos as JPEG byt
 
 Checkpoints: ``<out>/student.weights.h5`` + ``student.json`` (spec, steps per stage,
 and each stage's cosine schedule: first step, last step, peak learning rate) +
-``optimizer_<stage>.npz``; the curve is ``<out>/log.csv``.  A resumed run keeps its
+``optimizer_<stage>.npz``; the curve is ``<out>/log.csv`` (on resume, rows past the
+checkpoint's step are dropped: they are trained and logged again).  A resumed run keeps its
 recorded schedule while ``--*-steps`` names the same last step; a different last step
 starts a new cosine segment at the step reached (a fine-tune: learning rate and hint
 weight rise again and decay to that step), logged as such.
@@ -382,6 +383,7 @@ def train(pack_dir: Path, out: Path, spec_name: str, stage: str, steps: int, pai
             if f"v{i}" in saved and tuple(saved[f"v{i}"].shape) == tuple(v.shape):
                 v.assign(saved[f"v{i}"])
     log_path = out / "log.csv"
+    trim_log(log_path, stage, step)
     deadline = None if minutes is None else time.time() + 60 * minutes
     t0 = time.time()
     while step < steps and (deadline is None or time.time() < deadline):
@@ -408,6 +410,24 @@ def train(pack_dir: Path, out: Path, spec_name: str, stage: str, steps: int, pai
             _save(student, opt, out, spec_name, stage, step, meta)
     _save(student, opt, out, spec_name, stage, step, meta)
     return step
+
+
+def trim_log(path: Path, stage: str, step: int) -> int:
+    """Drop the rows of ``stage`` past ``step`` from the curve at ``path`` (a run stopped after
+    logging them but before its next checkpoint; resumed at ``step``, it logs those steps again).
+    Returns the number of rows dropped (0 when the file does not exist)."""
+    if not path.exists():
+        return 0
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        fields, rows = reader.fieldnames, list(reader)
+    keep = [r for r in rows if not (r["stage"] == stage and int(r["step"]) > step)]
+    if len(keep) < len(rows):
+        with open(path, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=fields)
+            w.writeheader()
+            w.writerows(keep)
+    return len(rows) - len(keep)
 
 
 def _save(student, opt, out: Path, spec_name: str, stage: str, step: int, meta: dict) -> None:

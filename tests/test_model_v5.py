@@ -4,6 +4,7 @@ shift pairs, its training split, and a short resumable training run."""
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -269,8 +270,20 @@ def test_recipe_pack_reads_only_training_images_and_a_short_run_resumes(tmp_path
     assert meta["spec"] == "rt3" and meta["steps"] == {"blocks": 2, "e2e": 2}
     assert meta["schedule"]["e2e"] == {"start": 0, "end": 2, "lr": 5e-4}
     first = (out / "student.weights.h5").read_bytes()
+    # The curve as a run leaves it when stopped after logging steps its last checkpoint (2) lacks:
+    # resumed at step 2, the run drops those rows, since it trains (and logs) those steps again.
+    fields = ["stage", "step", "loss", "lr", "hint_w", "terms", "s_per_step", "time"]
+    with open(out / "log.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        for stage, st in [("blocks", 2), ("blocks", 10), ("e2e", 2), ("e2e", 3), ("e2e", 30)]:
+            w.writerow({"stage": stage, "step": st, "loss": 1.0, "lr": 1e-3, "hint_w": 1, "terms": "",
+                        "s_per_step": 0.1, "time": 0})
     # Asked for more steps than the finished schedule: a new cosine segment from step 2 to 4.
     recipe.main(args + ["--e2e-steps", "4"])
+    with open(out / "log.csv", newline="") as f:
+        assert [(r["stage"], r["step"]) for r in csv.DictReader(f)] == [("blocks", "2"), ("blocks", "10"),
+                                                                        ("e2e", "2")]
     meta = json.loads((out / "student.json").read_text())
     assert meta["steps"] == {"blocks": 2, "e2e": 4}
     assert meta["schedule"]["e2e"] == {"start": 2, "end": 4, "lr": 5e-4}
