@@ -24,7 +24,6 @@ is appended to ``<workdir>/log.csv`` and copied next to the checkpoints.
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import json
 import shutil
@@ -35,7 +34,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from stylecast.model import data
+from stylecast.model import curve, data
 from stylecast.model.preprocess import style_image, style_image_uint8, to_float, to_uint8
 from stylecast.model.teacher import TEACHER_SIZE, Teacher
 
@@ -193,6 +192,7 @@ class Trainer:
                         if f"v{i}" in saved and saved[f"v{i}"].shape == tuple(v.shape):
                             v.assign(saved[f"v{i}"])
                 self.step = json.loads(meta.read_text())["step"]
+                curve.trim(self.log_path, self.step)
                 print(f"{self.name}: resumed from {d} at step {self.step}")
                 return True
         return False
@@ -207,12 +207,7 @@ class Trainer:
             shutil.copy(self.log_path, d / self.log_path.name)
 
     def log(self, row: dict) -> None:
-        new = not self.log_path.exists()
-        with open(self.log_path, "a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(row))
-            if new:
-                w.writeheader()
-            w.writerow(row)
+        curve.append(self.log_path, row)
 
 
 def centred_cosine(a, b, mean):
@@ -223,15 +218,15 @@ def centred_cosine(a, b, mean):
 
 
 def train_predictor(workdir: Path, steps: int, batch: int, seed: int, save_every: int,
-                    spec=None, out: Path = CHECKPOINTS, lr: float = 1e-3) -> None:
-    """Train (or resume) the student predictor of shape ``spec`` (default
+                    spec, out: Path = CHECKPOINTS, lr: float = 1e-3) -> None:
+    """Train (or resume) the student predictor of shape ``spec`` (a
     :class:`~stylecast.model.networks.PredictorSpec`) on the banks in ``workdir``; the finished
     weights go to ``out/predictor.keras`` (+ ``predictor.json`` with the step and the training
     split's mean vector). Another ``out`` than ``model/checkpoints`` leaves the committed
     predictor, which is also the transformer's frozen feature net, untouched."""
     import tensorflow as tf  # noqa: PLC0415
 
-    from stylecast.model.networks import PredictorSpec, build_predictor  # noqa: PLC0415
+    from stylecast.model.networks import build_predictor  # noqa: PLC0415
 
     vectors = np.load(workdir / "style_vectors.npy")
     mean_vector = vectors.mean(0)  # the training split's mean, as evaluation uses
@@ -242,8 +237,7 @@ def train_predictor(workdir: Path, steps: int, batch: int, seed: int, save_every
     all_vectors = np.concatenate([v for _, v in banks])
     mean = tf.constant(mean_vector)
     scale = float((vectors - mean_vector).std())
-    model_spec = spec or PredictorSpec()
-    model = build_predictor(model_spec)
+    model = build_predictor(spec)
     tr = Trainer(workdir, "predictor", model, lr)
     tr.restore(workdir / "ckpt", out)
     rng = np.random.default_rng(seed + tr.step)
@@ -277,7 +271,7 @@ def train_predictor(workdir: Path, steps: int, batch: int, seed: int, save_every
         if tr.step % save_every == 0 or tr.step == steps:
             tr.save(workdir / "ckpt", {"mean_vector": mean_vector.tolist()})
     bar.close()
-    tr.save(out, {"mean_vector": mean_vector.tolist(), "spec": dataclasses.asdict(model_spec)},
+    tr.save(out, {"mean_vector": mean_vector.tolist(), "spec": dataclasses.asdict(spec)},
             with_optimizer=False)
 
 
@@ -371,6 +365,11 @@ def train_transformer(workdir: Path, steps: int, batch: int, crop: int, seed: in
     bar.close()
 
 
+def _ints(text: str) -> tuple[int, ...]:
+    """``"32,64,128"`` → ``(32, 64, 128)`` (an argparse type)."""
+    return tuple(int(t) for t in text.split(","))
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--phase", choices=["all", "bank", "cache", "extra", "predictor", "transformer"], default="all")
@@ -381,9 +380,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--recoloured", type=int, default=120, help="recoloured crops per training painting (extra bank)")
     ap.add_argument("--mosaics", type=int, default=2400, help="2×2 painting mosaics (extra bank)")
     ap.add_argument("--predictor-steps", type=int, default=9000)
-    ap.add_argument("--predictor-widths", type=lambda t: tuple(int(w) for w in t.split(",")), default=None,
+    ap.add_argument("--predictor-widths", type=_ints, default=None,
                     metavar="W0,W1,...", help="predictor channel widths (default: PredictorSpec's)")
-    ap.add_argument("--predictor-strides", type=lambda t: tuple(int(w) for w in t.split(",")), default=None,
+    ap.add_argument("--predictor-strides", type=_ints, default=None,
                     metavar="S0,S1,...", help="predictor strides, one per width (default: PredictorSpec's)")
     ap.add_argument("--predictor-hidden", type=int, default=None, help="predictor hidden units (default: PredictorSpec's)")
     ap.add_argument("--predictor-lr", type=float, default=1e-3, help="peak of the predictor's cosine schedule")
@@ -401,6 +400,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--w-stat", type=float, default=1.0)
     ap.add_argument("--w-feat", type=float, default=1.0)
     args = ap.parse_args(argv)
+    from stylecast.model.networks import PredictorSpec  # noqa: PLC0415
+
+    given = {"widths": args.predictor_widths, "strides": args.predictor_strides, "hidden": args.predictor_hidden}
+    try:  # refused here, before the teacher loads or a bank is built
+        spec = dataclasses.replace(PredictorSpec(), **{k: v for k, v in given.items() if v is not None})
+    except ValueError as exc:
+        ap.error(f"--predictor-widths/--predictor-strides: {exc}")
 
     import keras  # noqa: PLC0415
     import tensorflow as tf  # noqa: PLC0415
@@ -423,12 +429,6 @@ def main(argv: list[str] | None = None) -> None:
     if args.phase in ("all", "extra") and not (args.workdir / "x_vectors.npy").exists():
         build_extra_bank(root, teacher, args.workdir, args.recoloured, args.mosaics, args.seed + 3)
     if args.phase in ("all", "predictor"):
-        from stylecast.model.networks import PredictorSpec  # noqa: PLC0415
-
-        given = {"widths": args.predictor_widths, "strides": args.predictor_strides, "hidden": args.predictor_hidden}
-        spec = dataclasses.replace(PredictorSpec(), **{k: v for k, v in given.items() if v is not None})
-        if len(spec.widths) != len(spec.strides):
-            raise SystemExit(f"--predictor-widths has {len(spec.widths)} entries, --predictor-strides {len(spec.strides)}")
         train_predictor(args.workdir, args.predictor_steps, 32, args.seed, args.save_every, spec,
                         args.predictor_out, args.predictor_lr)
     if args.phase in ("all", "transformer"):

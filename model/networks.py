@@ -42,10 +42,18 @@ class TransformerSpec:
 
 @dataclass(frozen=True)
 class PredictorSpec:
+    """Widths and strides of the predictor's layers (the stem, then one depthwise-separable block
+    per further entry) and its hidden units; the defaults are the built-in model's.
+    Raises ValueError when ``widths`` and ``strides`` differ in length."""
+
     widths: tuple[int, ...] = (24, 48, 96, 96, 112, 112, 256)
     strides: tuple[int, ...] = (2, 2, 2, 1, 2, 1, 2)
     hidden: int = 256
     style_dim: int = STYLE_DIM
+
+    def __post_init__(self):
+        if len(self.widths) != len(self.strides):
+            raise ValueError(f"{len(self.widths)} widths but {len(self.strides)} strides (one stride per width)")
 
 
 @keras.saving.register_keras_serializable("stylecast")

@@ -42,7 +42,6 @@ weight rise again and decay to that step), logged as such.
 from __future__ import annotations
 
 import argparse
-import csv
 import io
 import json
 import math
@@ -51,6 +50,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from stylecast.model import curve
 
 REPO = Path(__file__).resolve().parents[1]
 SHIFT = 7      # largest shift of the shift-consistency pairs (px)
@@ -383,7 +384,7 @@ def train(pack_dir: Path, out: Path, spec_name: str, stage: str, steps: int, pai
             if f"v{i}" in saved and tuple(saved[f"v{i}"].shape) == tuple(v.shape):
                 v.assign(saved[f"v{i}"])
     log_path = out / "log.csv"
-    trim_log(log_path, stage, step)
+    curve.trim(log_path, step, stage)
     deadline = None if minutes is None else time.time() + 60 * minutes
     t0 = time.time()
     while step < steps and (deadline is None or time.time() < deadline):
@@ -399,35 +400,12 @@ def train(pack_dir: Path, out: Path, spec_name: str, stage: str, steps: int, pai
                    "terms": "" if terms is None else " ".join(f"{n}={v:.4f}" for n, v in zip(graph.terms, terms)),
                    "s_per_step": (time.time() - t0) / 10, "time": time.time()}
             t0 = time.time()
-            new = not log_path.exists()
-            with open(log_path, "a", newline="") as f:
-                w = csv.DictWriter(f, fieldnames=list(row))
-                if new:
-                    w.writeheader()
-                w.writerow(row)
+            curve.append(log_path, row)
             print(row, flush=True)
         if step % save_every == 0 or step == steps:
             _save(student, opt, out, spec_name, stage, step, meta)
     _save(student, opt, out, spec_name, stage, step, meta)
     return step
-
-
-def trim_log(path: Path, stage: str, step: int) -> int:
-    """Drop the rows of ``stage`` past ``step`` from the curve at ``path`` (a run stopped after
-    logging them but before its next checkpoint; resumed at ``step``, it logs those steps again).
-    Returns the number of rows dropped (0 when the file does not exist)."""
-    if not path.exists():
-        return 0
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        fields, rows = reader.fieldnames, list(reader)
-    keep = [r for r in rows if not (r["stage"] == stage and int(r["step"]) > step)]
-    if len(keep) < len(rows):
-        with open(path, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=fields)
-            w.writeheader()
-            w.writerows(keep)
-    return len(rows) - len(keep)
 
 
 def _save(student, opt, out: Path, spec_name: str, stage: str, step: int, meta: dict) -> None:

@@ -96,6 +96,16 @@ def test_distillation_reads_only_training_images(tmp_path, monkeypatch):
     meta = json.loads((out / "predictor.json").read_text())
     assert meta["step"] == 2 and meta["spec"]["widths"] == [8, 16] and len(meta["mean_vector"]) == 100
     assert (distill.CHECKPOINTS / "predictor.keras").read_bytes() == committed
+    # Resumed from its step-2 checkpoint, the run drops curve rows a stopped run logged past it.
+    (work / "predictor_log.csv").write_text("step,loss,centred_cos,time\n1,1.0,0.5,0\n20,1.0,0.5,0\n")
+    distill.main(["--phase", "predictor", "--workdir", str(work), "--assets", str(root), "--threads", "1",
+                  "--predictor-widths", "8,16", "--predictor-strides", "4,4", "--predictor-hidden", "16",
+                  "--predictor-steps", "3", "--save-every", "1", "--predictor-out", str(out)])
+    assert (work / "predictor_log.csv").read_text().splitlines()[1:] == ["1,1.0,0.5,0"]
+    assert json.loads((out / "predictor.json").read_text())["step"] == 3
+    with pytest.raises(SystemExit):  # one stride per width, refused before any work
+        distill.main(["--phase", "predictor", "--workdir", str(work), "--assets", str(root),
+                      "--predictor-widths", "8,16", "--predictor-strides", "4"])
 
 
 # ------------------------------------------------------------------ exporter fidelity
