@@ -9,9 +9,12 @@ Resumable phases, all seeded, all reading ``../shared/assets`` (training split o
    ``style_transfer_quantized_384.tflite`` and kept on disk.
 3. ``extra``: more teacher-labelled style inputs — the cached teacher outputs, recoloured
    paintings and painting mosaics — so the predictor sees more than 21 paintings' styles.
-4. ``predictor``: the student predictor regresses the teacher's vectors on both banks
-   (centred-cosine + MSE loss).
-5. ``transformer``: the student transformer learns the cached targets on aligned random
+4. ``features``: the teacher predictor's pooled 1280-d features (its insides, one 1×1
+   convolution before the vector) for every image of both banks, fp16.
+5. ``predictor``: the student predictor regresses the teacher's vectors on both banks
+   (centred-cosine + MSE loss), optionally with a hint: a training-only linear head on its
+   hidden layer regresses the teacher's pooled features (``--w-bottleneck``).
+6. ``transformer``: the student transformer learns the cached targets on aligned random
    crops with a pixel L1, an image-gradient L1, local colour statistics and a style
    term: feature statistics of the trained student predictor (a frozen, differentiable
    stand-in for the teacher's) on student vs teacher outputs.
@@ -36,7 +39,7 @@ from tqdm import tqdm
 
 from stylecast.model import curve, data
 from stylecast.model.preprocess import style_image, style_image_uint8, to_float, to_uint8
-from stylecast.model.teacher import TEACHER_SIZE, Teacher
+from stylecast.model.teacher import BOTTLENECK_DIM, TEACHER_SIZE, Teacher
 
 REPO = Path(__file__).resolve().parents[1]
 CHECKPOINTS = REPO / "model" / "checkpoints"
@@ -123,6 +126,20 @@ def build_extra_bank(root: Path, teacher: Teacher, out: Path, per_painting: int,
     np.save(out / "x_vectors.npy", vectors)
 
 
+def build_bottleneck_bank(teacher: Teacher, out: Path, batch: int = 64) -> None:
+    """``style_features.npy`` / ``x_features.npy``: :meth:`Teacher.bottleneck` of every image in
+    the style and extra banks (N×1280 fp16, row i for image i); a bank that is absent or already
+    has its features is skipped."""
+    for name in ("style", "x"):
+        if not (out / f"{name}_images.npy").exists() or (out / f"{name}_features.npy").exists():
+            continue
+        images = np.load(out / f"{name}_images.npy", mmap_mode="r")
+        feats = np.zeros((len(images), BOTTLENECK_DIM), np.float16)
+        for i in tqdm(range(0, len(images), batch), desc=f"teacher features: {name} bank"):
+            feats[i:i + batch] = teacher.bottleneck(to_float(np.asarray(images[i:i + batch])))
+        np.save(out / f"{name}_features.npy", feats)
+
+
 def build_transfer_cache(root: Path, teacher: Teacher, out: Path, count: int, seed: int) -> None:
     """384² content crops × style vectors → teacher outputs (uint8), resumable by index."""
     rng = np.random.default_rng(seed)
@@ -171,12 +188,15 @@ def build_transfer_cache(root: Path, teacher: Teacher, out: Path, count: int, se
 class Trainer:
     """Shared checkpoint/log plumbing for both networks."""
 
-    def __init__(self, workdir: Path, name: str, model, lr: float):
+    def __init__(self, workdir: Path, name: str, model, lr: float, head=None):
+        """``head``: a training-only Keras model trained beside ``model`` (its weights go to the
+        resumable checkpoints, not to the finished network)."""
         import keras  # noqa: PLC0415
 
-        self.workdir, self.name, self.model = workdir, name, model
+        self.workdir, self.name, self.model, self.head = workdir, name, model, head
+        self.variables = model.trainable_variables + (head.trainable_variables if head else [])
         self.opt = keras.optimizers.Adam(lr)
-        self.opt.build(model.trainable_variables)
+        self.opt.build(self.variables)
         self.step = 0
         self.log_path = workdir / f"{name}_log.csv"
 
@@ -185,6 +205,8 @@ class Trainer:
             meta = d / f"{self.name}.json"
             if meta.exists():
                 self.model.load_weights(d / f"{self.name}.keras")
+                if self.head is not None and (d / f"{self.name}_head.weights.h5").exists():
+                    self.head.load_weights(d / f"{self.name}_head.weights.h5")
                 opt = d / f"{self.name}.opt.npz"
                 if opt.exists():
                     saved = np.load(opt)
@@ -202,6 +224,8 @@ class Trainer:
         self.model.save(d / f"{self.name}.keras")
         if with_optimizer:
             np.savez(d / f"{self.name}.opt.npz", **{f"v{i}": np.asarray(v) for i, v in enumerate(self.opt.variables)})
+            if self.head is not None:
+                self.head.save_weights(d / f"{self.name}_head.weights.h5")
         (d / f"{self.name}.json").write_text(json.dumps({"step": self.step, **(extra or {})}, indent=1))
         if self.log_path.exists():
             shutil.copy(self.log_path, d / self.log_path.name)
@@ -218,12 +242,18 @@ def centred_cosine(a, b, mean):
 
 
 def train_predictor(workdir: Path, steps: int, batch: int, seed: int, save_every: int,
-                    spec, out: Path = CHECKPOINTS, lr: float = 1e-3) -> None:
+                    spec, out: Path = CHECKPOINTS, lr: float = 1e-3, w_bottleneck: float = 0.0) -> None:
     """Train (or resume) the student predictor of shape ``spec`` (a
     :class:`~stylecast.model.networks.PredictorSpec`) on the banks in ``workdir``; the finished
     weights go to ``out/predictor.keras`` (+ ``predictor.json`` with the step and the training
     split's mean vector). Another ``out`` than ``model/checkpoints`` leaves the committed
-    predictor, which is also the transformer's frozen feature net, untouched."""
+    predictor, which is also the transformer's frozen feature net, untouched.
+
+    ``w_bottleneck`` > 0 adds a hint from the teacher's insides: a linear head on the hidden
+    layer regresses the teacher predictor's pooled features (phase ``features``), squared error
+    in units of their standard deviation, with this weight (the vector loss has weight 1).
+    Raises SystemExit when those features are missing."""
+    import keras  # noqa: PLC0415
     import tensorflow as tf  # noqa: PLC0415
 
     from stylecast.model.networks import build_predictor  # noqa: PLC0415
@@ -238,20 +268,35 @@ def train_predictor(workdir: Path, steps: int, batch: int, seed: int, save_every
     mean = tf.constant(mean_vector)
     scale = float((vectors - mean_vector).std())
     model = build_predictor(spec)
-    tr = Trainer(workdir, "predictor", model, lr)
+    head, all_features, feature_scale = None, None, 1.0
+    if w_bottleneck > 0:
+        names = ["style", "x"][:len(banks)]
+        missing = [n for n in names if not (workdir / f"{n}_features.npy").exists()]
+        if missing:
+            raise SystemExit(f"--w-bottleneck needs the teacher's features in {workdir}: run --phase features")
+        all_features = np.concatenate([np.load(workdir / f"{n}_features.npy") for n in names]).astype(np.float32)
+        feature_scale = float(all_features.std())
+        head = keras.Sequential([keras.Input((spec.hidden,)), keras.layers.Dense(BOTTLENECK_DIM)],
+                                name="bottleneck_head")
+        joint = keras.Model(model.inputs, [model.output, head(model.get_layer("hidden").output)])
+    tr = Trainer(workdir, "predictor", model, lr, head)
     tr.restore(workdir / "ckpt", out)
     rng = np.random.default_rng(seed + tr.step)
     lr_sched = lambda s: lr * 0.5 * (1 + np.cos(np.pi * min(s, steps) / steps)) + 2e-5  # noqa: E731
 
     @tf.function
-    def step_fn(x, y):
+    def step_fn(x, y, f):
         with tf.GradientTape() as tape:
-            p = model(x, training=True)
+            if head is None:
+                p, hint = model(x, training=True), 0.0
+            else:
+                p, g = joint(x, training=True)
+                hint = w_bottleneck * tf.reduce_mean(tf.square((g - f) / feature_scale))
             cos = centred_cosine(p, y, mean)
             mse = tf.reduce_mean(tf.square((p - y) / scale))
-            loss = mse + tf.reduce_mean(1 - cos)
-        grads = tape.gradient(loss, model.trainable_variables)
-        tr.opt.apply_gradients(zip(grads, model.trainable_variables))
+            loss = mse + tf.reduce_mean(1 - cos) + hint
+        grads = tape.gradient(loss, tr.variables)
+        tr.opt.apply_gradients(zip(grads, tr.variables))
         return loss, tf.reduce_mean(cos)
 
     bar = tqdm(total=steps, initial=tr.step, desc="predictor")
@@ -262,7 +307,8 @@ def train_predictor(workdir: Path, steps: int, batch: int, seed: int, save_every
         if rng.random() < 0.5:
             x = x[:, :, ::-1]
         tr.opt.learning_rate.assign(lr_sched(tr.step))
-        loss, cos = step_fn(tf.constant(x), tf.constant(all_vectors[idx]))
+        f = all_features[idx] if head is not None else np.zeros((len(idx), 0), np.float32)
+        loss, cos = step_fn(tf.constant(x), tf.constant(all_vectors[idx]), tf.constant(f))
         tr.step += 1
         bar.update(1)
         if tr.step % 20 == 0:
@@ -372,7 +418,8 @@ def _ints(text: str) -> tuple[int, ...]:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--phase", choices=["all", "bank", "cache", "extra", "predictor", "transformer"], default="all")
+    ap.add_argument("--phase", choices=["all", "bank", "cache", "extra", "features", "predictor", "transformer"],
+                    default="all")
     ap.add_argument("--workdir", type=Path, default=REPO / "runs" / "distill")
     ap.add_argument("--assets", type=Path, default=None)
     ap.add_argument("--seed", type=int, default=1234)
@@ -386,6 +433,9 @@ def main(argv: list[str] | None = None) -> None:
                     metavar="S0,S1,...", help="predictor strides, one per width (default: PredictorSpec's)")
     ap.add_argument("--predictor-hidden", type=int, default=None, help="predictor hidden units (default: PredictorSpec's)")
     ap.add_argument("--predictor-lr", type=float, default=1e-3, help="peak of the predictor's cosine schedule")
+    ap.add_argument("--w-bottleneck", type=float, default=0.0,
+                    help="weight of the predictor's hint on the teacher's pooled features (0: off; needs --phase "
+                         "features)")
     ap.add_argument("--predictor-out", type=Path, default=CHECKPOINTS,
                     help="where the finished predictor goes (default model/checkpoints: also the transformer's "
                          "feature net)")
@@ -428,9 +478,11 @@ def main(argv: list[str] | None = None) -> None:
         build_transfer_cache(root, teacher, args.workdir, args.cache_size, args.seed + 1)
     if args.phase in ("all", "extra") and not (args.workdir / "x_vectors.npy").exists():
         build_extra_bank(root, teacher, args.workdir, args.recoloured, args.mosaics, args.seed + 3)
+    if args.phase == "features" or (args.phase == "all" and args.w_bottleneck > 0):
+        build_bottleneck_bank(teacher, args.workdir)
     if args.phase in ("all", "predictor"):
         train_predictor(args.workdir, args.predictor_steps, 32, args.seed, args.save_every, spec,
-                        args.predictor_out, args.predictor_lr)
+                        args.predictor_out, args.predictor_lr, args.w_bottleneck)
     if args.phase in ("all", "transformer"):
         w = {"l1": args.w_l1, "grad": args.w_grad, "stat": args.w_stat, "feat": args.w_feat}
         train_transformer(args.workdir, args.transformer_steps, args.batch, args.crop, args.seed + 2,

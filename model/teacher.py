@@ -6,6 +6,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from ai_edge_litert.interpreter import Interpreter
 
 from stylecast.backends.base import BackendOptions
 from stylecast.backends.litert import LiteRTBackend
@@ -14,6 +15,8 @@ from stylecast.model.magenta import import_magenta
 PREDICT_FILE = "style_predict_quantized_256.tflite"
 TRANSFER_FILE = "style_transfer_quantized_384.tflite"
 TEACHER_SIZE = 384
+BOTTLENECK_TENSOR = "bottleneck/Mean"  # the predictor's pooled MobileNetV2 features, before its last 1×1 conv
+BOTTLENECK_DIM = 1280
 
 
 class Teacher:
@@ -24,6 +27,7 @@ class Teacher:
     """
 
     def __init__(self, models_dir: Path, threads: int = 2):
+        self._models_dir, self._threads, self._bottleneck = models_dir, threads, None
         self._dir = tempfile.TemporaryDirectory(prefix="stylecast-teacher-")
         package = import_magenta(models_dir / PREDICT_FILE, models_dir / TRANSFER_FILE, self._dir.name)
         self._backend = LiteRTBackend()
@@ -32,6 +36,27 @@ class Teacher:
     def predict_style(self, images: np.ndarray) -> np.ndarray:
         """N×256×256×3 float32 [0,1] → N×100."""
         return self._backend.predict_style(images)
+
+    def bottleneck(self, images: np.ndarray) -> np.ndarray:
+        """N×256×256×3 float32 [0,1] → N×1280 float32: the teacher predictor's pooled features
+        (mean over 8×8 of MobileNetV2's ReLU6 ``Conv_1``, so in [0, 6]), dequantized from int8
+        (step 6/255). The style vector is one 1×1 convolution of these. Read with LiteRT's
+        ``experimental_preserve_all_tensors``; the tensor is a delegate's output, so XNNPACK
+        stays on."""
+        if self._bottleneck is None:
+            it = Interpreter(model_path=str(self._models_dir / PREDICT_FILE), num_threads=self._threads,
+                             experimental_preserve_all_tensors=True)
+            it.allocate_tensors()
+            index = {d["name"]: d for d in it.get_tensor_details()}[BOTTLENECK_TENSOR]
+            self._bottleneck = (it, index)
+        it, detail = self._bottleneck
+        scale, zero = detail["quantization"]
+        out = np.empty((len(images), BOTTLENECK_DIM), np.float32)
+        for i, x in enumerate(images):
+            it.set_tensor(it.get_input_details()[0]["index"], x[None].astype(np.float32))
+            it.invoke()
+            out[i] = (it.get_tensor(detail["index"]).reshape(-1).astype(np.float32) - zero) * scale
+        return out
 
     def stylize(self, content: np.ndarray, styles: np.ndarray) -> np.ndarray:
         """N×384×384×3 float32 [0,1] + N×100 → N×384×384×3."""

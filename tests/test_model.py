@@ -13,6 +13,7 @@ import pytest
 from stylecast.backends.base import BackendOptions, create_backend
 from stylecast.backends.package import PackageError, load_package
 from stylecast.model import BUILTIN_DIR, data
+from stylecast.model.preprocess import to_float
 from stylecast.model.xnnpack import xnnpack_partitions
 
 ASSETS = data.assets_dir()
@@ -106,6 +107,26 @@ def test_distillation_reads_only_training_images(tmp_path, monkeypatch):
     with pytest.raises(SystemExit):  # one stride per width, refused before any work
         distill.main(["--phase", "predictor", "--workdir", str(work), "--assets", str(root),
                       "--predictor-widths", "8,16", "--predictor-strides", "4"])
+
+    # The hint on the teacher's insides: refused until its features are banked; then row i holds
+    # the teacher predictor's pooled features of image i, whose 1×1 convolution is the style vector.
+    hint = ["--phase", "predictor", "--workdir", str(work), "--assets", str(root), "--threads", "1",
+            "--predictor-widths", "8,16", "--predictor-strides", "4,4", "--predictor-hidden", "16",
+            "--save-every", "1", "--predictor-out", str(out), "--w-bottleneck", "1"]
+    with pytest.raises(SystemExit, match="--phase features"):
+        distill.main([*hint, "--predictor-steps", "4"])
+    distill.main(["--phase", "features", "--workdir", str(work), "--assets", str(root), "--threads", "1"])
+    feats = np.load(work / "x_features.npy")
+    images = np.load(work / "x_images.npy", mmap_mode="r")
+    assert feats.shape == (len(extra), 1280) and feats.dtype == np.float16
+    assert np.load(work / "style_features.npy").shape == (len(np.load(work / "style_vectors.npy")), 1280)
+    np.testing.assert_allclose(feats[3], teacher.bottleneck(to_float(images[3:4]))[0], atol=2e-3)  # fp16 storage
+    assert 0 <= feats.min() and feats.max() <= 6 and feats.any()
+    distill.main([*hint, "--predictor-steps", "4"])
+    assert (work / "ckpt" / "predictor_head.weights.h5").exists()
+    net = keras.saving.load_model(out / "predictor.keras", compile=False)
+    assert [l.name for l in net.layers if "bottleneck" in l.name] == [] and net.output.shape[-1] == 100
+    assert json.loads((out / "predictor.json").read_text())["step"] == 4
 
 
 # ------------------------------------------------------------------ exporter fidelity
