@@ -152,16 +152,18 @@ train-quality: $(VENV)/.dev-stamp
 		--start-from model/checkpoints/quality $(QUALITY_RECIPE)
 
 # The quality tier's own, larger predictor (775,716 parameters; the committed model/checkpoints/predictor.keras
-# stays the transformer's feature net): banks in runs/pred (about 10 min), then 6,000 steps from scratch and a
-# restart to 9,000 (the second call resumes runs/pred/ckpt); written to model/checkpoints/quality.
+# stays the transformer's feature net): banks and the teacher predictor's pooled features in runs/pred (about
+# 20 min), then 6,000 steps from scratch with the hint on those features and a restart to 9,000 (the second call
+# resumes runs/pred/ckpt); written to model/checkpoints/quality.
 QPRED_ARGS = --workdir runs/pred --predictor-widths 32,64,128,128,192,192,384,384 \
 	--predictor-strides 2,2,2,1,2,1,2,1 --predictor-hidden 512 --predictor-out model/checkpoints/quality --save-every 500
 train-quality-predictor: $(VENV)/.dev-stamp
 	nice -n 19 $(BIN)/python -m stylecast.model.distill --phase bank $(QPRED_ARGS)
 	nice -n 19 $(BIN)/python -m stylecast.model.distill --phase cache $(QPRED_ARGS)
 	nice -n 19 $(BIN)/python -m stylecast.model.distill --phase extra --recoloured 200 --mosaics 4000 $(QPRED_ARGS)
-	nice -n 19 $(BIN)/python -m stylecast.model.distill --phase predictor --predictor-steps 6000 $(QPRED_ARGS)
-	nice -n 19 $(BIN)/python -m stylecast.model.distill --phase predictor --predictor-steps 9000 $(QPRED_ARGS)
+	nice -n 19 $(BIN)/python -m stylecast.model.distill --phase features $(QPRED_ARGS)
+	nice -n 19 $(BIN)/python -m stylecast.model.distill --phase predictor --predictor-steps 6000 --w-bottleneck 1 $(QPRED_ARGS)
+	nice -n 19 $(BIN)/python -m stylecast.model.distill --phase predictor --predictor-steps 9000 --w-bottleneck 1 $(QPRED_ARGS)
 
 export-model: $(VENV)/.dev-stamp
 	$(BIN)/python -m stylecast.model.recipe --spec $(SPEC) --out runs/v5/$(SPEC) --export model/builtin

@@ -317,7 +317,7 @@ def train_predictor(workdir: Path, steps: int, batch: int, seed: int, save_every
         if tr.step % save_every == 0 or tr.step == steps:
             tr.save(workdir / "ckpt", {"mean_vector": mean_vector.tolist()})
     bar.close()
-    tr.save(out, {"mean_vector": mean_vector.tolist(), "spec": dataclasses.asdict(spec)},
+    tr.save(out, {"mean_vector": mean_vector.tolist(), "spec": dataclasses.asdict(spec), "w_bottleneck": w_bottleneck},
             with_optimizer=False)
 
 

@@ -126,7 +126,8 @@ def test_distillation_reads_only_training_images(tmp_path, monkeypatch):
     assert (work / "ckpt" / "predictor_head.weights.h5").exists()
     net = keras.saving.load_model(out / "predictor.keras", compile=False)
     assert [l.name for l in net.layers if "bottleneck" in l.name] == [] and net.output.shape[-1] == 100
-    assert json.loads((out / "predictor.json").read_text())["step"] == 4
+    meta = json.loads((out / "predictor.json").read_text())
+    assert meta["step"] == 4 and meta["w_bottleneck"] == 1
 
 
 # ------------------------------------------------------------------ exporter fidelity
