@@ -81,31 +81,36 @@ def test_release_free_memory_returns_kept_buffers_to_the_kernel():
     assert r["drop"] > 12 << 20  # at least half of the freed frame buffers left the process
 
 
-def thread_heaps(pid: int) -> int:
-    """glibc thread-arena heaps in a process: anonymous mappings that start on a 64 MiB
-    (HEAP_MAX_SIZE) boundary and fill that much address space, readable-writable up to what
-    the arena uses and PROT_NONE above it."""
+def thread_heaps(pid: int) -> list[str]:
+    """glibc thread-arena heaps in a process (their ``/proc/PID/maps`` lines): anonymous mappings
+    that start on a 64 MiB (HEAP_MAX_SIZE) boundary and fill that much address space,
+    readable-writable up to what the arena uses and PROT_NONE above it."""
+    lines = Path(f"/proc/{pid}/maps").read_text().splitlines()
     maps = []
-    for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
+    for line in lines:
         fields = line.split()
         start, end = (int(x, 16) for x in fields[0].split("-"))
         maps.append((start, end, fields[1], len(fields) > 5))
     heap = 64 << 20
-    count = 0
+    found = []
     for i, (start, end, perm, named) in enumerate(maps):
         if named or perm != "rw-p" or start % heap:
             continue
         reserved = maps[i + 1] if i + 1 < len(maps) else None
         if end - start == heap or (reserved and reserved[0] == end and reserved[2] == "---p"
                                    and not reserved[3] and reserved[1] == start + heap):
-            count += 1
-    return count
+            found.append(lines[i])
+    return found
 
 
-def serve_and_count_heaps(models_dir: Path, tmp_path: Path, arenas: str | None) -> int:
+def thread_names(pid: int) -> list[str]:
+    return sorted((t / "comm").read_text().strip() for t in Path(f"/proc/{pid}/task").iterdir())
+
+
+def serve_and_count_heaps(models_dir: Path, tmp_path: Path, arenas: str | None) -> tuple[list[str], list[str]]:
     """``stylecast serve`` (the real exec'd server) with ``malloc_arenas`` from its environment (None: unset),
-    after it registered a style and stylized photos on its threads: its thread-arena heaps (and
-    it has mapped no library it does not serve with)."""
+    after it registered a style and stylized photos on its threads: its thread-arena heaps and its
+    threads' names (and it has mapped no library it does not serve with)."""
     env = {k: v for k, v in os.environ.items() if k != "STYLECAST_MALLOC_ARENAS"}
     if arenas is not None:
         env["STYLECAST_MALLOC_ARENAS"] = arenas
@@ -120,7 +125,7 @@ def serve_and_count_heaps(models_dir: Path, tmp_path: Path, arenas: str | None) 
         # nothing the serving path does not use: video is stylized by the client
         for absent in ("libavcodec", "/av/", "/cryptography/", "tensorflow"):
             assert absent not in libraries, absent
-        return thread_heaps(proc.pid)
+        return thread_heaps(proc.pid), thread_names(proc.pid)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc arenas and /proc are Linux's")
@@ -129,8 +134,10 @@ def test_a_litert_server_keeps_its_frames_in_one_malloc_arena(tiny_models_dir, t
     from glibc's main arena, the one malloc_trim can empty; 8 lets threads have arenas of their own."""
     if not run("tuned")["tuned"]:
         pytest.skip("the C library has no mallopt (not glibc)")
-    assert serve_and_count_heaps(tiny_models_dir, tmp_path, None) == 0
-    assert serve_and_count_heaps(tiny_models_dir, tmp_path, "8") >= 2
+    heaps, threads = serve_and_count_heaps(tiny_models_dir, tmp_path, None)
+    assert heaps == [], f"thread arenas {heaps} in a server with threads {threads}"  # which, when it flakes
+    heaps, threads = serve_and_count_heaps(tiny_models_dir, tmp_path, "8")
+    assert len(heaps) >= 2, threads
 
 
 TRIM = """
