@@ -107,7 +107,7 @@ def thread_names(pid: int) -> list[str]:
     return sorted((t / "comm").read_text().strip() for t in Path(f"/proc/{pid}/task").iterdir())
 
 
-def serve_and_count_heaps(models_dir: Path, tmp_path: Path, arenas: str | None) -> tuple[list[str], list[str]]:
+def serve_and_find_heaps(models_dir: Path, tmp_path: Path, arenas: str | None) -> tuple[list[str], list[str]]:
     """``stylecast serve`` (the real exec'd server) with ``malloc_arenas`` from its environment (None: unset),
     after it registered a style and stylized photos on its threads: its thread-arena heaps and its
     threads' names (and it has mapped no library it does not serve with)."""
@@ -134,9 +134,9 @@ def test_a_litert_server_keeps_its_frames_in_one_malloc_arena(tiny_models_dir, t
     from glibc's main arena, the one malloc_trim can empty; 8 lets threads have arenas of their own."""
     if not run("tuned")["tuned"]:
         pytest.skip("the C library has no mallopt (not glibc)")
-    heaps, threads = serve_and_count_heaps(tiny_models_dir, tmp_path, None)
+    heaps, threads = serve_and_find_heaps(tiny_models_dir, tmp_path, None)
     assert heaps == [], f"thread arenas {heaps} in a server with threads {threads}"  # which, when it flakes
-    heaps, threads = serve_and_count_heaps(tiny_models_dir, tmp_path, "8")
+    heaps, threads = serve_and_find_heaps(tiny_models_dir, tmp_path, "8")
     assert len(heaps) >= 2, threads
 
 
