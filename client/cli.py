@@ -313,7 +313,11 @@ def serve(
         "tokens_file": tokens_file, "allow_unauthenticated": allow_unauthenticated, "tls_cert": tls_cert,
         "tls_key": tls_key, "tls_client_ca": tls_client_ca, "metrics_tls": metrics_tls,
         "config": str(config) if config else None})
-    os.execv(sys.executable, [sys.executable, "-m", "stylecast.server", flags])
+    # numpy's OpenBLAS starts a worker thread at import, before the server caps glibc's malloc arenas;
+    # when that thread mallocs first it keeps an arena of its own (1 start in 12 here). The server's
+    # numpy work is small (style vectors), so one BLAS thread: none is started. A user's setting wins.
+    env = {"OPENBLAS_NUM_THREADS": "1", **os.environ}
+    os.execve(sys.executable, [sys.executable, "-m", "stylecast.server", flags], env)
 
 
 @token_app.command("new")
