@@ -47,15 +47,14 @@ class Teacher:
             it = Interpreter(model_path=str(self._models_dir / PREDICT_FILE), num_threads=self._threads,
                              experimental_preserve_all_tensors=True)
             it.allocate_tensors()
-            index = {d["name"]: d for d in it.get_tensor_details()}[BOTTLENECK_TENSOR]
-            self._bottleneck = (it, index)
-        it, detail = self._bottleneck
-        scale, zero = detail["quantization"]
+            detail = {d["name"]: d for d in it.get_tensor_details()}[BOTTLENECK_TENSOR]
+            self._bottleneck = (it, it.get_input_details()[0]["index"], detail["index"], *detail["quantization"])
+        it, source, tensor, scale, zero = self._bottleneck
         out = np.empty((len(images), BOTTLENECK_DIM), np.float32)
-        for i, x in enumerate(images):
-            it.set_tensor(it.get_input_details()[0]["index"], x[None].astype(np.float32))
+        for i in range(len(images)):
+            it.set_tensor(source, np.ascontiguousarray(images[i:i + 1], np.float32))
             it.invoke()
-            out[i] = (it.get_tensor(detail["index"]).reshape(-1).astype(np.float32) - zero) * scale
+            out[i] = (it.get_tensor(tensor).reshape(-1).astype(np.float32) - zero) * scale
         return out
 
     def stylize(self, content: np.ndarray, styles: np.ndarray) -> np.ndarray:
