@@ -6,7 +6,10 @@ On every ``content/val`` image × the held-out styles, at 384², it reports:
   and of the style image (centred by the teacher's mean vector over the training split);
 - content kept: grayscale SSIM of output vs content;
 - pixel fidelity: PSNR of the package's transformer (fed the teacher's vector) vs the
-  teacher's output;
+  teacher's output, against two files of the teacher: Magenta's int8 one (``PSNR``, the
+  reference of every table so far) and the same network at its fp16 weights (``PSNR f16``,
+  the file the v5 recipe learns from; its own row also gives its PSNR to the int8 file,
+  so the int8 teacher's quantization error is on the table, and its style and SSIM);
 - predictor: centred cosine of the package's vectors to the teacher's on held-out styles;
 - flicker (:func:`~stylecast.model.quality.flicker`): each val photo panned by 1, 2, 3, 5 and 7 px, mean absolute
   difference between the stylized moved frame and the moved stylized frame on the
@@ -34,8 +37,10 @@ from stylecast.model.preprocess import style_image
 from stylecast.model.quality import RING, SHIFTS, centred_cos
 from stylecast.model.scoring import Judge, Scores, contact_sheet, pan_strip, square, to_256
 from stylecast.model.teacher import TEACHER_SIZE, Teacher
+from stylecast.model.teacher_port import TEACHER_F16
 
 SIZE = TEACHER_SIZE
+F16_ROW = "teacher, fp16 weights (PSNR: to the int8 file)"
 
 
 def evaluate(package_dirs: list[Path], fmt: str, root: Path, threads: int, limit: int | None = None,
@@ -43,6 +48,7 @@ def evaluate(package_dirs: list[Path], fmt: str, root: Path, threads: int, limit
     """The table rows (name → metric → mean) for the teacher and every package; with
     ``sheet``, also the contact sheet PNG."""
     teacher = Teacher(root / "models" / "magenta", threads=threads)
+    teacher16 = Teacher(root / "models" / "magenta", threads=threads, transfer=TEACHER_F16)
     backends = {}
     for d in package_dirs:
         pkg = load_package(d)
@@ -59,8 +65,9 @@ def evaluate(package_dirs: list[Path], fmt: str, root: Path, threads: int, limit
     b_vec = {k: b.predict_style(s_imgs) for k, b in backends.items()}
     rows: dict[str, Scores] = {}
 
-    def add(name: str, out: np.ndarray, content: np.ndarray, s: int, ref: np.ndarray | None = None):
-        rows.setdefault(name, Scores()).add(judge, out, content, t_vec[s], ref)
+    def add(name: str, out: np.ndarray, content: np.ndarray, s: int, ref: np.ndarray | None = None,
+            ref_f16: np.ndarray | None = None):
+        rows.setdefault(name, Scores()).add(judge, out, content, t_vec[s], ref, ref_f16)
 
     cells, pans = [], None
     for ci, path in enumerate(contents):
@@ -68,12 +75,14 @@ def evaluate(package_dirs: list[Path], fmt: str, root: Path, threads: int, limit
         own = teacher.predict_style(to_256(c)[None])[0]
         for s in range(len(styles)):
             t_out = teacher.stylize(c[None], t_vec[s][None])[0]
+            t16 = teacher16.stylize(c[None], t_vec[s][None])[0]
             add("teacher", t_out, c, s)
+            add(F16_ROW, t16, c, s, t_out)
             outs = {"teacher": t_out}
             for k, b in backends.items():
                 outs[k] = b.stylize(c[None], b_vec[k][s][None])[0]
-                add(f"{k} transformer (teacher vector)", b.stylize(c[None], t_vec[s][None])[0], c, s, t_out)
-                add(f"{k} pipeline (own predictor)", outs[k], c, s, t_out)
+                add(f"{k} transformer (teacher vector)", b.stylize(c[None], t_vec[s][None])[0], c, s, t_out, t16)
+                add(f"{k} pipeline (own predictor)", outs[k], c, s, t_out, t16)
             add("teacher at half strength", teacher.stylize(c[None], (0.5 * t_vec[s] + 0.5 * own)[None])[0], c, s)
             add("content itself", c, c, s)
             add("style image itself", style_squares[s], c, s)
@@ -87,6 +96,7 @@ def evaluate(package_dirs: list[Path], fmt: str, root: Path, threads: int, limit
             nets[f"{k} transformer (teacher vector)"] = lambda f, b=b, s=s: b.stylize(f[None], t_vec[s][None])[0]
         for name, fn in nets.items():
             rows[name].add_flicker(fn, strip)
+        rows[F16_ROW].add_flicker(lambda f, s=s: teacher16.stylize(f[None], t_vec[s][None])[0], strip)
         if pans is None:
             pans = (strip, nets)
     out = {k: r.means() for k, r in rows.items()}
@@ -120,18 +130,20 @@ def main(argv: list[str] | None = None) -> None:
     print(f"packages {[str(p) for p in pkgs]} ({args.format}) on {n} val images x {len(data.HELDOUT_STYLES)} "
           f"held-out styles at {SIZE}^2; flicker over pans of {SHIFTS} px (0-255), border = outer {RING} px ring "
           f"vs the next (0-255)")
-    print(f"{'':48s} {'style':>7s} {'SSIM':>7s} {'PSNR dB':>8s} {'flicker':>8s} {'border':>7s}")
+    nan = float("nan")
+    print(f"{'':48s} {'style':>7s} {'SSIM':>7s} {'PSNR dB':>8s} {'PSNR f16':>8s} {'flicker':>8s} {'border':>7s}")
     for name, r in res.items():
         if "centred_cos_heldout" in r:
             continue
-        print(f"{name:48s} {r['style']:7.3f} {r['ssim']:7.3f} {r.get('psnr', float('nan')):8.2f} "
-              f"{r.get('flicker', float('nan')):8.2f} {r['border']:7.2f}")
-    t = res["teacher"]
+        print(f"{name:48s} {r['style']:7.3f} {r['ssim']:7.3f} {r.get('psnr', nan):8.2f} {r.get('psnr_f16', nan):8.2f} "
+              f"{r.get('flicker', nan):8.2f} {r['border']:7.2f}")
+    t, t16 = res["teacher"], res[F16_ROW]
     for name, r in res.items():
         if "centred_cos_heldout" in r:
             print(f"{name}: centred cosine to teacher on held-out styles {r['centred_cos_heldout']:.3f} (goal >= 0.90)")
         elif name.endswith(("(teacher vector)", "(own predictor)")):
-            print(f"{name}: style gap {t['style'] - r['style']:+.3f}, SSIM gap {abs(t['ssim'] - r['ssim']):.3f} "
+            print(f"{name}: style gap {t['style'] - r['style']:+.3f} (fp16 teacher {t16['style'] - r['style']:+.3f}), "
+                  f"SSIM gap {abs(t['ssim'] - r['ssim']):.3f} (fp16 teacher {abs(t16['ssim'] - r['ssim']):.3f}) "
                   "(quality tier goal <= 0.05 each)")
 
 

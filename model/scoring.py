@@ -65,18 +65,22 @@ class Scores:
     style: list[float] = field(default_factory=list)
     ssim: list[float] = field(default_factory=list)
     psnr: list[float] = field(default_factory=list)
+    psnr_f16: list[float] = field(default_factory=list)
     border: list[float] = field(default_factory=list)
     flicker: list[float] = field(default_factory=list)
 
     def add(self, judge: Judge, out: np.ndarray, content: np.ndarray, style_vector: np.ndarray,
-            ref: np.ndarray | None = None) -> None:
+            ref: np.ndarray | None = None, ref_f16: np.ndarray | None = None) -> None:
         """One output of ``content`` in the style whose judge vector is ``style_vector``; with ``ref``
-        (another network's output of the same pair), also its PSNR to it."""
+        (another network's output of the same pair), also its PSNR to it; with ``ref_f16`` (the
+        teacher's output through its fp16-weight file), also ``psnr_f16``."""
         self.style.append(judge.style_score(out, style_vector))
         self.ssim.append(gray_ssim(out, content))
         self.border.append(border_score(out))
         if ref is not None:
             self.psnr.append(psnr(out, ref))
+        if ref_f16 is not None:
+            self.psnr_f16.append(psnr(out, ref_f16))
 
     def add_flicker(self, frame: Frame, strip: np.ndarray) -> None:
         """Flicker (0–255) of one network on one panning strip (:func:`pan_strip`)."""

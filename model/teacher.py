@@ -23,13 +23,15 @@ class Teacher:
     """The teacher pair imported as a package (in a temporary folder) and served by LiteRT.
 
     Its transformer is baked to 384²: feed it 384² content (the backend would scale
-    any other size to 384 and back).
+    any other size to 384 and back).  ``transfer`` names the transformer file in
+    ``models_dir``: by default Magenta's int8 one; ``teacher_port.TEACHER_F16`` is the same
+    network with its weights at fp16 (the file the v5 recipe learns from).
     """
 
-    def __init__(self, models_dir: Path, threads: int = 2):
+    def __init__(self, models_dir: Path, threads: int = 2, transfer: str = TRANSFER_FILE):
         self._models_dir, self._threads, self._bottleneck = models_dir, threads, None
         self._dir = tempfile.TemporaryDirectory(prefix="stylecast-teacher-")
-        package = import_magenta(models_dir / PREDICT_FILE, models_dir / TRANSFER_FILE, self._dir.name)
+        package = import_magenta(models_dir / PREDICT_FILE, models_dir / transfer, self._dir.name)
         self._backend = LiteRTBackend()
         self._backend.load(package, BackendOptions(format=next(iter(package.artifacts)), threads=threads))
 

@@ -67,8 +67,8 @@ def raw(path: Path, feeds: dict[str, np.ndarray]) -> np.ndarray:
     return it.get_tensor(it.get_output_details()[0]["index"])
 
 
-def raw_stylize(content: np.ndarray, vector: np.ndarray) -> np.ndarray:
-    return raw(TRANSFER, {"content_image": content, "mobilenet_conv/Conv/BiasAdd": vector.reshape(1, 1, 1, 100)})
+def raw_stylize(content: np.ndarray, vector: np.ndarray, path: Path = TRANSFER) -> np.ndarray:
+    return raw(path, {"content_image": content, "mobilenet_conv/Conv/BiasAdd": vector.reshape(1, 1, 1, 100)})
 
 
 def scale(x: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -103,6 +103,25 @@ def test_format_follows_the_transformer_weights(tmp_path):
     b.load(pkg, BackendOptions(format="tflite-fp16", threads=2))
     out = b.stylize(photo(0, (200, 120)), np.zeros((1, 100), np.float32))
     assert out.shape == (1, 120, 200, 3) and 0.0 <= out.min() and out.max() <= 1.0
+
+
+def test_teacher_runs_either_transformer_file(styles):
+    """``Teacher(transfer=TEACHER_F16)`` (the evaluation's second reference) runs the fp16 file
+    itself; it is the int8 file's network: near its output, not equal to it."""
+    if not TRANSFER_F16.is_file():
+        pytest.skip(f"{TRANSFER_F16.name} not in the assets")
+    from stylecast.model.quality import psnr
+    from stylecast.model.teacher import Teacher
+    from stylecast.model.teacher_port import TEACHER_F16
+
+    t8, t16 = Teacher(MAGENTA), Teacher(MAGENTA, transfer=TEACHER_F16)
+    vector = t8.predict_style(styles[:1])
+    np.testing.assert_allclose(t16.predict_style(styles[:1]), vector)
+    content = photo(1, (384, 384))
+    a, b = t8.stylize(content, vector)[0], t16.stylize(content, vector)[0]
+    np.testing.assert_allclose(b, raw_stylize(content, vector, TRANSFER_F16)[0], atol=1e-5)
+    np.testing.assert_allclose(a, raw_stylize(content, vector)[0], atol=1e-5)
+    assert 22.0 < psnr(a, b) < 40.0  # int8 quantization error: ~28 dB on content/val (MODEL_CARD)
 
 
 def test_import_rejects_swapped_files_and_existing_package(package, tmp_path):
