@@ -96,15 +96,19 @@ def _recolour(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return to_uint8(np.clip(yiq @ _YIQ2RGB.T, 0, 1) ** rng.uniform(0.7, 1.4))
 
 
-def build_extra_bank(root: Path, teacher: Teacher, out: Path, per_painting: int, mosaics: int, seed: int) -> None:
+def build_extra_bank(root: Path, teacher: Teacher, out: Path, per_painting: int, mosaics: int, seed: int,
+                     novel: int = 0) -> None:
     """More predictor inputs, each labelled by the teacher: the cached teacher outputs (painterly
-    images in known styles), recoloured training paintings and 2×2 mosaics of painting crops.
-    Only training images and the training-split cache are read."""
+    images in known styles), recoloured training paintings, 2×2 mosaics of painting crops and
+    ``novel`` teacher outputs in new styles (a training photo's 384² crop stylized with a vector
+    drawn from a Gaussian with the style bank's mean and covariance, then a 256² crop of it).
+    Only training images and the training-split cache are read; ``novel`` = 0 gives the same
+    bank as before it existed (its draws come last)."""
     rng = np.random.default_rng(seed)
     paintings = [data.load_rgb(p) for p in data.train_styles(root)]
     done = json.loads((out / "t_done.json").read_text())["done"]
     targets = np.load(out / "t_target.npy", mmap_mode="r")
-    n = done + len(paintings) * per_painting + mosaics
+    n = done + len(paintings) * per_painting + mosaics + novel
     images = np.lib.format.open_memmap(out / "x_images.npy", "w+", np.uint8, (n, 256, 256, 3))
     vectors = np.zeros((n, 100), np.float32)
     i = 0
@@ -122,6 +126,14 @@ def build_extra_bank(root: Path, teacher: Teacher, out: Path, per_painting: int,
     for _ in tqdm(range(mosaics), desc="extra bank: mosaics"):
         tiles = [_random_square(paintings[j], rng, 0.2, 128) for j in rng.integers(0, len(paintings), 4)]
         add(np.concatenate([np.concatenate(tiles[:2], 1), np.concatenate(tiles[2:], 1)], 0))
+    if novel:
+        bank = np.load(out / "style_vectors.npy").astype(np.float64)
+        root_cov = np.linalg.cholesky(np.cov(bank.T) + 1e-6 * np.eye(bank.shape[1]))
+        photos = data.train_content(root)
+    for _ in tqdm(range(novel), desc="extra bank: teacher outputs in novel styles"):
+        x = _random_square(data.load_rgb(photos[rng.integers(len(photos))]), rng, 0.6, TEACHER_SIZE)
+        v = (bank.mean(0) + root_cov @ rng.standard_normal(bank.shape[1])).astype(np.float32)
+        add(_random_square(to_uint8(teacher.stylize(to_float(x[None]), v[None])[0]), rng, 0.5, 256))
     images.flush()
     np.save(out / "x_vectors.npy", vectors)
 
@@ -426,6 +438,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--per-image", type=int, default=6, help="augmented style crops per training image")
     ap.add_argument("--recoloured", type=int, default=120, help="recoloured crops per training painting (extra bank)")
     ap.add_argument("--mosaics", type=int, default=2400, help="2×2 painting mosaics (extra bank)")
+    ap.add_argument("--novel", type=int, default=0,
+                    help="teacher outputs in styles drawn around the style bank's vectors (extra bank)")
     ap.add_argument("--predictor-steps", type=int, default=9000)
     ap.add_argument("--predictor-widths", type=_ints, default=None,
                     metavar="W0,W1,...", help="predictor channel widths (default: PredictorSpec's)")
@@ -477,7 +491,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.phase in ("all", "cache"):
         build_transfer_cache(root, teacher, args.workdir, args.cache_size, args.seed + 1)
     if args.phase in ("all", "extra") and not (args.workdir / "x_vectors.npy").exists():
-        build_extra_bank(root, teacher, args.workdir, args.recoloured, args.mosaics, args.seed + 3)
+        build_extra_bank(root, teacher, args.workdir, args.recoloured, args.mosaics, args.seed + 3, args.novel)
     if args.phase == "features" or (args.phase == "all" and args.w_bottleneck > 0):
         build_bottleneck_bank(teacher, args.workdir)
     if args.phase in ("all", "predictor"):

@@ -73,14 +73,17 @@ def test_distillation_reads_only_training_images(tmp_path, monkeypatch):
     teacher = Teacher(root / "models" / "magenta")
     distill.build_style_bank(root, teacher, work, per_image=1, seed=0)
     distill.build_transfer_cache(root, teacher, work, count=4, seed=0)
-    distill.build_extra_bank(root, teacher, work, per_painting=2, mosaics=13, seed=0)
+    distill.build_extra_bank(root, teacher, work, per_painting=2, mosaics=13, seed=0, novel=3)
     names = {p.name for p in read}
     assert names, "the builders read no image"
     assert not names & set(data.HELDOUT_STYLES)
     assert not names & {p.name for p in (root / "content" / "val").iterdir()}
     assert np.load(work / "t_target.npy").shape == (4, 384, 384, 3)
     extra = np.load(work / "x_vectors.npy")
-    assert extra.shape == (4 + 4 * 2 + 13, 100) and np.all(np.abs(extra).sum(1) > 0)
+    assert extra.shape == (4 + 4 * 2 + 13 + 3, 100) and np.all(np.abs(extra).sum(1) > 0)
+    # the novel-style images are teacher outputs labelled by the teacher: each row is its image's vector
+    novel = np.load(work / "x_images.npy")[-3:]
+    np.testing.assert_allclose(teacher.predict_style(to_float(novel)), extra[-3:], atol=1e-5)
 
     # A predictor of another shape trains on those banks (7 + 25 samples: one batch of 32) into its
     # own folder; the committed predictor, the transformer's feature net, stays as it was.
