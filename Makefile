@@ -144,23 +144,23 @@ train: $(VENV)/.dev-stamp
 
 # The quality tier's candidate (q5de: the teacher's five blocks, its two-stage decoder, a 3x3 conv at H/2), same
 # recipe with the predictor-feature term (on from step 35,400: MODEL_CARD's A/B); resumes runs/q/$(QSPEC) (else
-# model/checkpoints/quality, step 86,400) and trains the next long cosine segment to step 111,400 at peak 2.5e-4.
+# model/checkpoints/quality, step 106,400) and trains the next long cosine segment to step 131,400 at peak 2.5e-4.
 QSPEC ?= q5de
-QUALITY_RECIPE ?= --block-steps 600 --e2e-steps 111400 --w-feat 1 --lr 5e-4
+QUALITY_RECIPE ?= --block-steps 600 --e2e-steps 131400 --w-feat 1 --lr 5e-4
 train-quality: $(VENV)/.dev-stamp
 	nice -n 19 $(BIN)/python -m stylecast.model.recipe --spec $(QSPEC) --out runs/q/$(QSPEC) \
 		--start-from model/checkpoints/quality $(QUALITY_RECIPE)
 
 # The quality tier's own, larger predictor (775,716 parameters; the committed model/checkpoints/predictor.keras
-# stays the transformer's feature net): banks and the teacher predictor's pooled features in runs/pred (about
-# 20 min), then 6,000 steps from scratch with the hint on those features and a restart to 9,000 (the second call
-# resumes runs/pred/ckpt); written to model/checkpoints/quality.
+# stays the transformer's feature net): banks (with 4,000 teacher outputs in novel styles) and the teacher
+# predictor's pooled features in runs/pred (about 25 min), then 6,000 steps from scratch with the hint on those
+# features and a restart to 9,000 (the second call resumes runs/pred/ckpt); written to model/checkpoints/quality.
 QPRED_ARGS = --workdir runs/pred --predictor-widths 32,64,128,128,192,192,384,384 \
 	--predictor-strides 2,2,2,1,2,1,2,1 --predictor-hidden 512 --predictor-out model/checkpoints/quality --save-every 500
 train-quality-predictor: $(VENV)/.dev-stamp
 	nice -n 19 $(BIN)/python -m stylecast.model.distill --phase bank $(QPRED_ARGS)
 	nice -n 19 $(BIN)/python -m stylecast.model.distill --phase cache $(QPRED_ARGS)
-	nice -n 19 $(BIN)/python -m stylecast.model.distill --phase extra --recoloured 200 --mosaics 4000 $(QPRED_ARGS)
+	nice -n 19 $(BIN)/python -m stylecast.model.distill --phase extra --recoloured 200 --mosaics 4000 --novel 4000 $(QPRED_ARGS)
 	nice -n 19 $(BIN)/python -m stylecast.model.distill --phase features $(QPRED_ARGS)
 	nice -n 19 $(BIN)/python -m stylecast.model.distill --phase predictor --predictor-steps 6000 --w-bottleneck 1 $(QPRED_ARGS)
 	nice -n 19 $(BIN)/python -m stylecast.model.distill --phase predictor --predictor-steps 9000 --w-bottleneck 1 $(QPRED_ARGS)
