@@ -128,12 +128,12 @@ def build_extra_bank(root: Path, teacher: Teacher, out: Path, per_painting: int,
         add(np.concatenate([np.concatenate(tiles[:2], 1), np.concatenate(tiles[2:], 1)], 0))
     if novel:
         bank = np.load(out / "style_vectors.npy").astype(np.float64)
-        root_cov = np.linalg.cholesky(np.cov(bank.T) + 1e-6 * np.eye(bank.shape[1]))
+        centre, root_cov = bank.mean(0), np.linalg.cholesky(np.cov(bank.T) + 1e-6 * np.eye(bank.shape[1]))
         photos = data.train_content(root)
-    for _ in tqdm(range(novel), desc="extra bank: teacher outputs in novel styles"):
-        x = _random_square(data.load_rgb(photos[rng.integers(len(photos))]), rng, 0.6, TEACHER_SIZE)
-        v = (bank.mean(0) + root_cov @ rng.standard_normal(bank.shape[1])).astype(np.float32)
-        add(_random_square(to_uint8(teacher.stylize(to_float(x[None]), v[None])[0]), rng, 0.5, 256))
+        for _ in tqdm(range(novel), desc="extra bank: teacher outputs in novel styles"):
+            x = _random_square(data.load_rgb(photos[rng.integers(len(photos))]), rng, 0.6, TEACHER_SIZE)
+            v = (centre + root_cov @ rng.standard_normal(bank.shape[1])).astype(np.float32)
+            add(_random_square(to_uint8(teacher.stylize(to_float(x[None]), v[None])[0]), rng, 0.5, 256))
     images.flush()
     np.save(out / "x_vectors.npy", vectors)
 
