@@ -106,15 +106,14 @@ def test_format_follows_the_transformer_weights(tmp_path):
 
 
 def test_teacher_runs_either_transformer_file(styles):
-    """``Teacher(transfer=TEACHER_F16)`` (the evaluation's second reference) runs the fp16 file
+    """``Teacher(transfer=)`` with the fp16 file (the evaluation's second reference) runs that file
     itself; it is the int8 file's network: near its output, not equal to it."""
     if not TRANSFER_F16.is_file():
         pytest.skip(f"{TRANSFER_F16.name} not in the assets")
     from stylecast.model.quality import psnr
     from stylecast.model.teacher import Teacher
-    from stylecast.model.teacher_port import TEACHER_F16
 
-    t8, t16 = Teacher(MAGENTA), Teacher(MAGENTA, transfer=TEACHER_F16)
+    t8, t16 = Teacher(MAGENTA), Teacher(MAGENTA, transfer=TRANSFER_F16.name)
     vector = t8.predict_style(styles[:1])
     np.testing.assert_allclose(t16.predict_style(styles[:1]), vector)
     content = photo(1, (384, 384))
