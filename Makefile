@@ -10,10 +10,10 @@ METRICS_PORT ?= 9090
 # one per core). SERVE_WORKERS=0: the auto layout, more frames/s on an idle 2-core machine (README).
 SERVE_WORKERS ?= 1
 
-.PHONY: serve test bench bench-bounds bench-peers bench-memory bench-threads bench-loop bench-startup bench-model train train-quality train-quality-predictor train-gpu export-model eval-model proto clean help prometheus-tools redis-tools valgrind-tools images images-smoke gpu-bundle gpu-check
+.PHONY: serve test bench bench-bounds bench-peers bench-memory bench-threads bench-loop bench-startup bench-model train train-quality train-quality-predictor train-gpu export-model export-quality eval-model proto clean help prometheus-tools redis-tools valgrind-tools images images-smoke gpu-bundle gpu-check
 
 help:
-	@echo "make serve | test | bench | bench-bounds | bench-peers | bench-memory | bench-threads | bench-loop | bench-startup | bench-model | train | train-quality | train-quality-predictor | train-gpu | export-model | eval-model | proto | images | images-smoke | gpu-bundle | gpu-check"
+	@echo "make serve | test | bench | bench-bounds | bench-peers | bench-memory | bench-threads | bench-loop | bench-startup | bench-model | train | train-quality | train-quality-predictor | train-gpu | export-model | export-quality | eval-model | proto | images | images-smoke | gpu-bundle | gpu-check"
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -167,6 +167,14 @@ train-quality-predictor: $(VENV)/.dev-stamp
 
 export-model: $(VENV)/.dev-stamp
 	$(BIN)/python -m stylecast.model.recipe --spec $(SPEC) --out runs/v5/$(SPEC) --export model/builtin
+
+# The quality tier's package from its committed checkpoint and predictor (model/checkpoints/quality):
+# LiteRT for CPUs, ONNX for GPUs (ONNX Runtime, TensorRT); no SavedModel, to keep the package small.
+QUALITY_VERSION ?= 1
+export-quality: $(VENV)/.dev-stamp
+	$(BIN)/python -m stylecast.model.recipe --out model/checkpoints/quality --export model/builtin \
+		--predictor model/checkpoints/quality --name stylecast-quality --version $(QUALITY_VERSION) \
+		--formats tflite-fp32 tflite-fp16 tflite-int8 onnx
 
 # Pack runs/gpu/ (teacher graph, crop set, the run's checkpoint, Keras wheels: ~27 MiB) for a lent
 # GPU; the device then runs `sh runs/gpu/run.sh MINUTES` (Keras on PyTorch, checkpoint to $$OUT).

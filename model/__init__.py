@@ -9,3 +9,7 @@ Keras backend).
 from pathlib import Path
 
 BUILTIN_DIR = Path(__file__).parent / "builtin"
+# The built-in tiers (model cards in MODEL_CARD.md): the real-time one, served when no model is
+# named, and the quality one (``stylecast serve --model stylecast-quality``).
+BUILTIN_MODEL = "stylecast-small"
+QUALITY_MODEL = "stylecast-quality"

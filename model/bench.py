@@ -15,7 +15,7 @@ import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
 from stylecast.backends.package import load_package, locate_package
-from stylecast.model import BUILTIN_DIR, data
+from stylecast.model import BUILTIN_DIR, BUILTIN_MODEL, data
 from stylecast.model.teacher import TRANSFER_FILE
 
 
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--per-round", type=int, default=10)
     ap.add_argument("--assets", type=Path, default=None)
     args = ap.parse_args(argv)
-    pkg = load_package(args.package) if args.package else locate_package(BUILTIN_DIR)
+    pkg = load_package(args.package) if args.package else locate_package(BUILTIN_DIR, BUILTIN_MODEL)
     teacher_file = (args.assets or data.assets_dir()) / "models" / "magenta" / TRANSFER_FILE
     cases = {}
     if teacher_file.exists():

@@ -6,7 +6,7 @@ Formats (see DESIGN §1 "Model packages"):
   and ``stylize`` (``content``, ``style`` → ``stylized``), dynamic batch, H and W;
 - ``tflite-fp32`` / ``tflite-fp16`` / ``tflite-int8``: one file per endpoint, each with
   one signature of the endpoint's name, converted from that SavedModel (int8 =
-  weights-only dynamic range), so a per-shape stylize interpreter carries no predictor;
+  weights-only dynamic range, depthwise kernels kept float32 for XNNPACK), so a per-shape stylize interpreter carries no predictor;
 - ``onnx``: one file per endpoint via tf2onnx, same input names.
 """
 
@@ -69,13 +69,43 @@ def _write_savedmodel(models: Sequence[keras.Model], fns: dict, path: Path) -> N
 
 def write_tflite(savedmodel: Path, path: Path, precision: str, endpoint: str) -> None:
     """Convert one signature of a SavedModel to a TFLite file: ``precision`` fp32, fp16 (float16
-    weights) or int8 (weights-only dynamic range)."""
+    weights) or int8 (weights-only dynamic range; depthwise kernels stay float32, see
+    :func:`float_depthwise_kernels`)."""
     conv = tf.lite.TFLiteConverter.from_saved_model(str(savedmodel), signature_keys=[endpoint])
     if precision in ("fp16", "int8"):
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
     if precision == "fp16":
         conv.target_spec.supported_types = [tf.float16]
-    path.write_bytes(conv.convert())
+    flat = conv.convert()
+    path.write_bytes(float_depthwise_kernels(flat) if precision == "int8" else flat)
+
+
+def float_depthwise_kernels(flat: bytes) -> bytes:
+    """A dynamic-range TFLite model with each int8 depthwise kernel of a float op turned back into
+    float32 (its dequantized values: the same numbers the hybrid kernel computes with).
+
+    The converter quantizes every weight of 1,024 elements or more; XNNPACK runs hybrid
+    (int8-weight, float-activation) CONV_2D and FULLY_CONNECTED but not DEPTHWISE_CONV_2D, which
+    would then run outside the delegate and split the graph (a 3×3 kernel over 128 channels is
+    1,152 elements). Float kernels keep every op on one XNNPACK partition."""
+    from ai_edge_litert import schema_py_generated as schema  # noqa: PLC0415
+    from ai_edge_litert.tools import flatbuffer_utils  # noqa: PLC0415
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(flat))
+    for sub in model.subgraphs:
+        for op in sub.operators:
+            code = flatbuffer_utils.get_builtin_code_from_operator_code(model.operatorCodes[op.opcodeIndex])
+            kernel = sub.tensors[op.inputs[1]] if code == schema.BuiltinOperator.DEPTHWISE_CONV_2D else None
+            if kernel is None or kernel.type != schema.TensorType.INT8 \
+                    or sub.tensors[op.inputs[0]].type != schema.TensorType.FLOAT32:
+                continue
+            q, buf = kernel.quantization, model.buffers[kernel.buffer]
+            shape = [1] * len(kernel.shape)
+            shape[q.quantizedDimension] = -1
+            values = np.frombuffer(bytes(buf.data), np.int8).reshape(kernel.shape) * np.reshape(q.scale, shape)
+            buf.data = np.frombuffer(values.astype(np.float32).tobytes(), np.uint8)
+            kernel.type, kernel.quantization = schema.TensorType.FLOAT32, None
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
 def _write_onnx(fns: dict, out_dir: Path) -> dict:

@@ -482,6 +482,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="do not train: export the run's student as package DIR/NAME/VERSION")
     ap.add_argument("--predictor", type=Path, default=None, metavar="DIR",
                     help="with --export: the predictor's folder (default model/checkpoints)")
+    ap.add_argument("--formats", nargs="*", default=None, metavar="FORMAT",
+                    help="with --export: these artifact formats only (default every one)")
     ap.add_argument("--name", default="stylecast-small")
     ap.add_argument("--version", default="5")
     args = ap.parse_args(argv)
@@ -496,7 +498,7 @@ def main(argv: list[str] | None = None) -> None:
         except RuntimeError:  # TensorFlow already started in this process: its pools stay
             pass
     if args.export is not None:
-        export(args.out, args.export, args.name, args.version, predictor=args.predictor)
+        export(args.out, args.export, args.name, args.version, args.formats, args.predictor)
         return
     if (args.start_from is not None and (args.start_from / "student.json").exists()
             and not (args.out / "student.json").exists()):

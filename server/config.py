@@ -44,7 +44,7 @@ class ServerConfig:
     precision: str = "fp16"           # tensorrt, tf-trt: fp16 | fp32
     engine_cache_dir: str = ""        # tensorrt, tf-trt engines; "" = ~/.cache/stylecast
     models_dir: str = ""              # "" = the package's built-in models
-    model: str = ""                   # model name; "" = the only model in models_dir
+    model: str = ""                   # model name; "" = the only model in models_dir (built-in: stylecast-small)
     model_version: str = ""           # "" = the latest version
     # A/B test from the start: "VERSION=PERCENT,…" of ``model``, summing to 100; every version named
     # is loaded (the default one first: model_version, else the heaviest).  "" = one version.

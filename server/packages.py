@@ -10,17 +10,26 @@ from pathlib import Path
 from stylecast.backends.base import (BackendUnavailable, auto_choice, backend_formats, backend_names,
                                      best_available)
 from stylecast.backends.package import ModelPackage, PackageMisplaced, PackageNotFound, locate_package
-from stylecast.model import BUILTIN_DIR
+from stylecast.model import BUILTIN_DIR, BUILTIN_MODEL
 from stylecast.server.config import ServerConfig
 from stylecast.server.errors import FailedPrecondition
 
+def model_name(models_dir: str | Path, name: str) -> str:
+    """The model to serve: ``name``; when it is empty, the real-time tier (:data:`~stylecast.model.BUILTIN_MODEL`)
+    of the built-in models (``models_dir`` empty or the built-in folder), else "" (the folder's only model)."""
+    if name or (models_dir and Path(models_dir).resolve() != BUILTIN_DIR.resolve()):
+        return name
+    return BUILTIN_MODEL
+
+
 def find_package(models_dir: str | Path, name: str = "", version: str = "",
                  also: Sequence[Path] = ()) -> ModelPackage:
-    """:func:`locate_package` in ``models_dir`` (the built-in models when empty); a package
-    that is not there, or whose folder disagrees with its manifest, is the caller's
-    precondition: raises :class:`FailedPrecondition`."""
+    """:func:`locate_package` in ``models_dir`` (the built-in models when empty) of model
+    :func:`model_name`; a package that is not there, or whose folder disagrees with its manifest,
+    is the caller's precondition: raises :class:`FailedPrecondition`."""
     try:
-        return locate_package(Path(models_dir) if models_dir else BUILTIN_DIR, name, version, also)
+        return locate_package(Path(models_dir) if models_dir else BUILTIN_DIR, model_name(models_dir, name),
+                              version, also)
     except (PackageNotFound, PackageMisplaced) as exc:
         raise FailedPrecondition(str(exc)) from None
 

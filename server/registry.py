@@ -19,7 +19,7 @@ from stylecast.backends.package import (ModelPackage, PackageError, PackageMispl
 from stylecast.model import BUILTIN_DIR
 from stylecast.server.config import ServerConfig
 from stylecast.server.errors import FailedPrecondition
-from stylecast.server.packages import find_package
+from stylecast.server.packages import find_package, model_name
 from stylecast.server.paths import inside, model_key
 from stylecast.server.uploads import Upload, UploadStore
 
@@ -115,9 +115,11 @@ class ModelRegistry:
                     inside(root, folder)
 
     def find(self, name: str = "", version: str = "") -> ModelPackage:
-        """A package: ``name`` "" = the only model of the models folder, ``version`` "" = the latest.
+        """A package: ``name`` "" = the only model of the models folder (of the built-in folder, its
+        real-time tier: :func:`~stylecast.server.packages.model_name`), ``version`` "" = the latest.
         Raises :class:`FailedPrecondition` when it is not installed (or ``name`` is "" and the
         models folder holds no or several models), :class:`InvalidArgument` for a bad name or version."""
+        name = model_name(self.models_root, name)
         if not name and version:
             models = sorted(model_dirs(self.models_root))
             if len(models) != 1:

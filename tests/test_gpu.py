@@ -27,16 +27,16 @@ from stylecast.backends.cuda import gpu_problem
 from stylecast.backends.engines import (
     EngineCache, Profile, artifact_digest, cache_key, content_profile, fit_within, input_shapes)
 from stylecast.backends.tensorrt import tensorrt_problem, trt_options
-from stylecast.model import BUILTIN_DIR
+from stylecast.model import BUILTIN_DIR, BUILTIN_MODEL
 from stylecast.model.preprocess import to_float
-from stylecast.backends.package import load_package
+from stylecast.backends.package import load_package, locate_package
 from stylecast.server.app import start
 from stylecast.v1 import model_admin_pb2 as apb
 from stylecast.v1 import model_admin_pb2_grpc as apb_grpc
 from stylecast.v1 import stylecast_pb2 as pb
 from stylecast.v1 import stylecast_pb2_grpc as pb_grpc
 
-BUILTIN = next(BUILTIN_DIR.glob("*/*/manifest.json")).parent
+BUILTIN = locate_package(BUILTIN_DIR, BUILTIN_MODEL).path  # the real-time tier, latest version
 RUNTIME = {"onnxruntime": "1.31.1", "tensorrt": "10.13.0", "gpu": "NVIDIA H200 sm_90"}
 PROBLEMS = {"tensorrt": tensorrt_problem(), "cuda": gpu_problem("CUDAExecutionProvider")}
 

@@ -7,26 +7,39 @@ import json
 import shutil
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
+from PIL import Image
+from conftest import CHANNEL_OPTIONS, decode_result, picture, raw_image, register, running_servers
 
 from stylecast.backends.base import BackendOptions, create_backend
-from stylecast.backends.package import PackageError, load_package
-from stylecast.model import BUILTIN_DIR, data
-from stylecast.model.preprocess import to_float
+from stylecast.backends.package import PackageError, load_package, locate_package
+from stylecast.model import BUILTIN_DIR, BUILTIN_MODEL, QUALITY_MODEL, data
+from stylecast.model.preprocess import style_image, to_float, to_uint8
 from stylecast.model.xnnpack import xnnpack_partitions
+from stylecast.v1 import stylecast_pb2 as pb
+from stylecast.v1 import stylecast_pb2_grpc as pb_grpc
 
 ASSETS = data.assets_dir()
 needs_assets = pytest.mark.skipif(not (ASSETS / "models" / "magenta").is_dir(),
                                   reason=f"teacher assets not found at {ASSETS} (../shared/assets)")
 # max |Δ| of the exported model vs Keras, per precision, on [0,1] outputs / raw style vectors
 TOLERANCE = {"savedmodel": 1e-5, "onnx": 1e-4, "tflite-fp32": 1e-4, "tflite-fp16": 3e-2, "tflite-int8": 6e-2}
+# the trained quality tier: max |Δ| of (image in [0,1], style vector of max |v| ≈ 3) vs Keras, about
+# twice what this machine measured (int8: 0.075, 0.016; fp16: 1.0e-3, 0.7e-3)
+QUALITY_TOLERANCE = {"onnx": (1e-4, 1e-4), "tflite-fp32": (1e-4, 1e-4), "tflite-fp16": (3e-3, 3e-3),
+                     "tflite-int8": (0.15, 0.04)}
 
 
-def builtin_package():
-    versions = sorted(p for p in BUILTIN_DIR.glob("*/*") if (p / "manifest.json").is_file())
-    assert versions, f"no built-in package committed under {BUILTIN_DIR}"
-    return load_package(versions[-1])
+# the built-in tiers: the real-time one (served by default) and the quality one
+TIERS = [BUILTIN_MODEL, QUALITY_MODEL]
+QUALITY_CHECKPOINT = Path(__file__).resolve().parents[1] / "model" / "checkpoints" / "quality"
+
+
+def builtin_package(name: str):
+    """The latest committed version of built-in model ``name``."""
+    return locate_package(BUILTIN_DIR, name)
 
 
 # ------------------------------------------------------------------ split
@@ -191,10 +204,11 @@ def test_style_vector_changes_the_output(exported):
 
 # ------------------------------------------------------------------ the committed built-in package
 
-def test_builtin_manifest_verifies_and_a_corrupt_chunk_is_detected(tmp_path):
-    pkg = builtin_package()
+@pytest.mark.parametrize("name", TIERS)
+def test_builtin_manifest_verifies_and_a_corrupt_chunk_is_detected(tmp_path, name):
+    pkg = builtin_package(name)
     pkg.verify()
-    assert set(pkg.artifacts) >= {"tflite-fp32", "tflite-fp16", "tflite-int8", "savedmodel", "onnx"}
+    assert set(pkg.artifacts) >= {"tflite-fp32", "tflite-fp16", "tflite-int8", "onnx"}
     assert pkg.style_dim == 100
     copy = tmp_path / pkg.name / pkg.version
     shutil.copytree(pkg.path, copy)
@@ -207,17 +221,19 @@ def test_builtin_manifest_verifies_and_a_corrupt_chunk_is_detected(tmp_path):
     load_package(copy).verify(["tflite-fp32"])  # the other formats still verify
 
 
+@pytest.mark.parametrize("name", TIERS)
 @pytest.mark.parametrize("fmt", ["tflite-fp32", "tflite-fp16", "tflite-int8"])
-def test_builtin_tflite_runs_as_one_xnnpack_partition(fmt):
-    pkg = builtin_package()
+def test_builtin_tflite_runs_as_one_xnnpack_partition(fmt, name):
+    pkg = builtin_package(name)
     for entry in pkg.artifact(fmt).files:
         for sig, part in xnnpack_partitions(pkg.file_path(entry.path)).items():
             assert part.single, f"{entry.path} [{sig}]: {part}"
 
 
+@pytest.mark.parametrize("name", TIERS)
 @pytest.mark.parametrize("fmt", ["tflite-int8", "tflite-fp32"])
-def test_builtin_odd_sizes_and_batches(fmt):
-    pkg = builtin_package()
+def test_builtin_odd_sizes_and_batches(fmt, name):
+    pkg = builtin_package(name)
     backend = create_backend("litert")
     backend.load(pkg, BackendOptions(format=fmt, threads=1))
     try:
@@ -234,6 +250,61 @@ def test_builtin_odd_sizes_and_batches(fmt):
             assert backend.stylize(content[:1, :h, :w], styles[:1]).shape == (1, h, w, 3)
     finally:
         backend.close()
+
+
+@pytest.fixture(scope="module")
+def quality_keras():
+    """The quality tier's committed checkpoint in Keras: (predictor, student)."""
+    import keras
+
+    from stylecast.model.recipe import load_student
+
+    student, _ = load_student(QUALITY_CHECKPOINT)
+    return keras.saving.load_model(QUALITY_CHECKPOINT / "predictor.keras", compile=False), student
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "tflite-fp32", "tflite-fp16", "tflite-int8"])
+def test_quality_tier_package_is_its_committed_checkpoint(quality_keras, fmt):
+    """Every format of the shipped quality tier against the committed Keras networks it was
+    exported from (``make export-quality``): a package left behind by a newer checkpoint fails."""
+    pkg = builtin_package(QUALITY_MODEL)
+    assert pkg.extra["training"]["steps"] == json.loads((QUALITY_CHECKPOINT / "student.json").read_text())["steps"]
+    predictor, student = quality_keras
+    rng = np.random.default_rng(0)
+    images = to_float(np.stack([picture(256, 256, seed=s) for s in (1, 2)]))
+    content = to_float(np.stack([picture(96, 64, seed=s) for s in (3, 4)]))  # multiples of 16: no edge padding
+    want_vec = np.asarray(predictor(images, training=False))
+    want_img = np.asarray(student([content, want_vec], training=False))
+    got_img, got_vec = _run(pkg, fmt, content, want_vec, images)
+    assert np.abs(got_img - want_img).max() <= QUALITY_TOLERANCE[fmt][0]
+    assert np.abs(got_vec - want_vec).max() <= QUALITY_TOLERANCE[fmt][1]
+
+
+@pytest.mark.parametrize("name", ["", QUALITY_MODEL])
+async def test_serve_runs_the_real_time_tier_by_default_and_the_quality_tier_by_name(tmp_path, name):
+    """A real server on the built-in models: no model named serves the real-time tier, ``model=
+    stylecast-quality`` (``stylecast serve --model``) the quality tier, and the answered frame is
+    that package's own output for the registered style (uint8, within 2 levels of rounding)."""
+    style_img, frame = picture(160, 128, seed=5), picture(96, 64, seed=6)
+    async with running_servers(BUILTIN_DIR, tmp_path) as start_server:
+        server = await start_server(model=name, quality_sample_every=0)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}", options=CHANNEL_OPTIONS) as channel:
+            stub = pb_grpc.StyleTransferStub(channel)
+            style = await register(stub, style_img)
+            res = (await stub.StylizeImage(pb.StylizeImageRequest(
+                config=pb.StreamConfig(style_id=style.id, output=pb.OutputOptions(encoding=pb.ENCODING_RAW_RGB24)),
+                image=raw_image(frame)))).result
+    pkg = builtin_package(name or BUILTIN_MODEL)
+    assert (res.model, res.model_version) == (pkg.name, pkg.version)
+    backend = create_backend("litert")
+    backend.load(pkg, BackendOptions(format="tflite-fp32", threads=1))  # the test servers' format
+    try:
+        vector = backend.predict_style(style_image(Image.fromarray(style_img))[None])
+        want = to_uint8(backend.stylize(to_float(frame)[None], vector)[0])
+    finally:
+        backend.close()
+    got = decode_result(res.image)
+    assert got.shape == want.shape and np.abs(got.astype(int) - want).max() <= 2
 
 
 # ------------------------------------------------------------------ evaluation metrics

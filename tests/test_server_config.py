@@ -9,6 +9,7 @@ import grpc
 import pytest
 
 from stylecast.backends.base import AUTO_ORDER, BackendError, unavailable
+from stylecast.model import BUILTIN_DIR, BUILTIN_MODEL, QUALITY_MODEL
 from stylecast.server.config import ConfigError, ServerConfig, load_config
 from stylecast.server.errors import FailedPrecondition, InvalidArgument, NotFound, code_number, to_status
 from stylecast.server.packages import choose_backend, find_package, layout, malloc_arenas
@@ -90,6 +91,10 @@ def test_package_and_backend_selection(tiny_models_dir, tmp_path):
     copy("other", "1")
     with pytest.raises(FailedPrecondition, match="exactly one model"):
         find_package(models)
+    # the built-in folder holds both tiers: no name (folder given or not) is the real-time tier
+    assert {p.name for p in BUILTIN_DIR.iterdir() if p.is_dir()} >= {BUILTIN_MODEL, QUALITY_MODEL}
+    assert find_package("").name == find_package(BUILTIN_DIR).name == BUILTIN_MODEL
+    assert find_package("", QUALITY_MODEL).name == QUALITY_MODEL
     with pytest.raises(FailedPrecondition, match="'nope' not found"):
         find_package(models, "nope")
     shutil.copytree(tiny_models_dir / "tiny" / "1", models / "tiny" / "11")  # manifest.json still says 1
