@@ -6,7 +6,8 @@ Formats (see DESIGN §1 "Model packages"):
   and ``stylize`` (``content``, ``style`` → ``stylized``), dynamic batch, H and W;
 - ``tflite-fp32`` / ``tflite-fp16`` / ``tflite-int8``: one file per endpoint, each with
   one signature of the endpoint's name, converted from that SavedModel (int8 =
-  weights-only dynamic range, depthwise kernels kept float32 for XNNPACK), so a per-shape stylize interpreter carries no predictor;
+  weights-only dynamic range, depthwise kernels kept float32 for XNNPACK), so a per-shape
+  stylize interpreter carries no predictor;
 - ``onnx``: one file per endpoint via tf2onnx, same input names.
 """
 

@@ -14,6 +14,7 @@ from stylecast.model import BUILTIN_DIR, BUILTIN_MODEL
 from stylecast.server.config import ServerConfig
 from stylecast.server.errors import FailedPrecondition
 
+
 def model_name(models_dir: str | Path, name: str) -> str:
     """The model to serve: ``name``; when it is empty, the real-time tier (:data:`~stylecast.model.BUILTIN_MODEL`)
     of the built-in models (``models_dir`` empty or the built-in folder), else "" (the folder's only model)."""

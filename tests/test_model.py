@@ -270,7 +270,6 @@ def test_quality_tier_package_is_its_committed_checkpoint(quality_keras, fmt):
     pkg = builtin_package(QUALITY_MODEL)
     assert pkg.extra["training"]["steps"] == json.loads((QUALITY_CHECKPOINT / "student.json").read_text())["steps"]
     predictor, student = quality_keras
-    rng = np.random.default_rng(0)
     images = to_float(np.stack([picture(256, 256, seed=s) for s in (1, 2)]))
     content = to_float(np.stack([picture(96, 64, seed=s) for s in (3, 4)]))  # multiples of 16: no edge padding
     want_vec = np.asarray(predictor(images, training=False))
