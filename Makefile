@@ -145,6 +145,8 @@ train: $(VENV)/.dev-stamp
 # The quality tier's candidate (q5de: the teacher's five blocks, its two-stage decoder, a 3x3 conv at H/2), same
 # recipe with the predictor-feature term (on from step 35,400: MODEL_CARD's A/B); resumes runs/q/$(QSPEC) (else
 # model/checkpoints/quality, step 106,400) and trains the next long cosine segment to step 131,400 at peak 2.5e-4.
+# On two CPU cores the curve is flat (106,400 -> 114,400 gained 0.01 dB, MODEL_CARD): the lever left is a
+# lent GPU (make train-gpu RUN=runs/q/q5de), not more of this target.
 QSPEC ?= q5de
 QUALITY_RECIPE ?= --block-steps 600 --e2e-steps 131400 --w-feat 1 --lr 5e-4
 train-quality: $(VENV)/.dev-stamp
