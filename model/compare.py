@@ -41,7 +41,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from stylecast.backends.base import BackendOptions, create_backend
-from stylecast.backends.package import PackageError, load_package
+from stylecast.backends.package import PackageError, load_package, locate_package
 from stylecast.model import BUILTIN_DIR, BUILTIN_MODEL
 from stylecast.model.data import IMAGE_SUFFIXES
 from stylecast.model.preprocess import style_image, to_float, to_uint8
@@ -178,11 +178,10 @@ class ServerModel:
 
 def builtin_package() -> Path:
     """The newest version's folder of the built-in real-time tier (what ``stylecast serve`` serves by default)."""
-    versions = sorted((p for p in (BUILTIN_DIR / BUILTIN_MODEL).glob("*") if (p / "manifest.json").is_file()),
-                      key=lambda p: (len(p.name), p.name))
-    if not versions:
-        raise CompareError(f"no built-in package under {BUILTIN_DIR}")
-    return versions[-1]
+    try:
+        return locate_package(BUILTIN_DIR, BUILTIN_MODEL).path
+    except PackageError as exc:
+        raise CompareError(f"no built-in package: {exc}") from None
 
 
 @dataclass
