@@ -275,7 +275,7 @@ def bench(
 def serve(
     port: Annotated[int | None, typer.Option(help="gRPC port (0 = any free port).")] = None,
     metrics_port: Annotated[int | None, typer.Option(help="Prometheus port (0 = off).")] = None,
-    backend: Annotated[str | None, typer.Option(help="auto, litert, savedmodel, onnx or tensorrt.")] = None,
+    backend: Annotated[str | None, typer.Option(help="auto, litert, savedmodel, onnx, cuda, tensorrt or tf-trt.")] = None,
     threads: Annotated[int | None, typer.Option(help="Inference threads per worker.")] = None,
     workers: Annotated[int | None, typer.Option(help="Inference workers (frames run at once).")] = None,
     models_dir: Annotated[str | None, typer.Option(help="Model packages folder (default: built-in).")] = None,
@@ -294,7 +294,7 @@ def serve(
     admin_port: Annotated[int | None, typer.Option(help="ModelAdmin port on 127.0.0.1 (non-loopback host).")] = None,
     upload_dir: Annotated[str | None, typer.Option(help="Folder for uploaded model packages.")] = None,
     tokens_file: Annotated[str | None, typer.Option(
-        help="TOML [[tokens]] file (name, roles, sha256): calls need a bearer token; re-read on SIGHUP.")] = None,
+        help="TOML [\\[tokens]] file (name, roles, sha256): calls need a bearer token; re-read on SIGHUP.")] = None,
     allow_unauthenticated: Annotated[bool | None, typer.Option(
         "--allow-unauthenticated", help="Listen on a non-loopback host without a tokens file.")] = None,
     tls_cert: Annotated[str | None, typer.Option(help="PEM server certificate chain (TLS).")] = None,

@@ -33,7 +33,7 @@ class ServerConfig:
     host: str = ""
     port: int = 50051                 # 0 = any free port (tests)
     metrics_port: int = 9090          # 0 = no metrics endpoint
-    backend: str = "auto"             # "auto" | litert | savedmodel | onnx | tensorrt
+    backend: str = "auto"             # "auto" | litert | savedmodel | onnx | cuda | tensorrt | tf-trt
     format: str = ""                  # package artifact; "" = the backend's default
     threads: int = 0                  # intra-op threads per inference worker; 0 = auto (models.layout)
     workers: int = 0                  # inference workers (interpreters / sessions); 0 = auto
