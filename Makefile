@@ -156,9 +156,11 @@ train-quality: $(VENV)/.dev-stamp
 # The quality tier's own, larger predictor (775,716 parameters; the committed model/checkpoints/predictor.keras
 # stays the transformer's feature net): banks (with 4,000 teacher outputs in novel styles) and the teacher
 # predictor's pooled features in runs/pred (about 25 min), then 6,000 steps from scratch with the hint on those
-# features and a restart to 9,000 (the second call resumes runs/pred/ckpt); written to model/checkpoints/quality.
+# features and a restart to 9,000 (the second call resumes runs/pred/ckpt). It trains into runs/pred/out (a
+# predictor found in --predictor-out is resumed, so the committed one would end the run at its step 9,000)
+# and is then copied to model/checkpoints/quality.
 QPRED_ARGS = --workdir runs/pred --predictor-widths 32,64,128,128,192,192,384,384 \
-	--predictor-strides 2,2,2,1,2,1,2,1 --predictor-hidden 512 --predictor-out model/checkpoints/quality --save-every 500
+	--predictor-strides 2,2,2,1,2,1,2,1 --predictor-hidden 512 --predictor-out runs/pred/out --save-every 500
 train-quality-predictor: $(VENV)/.dev-stamp
 	nice -n 19 $(BIN)/python -m stylecast.model.distill --phase bank $(QPRED_ARGS)
 	nice -n 19 $(BIN)/python -m stylecast.model.distill --phase cache $(QPRED_ARGS)
@@ -166,9 +168,14 @@ train-quality-predictor: $(VENV)/.dev-stamp
 	nice -n 19 $(BIN)/python -m stylecast.model.distill --phase features $(QPRED_ARGS)
 	nice -n 19 $(BIN)/python -m stylecast.model.distill --phase predictor --predictor-steps 6000 --w-bottleneck 1 $(QPRED_ARGS)
 	nice -n 19 $(BIN)/python -m stylecast.model.distill --phase predictor --predictor-steps 9000 --w-bottleneck 1 $(QPRED_ARGS)
+	cp runs/pred/out/predictor.keras runs/pred/out/predictor.json runs/pred/out/predictor_log.csv model/checkpoints/quality/
 
+# The run's checkpoint (runs/v5/$(SPEC), after `make train`) as model/builtin/stylecast-small/$(MODEL_VERSION):
+# a new version beside the shipped v5, which it never overwrites unless named.
+MODEL_VERSION ?= 6
 export-model: $(VENV)/.dev-stamp
-	$(BIN)/python -m stylecast.model.recipe --spec $(SPEC) --out runs/v5/$(SPEC) --export model/builtin
+	$(BIN)/python -m stylecast.model.recipe --spec $(SPEC) --out runs/v5/$(SPEC) --export model/builtin \
+		--version $(MODEL_VERSION)
 
 # The quality tier's package from its committed checkpoint and predictor (model/checkpoints/quality):
 # LiteRT for CPUs, ONNX for GPUs (ONNX Runtime, TensorRT); no SavedModel, to keep the package small.
@@ -181,7 +188,7 @@ export-quality: $(VENV)/.dev-stamp
 # Pack runs/gpu/ (teacher graph, crop set, the run's checkpoint, Keras wheels: ~27 MiB) for a lent
 # GPU; the device then runs `sh runs/gpu/run.sh MINUTES` (Keras on PyTorch, checkpoint to $$OUT).
 # DRY_RUN=1 runs that script here on the CPU with KERAS_BACKEND=torch (installs torch 2.13.0).
-# RUN=runs/q/q5d packs the quality tier's run instead (run.sh then trains its spec).
+# RUN=runs/q/q5de packs the quality tier's run instead (run.sh then trains its spec).
 RUN ?= runs/v5/$(SPEC)
 train-gpu: $(VENV)/.dev-stamp
 	$(BIN)/python -m stylecast.model.gpu pack --from $(RUN)

@@ -1,9 +1,9 @@
 """The built-in style model: networks, distillation, export and model packages.
 
 Importing this package is cheap: Keras is imported only by the modules that build,
-train or export networks (``networks``, ``teacher_port``, ``recipe``, ``distill``,
-``export``), TensorFlow only by ``distill`` and ``export`` (the v5 recipe runs on any
-Keras backend).
+train, time or export networks (``networks``, ``teacher_port``, ``recipe``, ``distill``,
+``export``, ``candidates``), TensorFlow only by ``distill``, ``export`` and ``mobile`` (the v5
+recipe runs on any Keras backend).
 """
 
 from pathlib import Path

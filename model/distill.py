@@ -1,4 +1,5 @@
-"""Train the built-in model by distillation from the Magenta teacher (``make train``).
+"""Train the v4 built-in model by distillation from the Magenta teacher
+(``python -m stylecast.model.distill``; ``make train-quality-predictor`` runs its predictor phases).
 
 Resumable phases, all seeded, all reading ``../shared/assets`` (training split only):
 
@@ -21,7 +22,8 @@ Resumable phases, all seeded, all reading ``../shared/assets`` (training split o
 
 Work files live in ``--workdir`` (default ``runs/distill``, not committed); small
 checkpoints go to ``model/checkpoints/`` so a later session can resume; the loss curve
-is appended to ``<workdir>/log.csv`` and copied next to the checkpoints.
+is appended to ``<workdir>/<network>_log.csv`` (``predictor_log.csv``,
+``transformer_log.csv``) and copied next to the checkpoints.
 """
 
 from __future__ import annotations

@@ -9,8 +9,9 @@ of 16).  The transformer is built for XNNPACK on CPUs:
 - a strided 4×4 stem and a depth-to-space head, so no convolution runs at full
   resolution; upsampling is 1×1 conv + depth-to-space (no dynamic-size resize);
   (SPACE_TO_DEPTH is not delegated by this LiteRT's XNNPACK, DEPTH_TO_SPACE is);
-- depthwise kernels of at most 1024 weights (3·3·C, C ≤ 113): larger ones get int8
-  weights in the ``tflite-int8`` export, and XNNPACK does not run hybrid depthwise;
+- depthwise kernels of at most 1024 weights (3·3·C, C ≤ 113): the converter gives larger
+  ones int8 weights in the ``tflite-int8`` export, which XNNPACK does not run as hybrid
+  depthwise, so :func:`export.float_depthwise_kernels` turns them back into float32;
 - conditional instance norm (CIN): instance statistics over H, W, scale and shift
   predicted from the style vector by one linear layer per block (as in Ghiasi et al.).
 

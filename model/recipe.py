@@ -67,7 +67,8 @@ def build_pack(root: Path, out: Path, seed: int, crops_per_painting: int = 12, p
                max_side: int = 400, quality: int = 92) -> None:
     """Write ``teacher.npz``, ``crops.npz`` and ``styles.npz`` to ``out`` (training split only).
 
-    Needs LiteRT (the teacher's predictor labels the style vectors); not TensorFlow."""
+    Needs LiteRT (the teacher's predictor labels the style vectors) and Keras on any backend
+    (the teacher's graph is read by :mod:`teacher_port`)."""
     from stylecast.model import data  # noqa: PLC0415
     from stylecast.model.preprocess import style_image  # noqa: PLC0415
     from stylecast.model.teacher import PREDICT_FILE  # noqa: PLC0415
@@ -197,14 +198,14 @@ def _graph_class():
         """One training step's forward pass: [content, style, shift, hint_w] → the weighted
         loss terms as an N×K matrix (each column a batch mean, broadcast over N)."""
 
-        TERMS = {"blocks": None, "e2e": ("pixel", "grad", "hint", "shift", "stat", "feat")}
+        E2E_TERMS = ("pixel", "grad", "hint", "shift", "stat", "feat")
 
         def __init__(self, student, spec, teacher, stage: str, weights: dict[str, float], pairs: int,
                      crop: int, features=None, **kw):
             super().__init__(**kw)
             self.features = features
             self.pairs, self.crop = pairs, crop
-            self.student, self.spec, self.teacher, self.stage = student, spec, teacher, stage
+            self.student, self.teacher, self.stage = student, teacher, stage
             self.hints = teacher_hints(spec)
             self.parts = student_parts(student, spec)
             self.w = weights
@@ -213,7 +214,7 @@ def _graph_class():
                 self.taps = taps
                 self.tapped = keras.Model(student.inputs, [student.output] +
                                           [student.get_layer(n).output for n in taps])
-            self.terms = list(self.hints) if stage == "blocks" else list(self.TERMS["e2e"])
+            self.terms = list(self.hints) if stage == "blocks" else list(self.E2E_TERMS)
 
         def call(self, inputs):
             content, style, shift, hint_w = inputs
@@ -487,6 +488,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--name", default="stylecast-small")
     ap.add_argument("--version", default="5")
     args = ap.parse_args(argv)
+    if args.export is not None and not (args.out / "student.json").exists():
+        ap.error(f"--export: {args.out} holds no checkpoint (student.json); train it first (make train)")
     import keras  # noqa: PLC0415
 
     if keras.backend.backend() == "tensorflow":

@@ -107,7 +107,6 @@ def extract_graph(tflite: str | Path) -> TeacherGraph:
         ops.append({"op": kind, "inputs": ins, "outputs": [int(j) for j in op.outputs], "options": opts})
     content = next(i for i in sub.inputs if shapes[int(i)][-1] == 3)
     style = next(i for i in sub.inputs if int(i) != int(content))
-    # Keep only the constants that ops read as values (weights are fp16; small int params).
     return TeacherGraph(ops, consts, names, int(content), int(style), int(sub.outputs[0]))
 
 

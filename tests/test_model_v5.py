@@ -304,6 +304,18 @@ def test_recipe_pack_reads_only_training_images_and_a_short_run_resumes(tmp_path
         recipe.main(q_args[:3] + [str(out)] + q_args[4:])
 
 
+def test_export_of_a_run_without_a_checkpoint_is_refused_with_a_usage_error(tmp_path, capsys):
+    """``make export-model`` before ``make train``: a usage error naming the folder, before
+    Keras loads or any package folder is written."""
+    from stylecast.model import recipe
+
+    with pytest.raises(SystemExit) as exc:
+        recipe.main(["--out", str(tmp_path / "run"), "--export", str(tmp_path / "pkgs")])
+    assert exc.value.code == 2
+    assert f"{tmp_path / 'run'} holds no checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "pkgs").exists()
+
+
 def test_a_resumed_run_keeps_its_cosine_schedule_and_a_longer_one_starts_a_segment():
     from stylecast.model.recipe import resume_schedule, segment_cosine
 
