@@ -201,12 +201,15 @@ async def start(config: ServerConfig) -> RunningServer:
         admin_server, admin_health = _grpc_server(config, metrics, shutdown, (ADMIN_SERVICE,), None)
     if config.admin:
         admin_grpc.add_ModelAdminServicer_to_server(ModelAdminServicer(engine.control), admin_server or server)
-    try:
-        port = _listen(server, config.address, credentials)
-    except StylecastError:
+    async def close_started() -> None:
         await engine.close()
         if endpoint is not None:
             endpoint.close()
+
+    try:
+        port = _listen(server, config.address, credentials)
+    except StylecastError:
+        await close_started()
         raise
     admin_port = port if shared else None
     if admin_server is not None:
@@ -219,7 +222,11 @@ async def start(config: ServerConfig) -> RunningServer:
     if config.health_port:
         health_server = grpc.aio.server()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, health_server)
-        health_port = _listen(health_server, f"{config.host}:{config.health_port}", None)
+        try:
+            health_port = _listen(health_server, f"{config.host}:{config.health_port}", None)
+        except StylecastError:
+            await close_started()
+            raise
         await health_server.start()
         log.info("plaintext health checks (only) on %s:%d", config.host, health_port)
     await server.start()

@@ -59,7 +59,8 @@ def token_digest(token: str) -> str:
 
 
 def new_token() -> str:
-    """A fresh random token: 32 random bytes, URL-safe base64 (43 characters)."""
+    """A fresh random token: 32 random bytes, URL-safe base64 (43 characters)
+    after the ``sc_`` prefix, 46 in all."""
     return "sc_" + secrets.token_urlsafe(32)
 
 
@@ -169,10 +170,6 @@ class Authenticator:
         if not self._entries:
             log.warning("tokens file %s lists no tokens: every call except health and reflection is refused",
                         self.path)
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        return tuple(e.name for e in self._entries)
 
     def reload(self) -> bool:
         """Re-read the tokens file; on an error keep the current tokens, log it and return False."""

@@ -6,7 +6,7 @@ waiter of a failed batch gets the error — as does every waiter of a batch whos
 function returned more or fewer outputs than it was given inputs.  At most ``workers`` batches run at
 once, each on the inference executor.  Cancelled requests are skipped.
 
-With ``max_batch`` 1 (the LiteRT default) there is nothing to gather: a request waits for a
+With ``max_batch`` 1 (the default) there is nothing to gather: a request waits for a
 slot (first come, first served) and runs, without the dispatcher task and its queue.
 """
 

@@ -25,6 +25,7 @@ ENCODED_FORMATS = ("JPEG", "PNG", "WEBP")
 DEFAULT_QUALITY = 90
 # the longest side each encoder can write (libwebp: 16383; libjpeg: 65500); raw and PNG: no own limit
 MAX_ENCODER_SIDE = {"webp": 16383, "jpeg": 65500}
+T = TypeVar("T")
 ANSWER_OVERHEAD = 512    # protobuf framing, timings and names around an answer's pixels (as the SDK counts)
 
 

@@ -8,11 +8,14 @@ the mapping to read.
 from __future__ import annotations
 
 import dataclasses
+import logging
+import math
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 ENV_PREFIX = "STYLECAST_"
 SQLITE = "sqlite:///"
@@ -35,7 +38,7 @@ class ServerConfig:
     metrics_port: int = 9090          # 0 = no metrics endpoint
     backend: str = "auto"             # "auto" | litert | savedmodel | onnx | cuda | tensorrt | tf-trt
     format: str = ""                  # package artifact; "" = the backend's default
-    threads: int = 0                  # intra-op threads per inference worker; 0 = auto (models.layout)
+    threads: int = 0                  # intra-op threads per inference worker; 0 = auto (packages.layout)
     workers: int = 0                  # inference workers (interpreters / sessions); 0 = auto
     codec_threads: int = 2            # image decode/encode threads
     malloc_arenas: int = 0            # glibc malloc arenas of the server process; 0 = auto (packages.malloc_arenas)
@@ -118,14 +121,20 @@ class ServerConfig:
             raise ConfigError(f"stall_timeout_s must be > 0, got {self.stall_timeout_s}")
         if self.quality_sample_every < 0:
             raise ConfigError(f"quality_sample_every must be >= 0 (0 = off), got {self.quality_sample_every}")
+        if not (self.keepalive_time_s > 0 and self.keepalive_timeout_s > 0):
+            raise ConfigError(f"keepalive_time_s and keepalive_timeout_s must be > 0, got {self.keepalive_time_s}, "
+                              f"{self.keepalive_timeout_s}")
+        if not isinstance(logging.getLevelName(self.log_level.upper()), int):
+            raise ConfigError(f"log_level must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {self.log_level!r}")
         self._check_split()
         self._check_security()
         self.load_entries, self.warmup_shapes  # noqa: B018 - validate both now
-        if self.style_store:
-            try:
-                check_style_store(self.style_store)
-            except ValueError as exc:
-                raise ConfigError(str(exc)) from None
+        if not self.style_store:
+            object.__setattr__(self, "style_store", f"{SQLITE}{Path.home() / '.stylecast' / 'styles.db'}")
+        try:
+            check_style_store(self.style_store)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
 
     def _check_split(self) -> None:
         weights = self.split_weights
@@ -225,9 +234,21 @@ class ServerConfig:
 
 
 def check_style_store(url: str) -> str:
-    """``url`` if it names a style store (``sqlite:///PATH``, ``redis://…``, ``rediss://…``);
-    raises ValueError otherwise."""
-    if url.startswith(REDIS_SCHEMES) or (url.startswith(SQLITE) and len(url) > len(SQLITE)):
+    """``url`` if it names a style store (``sqlite:///PATH``, ``redis://…``, ``rediss://…``; a
+    Redis URL as redis-py parses it, with a numeric port and database); raises ValueError
+    otherwise."""
+    if url.startswith(SQLITE) and len(url) > len(SQLITE):
+        return url
+    if url.startswith(REDIS_SCHEMES):
+        from redis.connection import parse_url  # noqa: PLC0415 - redis only for a Redis store
+
+        try:
+            parse_url(url)
+        except ValueError as exc:
+            raise ValueError(f"style_store: {exc} (expected redis://[:PASSWORD@]HOST:PORT/DB)") from None
+        db = urlsplit(url).path.strip("/")
+        if db and not db.isdigit():
+            raise ValueError(f"style_store: database {db!r} is not a number (expected redis://HOST:PORT/DB)")
         return url
     raise ValueError(f"style_store: expected sqlite:///PATH, redis://HOST:PORT/DB or rediss://…, got {url!r}")
 
@@ -261,8 +282,9 @@ def parse_load_order(items: Iterable[str]) -> tuple[tuple[str, str], ...]:
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(ServerConfig)}
-# STYLECAST_* variables that are not server settings: the config path and the CLI client's own
-_NOT_SERVER = frozenset({"CONFIG", "TOKEN", "TLS_CA", "TARGET", "ADMIN_TARGET"})
+# STYLECAST_* variables that are not server settings: the config path, the CLI client's own and
+# the model tools' assets folder
+_NOT_SERVER = frozenset({"CONFIG", "TOKEN", "TLS_CA", "TARGET", "ADMIN_TARGET", "ASSETS"})
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -279,9 +301,13 @@ def _coerce(name: str, value: Any) -> Any:
             raise ValueError(value)
         if kind is int and isinstance(value, float) and not value.is_integer():
             raise ValueError(value)
-        return kind(value)
+        out = kind(value)
+        if kind is float and not math.isfinite(out):
+            raise ValueError(value)
+        return out
     except (TypeError, ValueError):
-        raise ConfigError(f"{name}: expected {kind.__name__}, got {value!r}") from None
+        raise ConfigError(f"{name}: expected {'a finite ' if kind is float else ''}{kind.__name__}, "
+                          f"got {value!r}") from None
 
 
 def _layer(source: str, values: Mapping[str, Any]) -> dict[str, Any]:
@@ -319,8 +345,6 @@ def load_config(cli_overrides: Mapping[str, Any], env: Mapping[str, str],
     values |= _layer("environment", {k[len(ENV_PREFIX):].lower(): v for k, v in env.items()
                                      if k.startswith(ENV_PREFIX) and k[len(ENV_PREFIX):] not in _NOT_SERVER})
     values |= _layer("flags", {k: v for k, v in cli_overrides.items() if v is not None and k != "config"})
-    if not values.get("style_store"):
-        values["style_store"] = f"{SQLITE}{Path.home() / '.stylecast' / 'styles.db'}"
-    elif "://" not in values["style_store"]:  # a bare path: SQLite
+    if values.get("style_store") and "://" not in values["style_store"]:  # a bare path: SQLite
         values["style_store"] = f"sqlite:///{values['style_store']}"
     return ServerConfig(**values)

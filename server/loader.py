@@ -99,10 +99,6 @@ class Loader:
         running = [v for (n, v), task in self._background.items() if n == name and not task.done()]
         return running[-1] if running else ""
 
-    def loading(self, name: str, version: str) -> bool:
-        task = self._background.get((name, version))
-        return task is not None and not task.done()
-
     async def stop_background(self, key: tuple[str, str] | None = None) -> bool:
         """Stop the background upgrades of one version (``key``) or of all (an artifact mid-load
         is closed when its thread step ends); → whether one was running."""
@@ -146,7 +142,10 @@ class Loader:
             package.verify([fmt], progress)
             stage = "load"
             post(state=LOADING)
-            backend = create_backend(backend_name)
+            try:
+                backend = create_backend(backend_name)
+            except Exception as exc:  # the backend's library is missing here
+                raise _Stage(stage, exc) from exc
             try:
                 backend.load(package, BackendOptions(
                     format=fmt, threads=threads, workers=workers, xla=config.xla, max_batch=config.max_batch,

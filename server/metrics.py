@@ -35,7 +35,8 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 # Online quality (server/online_quality.py), observed clamped to [0, 1]: a histogram with a negative
 # bucket has no _sum (negative observations would break its counter-reset detection).
 QUALITY_BUCKETS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 1.0)
-# What became of a frame picked for online quality: scored, dropped (the scorer was busy), failed.
+# What became of a frame picked for online quality: scored, dropped (the scorer was busy), skipped (too
+# thin for SSIM, e.g. 400×1), failed.
 QUALITY_OUTCOMES = ("scored", "dropped", "skipped", "failed")
 STAGES = ("queue", "decode", "infer", "encode", "total")
 # How a stream frame the server read ended: answered with a stylized frame, a FrameError or a

@@ -2,8 +2,9 @@
 
 Checks what may be loaded or removed (never the only serving version, never the models folder),
 turns load orders into (backend, format) entries and drives the :class:`Loader`; sets traffic
-splits between loaded versions (A/B tests) and drains a version being unloaded.  File work runs
-in threads, never on the event loop.
+splits between loaded versions (A/B tests) and drains a version being unloaded.  Reading and
+writing package files runs in threads; the event loop only lists folders to find
+whether a package is installed or being uploaded.
 """
 
 from __future__ import annotations
@@ -94,8 +95,8 @@ class ModelControl:
             if delete_files:
                 raise FailedPrecondition(f"model {name}:{version} is serving; unload it first, then delete its files")
             draining = self._slot.drain((name, version))  # raises when it is the only version
-            await self._loader.stop_background((name, version))
-            return False, False, True, draining
+            stopped = await self._loader.stop_background((name, version))
+            return stopped, False, True, draining
         installed = self._registry.installed(name, version)
         partial = self._uploads.partial_dir(name, version).is_dir()
         if installed is None and not partial:

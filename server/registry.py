@@ -18,7 +18,6 @@ from stylecast.backends.package import (ModelPackage, PackageError, PackageMispl
                                         model_dirs, version_dirs)
 from stylecast.model import BUILTIN_DIR
 from stylecast.server.config import ServerConfig
-from stylecast.server.errors import FailedPrecondition
 from stylecast.server.packages import find_package, model_name
 from stylecast.server.paths import inside, model_key
 from stylecast.server.uploads import Upload, UploadStore
@@ -117,7 +116,7 @@ class ModelRegistry:
     def find(self, name: str = "", version: str = "") -> ModelPackage:
         """A package: ``name`` "" = the only model of the models folder (of the built-in folder, its
         real-time tier: :func:`~stylecast.server.packages.model_name`), ``version`` "" = the latest.
-        Raises :class:`FailedPrecondition` when it is not installed (or ``name`` is "" and the
+        Raises :class:`~stylecast.server.errors.FailedPrecondition` when it is not installed (or ``name`` is "" and the
         models folder holds no or several models), :class:`InvalidArgument` for a bad name or version."""
         name = model_name(self.models_root, name)
         if not name and version:

@@ -3,8 +3,9 @@
 Every frame id is answered exactly once, in send order (a :class:`StylizedFrame`,
 a :class:`FrameError` or a :class:`FrameDropped`).  EVERY_FRAME holds at most
 ``queue_depth`` unanswered frames and then stops reading, so HTTP/2 flow control
-pushes back on the client.  LIVE never stops reading: at most ``workers`` frames
-run at once, one more waits, and a newer frame replaces (drops) the waiting one.
+pushes back on the client.  LIVE keeps reading while frames run: at most ``workers`` frames
+run at once, one more waits, and a newer frame replaces (drops) the waiting one (reading
+pauses only past ``LIVE_BACKLOG`` unwritten answers and on the memory bounds below).
 A fatal condition (bad or missing StreamConfig, shutdown) is raised after every
 frame read before it has been answered.
 
@@ -91,7 +92,7 @@ class StylizeStream:
     ``write(response)``
     (a message, or a stylized frame already serialized: see :func:`wire.serialize_stylize_response`).
 
-    Frames run through ``sessions``; ``slot`` says how many run at once (LIVE) and which
+    Frames run through ``sessions``; its ``slot`` says how many run at once (LIVE) and which
     backend a dropped frame would have run on."""
 
     def __init__(self, sessions: Sessions, metrics: Metrics, read: Callable[[], Awaitable],

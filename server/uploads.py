@@ -12,6 +12,7 @@ The methods are synchronous file work: call them from a thread.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -149,7 +150,12 @@ class UploadStore:
         return upload
 
     def put(self, upload: Upload, path: str, index: int, data: bytes) -> None:
-        """Verify one chunk against the manifest and write it at its offset."""
+        """Verify one chunk against the manifest and write it at its offset; a chunk of a package
+        already installed (``upload.complete``) is not written: its verified files stay as they are.
+        Raises InvalidArgument (not in the manifest), DataLoss (truncated or corrupt) or
+        ResourceExhausted (the server's disk is full)."""
+        if upload.complete:
+            return
         entry = upload.files.get(path)
         if entry is None:
             raise InvalidArgument(f"chunk for {path!r}, which the manifest does not list")
@@ -169,7 +175,11 @@ class UploadStore:
                 f.seek(offset)
                 f.write(data)
         except OSError as exc:
-            raise InvalidArgument(f"cannot write {path}: {exc.strerror}") from None
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise ResourceExhausted(f"no disk space on the server for {path}; the chunks received so far are "
+                                        "kept: send the manifest again to resume once space is freed",
+                                        subject="disk") from None
+            raise  # the server's own fault: INTERNAL, logged with its traceback
         upload.missing.discard((path, index))
 
     def finish(self, upload: Upload) -> ModelPackage:

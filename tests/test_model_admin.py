@@ -93,7 +93,7 @@ async def still_serving(stylize_stub, version: str = "1") -> None:
     assert [(a.frame.id, a.frame.model_version) for a in answers] == [(5, version)]
 
 
-async def test_corrupt_chunk_is_refused_and_the_upload_resumes_with_only_missing_chunks(admin, tmp_path):
+async def test_corrupt_chunk_is_refused_and_the_upload_resumes_with_only_missing_chunks(server, admin, tmp_path):
     stub, stylize = admin
     root = big_package(tmp_path)
     manifest = (root / "manifest.json").read_bytes()
@@ -122,6 +122,14 @@ async def test_corrupt_chunk_is_refused_and_the_upload_resumes_with_only_missing
 
     final = await upload_raw(stub, manifest, [], after_plan=missing_only)
     assert final[-1].complete and final[-1].received_chunks == len(chunks) and not final[-1].missing
+
+    # A client that streams every chunk without waiting for the plan, once the package is installed:
+    # answered complete, and the installed (verified) files are not written again.
+    installed = server.engine.registry.installed("tiny", "7")
+    stamps = {p: p.stat().st_mtime_ns for p in installed.rglob("*") if p.is_file()}
+    again = await upload_raw(stub, manifest, chunks)
+    assert again[0].already_installed and again[-1].complete
+    assert {p: p.stat().st_mtime_ns for p in installed.rglob("*") if p.is_file()} == stamps
 
 
 async def test_truncated_upload_is_incomplete_then_resumes_through_the_sdk(server, tmp_path):

@@ -24,7 +24,9 @@ def test_precedence_flags_over_env_over_toml(tmp_path):
     assert cfg.style_store.startswith("sqlite:///") and cfg.sqlite_path.name == "styles.db"  # resolved default
     cfg = load_config({}, {"STYLECAST_CONFIG": str(toml)})
     assert cfg.port == 7000
-    assert load_config({}, {}) == ServerConfig(style_store=load_config({}, {}).style_store)
+    assert load_config({}, {}) == ServerConfig(style_store=load_config({}, {}).style_store) == ServerConfig()
+    # The model tools' STYLECAST_ASSETS (set by whoever also trains) is not a server setting.
+    assert load_config({}, {"STYLECAST_ASSETS": str(tmp_path)}) == load_config({}, {})
 
 
 def test_bad_settings_are_named(tmp_path):
@@ -42,6 +44,18 @@ def test_bad_settings_are_named(tmp_path):
         load_config({}, {"STYLECAST_MALLOC_ARENAS": "-1"})
     with pytest.raises(ConfigError, match="malloc_trim_s must be >= 0"):
         load_config({}, {"STYLECAST_MALLOC_TRIM_S": "-5"})
+    # Values that used to pass validation and fail later, at startup, with a traceback.
+    for env, message in [({"STYLECAST_STALL_TIMEOUT_S": "nan"}, "stall_timeout_s: expected a finite float"),
+                         ({"STYLECAST_GRACE_S": "inf"}, "grace_s: expected a finite float"),
+                         ({"STYLECAST_KEEPALIVE_TIMEOUT_S": "0"}, "keepalive_time_s and keepalive_timeout_s"),
+                         ({"STYLECAST_LOG_LEVEL": "verbose"}, "log_level must be DEBUG, INFO"),
+                         ({"STYLECAST_STYLE_STORE": "redis://cache:abc/0"}, "Port could not be cast"),
+                         ({"STYLECAST_STYLE_STORE": "redis://cache:6379/styles"}, "database 'styles' is not a number"),
+                         ({"STYLECAST_STYLE_STORE": "redis://cache:6379/0?db=x"}, "Invalid value for 'db'")]:
+        with pytest.raises(ConfigError, match=message):
+            load_config({}, env)
+    assert load_config({}, {"STYLECAST_LOG_LEVEL": "debug", "STYLECAST_STYLE_STORE": "rediss://:pw@cache:6380/2"}
+                       ).style_store == "rediss://:pw@cache:6380/2"
 
 
 def test_one_mapping_for_errors(caplog):
