@@ -177,7 +177,8 @@ async def start(config: ServerConfig) -> RunningServer:
     ModelAdmin can write files and load code-bearing models: with authentication it is on the
     main port for the ``admin`` role; without, reachable from this machine only (the main port
     when ``config.host`` is a loopback address, else its own server on ``127.0.0.1:admin_port``).
-    Raises ConfigError for an unreadable tokens file or TLS files."""
+    Raises ConfigError for an unreadable tokens file or TLS files, or a SQLite style store that
+    cannot be opened."""
     auth = Authenticator(config.tokens_file) if config.auth else None
     credentials = server_credentials(config)
     metrics = Metrics()

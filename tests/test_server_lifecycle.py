@@ -255,3 +255,19 @@ async def test_acknowledged_style_survives_kill_9_and_restart(tiny_models_dir, t
         await asyncio.to_thread(second.finish)
     finally:
         second.proc.kill()
+
+
+async def test_a_style_store_that_cannot_be_opened_is_a_config_error_before_serving(tiny_models_dir, tmp_path):
+    """``--style-store`` under a regular file (or any path SQLite cannot create): ``stylecast serve``
+    prints the store and what to do instead of a traceback."""
+    from conftest import make_config
+
+    from stylecast.server.app import start
+    from stylecast.server.config import ConfigError
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the store's folder should be")
+    store = blocker / "styles.db"
+    with pytest.raises(ConfigError, match=f"style_store sqlite:///{store}: cannot open it .*choose a writable path"):
+        await start(make_config(tiny_models_dir, tmp_path, style_store=f"sqlite:///{store}"))
+    assert blocker.read_text() == "a file where the store's folder should be"
