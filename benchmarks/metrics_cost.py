@@ -1,8 +1,8 @@
 """``make bench``: what recording metrics costs per frame, as a share of frame time at 384².
 
 Per frame the server records five stage latencies (queued on the event loop, observed at
-scrape time or every ``FOLD_FRAMES`` frames: timed here with that work included), one outcome
-and one batch size (the queue depth is read at scrape: nothing per frame; see
+scrape time or every ``FOLD_FRAMES`` frames: timed here with that work included), one outcome,
+one batch size and one frame of its model version (the queue depth is read at scrape: nothing per frame; see
 ``server/metrics.py``).  This times exactly those calls on one thread, times ``backend.stylize`` at 384² with the same package the server
 would load, and reports the ratio (goal < 1 %).  It also times rendering the
 ``/metrics`` page, which happens on the metrics thread once per scrape.
@@ -32,6 +32,7 @@ def recording_cost_us(repeat: int = 5, number: int = 50_000) -> float:
         run_batch(content, styles)
         metrics.frame_done("litert", TIMINGS_MS)
         metrics.frame_answered("litert", "ok")
+        metrics.version_frame("m", "1")
 
     return min(timeit.repeat(one_frame, repeat=repeat, number=number)) / number * 1e6
 
@@ -85,7 +86,7 @@ def main() -> None:
     frame, what = frame_ms(args.models_dir, args.model, args.backend, args.format, args.threads, args.size,
                            args.seconds)
     print(f"metrics recording: {cost:.2f} µs per frame (5 stage histograms, outcome counter, batch size, "
-          f"2 queue samples)")
+          f"version counter)")
     print(f"frame time at {args.size}²: {frame:.1f} ms ({what})")
     print(f"share of frame time: {cost / (frame * 1e3) * 100:.4f} %  (goal < 1 %)")
     print(f"/metrics render: {scrape:.2f} ms per scrape, on the metrics thread "

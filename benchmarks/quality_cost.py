@@ -29,7 +29,6 @@ import numpy as np
 from PIL import Image
 
 from stylecast.backends.base import BackendOptions, create_backend
-from stylecast.model import BUILTIN_DIR
 from stylecast.model.preprocess import style_image, to_float, to_uint8
 from stylecast.server.config import ServerConfig
 from stylecast.server.online_quality import content_ssim, style_score

@@ -110,9 +110,10 @@ class AsyncClient:
             raise Unavailable(f"no stylecast server reachable at {self.target} after {timeout:g} s") from None
 
     def _error(self, exc: grpc.RpcError) -> StylecastError:
-        """The typed error of a failed call; a connection failure says whether TLS may be the cause."""
+        """The typed error of a failed call; a connection failure says whether TLS may be the cause
+        (an UNAVAILABLE the server itself sent, with its reason and retry advice, is kept as it is)."""
         error = from_rpc_error(exc)
-        if error.code == grpc.StatusCode.UNAVAILABLE:
+        if error.code == grpc.StatusCode.UNAVAILABLE and not error.reason:
             if "Connection refused" in error.details:
                 hint = f"(nothing listens at {self.target}: check the host and port, e.g. CLI --target HOST:PORT)"
             elif self.tls:
@@ -122,7 +123,7 @@ class AsyncClient:
             else:
                 hint = (f"(plaintext: if {self.target} serves TLS, pass tls=True or ca=PATH; "
                         "CLI: --tls-ca PATH)")
-            error = type(error)(f"{error.details} {hint}".strip())
+            error = type(error)(f"{error.details} {hint}".strip(), retry_after_s=error.retry_after_s)
         return error
 
     async def _unary(self, method: Any, request: Any, timeout: float | None = _DEFAULT) -> Any:

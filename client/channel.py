@@ -34,7 +34,8 @@ _SERVICE = "stylecast.v1.StyleTransfer"
 _ADMIN = "stylecast.v1.ModelAdmin"
 # Calls whose repetition changes nothing: styles are content-addressed, stylizing is a pure function.
 # (A retried DeleteStyle whose first attempt did delete answers deleted=False.)
-IDEMPOTENT = {_SERVICE: ("StylizeImage", "RegisterStyle", "GetStyle", "ListStyles", "DeleteStyle", "SearchStyles"),
+IDEMPOTENT = {_SERVICE: ("StylizeImage", "RegisterStyle", "GetStyle", "ListStyles", "DeleteStyle", "SearchStyles",
+                         "GetLimits"),
               _ADMIN: ("ListModels", "ListBackends", "GetTrafficSplit")}
 
 

@@ -412,6 +412,9 @@ def models_upload(
     """Upload a model package in verified chunks; resumes an interrupted upload."""
     from tqdm import tqdm
 
+    if not (package / "manifest.json").is_file():
+        raise _fail(f"{package} holds no manifest.json: give a package folder NAME/VERSION "
+                    "(stylecast model export writes one)")
     with _client(target, token, tls_ca, tls_cert, tls_key) as client, \
             tqdm(unit="B", unit_scale=True, desc=package.name) as bar:
         def progress(done: int, total: int) -> None:

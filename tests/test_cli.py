@@ -242,3 +242,14 @@ def test_model_import_magenta_resizable_drops_the_fixed_size(tmp_path) -> None:
     assert result.exit_code == 0, result.output
     stylize = load_package(tmp_path / "magenta" / "1").artifact("tflite-int8").endpoints["stylize"]
     assert stylize["fixed_hw"] is None
+
+
+def test_models_upload_of_a_folder_without_a_manifest_says_what_to_give(tmp_path) -> None:
+    """Refused before connecting (nothing listens at the target): exit 1 and what a package is."""
+    folder = tmp_path / "tiny" / "1"
+    folder.mkdir(parents=True)
+    (folder / "model.tflite").write_bytes(b"weights")
+    result = CliRunner().invoke(app, ["models", "upload", str(folder), "--target", "127.0.0.1:9"])
+    assert result.exit_code == 1, result.output
+    assert "holds no manifest.json" in result.output and "stylecast model export" in result.output
+    assert "Traceback" not in result.output

@@ -262,6 +262,28 @@ def test_serve_refuses_a_gpu_backend_it_cannot_run(tmp_path, backend):
         assert "TensorRT" in last or "GPU" in last or "'tensorflow'" in last, last
 
 
+def test_the_device_check_dry_run_measures_through_the_same_code(tmp_path):
+    """``python -m benchmarks.gpu --dry-run`` (what ``gpu_check.sh`` runs on a lent GPU, here on the
+    onnx CPU backend at tiny sizes): every cell measured, every served plan answered, the report
+    written, and each GPU backend either measured or named with why it is not."""
+    import json
+
+    if any(not _why_not(b) for b in ("tensorrt", "cuda", "tf-trt")):
+        pytest.skip("a GPU backend can run here: the dry run would measure it for minutes")
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.gpu", "--out", str(tmp_path), "--dry-run",
+                           "--budget-s", "300"], capture_output=True, text=True, timeout=600,
+                          cwd=Path(__file__).parents[1])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert set(results["availability"]) == {"tensorrt", "cuda", "tf-trt"}
+    assert all(results["availability"].values())  # each names what is missing here
+    cells = results["backends"]["onnx"]["cells"]
+    assert cells and all(c["fps"] > 0 for c in cells.values()), cells
+    served = results["served"]["onnx"]
+    assert served and all(r["fps"] > 0 and r["errors"] == 0 for r in served.values()), served
+    assert "onnx (onnx)" in (tmp_path / "gpu_check.txt").read_text()
+
+
 @pytest.mark.integration
 async def test_loading_a_gpu_backend_it_cannot_run_keeps_the_model_serving(server):
     if not PROBLEMS["tensorrt"]:

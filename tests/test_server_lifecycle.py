@@ -271,3 +271,17 @@ async def test_a_style_store_that_cannot_be_opened_is_a_config_error_before_serv
     with pytest.raises(ConfigError, match=f"style_store sqlite:///{store}: cannot open it .*choose a writable path"):
         await start(make_config(tiny_models_dir, tmp_path, style_store=f"sqlite:///{store}"))
     assert blocker.read_text() == "a file where the store's folder should be"
+
+
+async def test_the_sdk_keeps_the_servers_retry_advice_when_it_is_shutting_down(server):
+    """An UNAVAILABLE the server sent (ErrorInfo SHUTTING_DOWN, RetryInfo 1 s) reaches the SDK's
+    caller with its reason and retry advice, without the connection hints meant for no answer."""
+    from stylecast.client import AsyncClient
+
+    async with AsyncClient(f"127.0.0.1:{server.port}") as client:
+        style = await client.register_style(picture(64, 64))
+        server.shutdown.set()  # the state stop() enters before draining
+        with pytest.raises(Unavailable) as err:
+            await client.get_style(style.id)
+    assert err.value.reason == "SHUTTING_DOWN" and err.value.retry_after_s == pytest.approx(1.0)
+    assert "shutting down" in err.value.details and "plaintext" not in err.value.details
