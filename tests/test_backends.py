@@ -2,7 +2,7 @@
 
 Tolerances (outputs in [0, 1], against the SavedModel as reference), as
 (max, mean) absolute difference: TFLite fp32 and ONNX (1e-4, 1e-5); TFLite fp16
-(5e-3, 1e-3); TFLite int8, weights-only, (0.1, 0.01).  Style vectors: the max
+(5e-3, 1e-3); TFLite int8, weights-only, (0.15, 0.01).  Style vectors: the max
 bound, scaled by the vectors' magnitude.
 """
 

@@ -92,6 +92,7 @@ async def test_new_version_swaps_in_mid_stream_without_losing_or_reordering_fram
         assert {r.WhichOneof("msg") for r in answers} == {"frame"}, "no frame failed or was dropped"
         versions = [r.frame.model_version for r in answers]
         assert versions[0] == "1" and versions[-1] == "2"
+        assert versions == sorted(versions), "no v1 answer after a v2 one: the swap is one switch"
         assert versions.count("2") >= 10  # the frames sent after the swap all ran on v2
         assert {(r.frame.model_version, r.frame.backend) for r in answers} <= {("1", "litert"), ("2", "litert")}
 

@@ -17,8 +17,9 @@ from stylecast.model import data
 from stylecast.model.quality import SHIFTS, border_score, flicker
 
 ASSETS = data.assets_dir()
-needs_assets = pytest.mark.skipif(not (ASSETS / "models" / "magenta").is_dir(),
-                                  reason=f"teacher assets not found at {ASSETS} (../shared/assets)")
+# The recipe and the Keras teacher read the teacher's fp16 file (teacher_port.TEACHER_F16).
+needs_assets = pytest.mark.skipif(not (ASSETS / "models" / "magenta" / "style_transfer_f16_384.tflite").is_file(),
+                                  reason=f"the teacher's fp16 file not found under {ASSETS} (../shared/assets)")
 TOLERANCE = {"savedmodel": 1e-5, "onnx": 1e-4, "tflite-fp32": 1e-4, "tflite-fp16": 3e-2, "tflite-int8": 6e-2}
 
 

@@ -90,7 +90,9 @@ async def test_without_enough_styles_for_a_centre_only_content_is_scored(builtin
             await asyncio.sleep(0.02)
         samples = await scrape(server.metrics_endpoint.port)
     labels = dict(model=MODEL, version=VERSION)
-    assert value(samples, "stylecast_quality_content_ssim_count", **labels) == await scored(server)
+    content_scored = await scored(server)
+    assert content_scored >= 1, "neither sampled frame was scored"  # 2 samples: the 4-deep queue drops none
+    assert value(samples, "stylecast_quality_content_ssim_count", **labels) == content_scored
     assert value(samples, "stylecast_quality_style_score_count", **labels) == 0  # created at load, never observed
 
 

@@ -41,6 +41,15 @@ async def taken(batcher: Batcher) -> None:
     raise AssertionError(f"{batcher.pending} frames still queued after 10 s")
 
 
+async def until(condition) -> None:
+    """Until ``condition()`` holds (polled every 10 ms, at most 10 s: no sleep sized for an idle machine)."""
+    for _ in range(1000):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition still false after 10 s")
+
+
 async def test_batches_group_same_keys_up_to_max_batch():
     gate = threading.Event()
     run = Recorder(gate)
@@ -126,11 +135,12 @@ async def test_max_batch_one_runs_each_frame_alone_at_most_workers_at_once():
         batcher = Batcher(run, pool, workers=2, max_batch=1, max_wait_s=0.0)
         futures = [asyncio.ensure_future(batcher.submit("k", np.full((2, 2, 3), 1.0), np.array([float(i)])))
                    for i in range(6)]
-        await asyncio.sleep(0.2)
+        await until(lambda: len(order) == 2)
         assert order == [0, 1] and batcher.pending == 4
         futures[0].cancel()  # running: its slot stays taken until the backend returns
         futures[3].cancel()  # waiting: skipped
-        await asyncio.sleep(0.2)
+        await until(lambda: batcher.pending == 3)
+        await asyncio.sleep(0.05)  # a freed slot would start frame 2 now
         assert order == [0, 1] and batcher.pending == 3
         gate.set()
         done = await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), 10)
