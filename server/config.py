@@ -8,7 +8,6 @@ the mapping to read.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import math
 import tomllib
 from collections.abc import Iterable, Mapping
@@ -21,6 +20,7 @@ ENV_PREFIX = "STYLECAST_"
 SQLITE = "sqlite:///"
 REDIS_SCHEMES = ("redis://", "rediss://")
 MiB = 1 << 20
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 class ConfigError(ValueError):
@@ -124,7 +124,7 @@ class ServerConfig:
         if not (self.keepalive_time_s > 0 and self.keepalive_timeout_s > 0):
             raise ConfigError(f"keepalive_time_s and keepalive_timeout_s must be > 0, got {self.keepalive_time_s}, "
                               f"{self.keepalive_timeout_s}")
-        if not isinstance(logging.getLevelName(self.log_level.upper()), int):
+        if self.log_level.upper() not in LOG_LEVELS:  # not getLevelName: libraries register more (VERBOSE)
             raise ConfigError(f"log_level must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {self.log_level!r}")
         self._check_split()
         self._check_security()
