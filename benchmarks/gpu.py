@@ -44,6 +44,11 @@ SIZES = ((1024, 1024), (512, 512), (1080, 1920))   # the first is what engines a
 BATCHES = (1, 4, 8)
 
 
+def gpu_format(name: str) -> str:
+    """The artifact format backend ``name`` loads first (the backend registry's order)."""
+    return backend_formats(name)[0]
+
+
 def availability() -> dict[str, str]:
     """GPU backend → why it cannot run here ("" when it can)."""
     import onnxruntime  # noqa: F401 - the ORT backends' runtime: this check needs it (make gpu-bundle)
@@ -88,7 +93,7 @@ def summary(times: list[float], batch: int) -> dict[str, float]:
 
 
 def options(name: str, cache: Path, max_batch: int, sizes=SIZES) -> BackendOptions:
-    return BackendOptions(format=backend_formats(name)[0], threads=os.cpu_count() or 1, workers=1, max_batch=max_batch,
+    return BackendOptions(format=gpu_format(name), threads=os.cpu_count() or 1, workers=1, max_batch=max_batch,
                           frame_sizes=tuple(sizes), engine_cache_dir=str(cache))
 
 
@@ -104,7 +109,7 @@ def loaded(name: str, package: ModelPackage, opts: BackendOptions, sizes) -> tup
 def measure(name: str, package: ModelPackage, cache: Path, sizes, batches, seconds: float,
             deadline: float) -> dict[str, Any]:
     """Build/warm-start times, a size × batch table and GPU memory for backend ``name``."""
-    out: dict[str, Any] = {"format": backend_formats(name)[0], "cells": {}}
+    out: dict[str, Any] = {"format": gpu_format(name), "cells": {}}
     used_before = nvidia.memory_used(0)
     opts = options(name, cache, max(batches), sizes)
     backend, out["cold_load_s"] = loaded(name, package, opts, sizes)
@@ -140,7 +145,7 @@ def served(name: str, models_dir: str, cache: Path, sizes, plan, seconds: float,
     (label, max_batch, streams, frame side) one ``stylecast bench`` client of raw frames."""
     from benchmarks.serving import Setup, load, server
 
-    setup = Setup(models_dir, "", name, backend_formats(name)[0], os.cpu_count() or 1, 1, seconds, 1.0)
+    setup = Setup(models_dir, "", name, gpu_format(name), os.cpu_count() or 1, 1, seconds, 1.0)
     common = {"warmup_sizes": ",".join(f"{h}x{w}" for h, w in sizes),
               "process_max_side": max(max(s) for s in sizes), "engine_cache_dir": str(cache)}
     out: dict[str, Any] = {}
@@ -214,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
 
     save()
     package = find_package(BUILTIN_DIR)
-    runnable = [n for n, why in results["availability"].items() if not why and backend_formats(n)[0] in package.artifacts]
+    runnable = [n for n, why in results["availability"].items() if not why and gpu_format(n) in package.artifacts]
     sizes, batches, seconds, plan, served_s = SIZES, BATCHES, args.seconds, SERVED, args.served_seconds
     if not runnable and args.dry_run:
         runnable, sizes, batches, seconds, served_s = ["onnx"], ((64, 64), (48, 80)), (1, 2), 0.0, 1.5

@@ -163,7 +163,8 @@ def mixed(client, style_id: str, workdir: Path, target: str) -> None:
 def line(label: str, mem: dict[str, float], extra: str = "") -> str:
     rss = mem.get("rss", float("nan"))
     return (f"  {label:<34} RSS {rss:6.1f} MB ({rss / ANCHOR_MB:4.2f}x anchor)   "
-            f"PSS {mem.get('pss', float('nan')):6.1f}   USS {mem.get('uss', float('nan')):6.1f}   anon {mem.get('anon', float('nan')):6.1f} MB{extra}")
+            f"PSS {mem.get('pss', float('nan')):6.1f}   USS {mem.get('uss', float('nan')):6.1f}   "
+            f"anon {mem.get('anon', float('nan')):6.1f} MB{extra}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -275,7 +275,8 @@ def bench(
 def serve(
     port: Annotated[int | None, typer.Option(help="gRPC port (0 = any free port).")] = None,
     metrics_port: Annotated[int | None, typer.Option(help="Prometheus port (0 = off).")] = None,
-    backend: Annotated[str | None, typer.Option(help="auto, litert, savedmodel, onnx, cuda, tensorrt or tf-trt.")] = None,
+    backend: Annotated[str | None, typer.Option(
+        help="auto, litert, savedmodel, onnx, cuda, tensorrt or tf-trt.")] = None,
     threads: Annotated[int | None, typer.Option(help="Inference threads per worker.")] = None,
     workers: Annotated[int | None, typer.Option(help="Inference workers (frames run at once).")] = None,
     models_dir: Annotated[str | None, typer.Option(help="Model packages folder (default: built-in).")] = None,

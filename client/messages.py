@@ -197,9 +197,9 @@ def check_image(image: pb.Image, request_bytes: int, output: pb.OutputOptions, w
     for against the limits, before anything is sent; raises ``ResourceExhausted`` or
     ``InvalidArgument`` (pixels) with what to do instead."""
     raw = image.pixel_format != pb.PIXEL_FORMAT_UNSPECIFIED
-    check_message(request_bytes, what, "send it encoded (JPEG on the wire: the JPEG/PNG file itself or JPEG "
-                  "bytes; CLI: --wire jpeg) or scale it down" if raw else "scale it down or encode it with a lower quality",
-                  client_bytes, server)
+    advice = ("send it encoded (JPEG on the wire: the JPEG/PNG file itself or JPEG bytes; CLI: --wire jpeg) "
+              "or scale it down" if raw else "scale it down or encode it with a lower quality")
+    check_message(request_bytes, what, advice, client_bytes, server)
     size = _size(image) if raw or output.encoding == pb.ENCODING_RAW_RGB24 else None
     if size is None:
         return

@@ -47,15 +47,14 @@ def _functions(predictor: keras.Model, transformer: keras.Model, style_dim: int)
     return {"predict_style": predict_style, "stylize": stylize}
 
 
-def _endpoints_for(file: str | None) -> dict:
-    out = {}
-    for ep, (inputs, output) in SIGNATURE_IO.items():
-        spec = {"inputs": inputs, "output": output, "fixed_hw": None}
-        if file is not None:
-            spec["file"] = file
-        spec["signature"] = ep
-        out[ep] = spec
-    return out
+def _endpoint(ep: str, file: str | None = None) -> dict:
+    """The manifest entry of endpoint ``ep`` (its own ``file`` for TFLite; none in a SavedModel)."""
+    inputs, output = SIGNATURE_IO[ep]
+    spec = {"inputs": inputs, "output": output, "fixed_hw": None}
+    if file is not None:
+        spec["file"] = file
+    spec["signature"] = ep
+    return spec
 
 
 def _write_savedmodel(models: Sequence[keras.Model], fns: dict, path: Path) -> None:
@@ -141,7 +140,7 @@ def export_package(predictor: keras.Model, transformer: keras.Model, out_dir: st
         sm = root / "savedmodel" if "savedmodel" in formats else Path(tmp) / "savedmodel"
         _write_savedmodel((predictor, transformer), fns, sm)
         if "savedmodel" in formats:
-            artifacts["savedmodel"] = {"root": "savedmodel", "endpoints": _endpoints_for(None)}
+            artifacts["savedmodel"] = {"root": "savedmodel", "endpoints": {ep: _endpoint(ep) for ep in SIGNATURE_IO}}
         for fmt, precision in TFLITE_FORMATS.items():
             if fmt in formats:
                 (root / "tflite" / precision).mkdir(parents=True)
@@ -149,7 +148,7 @@ def export_package(predictor: keras.Model, transformer: keras.Model, out_dir: st
                 for ep in SIGNATURE_IO:
                     rel = f"tflite/{precision}/{ep}.tflite"
                     write_tflite(sm, root / rel, precision, ep)
-                    endpoints[ep] = _endpoints_for(rel)[ep]
+                    endpoints[ep] = _endpoint(ep, rel)
                 artifacts[fmt] = {"files": [e["file"] for e in endpoints.values()], "endpoints": endpoints}
     if "onnx" in formats:
         (root / "onnx").mkdir()

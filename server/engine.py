@@ -14,11 +14,10 @@ on the version assigned to them and offer a sample to the quality sampler.
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 
 from stylecast.server.codecs import CodecPool
-from stylecast.server.config import REDIS_SCHEMES, SQLITE, ConfigError, ServerConfig, check_style_store
+from stylecast.server.config import REDIS_SCHEMES, SQLITE, ServerConfig, check_style_store
 from stylecast.server.loader import Loader
 from stylecast.server.metrics import Metrics
 from stylecast.server.model_control import ModelControl
@@ -71,13 +70,7 @@ class Engine:
         default, *others = config.split_versions
         package = registry.find(config.model, default)
         store = store if store is not None else open_style_store(config.style_store, config.redis_password)
-        try:
-            await store.open()
-        except (OSError, sqlite3.Error) as exc:
-            if not isinstance(store, SqliteStyleStore):
-                raise
-            raise ConfigError(f"style_store sqlite:///{store.path}: cannot open it ({exc}); choose a writable "
-                              "path") from None
+        await store.open()
         slot = ServingSlot(config, metrics, registry)
         codec_pool = CodecPool(config.codec_threads)
         styles = StyleVectors(config, store, slot, codec_pool, metrics)

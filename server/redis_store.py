@@ -1,6 +1,7 @@
 """The style library in Redis, shared by several replicas (the ``redis`` package's asyncio client).
 
-The same contract as the SQLite library (:mod:`stylecast.server.sqlite_store`, both :class:`~stylecast.server.style_store.StyleStore`):
+The same contract as the SQLite library (:mod:`stylecast.server.sqlite_store`; both are a
+:class:`~stylecast.server.style_store.StyleStore`):
 
 - ``add`` is atomic and the first writer wins (one Lua script checks and writes);
   ``created_ms`` comes from the Redis server clock, so every replica orders

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from stylecast.server.config import ConfigError
 from stylecast.server.style_store import StyleRecord, page_token, parse_page_token
 
 _SCHEMA = """
@@ -48,7 +49,13 @@ class SqliteStyleStore:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     async def open(self) -> None:
-        await self._run(self._open)
+        """Create or open the database file; raises ConfigError naming the path when SQLite cannot
+        (the folder is a file, not writable, …)."""
+        try:
+            await self._run(self._open)
+        except (OSError, sqlite3.Error) as exc:
+            raise ConfigError(f"style_store sqlite:///{self.path}: cannot open it ({exc}); choose a writable "
+                              "path") from None
 
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ machine runs them); each skips with the reason this machine cannot run it.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -266,8 +267,6 @@ def test_the_device_check_dry_run_measures_through_the_same_code(tmp_path):
     """``python -m benchmarks.gpu --dry-run`` (what ``gpu_check.sh`` runs on a lent GPU, here on the
     onnx CPU backend at tiny sizes): every cell measured, every served plan answered, the report
     written, and each GPU backend either measured or named with why it is not."""
-    import json
-
     if any(not _why_not(b) for b in ("tensorrt", "cuda", "tf-trt")):
         pytest.skip("a GPU backend can run here: the dry run would measure it for minutes")
     proc = subprocess.run([sys.executable, "-m", "benchmarks.gpu", "--out", str(tmp_path), "--dry-run",
@@ -455,7 +454,6 @@ async def test_a_gpu_backend_serves_a_stream(tmp_path, engine_dir, name):
 
 def test_tftrt_dockerfile_pins_a_tensorflow_with_tensorrt_and_serves_tf_trt():
     """No Docker engine here: the file is read as a Docker build would, instruction by instruction."""
-    import json
     import re
 
     from stylecast.server.config import ServerConfig

@@ -14,14 +14,17 @@ import threading
 
 import grpc
 import pytest
-from conftest import encoded, picture, raw_image, register
+from conftest import encoded, make_config, picture, raw_image, register
 from google.protobuf.descriptor_pool import DescriptorPool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from google.rpc import error_details_pb2
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 from grpc_status import rpc_status
 
+from stylecast.client import AsyncClient
 from stylecast.client.errors import NotFound, ResourceExhausted, Unavailable, from_rpc_error
+from stylecast.server.app import start
+from stylecast.server.config import ConfigError
 from stylecast.v1 import stylecast_pb2 as pb
 from stylecast.v1 import stylecast_pb2_grpc as pb_grpc
 
@@ -261,11 +264,6 @@ async def test_acknowledged_style_survives_kill_9_and_restart(tiny_models_dir, t
 async def test_a_style_store_that_cannot_be_opened_is_a_config_error_before_serving(tiny_models_dir, tmp_path):
     """``--style-store`` under a regular file (or any path SQLite cannot create): ``stylecast serve``
     prints the store and what to do instead of a traceback."""
-    from conftest import make_config
-
-    from stylecast.server.app import start
-    from stylecast.server.config import ConfigError
-
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where the store's folder should be")
     store = blocker / "styles.db"
@@ -277,8 +275,6 @@ async def test_a_style_store_that_cannot_be_opened_is_a_config_error_before_serv
 async def test_the_sdk_keeps_the_servers_retry_advice_when_it_is_shutting_down(server):
     """An UNAVAILABLE the server sent (ErrorInfo SHUTTING_DOWN, RetryInfo 1 s) reaches the SDK's
     caller with its reason and retry advice, without the connection hints meant for no answer."""
-    from stylecast.client import AsyncClient
-
     async with AsyncClient(f"127.0.0.1:{server.port}") as client:
         style = await client.register_style(picture(64, 64))
         server.shutdown.set()  # the state stop() enters before draining
