@@ -20,6 +20,8 @@ from stylecast.backends.package import FORMATS, ModelPackage
 
 log = logging.getLogger(__name__)
 PAD_MULTIPLE = 16
+# cuDNN's convolution algorithm search (ONNX Runtime's CUDA provider option ``cudnn_conv_algo_search``)
+CONV_ALGO_SEARCH = ("EXHAUSTIVE", "HEURISTIC", "DEFAULT")
 
 
 class BackendError(Exception):
@@ -36,16 +38,15 @@ class BackendOptions:
     threads: int = 2              # intra-op threads per worker
     workers: int = 1              # independent interpreters / sessions
     xla: bool = False             # savedmodel: jit_compile
-    device_id: int = 0            # GPU backends
+    device_id: int = 0            # cuda, tensorrt, tf-trt: which GPU (CUDA's numbering)
     shape_cache: int = 4          # LiteRT: interpreters kept per worker, one per input shape
     idle_s: float = 10.0          # LiteRT: an interpreter unused this long is dropped (0 = never)
-    providers: tuple[str, ...] = ()  # onnx: ONNX Runtime execution providers (default: the backend's own)
     engine_cache_dir: str | None = None  # tensorrt, tf-trt: engine cache root (default ~/.cache/stylecast)
     precision: str = "fp16"       # tensorrt, tf-trt: fp16 | fp32
     max_batch: int = 1            # tensorrt, tf-trt: the largest batch the engines take
     # tensorrt, tf-trt: frame sizes (H, W) the engines cover, the first the typical one
     frame_sizes: tuple[tuple[int, int], ...] = ((512, 512),)
-    cudnn_conv_algo_search: str = "EXHAUSTIVE"  # cuda, tensorrt: EXHAUSTIVE | HEURISTIC | DEFAULT
+    cudnn_conv_algo_search: str = "EXHAUSTIVE"  # cuda, tensorrt: one of CONV_ALGO_SEARCH
 
 
 @runtime_checkable

@@ -18,11 +18,10 @@ import numpy as np
 import onnxruntime as ort
 
 from stylecast.backends import nvidia
-from stylecast.backends.base import BackendError, BackendOptions, BackendUnavailable
+from stylecast.backends.base import CONV_ALGO_SEARCH, BackendError, BackendOptions, BackendUnavailable
 from stylecast.backends.onnx import OnnxBackend, Provider
 from stylecast.backends.package import ModelPackage
 
-CONV_ALGO_SEARCH = ("EXHAUSTIVE", "HEURISTIC", "DEFAULT")
 log = logging.getLogger(__name__)
 
 

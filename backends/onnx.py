@@ -1,4 +1,4 @@
-"""ONNX Runtime backend (CPU by default; execution providers configurable).
+"""ONNX Runtime backend on the CPU (the ``cuda`` and ``tensorrt`` backends put other providers first).
 
 The ``onnx`` artifact names, per endpoint, the file and its input/output names;
 both endpoints may share one file.  One ``InferenceSession`` per file is safe
@@ -35,12 +35,13 @@ class OnnxBackend(SessionBackend):
         self._memory: RssGrowth | None = None
 
     def providers(self, options: BackendOptions) -> list[Provider]:
-        """Execution providers, best first: ``options.providers`` or this backend's default."""
-        wanted = list(options.providers or self.default_providers)
+        """Execution providers, best first (this backend's ``default_providers``); raises
+        :class:`BackendUnavailable` when ONNX Runtime here lacks one."""
+        wanted: list[Provider] = list(self.default_providers)
         available = set(ort.get_available_providers())
-        missing = [p for p in wanted if (p if isinstance(p, str) else p[0]) not in available]
+        missing = [p for p in self.default_providers if p not in available]
         if missing:
-            raise BackendUnavailable(f"ONNX Runtime lacks {', '.join(map(str, missing))} "
+            raise BackendUnavailable(f"ONNX Runtime lacks {', '.join(missing)} "
                                      f"(available: {', '.join(sorted(available))})")
         return wanted
 

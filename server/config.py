@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from stylecast.backends.base import CONV_ALGO_SEARCH, BackendOptions
+
 ENV_PREFIX = "STYLECAST_"
 SQLITE = "sqlite:///"
 REDIS_SCHEMES = ("redis://", "rediss://")
@@ -46,6 +48,8 @@ class ServerConfig:
     xla: bool = False                 # savedmodel: jit_compile
     precision: str = "fp16"           # tensorrt, tf-trt: fp16 | fp32
     engine_cache_dir: str = ""        # tensorrt, tf-trt engines; "" = ~/.cache/stylecast
+    gpu_device: int = 0               # cuda, tensorrt, tf-trt: which GPU (CUDA's numbering)
+    cudnn_conv_algo_search: str = "EXHAUSTIVE"  # cuda, tensorrt: EXHAUSTIVE | HEURISTIC | DEFAULT
     models_dir: str = ""              # "" = the package's built-in models
     model: str = ""                   # model name; "" = the only model in models_dir (built-in: stylecast-small)
     model_version: str = ""           # "" = the latest version
@@ -112,6 +116,11 @@ class ServerConfig:
             raise ConfigError("max_wait_ms, grace_s and malloc_trim_s must be >= 0")
         if self.precision not in ("fp16", "fp32"):
             raise ConfigError(f"precision must be fp16 or fp32, got {self.precision!r}")
+        if self.gpu_device < 0:
+            raise ConfigError(f"gpu_device must be >= 0, got {self.gpu_device}")
+        if self.cudnn_conv_algo_search not in CONV_ALGO_SEARCH:
+            raise ConfigError(f"cudnn_conv_algo_search must be one of {', '.join(CONV_ALGO_SEARCH)}, "
+                              f"got {self.cudnn_conv_algo_search!r}")
         if self.max_upload_bytes < 1:
             raise ConfigError(f"max_upload_bytes must be >= 1, got {self.max_upload_bytes}")
         if self.process_max_side > self.max_process_side:
@@ -211,6 +220,15 @@ class ServerConfig:
     def sqlite_path(self) -> Path | None:
         """The SQLite file of a ``sqlite:///PATH`` style store (None for Redis)."""
         return Path(self.style_store[len(SQLITE):]) if self.style_store.startswith(SQLITE) else None
+
+    def backend_options(self, fmt: str, threads: int, workers: int) -> BackendOptions:
+        """What a backend loading artifact ``fmt`` with ``workers`` workers of ``threads``
+        intra-op threads each (``packages.layout``) needs of this configuration."""
+        return BackendOptions(format=fmt, threads=threads, workers=workers, xla=self.xla,
+                              device_id=self.gpu_device, max_batch=self.max_batch,
+                              frame_sizes=self.frame_sizes, precision=self.precision,
+                              engine_cache_dir=self.engine_cache_dir or None,
+                              cudnn_conv_algo_search=self.cudnn_conv_algo_search)
 
     @property
     def frame_sizes(self) -> tuple[tuple[int, int], ...]:

@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 
-from stylecast.backends.base import Backend, BackendOptions, create_backend
+from stylecast.backends.base import Backend, create_backend
 from stylecast.backends.package import ModelPackage
 from stylecast.server.config import ServerConfig
 from stylecast.server.errors import FailedPrecondition, StylecastError
@@ -147,10 +147,7 @@ class Loader:
             except Exception as exc:  # the backend's library is missing here
                 raise _Stage(stage, exc) from exc
             try:
-                backend.load(package, BackendOptions(
-                    format=fmt, threads=threads, workers=workers, xla=config.xla, max_batch=config.max_batch,
-                    frame_sizes=config.frame_sizes, precision=config.precision,
-                    engine_cache_dir=config.engine_cache_dir or None))
+                backend.load(package, config.backend_options(fmt, threads, workers))
                 stage = "warmup"
                 post(state=WARMING)
                 backend.warmup(shapes)

@@ -24,7 +24,7 @@ from conftest import CHANNEL_OPTIONS, encoded, make_config, picture, register
 
 from stylecast.backends import nvidia
 from stylecast.backends.base import BackendError, BackendOptions, BackendUnavailable, create_backend
-from stylecast.backends.cuda import gpu_problem
+from stylecast.backends.cuda import CudaBackend, gpu_problem
 from stylecast.backends.engines import (
     EngineCache, Profile, artifact_digest, cache_key, content_profile, fit_within, input_shapes)
 from stylecast.backends.tensorrt import tensorrt_problem, trt_options
@@ -32,6 +32,7 @@ from stylecast.model import BUILTIN_DIR, BUILTIN_MODEL
 from stylecast.model.preprocess import to_float
 from stylecast.backends.package import load_package, locate_package
 from stylecast.server.app import start
+from stylecast.server.config import ConfigError, load_config
 from stylecast.v1 import model_admin_pb2 as apb
 from stylecast.v1 import model_admin_pb2_grpc as apb_grpc
 from stylecast.v1 import stylecast_pb2 as pb
@@ -139,6 +140,21 @@ def test_tensorrt_provider_options(tmp_path):
     assert opts["trt_timing_cache_enable"] and opts["trt_timing_cache_path"] == str(tmp_path)
     fixed = trt_options(BackendOptions(format="onnx", precision="fp32"), tmp_path, {})
     assert fixed["trt_fp16_enable"] is False and not any(k.startswith("trt_profile") for k in fixed)
+
+
+def test_gpu_settings_reach_the_provider_options(tmp_path):
+    """``gpu_device`` and ``cudnn_conv_algo_search`` (TOML/env) arrive in the options ONNX Runtime is handed."""
+    config = load_config({"precision": "fp32"}, {"STYLECAST_GPU_DEVICE": "1",
+                                                  "STYLECAST_CUDNN_CONV_ALGO_SEARCH": "HEURISTIC"})
+    options = config.backend_options("onnx", threads=2, workers=1)
+    assert CudaBackend().cuda_options(options) == {
+        "device_id": 1, "cudnn_conv_algo_search": "HEURISTIC", "do_copy_in_default_stream": True}
+    trt = trt_options(options, tmp_path, {})
+    assert trt["device_id"] == 1 and trt["trt_fp16_enable"] is False
+    for bad, says in (({"cudnn_conv_algo_search": "FASTEST"}, "EXHAUSTIVE, HEURISTIC, DEFAULT"),
+                      ({"gpu_device": -1}, "gpu_device must be >= 0")):
+        with pytest.raises(ConfigError, match=says):
+            load_config(bad, {})
 
 
 # ------------------------------------------------------------------ engine cache
