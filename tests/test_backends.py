@@ -122,9 +122,11 @@ def test_litert_drops_idle_interpreters(tiny):
     backend.stylize(usual, style)
     cache = backend._workers[0]._cache["stylize"]
     assert len(cache) == 2
+    in_use = next(program for k, (program, _) in cache.items() if k[0][1:3] == (32, 32))
     time.sleep(0.3)
     backend.stylize(usual, style)
     assert [k[0][1:3] for k in cache] == [(32, 32)]  # the odd shape went, the one in use stayed
+    assert next(iter(cache.values()))[0] is in_use   # kept, not rebuilt
     np.testing.assert_array_equal(backend.stylize(odd, style), first)
 
 
