@@ -20,8 +20,13 @@ Resumable phases, all seeded, all reading ``../shared/assets`` (training split o
    term: feature statistics of the trained student predictor (a frozen, differentiable
    stand-in for the teacher's) on student vs teacher outputs.
 
+Both networks train as backend-agnostic Keras (``keras.ops`` loss graphs,
+``train_on_batch``), so any Keras backend runs phases 5 and 6; TensorFlow is touched only to
+limit its thread pools when it is the backend.
+
 Work files live in ``--workdir`` (default ``runs/distill``, not committed); small
-checkpoints go to ``model/checkpoints/`` so a later session can resume; the loss curve
+checkpoints go to ``model/checkpoints/`` (``--predictor-out``, ``--transformer-out``: elsewhere)
+so a later session can resume; the loss curve
 is appended to ``<workdir>/<network>_log.csv`` (``predictor_log.csv``,
 ``transformer_log.csv``) and copied next to the checkpoints.
 """
@@ -202,14 +207,15 @@ def build_transfer_cache(root: Path, teacher: Teacher, out: Path, count: int, se
 class Trainer:
     """Shared checkpoint/log plumbing for both networks."""
 
-    def __init__(self, workdir: Path, name: str, model, lr: float, head=None):
+    def __init__(self, workdir: Path, name: str, model, lr: float, head=None, global_clipnorm: float | None = None):
         """``head``: a training-only Keras model trained beside ``model`` (its weights go to the
-        resumable checkpoints, not to the finished network)."""
+        resumable checkpoints, not to the finished network); ``global_clipnorm``: Adam clips the
+        gradients' global norm to it."""
         import keras  # noqa: PLC0415
 
         self.workdir, self.name, self.model, self.head = workdir, name, model, head
         self.variables = model.trainable_variables + (head.trainable_variables if head else [])
-        self.opt = keras.optimizers.Adam(lr)
+        self.opt = keras.optimizers.Adam(lr, global_clipnorm=global_clipnorm)
         self.opt.build(self.variables)
         self.step = 0
         self.log_path = workdir / f"{name}_log.csv"
@@ -249,10 +255,49 @@ class Trainer:
 
 
 def centred_cosine(a, b, mean):
-    import tensorflow as tf  # noqa: PLC0415
+    """Cosine of ``a − mean`` and ``b − mean`` along the last axis (N×D tensors, any Keras
+    backend), in [−1, 1]; shape N."""
+    from keras import ops  # noqa: PLC0415
 
     a, b = a - mean, b - mean
-    return tf.reduce_sum(a * b, -1) / (tf.norm(a, axis=-1) * tf.norm(b, axis=-1) + 1e-8)
+    return ops.sum(a * b, -1) / (ops.norm(a, axis=-1) * ops.norm(b, axis=-1) + 1e-8)
+
+
+def _column(i: int):
+    """A Keras loss or metric: column ``i`` of a training graph's N×K output, per image."""
+    def column(y_true, y_pred):
+        return y_pred[:, i]
+
+    column.__name__ = f"column{i}"
+    return column
+
+
+def predictor_graph(model, mean_vector: np.ndarray, scale: float, head=None, w_bottleneck: float = 0.0,
+                    feature_scale: float = 1.0):
+    """The predictor's training graph (backend-agnostic Keras, trained with ``train_on_batch``):
+    [images N×H×W×3 float32 in [0, 1], the teacher's vectors N×D] (+ the teacher's pooled
+    features N×F with ``head``) → N×2 float32 per image: [loss, centred cosine].
+
+    loss = mean((p − y)² / scale²) + (1 − centred cosine(p, y)) + ``w_bottleneck`` ×
+    mean((head(hidden) − f)² / feature_scale²): squared error in units of the training
+    vectors' (features') standard deviation, the vectors centred on ``mean_vector``."""
+    import keras  # noqa: PLC0415
+    from keras import ops  # noqa: PLC0415
+
+    x = keras.Input(model.input_shape[1:], name="images")
+    y = keras.Input((model.output_shape[-1],), name="vectors")
+    inputs = [x, y]
+    mean = ops.convert_to_tensor(np.asarray(mean_vector, np.float32))
+    if head is None:
+        p, hint = model(x), 0.0
+    else:
+        f = keras.Input((head.output_shape[-1],), name="features")
+        inputs.append(f)
+        p, g = keras.Model(model.inputs, [model.output, head(model.get_layer("hidden").output)])(x)
+        hint = w_bottleneck * ops.mean(ops.square((g - f) / feature_scale), -1)
+    cos = centred_cosine(p, y, mean)
+    loss = ops.mean(ops.square((p - y) / scale), -1) + (1.0 - cos) + hint
+    return keras.Model(inputs, ops.stack([loss, cos], -1), name="predictor_training")
 
 
 def train_predictor(workdir: Path, steps: int, batch: int, seed: int, save_every: int,
@@ -266,9 +311,9 @@ def train_predictor(workdir: Path, steps: int, batch: int, seed: int, save_every
     ``w_bottleneck`` > 0 adds a hint from the teacher's insides: a linear head on the hidden
     layer regresses the teacher predictor's pooled features (phase ``features``), squared error
     in units of their standard deviation, with this weight (the vector loss has weight 1).
+    Backend-agnostic Keras (:func:`predictor_graph`), so any Keras backend trains it.
     Raises SystemExit when those features are missing."""
     import keras  # noqa: PLC0415
-    import tensorflow as tf  # noqa: PLC0415
 
     from stylecast.model.networks import build_predictor  # noqa: PLC0415
 
@@ -278,8 +323,7 @@ def train_predictor(workdir: Path, steps: int, batch: int, seed: int, save_every
     if (workdir / "x_vectors.npy").exists():
         banks.append((np.load(workdir / "x_images.npy", mmap_mode="r"), np.load(workdir / "x_vectors.npy")))
     sizes = np.cumsum([0] + [len(v) for _, v in banks])
-    all_vectors = np.concatenate([v for _, v in banks])
-    mean = tf.constant(mean_vector)
+    all_vectors = np.concatenate([v for _, v in banks]).astype(np.float32)
     scale = float((vectors - mean_vector).std())
     model = build_predictor(spec)
     head, all_features, feature_scale = None, None, 1.0
@@ -292,26 +336,12 @@ def train_predictor(workdir: Path, steps: int, batch: int, seed: int, save_every
         feature_scale = float(all_features.std())
         head = keras.Sequential([keras.Input((spec.hidden,)), keras.layers.Dense(BOTTLENECK_DIM)],
                                 name="bottleneck_head")
-        joint = keras.Model(model.inputs, [model.output, head(model.get_layer("hidden").output)])
     tr = Trainer(workdir, "predictor", model, lr, head)
     tr.restore(workdir / "ckpt", out)
+    graph = predictor_graph(model, mean_vector, scale, head, w_bottleneck, feature_scale)
+    graph.compile(optimizer=tr.opt, loss=_column(0), metrics=[_column(1)], jit_compile=False)
     rng = np.random.default_rng(seed + tr.step)
     lr_sched = lambda s: lr * 0.5 * (1 + np.cos(np.pi * min(s, steps) / steps)) + 2e-5  # noqa: E731
-
-    @tf.function
-    def step_fn(x, y, f):
-        with tf.GradientTape() as tape:
-            if head is None:
-                p, hint = model(x, training=True), 0.0
-            else:
-                p, g = joint(x, training=True)
-                hint = w_bottleneck * tf.reduce_mean(tf.square((g - f) / feature_scale))
-            cos = centred_cosine(p, y, mean)
-            mse = tf.reduce_mean(tf.square((p - y) / scale))
-            loss = mse + tf.reduce_mean(1 - cos) + hint
-        grads = tape.gradient(loss, tr.variables)
-        tr.opt.apply_gradients(zip(grads, tr.variables))
-        return loss, tf.reduce_mean(cos)
 
     bar = tqdm(total=steps, initial=tr.step, desc="predictor")
     while tr.step < steps:
@@ -319,15 +349,16 @@ def train_predictor(workdir: Path, steps: int, batch: int, seed: int, save_every
         x = to_float(np.concatenate([imgs[idx[(idx >= lo) & (idx < hi)] - lo]
                                      for (imgs, _), lo, hi in zip(banks, sizes, sizes[1:])]))
         if rng.random() < 0.5:
-            x = x[:, :, ::-1]
+            x = np.ascontiguousarray(x[:, :, ::-1])
         tr.opt.learning_rate.assign(lr_sched(tr.step))
-        f = all_features[idx] if head is not None else np.zeros((len(idx), 0), np.float32)
-        loss, cos = step_fn(tf.constant(x), tf.constant(all_vectors[idx]), tf.constant(f))
+        inputs = [x, all_vectors[idx]] + ([all_features[idx]] if head is not None else [])
+        logs = graph.train_on_batch(inputs, np.zeros((len(idx), 1), np.float32), return_dict=True)
         tr.step += 1
         bar.update(1)
         if tr.step % 20 == 0:
-            bar.set_postfix(loss=f"{float(loss):.3f}", cos=f"{float(cos):.3f}")
-            tr.log({"step": tr.step, "loss": float(loss), "centred_cos": float(cos), "time": time.time()})
+            loss, cos = float(logs["loss"]), float(logs["column1"])
+            bar.set_postfix(loss=f"{loss:.3f}", cos=f"{cos:.3f}")
+            tr.log({"step": tr.step, "loss": loss, "centred_cos": cos, "time": time.time()})
         if tr.step % save_every == 0 or tr.step == steps:
             tr.save(workdir / "ckpt", {"mean_vector": mean_vector.tolist()})
     bar.close()
@@ -343,10 +374,59 @@ def _feature_extractor(predictor):
     return keras.Model(predictor.inputs, [predictor.get_layer(n).output for n in names])
 
 
-def train_transformer(workdir: Path, steps: int, batch: int, crop: int, seed: int, save_every: int,
-                      weights: dict[str, float]) -> None:
+def transformer_graph(model, weights: dict[str, float], feats=None):
+    """The v4 transformer's training graph (backend-agnostic Keras, trained with
+    ``train_on_batch``): [content N×H×W×3, the teacher's output N×H×W×3, both float32 in [0, 1];
+    style vectors N×D] → N×4 float32 per image: [loss, pixel L1, feature term, squared error].
+
+    loss = ``l1`` × mean |out − y| + ``grad`` × (mean |∂y out − ∂y y| + mean |∂x out − ∂x y|)
+    + ``stat`` × Σ over 8² and 32² cells of mean |cell mean difference| + mean |cell std
+    difference| + ``feat`` × Σ over the frozen ``feats`` maps at 256² (means, stds, and half
+    the map's L1); ``feats`` None when ``weights["feat"]`` is 0."""
     import keras  # noqa: PLC0415
-    import tensorflow as tf  # noqa: PLC0415
+    from keras import ops  # noqa: PLC0415
+
+    x = keras.Input((None, None, 3), name="content")
+    y = keras.Input((None, None, 3), name="target")
+    v = keras.Input((model.inputs[1].shape[-1],), name="style")
+    out = model([x, v])
+
+    def mean(t):  # per image
+        return ops.mean(t, axis=tuple(range(1, len(t.shape))))
+
+    def stats(t, k):
+        m = ops.average_pool(t, k, k, "valid")
+        var = ops.average_pool(ops.square(t), k, k, "valid") - ops.square(m)
+        return m, ops.sqrt(ops.maximum(var, 0.0) + 1e-6)
+
+    def grads(t):
+        return t[:, 1:, :, :] - t[:, :-1, :, :], t[:, :, 1:, :] - t[:, :, :-1, :]
+
+    l1 = mean(ops.abs(out - y))
+    (gy, gx), (ty, tx) = grads(out), grads(y)
+    lgrad = mean(ops.abs(gy - ty)) + mean(ops.abs(gx - tx))
+    lstat = 0.0
+    for k in (8, 32):
+        (mo, so), (mt, st) = stats(out, k), stats(y, k)
+        lstat = lstat + mean(ops.abs(mo - mt)) + mean(ops.abs(so - st))
+    lfeat = ops.zeros_like(l1)
+    if feats is not None:
+        for a, b in zip(*(feats(ops.image.resize(z, (256, 256))) for z in (out, y))):
+            (ma, sa), (mb, sb) = ((ops.mean(f, (1, 2)), ops.sqrt(ops.var(f, (1, 2)) + 1e-5)) for f in (a, b))
+            lfeat = lfeat + mean(ops.abs(ma - mb)) + mean(ops.abs(sa - sb)) + 0.5 * mean(ops.abs(a - b))
+    loss = (weights["l1"] * l1 + weights["grad"] * lgrad + weights["stat"] * lstat + weights["feat"] * lfeat)
+    terms = [loss, l1, lfeat, mean(ops.square(out - y))]
+    return keras.Model([x, y, v], ops.stack(terms, -1), name="transformer_training")
+
+
+def train_transformer(workdir: Path, steps: int, batch: int, crop: int, seed: int, save_every: int,
+                      weights: dict[str, float], out: Path = CHECKPOINTS) -> None:
+    """Train (or resume) the v4 transformer on the teacher targets cached in ``workdir``
+    (phase ``cache``), ``batch`` aligned random ``crop``² crops per step, the loss of
+    :func:`transformer_graph` (global gradient norm clipped to 5), a cosine from 2e-3 over
+    ``steps``; checkpoints every ``save_every`` steps to ``workdir/ckpt`` (resumable) and the
+    weights to ``out`` (default the committed ``model/checkpoints``)."""
+    import keras  # noqa: PLC0415
 
     from stylecast.model.networks import build_transformer  # noqa: PLC0415
 
@@ -354,53 +434,19 @@ def train_transformer(workdir: Path, steps: int, batch: int, crop: int, seed: in
     content = np.load(workdir / "t_content.npy", mmap_mode="r")
     target = np.load(workdir / "t_target.npy", mmap_mode="r")
     styles = np.load(workdir / "t_styles.npy")
-    use_feats = weights["feat"] > 0
-    if use_feats:
+    feats = None
+    if weights["feat"] > 0:
         predictor = keras.saving.load_model(CHECKPOINTS / "predictor.keras", compile=False)
         predictor.trainable = False
         feats = _feature_extractor(predictor)
     model = build_transformer()
-    tr = Trainer(workdir, "transformer", model, 2e-3)
-    tr.restore(workdir / "ckpt", CHECKPOINTS)
+    tr = Trainer(workdir, "transformer", model, 2e-3, global_clipnorm=5.0)
+    tr.restore(workdir / "ckpt", out)
+    graph = transformer_graph(model, weights, feats)
+    graph.compile(optimizer=tr.opt, loss=_column(0), metrics=[_column(1), _column(2), _column(3)],
+                  jit_compile=False)
     rng = np.random.default_rng(seed + tr.step)
     lr_sched = lambda s: 2e-3 * 0.5 * (1 + np.cos(np.pi * min(s, steps) / steps)) + 3e-5  # noqa: E731
-
-    def stats(x, k):
-        m = tf.nn.avg_pool2d(x, k, k, "VALID")
-        v = tf.nn.avg_pool2d(tf.square(x), k, k, "VALID") - tf.square(m)
-        return m, tf.sqrt(tf.maximum(v, 0.0) + 1e-6)
-
-    def grads(x):
-        return x[:, 1:, :, :] - x[:, :-1, :, :], x[:, :, 1:, :] - x[:, :, :-1, :]
-
-    def gram_stats(f):
-        m = tf.reduce_mean(f, [1, 2])
-        s = tf.sqrt(tf.math.reduce_variance(f, [1, 2]) + 1e-5)
-        return m, s
-
-    @tf.function
-    def step_fn(x, y, v):
-        with tf.GradientTape() as tape:
-            out = model([x, v], training=True)
-            l1 = tf.reduce_mean(tf.abs(out - y))
-            (gy, gx), (ty, tx) = grads(out), grads(y)
-            lgrad = tf.reduce_mean(tf.abs(gy - ty)) + tf.reduce_mean(tf.abs(gx - tx))
-            lstat = 0.0
-            for k in (8, 32):
-                (mo, so), (mt, st) = stats(out, k), stats(y, k)
-                lstat += tf.reduce_mean(tf.abs(mo - mt)) + tf.reduce_mean(tf.abs(so - st))
-            lfeat = 0.0
-            for a, b in zip(*(feats(tf.image.resize(z, (256, 256))) for z in (out, y)) if use_feats else ()):
-                (ma, sa), (mb, sb) = gram_stats(a), gram_stats(b)
-                lfeat += tf.reduce_mean(tf.abs(ma - mb)) + tf.reduce_mean(tf.abs(sa - sb))
-                lfeat += 0.5 * tf.reduce_mean(tf.abs(a - b))
-            loss = (weights["l1"] * l1 + weights["grad"] * lgrad + weights["stat"] * lstat
-                    + weights["feat"] * lfeat)
-        g = tape.gradient(loss, model.trainable_variables)
-        g, _ = tf.clip_by_global_norm(g, 5.0)
-        tr.opt.apply_gradients(zip(g, model.trainable_variables))
-        psnr = -10.0 * tf.math.log(tf.reduce_mean(tf.square(out - y))) / tf.math.log(10.0)
-        return loss, l1, lfeat, psnr
 
     bar = tqdm(total=steps, initial=tr.step, desc=f"transformer@{crop}")
     size = content.shape[1]
@@ -410,18 +456,19 @@ def train_transformer(workdir: Path, steps: int, batch: int, crop: int, seed: in
         x = to_float(content[idx, yy:yy + crop, xx:xx + crop])
         y = to_float(target[idx, yy:yy + crop, xx:xx + crop])
         if rng.random() < 0.5:
-            x, y = x[:, :, ::-1], y[:, :, ::-1]
+            x, y = np.ascontiguousarray(x[:, :, ::-1]), np.ascontiguousarray(y[:, :, ::-1])
         tr.opt.learning_rate.assign(lr_sched(tr.step))
-        loss, l1, lfeat, psnr = step_fn(tf.constant(x), tf.constant(y), tf.constant(styles[idx]))
+        logs = graph.train_on_batch([x, y, styles[idx]], np.zeros((len(idx), 1), np.float32), return_dict=True)
         tr.step += 1
         bar.update(1)
         if tr.step % 20 == 0:
-            bar.set_postfix(loss=f"{float(loss):.3f}", psnr=f"{float(psnr):.1f}")
-            tr.log({"step": tr.step, "crop": crop, "loss": float(loss), "l1": float(l1),
-                    "feat": float(lfeat), "psnr": float(psnr), "time": time.time()})
+            psnr = -10.0 * np.log10(float(logs["column3"]))
+            bar.set_postfix(loss=f"{float(logs['loss']):.3f}", psnr=f"{psnr:.1f}")
+            tr.log({"step": tr.step, "crop": crop, "loss": float(logs["loss"]), "l1": float(logs["column1"]),
+                    "feat": float(logs["column2"]), "psnr": psnr, "time": time.time()})
         if tr.step % save_every == 0 or tr.step == steps:
             tr.save(workdir / "ckpt")
-            tr.save(CHECKPOINTS, with_optimizer=False)
+            tr.save(out, with_optimizer=False)
     bar.close()
 
 
@@ -457,6 +504,8 @@ def main(argv: list[str] | None = None) -> None:
                          "feature net)")
     ap.add_argument("--cache-size", type=int, default=2500, help="teacher (content, style) targets")
     ap.add_argument("--transformer-steps", type=int, default=23000)
+    ap.add_argument("--transformer-out", type=Path, default=CHECKPOINTS,
+                    help="where the v4 transformer's weights go (default model/checkpoints, the committed ones)")
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--crop", type=int, default=384)
     ap.add_argument("--save-every", type=int, default=250)
@@ -475,13 +524,15 @@ def main(argv: list[str] | None = None) -> None:
         ap.error(f"--predictor-widths/--predictor-strides: {exc}")
 
     import keras  # noqa: PLC0415
-    import tensorflow as tf  # noqa: PLC0415
 
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
-    except RuntimeError:  # TensorFlow already started in this process: its pools stay
-        pass
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf  # noqa: PLC0415 - thread limits only
+
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+        except RuntimeError:  # TensorFlow already started in this process: its pools stay
+            pass
     keras.utils.set_random_seed(args.seed)
     root = args.assets or data.assets_dir()
     if not (root / "models" / "magenta").is_dir():
@@ -502,7 +553,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.phase in ("all", "transformer"):
         w = {"l1": args.w_l1, "grad": args.w_grad, "stat": args.w_stat, "feat": args.w_feat}
         train_transformer(args.workdir, args.transformer_steps, args.batch, args.crop, args.seed + 2,
-                          args.save_every, w)
+                          args.save_every, w, args.transformer_out)
 
 
 if __name__ == "__main__":

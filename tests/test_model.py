@@ -145,6 +145,21 @@ def test_distillation_reads_only_training_images(tmp_path, monkeypatch):
     meta = json.loads((out / "predictor.json").read_text())
     assert meta["step"] == 4 and meta["w_bottleneck"] == 1
 
+    # The v4 transformer phase learns the cached teacher targets (backend-agnostic Keras) into its
+    # own folder, resumably; the committed transformer stays as it was.
+    committed = (distill.CHECKPOINTS / "transformer.keras").read_bytes()
+    tout = tmp_path / "transformer"
+    phase = ["--phase", "transformer", "--workdir", str(work), "--assets", str(root), "--threads", "1",
+             "--batch", "2", "--crop", "64", "--save-every", "1", "--transformer-out", str(tout)]
+    distill.main([*phase, "--transformer-steps", "2"])
+    first = keras.saving.load_model(tout / "transformer.keras", compile=False).get_weights()
+    distill.main([*phase, "--transformer-steps", "3"])
+    assert json.loads((tout / "transformer.json").read_text())["step"] == 3
+    trained = keras.saving.load_model(tout / "transformer.keras", compile=False).get_weights()
+    assert any(np.abs(a - b).max() > 0 for a, b in zip(first, trained))  # step 3 moved the weights
+    assert all(np.isfinite(w).all() for w in trained)
+    assert (distill.CHECKPOINTS / "transformer.keras").read_bytes() == committed
+
 
 # ------------------------------------------------------------------ exporter fidelity
 
