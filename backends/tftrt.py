@@ -106,6 +106,7 @@ class TfTrtBackend(WithinProfile, SavedModelBackend):
         super().__init__()
         self.cache: EngineCache | None = None
         self.build_seconds = 0.0   # 0 when the engines came from the cache
+        self._device = "/GPU:0"    # where the loaded engines run (BackendOptions.device_id)
 
     def load(self, package: ModelPackage, options: BackendOptions) -> None:
         """Refuse unless TF-TRT can run; verify the artifact; convert (or take the cached
@@ -140,7 +141,9 @@ class TfTrtBackend(WithinProfile, SavedModelBackend):
             started = time.perf_counter()
             cache.publish(lambda scratch: convert(package.file_path(artifact.root), scratch, eps, profile, options))
             build_seconds = time.perf_counter() - started
-        models = {name: tf.saved_model.load(str(cache.folder / name)) for name in eps}
+        device = f"/GPU:{options.device_id}"
+        with tf.device(device):  # the engines run on the GPU they were built for
+            models = {name: tf.saved_model.load(str(cache.folder / name)) for name in eps}
         fns = {}
         for name, ep in eps.items():
             signature = ep.signature or name
@@ -150,8 +153,12 @@ class TfTrtBackend(WithinProfile, SavedModelBackend):
         self.close()
         self._model, self._fns, self._eps = models, fns, eps
         self._style_dim, self._memory, self._profile = package.style_dim, memory, profile
-        self.cache, self.build_seconds = cache, build_seconds
+        self.cache, self.build_seconds, self._device = cache, build_seconds, device
         memory.update()
+
+    def _call(self, endpoint: str, arrays: dict[str, np.ndarray]) -> np.ndarray:
+        with tf.device(self._device):
+            return super()._call(endpoint, arrays)
 
     def close(self) -> None:
         super().close()

@@ -509,7 +509,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--crop", type=int, default=384)
     ap.add_argument("--save-every", type=int, default=250)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2, help="CPU threads (TensorFlow's or PyTorch's pools, LiteRT)")
     ap.add_argument("--w-l1", type=float, default=1.0)
     ap.add_argument("--w-grad", type=float, default=1.0)
     ap.add_argument("--w-stat", type=float, default=1.0)
@@ -533,6 +533,10 @@ def main(argv: list[str] | None = None) -> None:
             tf.config.threading.set_inter_op_parallelism_threads(1)
         except RuntimeError:  # TensorFlow already started in this process: its pools stay
             pass
+    elif keras.backend.backend() == "torch":
+        import torch  # noqa: PLC0415 - thread limits only
+
+        torch.set_num_threads(args.threads)
     keras.utils.set_random_seed(args.seed)
     root = args.assets or data.assets_dir()
     if not (root / "models" / "magenta").is_dir():

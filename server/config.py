@@ -118,6 +118,7 @@ class ServerConfig:
             raise ConfigError(f"precision must be fp16 or fp32, got {self.precision!r}")
         if self.gpu_device < 0:
             raise ConfigError(f"gpu_device must be >= 0, got {self.gpu_device}")
+        object.__setattr__(self, "cudnn_conv_algo_search", self.cudnn_conv_algo_search.upper())
         if self.cudnn_conv_algo_search not in CONV_ALGO_SEARCH:
             raise ConfigError(f"cudnn_conv_algo_search must be one of {', '.join(CONV_ALGO_SEARCH)}, "
                               f"got {self.cudnn_conv_algo_search!r}")

@@ -165,9 +165,11 @@ async def main():
     # a trimming server is watched until its drop shows (up to 20 s on a loaded machine); one that
     # never trims, for five of the other's periods
     until = time.monotonic() + (20.0 if config.malloc_trim_s else 1.5)
-    while time.monotonic() < until and not (config.malloc_trim_s and kept - rss_bytes() > 12 << 20):
+    drop = kept - rss_bytes()
+    while time.monotonic() < until and not (config.malloc_trim_s and drop > 12 << 20):
         await asyncio.sleep(0.05)
-    print(json.dumps({"drop": kept - rss_bytes()}))
+        drop = kept - rss_bytes()
+    print(json.dumps({"drop": drop}))
     await running.stop(0)
 
 asyncio.run(main())

@@ -145,7 +145,7 @@ def test_tensorrt_provider_options(tmp_path):
 def test_gpu_settings_reach_the_provider_options(tmp_path):
     """``gpu_device`` and ``cudnn_conv_algo_search`` (TOML/env) arrive in the options ONNX Runtime is handed."""
     config = load_config({"precision": "fp32"}, {"STYLECAST_GPU_DEVICE": "1",
-                                                  "STYLECAST_CUDNN_CONV_ALGO_SEARCH": "HEURISTIC"})
+                                                  "STYLECAST_CUDNN_CONV_ALGO_SEARCH": "heuristic"})
     options = config.backend_options("onnx", threads=2, workers=1)
     assert CudaBackend().cuda_options(options) == {
         "device_id": 1, "cudnn_conv_algo_search": "HEURISTIC", "do_copy_in_default_stream": True}
@@ -155,6 +155,25 @@ def test_gpu_settings_reach_the_provider_options(tmp_path):
                       ({"gpu_device": -1}, "gpu_device must be >= 0")):
         with pytest.raises(ConfigError, match=says):
             load_config(bad, {})
+
+
+
+async def test_the_server_loads_its_backend_with_the_configured_gpu_settings(server_factory, monkeypatch):
+    """The options a real server hands its backend's load are its config's (``backend_options``)."""
+    import stylecast.server.loader as loader
+
+    seen: list[BackendOptions] = []
+
+    def spying(name: str):
+        backend = create_backend(name)
+        real = backend.load
+        backend.load = lambda package, options: seen.append(options) or real(package, options)
+        return backend
+
+    monkeypatch.setattr(loader, "create_backend", spying)
+    await server_factory(gpu_device=2, cudnn_conv_algo_search="DEFAULT", precision="fp32", workers=1, threads=1)
+    assert [(o.device_id, o.cudnn_conv_algo_search, o.precision, o.workers, o.threads) for o in seen] == [
+        (2, "DEFAULT", "fp32", 1, 1)]
 
 
 # ------------------------------------------------------------------ engine cache

@@ -61,7 +61,7 @@ def test_heldout_styles_and_val_are_disjoint_from_training(tmp_path):
 
 
 @needs_assets
-def test_distillation_reads_only_training_images(tmp_path, monkeypatch):
+def test_distillation_reads_only_training_images(tmp_path, monkeypatch, capsys):
     """Run the real bank, teacher-target and extra-bank builders on a small assets tree and record
     every image read."""
     from stylecast.model import distill
@@ -144,6 +144,9 @@ def test_distillation_reads_only_training_images(tmp_path, monkeypatch):
     assert [l.name for l in net.layers if "bottleneck" in l.name] == [] and net.output.shape[-1] == 100
     meta = json.loads((out / "predictor.json").read_text())
     assert meta["step"] == 4 and meta["w_bottleneck"] == 1
+    distill.main([*hint, "--predictor-steps", "20"])  # the curve gets a row every 20 steps
+    row = (work / "predictor_log.csv").read_text().splitlines()[-1].split(",")
+    assert row[0] == "20" and np.isfinite(float(row[1])) and -1 <= float(row[2]) <= 1
 
     # The v4 transformer phase learns the cached teacher targets (backend-agnostic Keras) into its
     # own folder, resumably; the committed transformer stays as it was.
@@ -153,11 +156,16 @@ def test_distillation_reads_only_training_images(tmp_path, monkeypatch):
              "--batch", "2", "--crop", "64", "--save-every", "1", "--transformer-out", str(tout)]
     distill.main([*phase, "--transformer-steps", "2"])
     first = keras.saving.load_model(tout / "transformer.keras", compile=False).get_weights()
-    distill.main([*phase, "--transformer-steps", "3"])
-    assert json.loads((tout / "transformer.json").read_text())["step"] == 3
+    capsys.readouterr()
+    distill.main([*phase, "--transformer-steps", "20"])
+    assert "transformer: resumed from" in capsys.readouterr().out
+    assert json.loads((tout / "transformer.json").read_text())["step"] == 20
     trained = keras.saving.load_model(tout / "transformer.keras", compile=False).get_weights()
-    assert any(np.abs(a - b).max() > 0 for a, b in zip(first, trained))  # step 3 moved the weights
+    assert any(np.abs(a - b).max() > 0 for a, b in zip(first, trained))  # steps 3-20 moved the weights
     assert all(np.isfinite(w).all() for w in trained)
+    header, *rows = (work / "transformer_log.csv").read_text().splitlines()
+    row = dict(zip(header.split(","), rows[-1].split(",")))
+    assert row["step"] == "20" and float(row["l1"]) > 0 and 0 < float(row["psnr"]) < 60
     assert (distill.CHECKPOINTS / "transformer.keras").read_bytes() == committed
 
 
