@@ -47,6 +47,7 @@ from tqdm import tqdm
 from stylecast.model import curve, data
 from stylecast.model.preprocess import style_image, style_image_uint8, to_float, to_uint8
 from stylecast.model.teacher import BOTTLENECK_DIM, TEACHER_SIZE, Teacher
+from stylecast.model.threads import limit_threads
 
 REPO = Path(__file__).resolve().parents[1]
 CHECKPOINTS = REPO / "model" / "checkpoints"
@@ -509,7 +510,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--crop", type=int, default=384)
     ap.add_argument("--save-every", type=int, default=250)
-    ap.add_argument("--threads", type=int, default=2, help="CPU threads (TensorFlow's or PyTorch's pools, LiteRT)")
+    ap.add_argument("--threads", type=int, default=2, help="TensorFlow intra-op threads and the teacher's LiteRT threads")
     ap.add_argument("--w-l1", type=float, default=1.0)
     ap.add_argument("--w-grad", type=float, default=1.0)
     ap.add_argument("--w-stat", type=float, default=1.0)
@@ -525,18 +526,7 @@ def main(argv: list[str] | None = None) -> None:
 
     import keras  # noqa: PLC0415
 
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf  # noqa: PLC0415 - thread limits only
-
-        try:
-            tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-            tf.config.threading.set_inter_op_parallelism_threads(1)
-        except RuntimeError:  # TensorFlow already started in this process: its pools stay
-            pass
-    elif keras.backend.backend() == "torch":
-        import torch  # noqa: PLC0415 - thread limits only
-
-        torch.set_num_threads(args.threads)
+    limit_threads(args.threads)
     keras.utils.set_random_seed(args.seed)
     root = args.assets or data.assets_dir()
     if not (root / "models" / "magenta").is_dir():

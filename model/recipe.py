@@ -52,6 +52,7 @@ import numpy as np
 from PIL import Image
 
 from stylecast.model import curve
+from stylecast.model.threads import limit_threads
 
 REPO = Path(__file__).resolve().parents[1]
 SHIFT = 7      # largest shift of the shift-consistency pairs (px)
@@ -490,16 +491,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if args.export is not None and not (args.out / "student.json").exists():
         ap.error(f"--export: {args.out} holds no checkpoint (student.json); train it first (make train)")
-    import keras  # noqa: PLC0415
-
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf  # noqa: PLC0415 - thread limits only
-
-        try:
-            tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-            tf.config.threading.set_inter_op_parallelism_threads(1)
-        except RuntimeError:  # TensorFlow already started in this process: its pools stay
-            pass
+    limit_threads(args.threads)
     if args.export is not None:
         export(args.out, args.export, args.name, args.version, args.formats, args.predictor)
         return
