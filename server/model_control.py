@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from stylecast.backends.base import backend_formats, backend_names, is_installed, unavailable
+from stylecast.backends.package import ModelPackage
 from stylecast.server.config import ConfigError, ServerConfig, parse_load_order
 from stylecast.server.errors import FailedPrecondition, InvalidArgument, NotFound
 from stylecast.server.loader import Loader
@@ -72,11 +74,7 @@ class ModelControl:
         """Serve ``name`` (the served model's name if "") at ``version`` (latest if ""), loading
         ``requested_order`` ("backend:format" entries; the config's order if empty)."""
         name = name or self._slot.model.package.name
-        if version and self._registry.installed(name, version) is None \
-                and self._uploads.partial_dir(name, version).is_dir():
-            raise FailedPrecondition(f"model {name}:{version} is still uploading; finish the upload "
-                                     "(send its manifest again to resume) before loading it")
-        package = await asyncio.to_thread(self._registry.find, name, version)
+        package = await asyncio.to_thread(self._find_loadable, name, version)
         try:
             requested = parse_load_order(requested_order)
         except ConfigError as exc:
@@ -97,8 +95,7 @@ class ModelControl:
             draining = self._slot.drain((name, version))  # raises when it is the only version
             stopped = await self._loader.stop_background((name, version))
             return stopped, False, True, draining
-        installed = self._registry.installed(name, version)
-        partial = self._uploads.partial_dir(name, version).is_dir()
+        installed, partial = await asyncio.to_thread(self._on_disk, name, version)
         if installed is None and not partial:
             raise NotFound(f"model {name}:{version} is neither installed nor being uploaded")
         unloaded = await self._loader.stop_background((name, version))
@@ -163,6 +160,21 @@ class ModelControl:
     def served_name(self) -> str:
         """The served model's name."""
         return self._slot.model.package.name
+
+    def _on_disk(self, name: str, version: str) -> tuple[Path | None, bool]:
+        """(the installed folder of ``name:version`` or None, whether an upload of it is in progress);
+        file reads: call from a thread."""
+        return self._registry.installed(name, version), self._uploads.partial_dir(name, version).is_dir()
+
+    def _find_loadable(self, name: str, version: str) -> ModelPackage:
+        """The package to load (file reads: call from a thread); raises ``FailedPrecondition`` while
+        that version is still uploading, or as :meth:`ModelRegistry.find` does."""
+        if version:
+            installed, partial = self._on_disk(name, version)
+            if installed is None and partial:
+                raise FailedPrecondition(f"model {name}:{version} is still uploading; finish the upload "
+                                         "(send its manifest again to resume) before loading it")
+        return self._registry.find(name, version)
 
     def _served(self, name: str) -> str:
         served = self._slot.model.package.name

@@ -97,6 +97,7 @@ class ModelRegistry:
         self._live: dict[tuple[str, str], dict[str, ArtifactStatus]] = {}
         self._swaps: Counter[tuple[str, str]] = Counter()
         self._changed = asyncio.Event()
+        self._warned: set[Path] = set()  # misplaced folders already logged
 
     @property
     def roots(self) -> tuple[Path, Path]:
@@ -143,7 +144,7 @@ class ModelRegistry:
 
     def _packages(self) -> list[ModelPackage | ModelStatus]:
         """Every installed package; a folder whose manifest names another version is a failed
-        status under the folder's name and version (logged: it is never served)."""
+        status under the folder's name and version (logged once per folder: it is never served)."""
         names = sorted(set(model_dirs(self.models_root)) | set(model_dirs(self.uploads.root)))
         out: list[ModelPackage | ModelStatus] = []
         for name in names:
@@ -151,7 +152,9 @@ class ModelRegistry:
                 try:
                     out.append(load_installed(folder))
                 except PackageMisplaced as exc:
-                    log.warning("%s", exc)
+                    if folder not in self._warned:
+                        self._warned.add(folder)
+                        log.warning("%s", exc)
                     package = load_package(folder)
                     arts = tuple(ArtifactStatus(fmt, art.size, state=FAILED, error=str(exc))
                                  for fmt, art in package.artifacts.items())

@@ -274,6 +274,9 @@ async def test_a_folder_whose_manifest_names_another_version_is_listed_failed_an
             assert "says stylecast-small:4" in error and "stylecast-small/7" in error
             assert "edit manifest.json" in error and "rename the folder" in error
             assert "stylecast-small/7" in caplog.text
+            caplog.clear()
+            assert {m.version for m in await client.list_models(MODEL)} == {"4", "5", "6", "7"}
+            assert "stylecast-small/7" not in caplog.text  # logged once, not at every listing
             with pytest.raises(FailedPrecondition, match="says stylecast-small:4"):
                 await client.load_model(MODEL, "7")
             before = await client.traffic_split()
