@@ -10,7 +10,10 @@ On every ``content/val`` image × the held-out styles, at 384², it reports:
   reference of every table so far) and the same network at its fp16 weights (``PSNR f16``,
   the file the v5 recipe learns from; its own row also gives its PSNR to the int8 file,
   so the int8 teacher's quantization error is on the table, and its style and SSIM);
-- predictor: centred cosine of the package's vectors to the teacher's on held-out styles;
+- predictor: centred cosine of the package's vectors to the teacher's on held-out styles, and
+  the teacher's own transformer fed them (the row ``teacher fed NAME's predictor``: the style a
+  perfect transformer behind that predictor would carry, so the pipeline's gap splits into the
+  predictor's and the transformer's);
 - flicker (:func:`~stylecast.model.quality.flicker`): each val photo panned by 1, 2, 3, 5 and 7 px, mean absolute
   difference between the stylized moved frame and the moved stylized frame on the
   interior, 0–255 (a perfectly steady network scores 0);
@@ -83,6 +86,7 @@ def evaluate(package_dirs: list[Path], fmt: str, root: Path, threads: int, limit
                 outs[k] = b.stylize(c[None], b_vec[k][s][None])[0]
                 add(f"{k} transformer (teacher vector)", b.stylize(c[None], t_vec[s][None])[0], c, s, t_out, t16)
                 add(f"{k} pipeline (own predictor)", outs[k], c, s, t_out, t16)
+                add(f"teacher fed {k}'s predictor", teacher.stylize(c[None], b_vec[k][s][None])[0], c, s, t_out)
             add("teacher at half strength", teacher.stylize(c[None], (0.5 * t_vec[s] + 0.5 * own)[None])[0], c, s)
             add("content itself", c, c, s)
             add("style image itself", style_squares[s], c, s)
@@ -131,17 +135,17 @@ def main(argv: list[str] | None = None) -> None:
           f"held-out styles at {SIZE}^2; flicker over pans of {SHIFTS} px (0-255), border = outer {RING} px ring "
           f"vs the next (0-255)")
     nan = float("nan")
-    print(f"{'':48s} {'style':>7s} {'SSIM':>7s} {'PSNR dB':>8s} {'PSNR f16':>8s} {'flicker':>8s} {'border':>7s}")
+    print(f"{'':50s} {'style':>7s} {'SSIM':>7s} {'PSNR dB':>8s} {'PSNR f16':>8s} {'flicker':>8s} {'border':>7s}")
     for name, r in res.items():
         if "centred_cos_heldout" in r:
             continue
-        print(f"{name:48s} {r['style']:7.3f} {r['ssim']:7.3f} {r.get('psnr', nan):8.2f} {r.get('psnr_f16', nan):8.2f} "
+        print(f"{name:50s} {r['style']:7.3f} {r['ssim']:7.3f} {r.get('psnr', nan):8.2f} {r.get('psnr_f16', nan):8.2f} "
               f"{r.get('flicker', nan):8.2f} {r['border']:7.2f}")
     t, t16 = res["teacher"], res[F16_ROW]
     for name, r in res.items():
         if "centred_cos_heldout" in r:
             print(f"{name}: centred cosine to teacher on held-out styles {r['centred_cos_heldout']:.3f} (goal >= 0.90)")
-        elif name.endswith(("(teacher vector)", "(own predictor)")):
+        elif name.endswith(("(teacher vector)", "(own predictor)", "'s predictor")):
             print(f"{name}: style gap {t['style'] - r['style']:+.3f} (fp16 teacher {t16['style'] - r['style']:+.3f}), "
                   f"SSIM gap {abs(t['ssim'] - r['ssim']):.3f} (fp16 teacher {abs(t16['ssim'] - r['ssim']):.3f}) "
                   "(quality tier goal <= 0.05 each)")
