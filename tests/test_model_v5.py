@@ -382,3 +382,21 @@ def test_count_macs_counts_each_convolution_once_at_its_output_size():
     assert count_macs(model, h, w) == (9 * 3 * 8 + 9 * 8 + 8 * 4) * (h // 2) * (w // 2)
     rt3 = build_student(CANDIDATES["rt3"])
     assert count_macs(rt3, 512, 512) / count_macs(rt3, 384, 384) == pytest.approx((512 / 384) ** 2, rel=0.01)
+
+
+@pytest.mark.skipif(not (ASSETS / "content" / "val").is_dir() or not (ASSETS / "models" / "magenta").is_dir(),
+                    reason=f"Magenta files and photos not found under {ASSETS} (../shared/assets)")
+def test_eval_splits_the_pipeline_gap_with_the_teacher_fed_each_predictor(tmp_path):
+    """``make eval-model``'s row ``teacher fed NAME's predictor``: for the Magenta pair itself (its
+    predictor is the teacher's) it is the teacher's own row, and its outputs are the teacher's."""
+    from stylecast.model.evaluate import evaluate
+    from stylecast.model.magenta import import_magenta
+
+    magenta = ASSETS / "models" / "magenta"
+    pkg = import_magenta(magenta / "style_predict_quantized_256.tflite", magenta / "style_transfer_quantized_384.tflite",
+                         tmp_path)
+    rows = evaluate([pkg.path], "tflite-int8", ASSETS, threads=2, limit=1)
+    fed, teacher = rows[f"teacher fed {pkg.name} v{pkg.version}'s predictor"], rows["teacher"]
+    assert fed["style"] == teacher["style"] and fed["ssim"] == teacher["ssim"]
+    assert fed["psnr"] > 100  # the same pixels: psnr() caps a zero error at 120 dB
+    assert rows[f"{pkg.name} v{pkg.version} predictor"]["centred_cos_heldout"] == pytest.approx(1.0)
