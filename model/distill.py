@@ -111,7 +111,9 @@ def build_extra_bank(root: Path, teacher: Teacher, out: Path, per_painting: int,
     ``novel`` teacher outputs in new styles (a training photo's 384² crop stylized with a vector
     drawn from a Gaussian with the style bank's mean and covariance, then a 256² crop of it).
     Only training images and the training-split cache are read; ``novel`` = 0 gives the same
-    bank as before it existed (its draws come last)."""
+    bank as before it existed (its draws come last). ``x_is_painting.npy`` marks the rows made
+    from the paintings themselves (recoloured crops and mosaics), as ``style_is_painting.npy``
+    does in the style bank."""
     rng = np.random.default_rng(seed)
     paintings = [data.load_rgb(p) for p in data.train_styles(root)]
     done = json.loads((out / "t_done.json").read_text())["done"]
@@ -144,6 +146,9 @@ def build_extra_bank(root: Path, teacher: Teacher, out: Path, per_painting: int,
             add(_random_square(to_uint8(teacher.stylize(to_float(x[None]), v[None])[0]), rng, 0.5, 256))
     images.flush()
     np.save(out / "x_vectors.npy", vectors)
+    is_painting = np.zeros(n, bool)
+    is_painting[done:done + len(paintings) * per_painting + mosaics] = True
+    np.save(out / "x_is_painting.npy", is_painting)
 
 
 def build_bottleneck_bank(teacher: Teacher, out: Path, batch: int = 64) -> None:
@@ -301,8 +306,21 @@ def predictor_graph(model, mean_vector: np.ndarray, scale: float, head=None, w_b
     return keras.Model(inputs, ops.stack([loss, cos], -1), name="predictor_training")
 
 
+def draw_batch(rng: np.random.Generator, n: int, batch: int,
+               pools: tuple[np.ndarray, np.ndarray] | None = None, share: float | None = None) -> np.ndarray:
+    """``batch`` distinct row indices of ``n`` bank rows, ascending. Without ``pools`` every row is
+    alike; with ``pools`` (painting rows, other rows) the number drawn from the first is
+    Binomial(``batch``, ``share``), clipped so that pools smaller than a batch still fill it."""
+    if pools is None:
+        return np.sort(rng.choice(n, batch, replace=False))
+    k = int(np.clip(rng.binomial(batch, share), batch - len(pools[1]), len(pools[0])))
+    return np.sort(np.concatenate([rng.choice(pools[0], k, replace=False),
+                                   rng.choice(pools[1], batch - k, replace=False)]))
+
+
 def train_predictor(workdir: Path, steps: int, batch: int, seed: int, save_every: int,
-                    spec, out: Path = CHECKPOINTS, lr: float = 1e-3, w_bottleneck: float = 0.0) -> None:
+                    spec, out: Path = CHECKPOINTS, lr: float = 1e-3, w_bottleneck: float = 0.0,
+                    painting_share: float | None = None) -> None:
     """Train (or resume) the student predictor of shape ``spec`` (a
     :class:`~stylecast.model.networks.PredictorSpec`) on the banks in ``workdir``; the finished
     weights go to ``out/predictor.keras`` (+ ``predictor.json`` with the step and the training
@@ -312,8 +330,11 @@ def train_predictor(workdir: Path, steps: int, batch: int, seed: int, save_every
     ``w_bottleneck`` > 0 adds a hint from the teacher's insides: a linear head on the hidden
     layer regresses the teacher predictor's pooled features (phase ``features``), squared error
     in units of their standard deviation, with this weight (the vector loss has weight 1).
+    ``painting_share`` in [0, 1] fixes the expected share of each batch drawn from rows made from
+    the training paintings themselves (crops, recoloured crops, mosaics), however many other rows
+    the banks hold; None draws every row alike.
     Backend-agnostic Keras (:func:`predictor_graph`), so any Keras backend trains it.
-    Raises SystemExit when those features are missing."""
+    Raises SystemExit when those features or the banks' painting marks are missing."""
     import keras  # noqa: PLC0415
 
     from stylecast.model.networks import build_predictor  # noqa: PLC0415
@@ -323,13 +344,13 @@ def train_predictor(workdir: Path, steps: int, batch: int, seed: int, save_every
     banks = [(np.load(workdir / "style_images.npy", mmap_mode="r"), vectors)]
     if (workdir / "x_vectors.npy").exists():
         banks.append((np.load(workdir / "x_images.npy", mmap_mode="r"), np.load(workdir / "x_vectors.npy")))
+    names = ["style", "x"][:len(banks)]
     sizes = np.cumsum([0] + [len(v) for _, v in banks])
     all_vectors = np.concatenate([v for _, v in banks]).astype(np.float32)
     scale = float((vectors - mean_vector).std())
     model = build_predictor(spec)
     head, all_features, feature_scale = None, None, 1.0
     if w_bottleneck > 0:
-        names = ["style", "x"][:len(banks)]
         missing = [n for n in names if not (workdir / f"{n}_features.npy").exists()]
         if missing:
             raise SystemExit(f"--w-bottleneck needs the teacher's features in {workdir}: run --phase features")
@@ -337,6 +358,14 @@ def train_predictor(workdir: Path, steps: int, batch: int, seed: int, save_every
         feature_scale = float(all_features.std())
         head = keras.Sequential([keras.Input((spec.hidden,)), keras.layers.Dense(BOTTLENECK_DIM)],
                                 name="bottleneck_head")
+    pools = None
+    if painting_share is not None:
+        missing = [n for n in names if not (workdir / f"{n}_is_painting.npy").exists()]
+        if missing:
+            raise SystemExit(f"--painting-share needs the banks' painting marks in {workdir}: "
+                             f"build the banks again (--phase bank / extra)")
+        marks = np.concatenate([np.load(workdir / f"{n}_is_painting.npy") for n in names])
+        pools = np.flatnonzero(marks), np.flatnonzero(~marks)
     tr = Trainer(workdir, "predictor", model, lr, head)
     tr.restore(workdir / "ckpt", out)
     graph = predictor_graph(model, mean_vector, scale, head, w_bottleneck, feature_scale)
@@ -346,7 +375,7 @@ def train_predictor(workdir: Path, steps: int, batch: int, seed: int, save_every
 
     bar = tqdm(total=steps, initial=tr.step, desc="predictor")
     while tr.step < steps:
-        idx = np.sort(rng.choice(sizes[-1], batch, replace=False))
+        idx = draw_batch(rng, sizes[-1], batch, pools, painting_share)
         x = to_float(np.concatenate([imgs[idx[(idx >= lo) & (idx < hi)] - lo]
                                      for (imgs, _), lo, hi in zip(banks, sizes, sizes[1:])]))
         if rng.random() < 0.5:
@@ -500,6 +529,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--w-bottleneck", type=float, default=0.0,
                     help="weight of the predictor's hint on the teacher's pooled features (0: off; needs --phase "
                          "features)")
+    ap.add_argument("--painting-share", type=float, default=None,
+                    help="expected share of each predictor batch drawn from the training paintings' own rows "
+                         "(crops, recoloured crops, mosaics); default: every bank row alike")
     ap.add_argument("--predictor-out", type=Path, default=CHECKPOINTS,
                     help="where the finished predictor goes (default model/checkpoints: also the transformer's "
                          "feature net)")
@@ -519,6 +551,8 @@ def main(argv: list[str] | None = None) -> None:
     from stylecast.model.networks import PredictorSpec  # noqa: PLC0415
 
     given = {"widths": args.predictor_widths, "strides": args.predictor_strides, "hidden": args.predictor_hidden}
+    if args.painting_share is not None and not 0 <= args.painting_share <= 1:
+        ap.error(f"--painting-share {args.painting_share}: give a share between 0 and 1")
     try:  # refused here, before the teacher loads or a bank is built
         spec = dataclasses.replace(PredictorSpec(), **{k: v for k, v in given.items() if v is not None})
     except ValueError as exc:
@@ -543,7 +577,7 @@ def main(argv: list[str] | None = None) -> None:
         build_bottleneck_bank(teacher, args.workdir)
     if args.phase in ("all", "predictor"):
         train_predictor(args.workdir, args.predictor_steps, 32, args.seed, args.save_every, spec,
-                        args.predictor_out, args.predictor_lr, args.w_bottleneck)
+                        args.predictor_out, args.predictor_lr, args.w_bottleneck, args.painting_share)
     if args.phase in ("all", "transformer"):
         w = {"l1": args.w_l1, "grad": args.w_grad, "stat": args.w_stat, "feat": args.w_feat}
         train_transformer(args.workdir, args.transformer_steps, args.batch, args.crop, args.seed + 2,

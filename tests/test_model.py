@@ -60,6 +60,27 @@ def test_heldout_styles_and_val_are_disjoint_from_training(tmp_path):
     assert not train & {p.name for p in data.val_content(root)}
 
 
+def test_predictor_batches_keep_the_painting_share_whatever_the_banks_hold():
+    """draw_batch: distinct rows; with pools, the painting rows' share of many batches is the share
+    asked for (Binomial(32, 0.7): 2,000 batches put the mean within 0.01 with a margin of 4 s.d.),
+    not the banks' own share (10 %); pools smaller than a batch still fill it."""
+    from stylecast.model.distill import draw_batch
+
+    rng = np.random.default_rng(0)
+    paintings, others = np.arange(0, 1000, 10), np.setdiff1d(np.arange(1000), np.arange(0, 1000, 10))
+    share = []
+    for _ in range(2000):
+        idx = draw_batch(rng, 1000, 32, (paintings, others), 0.7)
+        assert len(np.unique(idx)) == 32 and np.all(np.diff(idx) > 0)
+        share.append(np.isin(idx, paintings).mean())
+    assert abs(np.mean(share) - 0.7) < 0.01
+    plain = [np.isin(draw_batch(rng, 1000, 32), paintings).mean() for _ in range(2000)]
+    assert abs(np.mean(plain) - 0.1) < 0.01
+    small = draw_batch(rng, 40, 32, (np.arange(25), np.arange(25, 40)), 1.0)
+    np.testing.assert_array_equal(small[:25], np.arange(25))
+    assert len(np.unique(small)) == 32 and set(small[25:]) <= set(range(25, 40))
+
+
 @needs_assets
 def test_distillation_reads_only_training_images(tmp_path, monkeypatch, capsys):
     """Run the real bank, teacher-target and extra-bank builders on a small assets tree and record
@@ -97,6 +118,9 @@ def test_distillation_reads_only_training_images(tmp_path, monkeypatch, capsys):
     # the novel-style images are teacher outputs labelled by the teacher: each row is its image's vector
     novel = np.load(work / "x_images.npy")[-3:]
     np.testing.assert_allclose(teacher.predict_style(to_float(novel)), extra[-3:], atol=1e-5)
+    # the rows made from the paintings themselves: 4 × 2 recoloured crops and 13 mosaics, after the
+    # 4 teacher outputs and before the 3 novel styles
+    np.testing.assert_array_equal(np.flatnonzero(np.load(work / "x_is_painting.npy")), np.arange(4, 4 + 8 + 13))
 
     # A predictor of another shape trains on those banks (7 + 25 samples: one batch of 32) into its
     # own folder; the committed predictor, the transformer's feature net, stays as it was.
@@ -167,6 +191,19 @@ def test_distillation_reads_only_training_images(tmp_path, monkeypatch, capsys):
     row = dict(zip(header.split(","), rows[-1].split(",")))
     assert row["step"] == "20" and float(row["l1"]) > 0 and 0 < float(row["psnr"]) < 60
     assert (distill.CHECKPOINTS / "transformer.keras").read_bytes() == committed
+    # A fixed painting share draws on the banks' painting marks: refused without them, then trains on.
+    share = ["--phase", "predictor", "--workdir", str(work), "--assets", str(root), "--threads", "1",
+             "--predictor-widths", "8,16", "--predictor-strides", "4,4", "--predictor-hidden", "16",
+             "--save-every", "1", "--predictor-out", str(out), "--painting-share", "0.7"]
+    marks = (work / "x_is_painting.npy").read_bytes()
+    (work / "x_is_painting.npy").unlink()
+    with pytest.raises(SystemExit, match="painting marks"):
+        distill.main([*share, "--predictor-steps", "24"])
+    (work / "x_is_painting.npy").write_bytes(marks)
+    distill.main([*share, "--predictor-steps", "24"])
+    assert json.loads((out / "predictor.json").read_text())["step"] == 24
+    with pytest.raises(SystemExit):  # a share is a fraction, refused before any work
+        distill.main([*share[:-1], "1.5"])
 
 
 # ------------------------------------------------------------------ exporter fidelity
