@@ -566,22 +566,22 @@ def main(argv: list[str] | None = None) -> None:
     if not (root / "models" / "magenta").is_dir():
         raise SystemExit(f"teacher assets not found under {root} (set STYLECAST_ASSETS)")
     args.workdir.mkdir(parents=True, exist_ok=True)
-    teacher = Teacher(root / "models" / "magenta", threads=args.threads)
-    if args.phase in ("all", "bank") and not (args.workdir / "style_vectors.npy").exists():
-        build_style_bank(root, teacher, args.workdir, args.per_image, args.seed)
-    if args.phase in ("all", "cache"):
-        build_transfer_cache(root, teacher, args.workdir, args.cache_size, args.seed + 1)
-    if args.phase in ("all", "extra") and not (args.workdir / "x_vectors.npy").exists():
-        build_extra_bank(root, teacher, args.workdir, args.recoloured, args.mosaics, args.seed + 3, args.novel)
-    if args.phase == "features" or (args.phase == "all" and args.w_bottleneck > 0):
-        build_bottleneck_bank(teacher, args.workdir)
-    if args.phase in ("all", "predictor"):
-        train_predictor(args.workdir, args.predictor_steps, 32, args.seed, args.save_every, spec,
-                        args.predictor_out, args.predictor_lr, args.w_bottleneck, args.painting_share)
-    if args.phase in ("all", "transformer"):
-        w = {"l1": args.w_l1, "grad": args.w_grad, "stat": args.w_stat, "feat": args.w_feat}
-        train_transformer(args.workdir, args.transformer_steps, args.batch, args.crop, args.seed + 2,
-                          args.save_every, w, args.transformer_out)
+    with Teacher(root / "models" / "magenta", threads=args.threads) as teacher:
+        if args.phase in ("all", "bank") and not (args.workdir / "style_vectors.npy").exists():
+            build_style_bank(root, teacher, args.workdir, args.per_image, args.seed)
+        if args.phase in ("all", "cache"):
+            build_transfer_cache(root, teacher, args.workdir, args.cache_size, args.seed + 1)
+        if args.phase in ("all", "extra") and not (args.workdir / "x_vectors.npy").exists():
+            build_extra_bank(root, teacher, args.workdir, args.recoloured, args.mosaics, args.seed + 3, args.novel)
+        if args.phase == "features" or (args.phase == "all" and args.w_bottleneck > 0):
+            build_bottleneck_bank(teacher, args.workdir)
+        if args.phase in ("all", "predictor"):
+            train_predictor(args.workdir, args.predictor_steps, 32, args.seed, args.save_every, spec,
+                            args.predictor_out, args.predictor_lr, args.w_bottleneck, args.painting_share)
+        if args.phase in ("all", "transformer"):
+            w = {"l1": args.w_l1, "grad": args.w_grad, "stat": args.w_stat, "feat": args.w_feat}
+            train_transformer(args.workdir, args.transformer_steps, args.batch, args.crop, args.seed + 2,
+                              args.save_every, w, args.transformer_out)
 
 
 if __name__ == "__main__":

@@ -110,7 +110,7 @@ def evaluate(package_dirs: list[Path], fmt: str, root: Path, threads: int, limit
         labels = " | ".join(cells[0][3])
         contact_sheet(cells, s_imgs, pans, sheet, title="styles (held out) ->   rows: content | " + labels,
                       pan_title="panning (1,2,3,5,7 px; frames moved back): what changes is flicker")
-    for b in backends.values():
+    for b in [*backends.values(), teacher, teacher16]:
         b.close()
     return out
 

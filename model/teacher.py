@@ -25,7 +25,8 @@ class Teacher:
     Its transformer is baked to 384²: feed it 384² content (the backend would scale
     any other size to 384 and back).  ``transfer`` names the transformer file in
     ``models_dir``: by default Magenta's int8 one; ``teacher_port.TEACHER_F16`` is the same
-    network with its weights at fp16 (the file the v5 recipe learns from).
+    network with its weights at fp16 (the file the v5 recipe learns from). ``close()`` (or a
+    ``with`` block) releases the interpreters and deletes the temporary folder.
     """
 
     def __init__(self, models_dir: Path, threads: int = 2, transfer: str = TRANSFER_FILE):
@@ -34,6 +35,18 @@ class Teacher:
         package = import_magenta(models_dir / PREDICT_FILE, models_dir / transfer, self._dir.name)
         self._backend = LiteRTBackend()
         self._backend.load(package, BackendOptions(format=next(iter(package.artifacts)), threads=threads))
+
+    def __enter__(self) -> Teacher:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the interpreters and delete the imported package; the teacher is unusable after."""
+        self._backend.close()
+        self._bottleneck = None
+        self._dir.cleanup()
 
     def predict_style(self, images: np.ndarray) -> np.ndarray:
         """N×256×256×3 float32 [0,1] → N×100."""

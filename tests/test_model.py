@@ -82,7 +82,7 @@ def test_predictor_batches_keep_the_painting_share_whatever_the_banks_hold():
 
 
 @needs_assets
-def test_distillation_reads_only_training_images(tmp_path, monkeypatch, capsys):
+def test_distillation_reads_only_training_images(tmp_path, monkeypatch, capsys, request):
     """Run the real bank, teacher-target and extra-bank builders on a small assets tree and record
     every image read."""
     from stylecast.model import distill
@@ -105,6 +105,7 @@ def test_distillation_reads_only_training_images(tmp_path, monkeypatch, capsys):
     work = tmp_path / "work"
     work.mkdir()
     teacher = Teacher(root / "models" / "magenta")
+    request.addfinalizer(teacher.close)
     distill.build_style_bank(root, teacher, work, per_image=1, seed=0)
     distill.build_transfer_cache(root, teacher, work, count=4, seed=0)
     distill.build_extra_bank(root, teacher, work, per_painting=2, mosaics=13, seed=0, novel=3)
