@@ -318,6 +318,15 @@ def draw_batch(rng: np.random.Generator, n: int, batch: int,
                                    rng.choice(pools[1], batch - k, replace=False)]))
 
 
+def _per_row(workdir: Path, names: list[str], what: str, missing: str) -> np.ndarray:
+    """``{name}_{what}.npy`` of each bank in ``names``, concatenated in bank order (a row per bank
+    row). Raises SystemExit(``missing``) when a bank lacks it."""
+    paths = [workdir / f"{n}_{what}.npy" for n in names]
+    if not all(p.exists() for p in paths):
+        raise SystemExit(missing)
+    return np.concatenate([np.load(p) for p in paths])
+
+
 def train_predictor(workdir: Path, steps: int, batch: int, seed: int, save_every: int,
                     spec, out: Path = CHECKPOINTS, lr: float = 1e-3, w_bottleneck: float = 0.0,
                     painting_share: float | None = None) -> None:
@@ -351,20 +360,16 @@ def train_predictor(workdir: Path, steps: int, batch: int, seed: int, save_every
     model = build_predictor(spec)
     head, all_features, feature_scale = None, None, 1.0
     if w_bottleneck > 0:
-        missing = [n for n in names if not (workdir / f"{n}_features.npy").exists()]
-        if missing:
-            raise SystemExit(f"--w-bottleneck needs the teacher's features in {workdir}: run --phase features")
-        all_features = np.concatenate([np.load(workdir / f"{n}_features.npy") for n in names]).astype(np.float32)
+        all_features = _per_row(workdir, names, "features",
+                                f"--w-bottleneck needs the teacher's features in {workdir}: run --phase features"
+                                ).astype(np.float32)
         feature_scale = float(all_features.std())
         head = keras.Sequential([keras.Input((spec.hidden,)), keras.layers.Dense(BOTTLENECK_DIM)],
                                 name="bottleneck_head")
     pools = None
     if painting_share is not None:
-        missing = [n for n in names if not (workdir / f"{n}_is_painting.npy").exists()]
-        if missing:
-            raise SystemExit(f"--painting-share needs the banks' painting marks in {workdir}: "
-                             f"build the banks again (--phase bank / extra)")
-        marks = np.concatenate([np.load(workdir / f"{n}_is_painting.npy") for n in names])
+        marks = _per_row(workdir, names, "is_painting", f"--painting-share needs the banks' painting marks in "
+                         f"{workdir}: build the banks again (--phase bank / extra)")
         pools = np.flatnonzero(marks), np.flatnonzero(~marks)
     tr = Trainer(workdir, "predictor", model, lr, head)
     tr.restore(workdir / "ckpt", out)
