@@ -19,11 +19,6 @@ Backend-agnostic Keras (``keras.ops`` only; ``KERAS_BACKEND=tensorflow`` here,
    predictor (``model/checkpoints/predictor.keras``, layers :data:`FEAT_LAYERS`):
    channel mean and standard deviation plus half the feature L1, output vs teacher.
 
-The hints always come from the Keras port of the fp16 file.  The image the pixel, gradient
-and texture terms match is, by default, the port's too; with ``--pixel-teacher int8`` it is
-Magenta's int8 file (the served teacher, the reference of ``make eval-model``'s PSNR), run by
-LiteRT at the crop's own size (:class:`~stylecast.model.teacher.Teacher` with ``resizable``).
-
 Every target is fresh: the teacher stylizes each new random crop as training goes, so
 no pair repeats.  Crops are whole frames for the teacher too (their borders are real
 frame edges, as in serving).  Half of each batch is the other half's window moved by
@@ -47,7 +42,6 @@ weight rise again and decay to that step), logged as such.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import io
 import json
 import math
@@ -202,10 +196,8 @@ def _graph_class():
         return l1(a, t) / (ops.mean(ops.abs(t)) + 1e-3)
 
     class DistillGraph(keras.Model):
-        """One training step's forward pass: [content, style, shift, hint_w] or [content, style,
-        shift, hint_w, target] → the weighted loss terms as an N×K matrix (each column a batch
-        mean, broadcast over N).  ``target`` (N×C×C×3 [0,1]) replaces the port's image as what
-        the end-to-end pixel, gradient and texture terms match."""
+        """One training step's forward pass: [content, style, shift, hint_w] → the weighted
+        loss terms as an N×K matrix (each column a batch mean, broadcast over N)."""
 
         E2E_TERMS = ("pixel", "grad", "hint", "shift", "stat", "feat")
 
@@ -226,7 +218,7 @@ def _graph_class():
             self.terms = list(self.hints) if stage == "blocks" else list(self.E2E_TERMS)
 
         def call(self, inputs):
-            content, style, shift, hint_w, *target = inputs
+            content, style, shift, hint_w = inputs
             t = self.teacher([content, style])
             t = {k: ops.stop_gradient(v) for k, v in t.items()}
             t["content"] = content
@@ -237,7 +229,7 @@ def _graph_class():
                     terms.append(l1(out, t[dst]) + grad_l1(out, t[dst]) if dst == "stylized" else hint(out, t[dst]))
             else:
                 out, *feats = self.tapped([content, style])
-                y = target[0] if target else t["stylized"]
+                y = t["stylized"]
                 hw = ops.mean(hint_w)
                 lh = sum(hint(f, t[self.taps[name]]) for f, name in zip(feats, self.taps)) / len(feats)
                 p, size = self.pairs, self.crop - 2 * MARGIN
@@ -347,11 +339,9 @@ def resume_schedule(meta: dict, stage: str, step: int, steps: int, lr: float) ->
 
 
 def train(pack_dir: Path, out: Path, spec_name: str, stage: str, steps: int, pairs: int, crop: int,
-          lr: float, seed: int, save_every: int, minutes: float | None, weights: dict[str, float],
-          pixel_teacher=None) -> int:
+          lr: float, seed: int, save_every: int, minutes: float | None, weights: dict[str, float]) -> int:
     """Run ``stage`` up to ``steps`` steps (resuming from ``out``), or for ``minutes``.
-    ``pixel_teacher`` (a resizable :class:`~stylecast.model.teacher.Teacher`, end to end only)
-    labels each batch with its image instead of the port's.  Returns the step reached."""
+    Returns the step reached."""
     import keras  # noqa: PLC0415
 
     from stylecast.model.networks import CANDIDATES, build_student  # noqa: PLC0415
@@ -384,15 +374,10 @@ def train(pack_dir: Path, out: Path, spec_name: str, stage: str, steps: int, pai
     schedule = segment_cosine(seg["lr"], seg["start"], seg["end"])
     opt = keras.optimizers.Adam(schedule, clipnorm=1.0)
     graph.compile(optimizer=opt, loss=_sum_loss, jit_compile=False)
-
-    def inputs(content, style, shift, hint_w):
-        if pixel_teacher is None or stage != "e2e":
-            return [content, style, shift, hint_w]
-        return [content, style, shift, hint_w, pixel_teacher.stylize(content, style)]
-
     # Build the graph and the optimizer, then restore the optimizer's state (it holds the step).
     content, style, shift = make_batch(pack, 0, seed, pairs, crop)
-    graph(inputs(content, style, shift, np.ones((len(content), 1), np.float32)))
+    hint_w = np.ones((len(content), 1), np.float32)
+    graph([content, style, shift, hint_w])
     opt.build(graph.trainable_variables)
     opt_path = out / f"optimizer_{stage}.npz"
     if step and opt_path.exists():
@@ -407,11 +392,11 @@ def train(pack_dir: Path, out: Path, spec_name: str, stage: str, steps: int, pai
     while step < steps and (deadline is None or time.time() < deadline):
         content, style, shift = make_batch(pack, step, seed + (0 if stage == "blocks" else 1), pairs, crop)
         hint_w = np.full((len(content), 1), _cosine(step, seg["start"], seg["end"]), np.float32)
-        batch = inputs(content, style, shift, hint_w)
-        logs = graph.train_on_batch(batch, np.zeros((len(content), 1), np.float32), return_dict=True)
+        logs = graph.train_on_batch([content, style, shift, hint_w], np.zeros((len(content), 1), np.float32),
+                                    return_dict=True)
         step += 1
         if step % 10 == 0:
-            terms = np.asarray(graph(batch))[0] if step % 50 == 0 else None
+            terms = np.asarray(graph([content, style, shift, hint_w]))[0] if step % 50 == 0 else None
             row = {"stage": stage, "step": step, "loss": float(logs["loss"]),
                    "lr": float(schedule(step - 1)), "hint_w": float(hint_w[0, 0]),
                    "terms": "" if terms is None else " ".join(f"{n}={v:.4f}" for n, v in zip(graph.terms, terms)),
@@ -493,10 +478,6 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--w-shift", type=float, default=2.0)
     ap.add_argument("--w-stat", type=float, default=1.0, help="local-statistics texture term (0: off)")
     ap.add_argument("--w-feat", type=float, default=1.0, help="predictor-feature texture term (0: off)")
-    ap.add_argument("--pixel-teacher", choices=["fp16", "int8"], default="fp16",
-                    help="the teacher file whose image the end-to-end pixel and texture terms match: the Keras "
-                         "port of the fp16 file (default, also the hints' source) or Magenta's int8 file through "
-                         "LiteRT (the served teacher; needs the assets)")
     ap.add_argument("--start-from", type=Path, default=None, metavar="DIR",
                     help="when --out holds no checkpoint, start from this one (make train: model/checkpoints/v5)")
     ap.add_argument("--export", type=Path, default=None, metavar="DIR",
@@ -510,12 +491,6 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if args.export is not None and not (args.out / "student.json").exists():
         ap.error(f"--export: {args.out} holds no checkpoint (student.json); train it first (make train)")
-    if args.pixel_teacher == "int8":
-        from stylecast.model import data  # noqa: PLC0415
-
-        models = (args.assets or data.assets_dir()) / "models" / "magenta"
-        if not models.is_dir():
-            ap.error(f"--pixel-teacher int8: the teacher's files are not under {models} (pass --assets)")
     limit_threads(args.threads)
     if args.export is not None:
         export(args.out, args.export, args.name, args.version, args.formats, args.predictor)
@@ -539,14 +514,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.stage in ("blocks", "all"):
         train(stage="blocks", steps=args.block_steps, crop=args.block_crop, lr=args.lr, minutes=left(), **common)
     if args.stage in ("e2e", "all") and (t_end is None or time.time() < t_end):
-        with contextlib.ExitStack() as stack:
-            pixel_teacher = None
-            if args.pixel_teacher == "int8":
-                from stylecast.model.teacher import Teacher  # noqa: PLC0415
-
-                pixel_teacher = stack.enter_context(Teacher(models, threads=args.threads, resizable=True))
-            train(stage="e2e", steps=args.e2e_steps, crop=args.crop, lr=args.lr * 0.5, minutes=left(),
-                  pixel_teacher=pixel_teacher, **common)
+        train(stage="e2e", steps=args.e2e_steps, crop=args.crop, lr=args.lr * 0.5, minutes=left(), **common)
 
 
 if __name__ == "__main__":

@@ -25,18 +25,14 @@ class Teacher:
     Its transformer is baked to 384²: feed it 384² content (the backend would scale
     any other size to 384 and back).  ``transfer`` names the transformer file in
     ``models_dir``: by default Magenta's int8 one; ``teacher_port.TEACHER_F16`` is the same
-    network with its weights at fp16 (the file the v5 recipe learns from). With ``resizable``
-    the transformer is rewritten to run at the content's own size
-    (:func:`~stylecast.model.magenta.make_resizable`: the same values at 384², H and W any
-    multiples of 4), as the recipe's int8 pixel targets need for its crops. ``close()`` (or a
+    network with its weights at fp16 (the file the v5 recipe learns from). ``close()`` (or a
     ``with`` block) releases the interpreters and deletes the temporary folder.
     """
 
-    def __init__(self, models_dir: Path, threads: int = 2, transfer: str = TRANSFER_FILE, resizable: bool = False):
+    def __init__(self, models_dir: Path, threads: int = 2, transfer: str = TRANSFER_FILE):
         self._models_dir, self._threads, self._bottleneck = models_dir, threads, None
         self._dir = tempfile.TemporaryDirectory(prefix="stylecast-teacher-")
-        package = import_magenta(models_dir / PREDICT_FILE, models_dir / transfer, self._dir.name,
-                                 resizable=resizable)
+        package = import_magenta(models_dir / PREDICT_FILE, models_dir / transfer, self._dir.name)
         self._backend = LiteRTBackend()
         self._backend.load(package, BackendOptions(format=next(iter(package.artifacts)), threads=threads))
 
@@ -77,5 +73,5 @@ class Teacher:
         return out
 
     def stylize(self, content: np.ndarray, styles: np.ndarray) -> np.ndarray:
-        """N×384×384×3 float32 [0,1] + N×100 → N×384×384×3 (resizable: N×H×W×3 → N×H×W×3)."""
+        """N×384×384×3 float32 [0,1] + N×100 → N×384×384×3."""
         return self._backend.stylize(content, styles)

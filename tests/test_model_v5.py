@@ -303,61 +303,6 @@ def test_recipe_pack_reads_only_training_images_and_a_short_run_resumes(tmp_path
     assert json.loads((quality / "student.json").read_text())["steps"] == {"blocks": 1, "e2e": 2}
     with pytest.raises(SystemExit, match="rt3 checkpoint"):
         recipe.main(q_args[:3] + [str(out)] + q_args[4:])
-    # Two more end-to-end steps with the served int8 file's image as the pixel target.
-    recipe.main(q_args[:-8] + ["--e2e-steps", "4", "--threads", "1", "--w-feat", "0", "--pixel-teacher", "int8",
-                               "--assets", str(root)])
-    assert json.loads((quality / "student.json").read_text())["steps"] == {"blocks": 1, "e2e": 4}
-
-
-@needs_assets
-def test_the_int8_pixel_teacher_labels_crops_at_their_size_and_replaces_only_the_ports_image(tmp_path, capsys):
-    """``--pixel-teacher int8``: the served int8 file, rewritten to run at any size, gives at 384²
-    exactly what the served file gives and a crop's own size elsewhere; in the training graph its
-    image replaces the port's in the pixel terms while the hints stay the port's; and the CLI
-    refuses the option without the teacher's files before any work."""
-    import keras
-
-    from stylecast.model import recipe
-    from stylecast.model.networks import CANDIDATES, build_student
-    from stylecast.model.preprocess import style_image
-    from stylecast.model.scoring import square
-    from stylecast.model.teacher import Teacher
-    from stylecast.model.teacher_port import TEACHER_F16, build_teacher
-
-    from PIL import Image
-
-    models = ASSETS / "models" / "magenta"
-    photo = square(data.train_content(ASSETS)[0], 384)[None]
-    with Teacher(models, threads=1) as served, Teacher(models, threads=1, resizable=True) as crops:
-        style = served.predict_style(style_image(Image.open(data.train_styles(ASSETS)[0]))[None])
-        np.testing.assert_array_equal(crops.stylize(photo, style), served.stylize(photo, style))
-        pair = np.concatenate([photo[:, 40:88, 60:108], photo[:, 41:89, 62:110]])
-        styles = np.concatenate([style, style])
-        int8 = crops.stylize(pair, styles)
-    assert int8.shape == pair.shape
-
-    keras.utils.set_random_seed(3)
-    spec = CANDIDATES["q5de"]
-    port = build_teacher(models / TEACHER_F16, features=True)
-    graph = recipe._graph_class()(build_student(spec), spec, port, "e2e", {"feat": 0.0}, pairs=1, crop=48)
-    shift, hint_w = np.array([[1, 2], [1, 2]], np.int32), np.ones((2, 1), np.float32)
-    own = np.asarray(graph([pair, styles, shift, hint_w]))[0]
-    port_image = np.asarray(port([pair, styles])["stylized"])
-    np.testing.assert_allclose(np.asarray(graph([pair, styles, shift, hint_w, port_image]))[0], own, rtol=1e-5, atol=1e-6)
-    served_terms = dict(zip(graph.terms, np.asarray(graph([pair, styles, shift, hint_w, int8]))[0]))
-    own = dict(zip(graph.terms, own))
-    out = np.asarray(graph.student([pair, styles]))
-    assert own["pixel"] == pytest.approx(np.abs(out - port_image).mean(), rel=2e-5)
-    assert served_terms["pixel"] == pytest.approx(np.abs(out - int8).mean(), rel=2e-5)
-    assert np.abs(int8 - port_image).mean() > 1e-3  # two files: the terms above tell them apart
-    for term in ("hint", "shift", "feat"):  # not the pixel target's
-        assert served_terms[term] == pytest.approx(own[term], rel=1e-5, abs=1e-7), term
-
-    with pytest.raises(SystemExit) as exc:
-        recipe.main(["--out", str(tmp_path / "run"), "--pixel-teacher", "int8", "--assets", str(tmp_path / "none")])
-    assert exc.value.code == 2
-    assert "--pixel-teacher int8: the teacher's files are not under" in capsys.readouterr().err
-    assert not (tmp_path / "run").exists()
 
 
 def test_export_of_a_run_without_a_checkpoint_is_refused_with_a_usage_error(tmp_path, capsys):
