@@ -82,6 +82,36 @@ class DepthToSpace(layers.Layer):
 
 
 @keras.saving.register_keras_serializable("stylecast")
+class MirrorPad(layers.Layer):
+    """Mirror (reflect) padding of N×H×W×C by ``before`` and ``after`` px (0 or 1) on H and W, as
+    the teacher pads before each convolution. Built from slices and concatenations, which XNNPACK
+    runs (it does not run MIRROR_PAD); H, W ≥ 2."""
+
+    def __init__(self, before: int, after: int, **kw):
+        super().__init__(**kw)
+        if not {before, after} <= {0, 1}:
+            raise ValueError(f"MirrorPad pads 0 or 1 px a side, not {before}/{after}")
+        self.before, self.after = before, after
+
+    def call(self, x):
+        for axis in (1, 2):
+            parts = [x]
+            if self.before:
+                parts.insert(0, x[:, 1:2] if axis == 1 else x[:, :, 1:2])
+            if self.after:
+                parts.append(x[:, -2:-1] if axis == 1 else x[:, :, -2:-1])
+            x = ops.concatenate(parts, axis=axis)
+        return x
+
+    def compute_output_shape(self, s):
+        grow = lambda n: None if n is None else n + self.before + self.after  # noqa: E731
+        return (s[0], grow(s[1]), grow(s[2]), s[3])
+
+    def get_config(self):
+        return {**super().get_config(), "before": self.before, "after": self.after}
+
+
+@keras.saving.register_keras_serializable("stylecast")
 class ConditionalInstanceNorm(layers.Layer):
     """Instance norm whose per-channel scale and shift come from the style vector.
 
@@ -179,6 +209,9 @@ class StudentSpec:
     channels + depth-to-space + CIN + ReLU (``stem`` channels at H/2, ``fine`` at H: the
     teacher's ``up1`` and ``up2`` shapes), then a ``head``×``head`` conv to 3 channels at
     full resolution.
+    ``pad`` ``"zero"`` pads each convolution with zeros (``same``); ``"mirror"`` mirrors the
+    convolution's input by the same amounts (:class:`MirrorPad`), as the teacher does, so the
+    frame's edge looks like the teacher's. The weights are the same shapes either way.
     """
 
     blocks: int = 3
@@ -189,6 +222,7 @@ class StudentSpec:
     decoder: str = "light"
     fine: int = 8         # at H (decoder "full" only; the teacher's width there)
     head: int = 3         # the full-resolution output conv's kernel (decoder "full" only)
+    pad: str = "zero"     # "zero" or "mirror": how each convolution pads its input
     style_dim: int = STYLE_DIM
 
 
@@ -201,6 +235,7 @@ CANDIDATES = {
     "q5": StudentSpec(blocks=5, block="full"),
     "q5d": StudentSpec(blocks=5, block="full", decoder="full"),
     "q5de": StudentSpec(blocks=5, block="full", encoder="full", decoder="full"),
+    "q5dm": StudentSpec(blocks=5, block="full", encoder="full", decoder="full", pad="mirror"),
 }
 
 
@@ -216,6 +251,19 @@ class _Layers(dict):
         return self[name]
 
 
+def _conv(L, spec: StudentSpec, name: str, x, channels: int, kernel: int, stride: int = 1, depthwise=False):
+    """A ``kernel``×``kernel`` convolution with ``same`` output size (input H, W even for stride 2):
+    zero padding, or (``spec.pad == "mirror"``) its input mirrored by the amounts ``same`` pads
+    (total max(kernel − stride, 0) px, the extra one after) and no padding."""
+    make = (lambda n, p: layers.DepthwiseConv2D(kernel, strides=stride, padding=p, name=n)) if depthwise else \
+        (lambda n, p: layers.Conv2D(channels, kernel, strides=stride, padding=p, name=n))
+    if spec.pad == "zero" or kernel == 1:
+        return L.get(name, lambda n: make(n, "same"))(x)
+    total = max(kernel - stride, 0)
+    x = L.get(f"{name}_pad", lambda n: MirrorPad(total // 2, total - total // 2, name=n))(x)
+    return L.get(name, lambda n: make(n, "valid"))(x)
+
+
 def _s_cin(L, x, style, name, relu=True):
     x = L.get(f"{name}_cin", lambda n: ConditionalInstanceNorm(name=n))([x, style])
     return L.get(f"{name}_relu", lambda n: layers.ReLU(name=n))(x) if relu else x
@@ -223,12 +271,12 @@ def _s_cin(L, x, style, name, relu=True):
 
 def _s_encoder(L, spec: StudentSpec, content, style):
     x = L.get("to_signed", lambda n: layers.Rescaling(2.0, offset=-1.0, name=n))(content)
-    x = L.get("stem_conv", lambda n: layers.Conv2D(spec.stem, 4, strides=2, padding="same", name=n))(x)  # H/2
+    x = _conv(L, spec, "stem_conv", x, spec.stem, 4, 2)  # H/2
     x = _s_cin(L, x, style, "stem")
     if spec.encoder == "full":
-        x = L.get("enc_conv", lambda n: layers.Conv2D(spec.stem, 3, padding="same", name=n))(x)  # H/2
+        x = _conv(L, spec, "enc_conv", x, spec.stem, 3)  # H/2
         x = _s_cin(L, x, style, "enc")
-    x = L.get("down1_conv", lambda n: layers.Conv2D(spec.trunk, 3, strides=2, padding="same", name=n))(x)  # H/4
+    x = _conv(L, spec, "down1_conv", x, spec.trunk, 3, 2)  # H/4
     return _s_cin(L, x, style, "down1")
 
 
@@ -236,9 +284,9 @@ def _s_block(L, spec: StudentSpec, k: int, x, style):
     h = x
     for j in (1, 2):
         if spec.block == "full":
-            h = L.get(f"res{k}_conv{j}", lambda n: layers.Conv2D(spec.trunk, 3, padding="same", name=n))(h)
+            h = _conv(L, spec, f"res{k}_conv{j}", h, spec.trunk, 3)
         else:
-            h = L.get(f"res{k}_dw{j}", lambda n: layers.DepthwiseConv2D(3, padding="same", name=n))(h)
+            h = _conv(L, spec, f"res{k}_dw{j}", h, 0, 3, depthwise=True)
             h = L.get(f"res{k}_pw{j}", lambda n: layers.Conv2D(spec.trunk, 1, name=n))(h)
         h = _s_cin(L, h, style, f"res{k}_{j}", relu=j == 1)
     return L.get(f"res{k}_add", lambda n: layers.Add(name=n))([x, h])
@@ -249,14 +297,14 @@ def _s_up(L, spec: StudentSpec, stage: int, x, style):
     3×3 conv to 4·C channels and depth-to-space (sub-pixel: it holds the teacher's nearest
     ×2 + 3×3 conv), CIN, ReLU (``up{stage}_relu``, the teacher's ``up{stage}`` shape)."""
     c = spec.stem if stage == 1 else spec.fine
-    x = L.get(f"up{stage}_conv", lambda n: layers.Conv2D(4 * c, 3, padding="same", name=n))(x)
+    x = _conv(L, spec, f"up{stage}_conv", x, 4 * c, 3)
     x = L.get(f"up{stage}_d2s", lambda n: DepthToSpace(2, name=n))(x)
     return _s_cin(L, x, style, f"up{stage}")
 
 
 def _s_head(L, spec: StudentSpec, x, style):
     """Decoder ``"full"``: the ``head``×``head`` conv to 3 channels at H, CIN, sigmoid."""
-    x = L.get("head_conv", lambda n: layers.Conv2D(3, spec.head, padding="same", name=n))(x)
+    x = _conv(L, spec, "head_conv", x, 3, spec.head)
     x = _s_cin(L, x, style, "head", relu=False)
     return L.get("stylized", lambda n: layers.Activation("sigmoid", name=n))(x)
 
@@ -266,10 +314,10 @@ def _s_decoder(L, spec: StudentSpec, x, style):
         return _s_head(L, spec, _s_up(L, spec, 2, _s_up(L, spec, 1, x, style), style), style)
     x = L.get("up2_conv", lambda n: layers.Conv2D(spec.stem * 4, 1, name=n))(x)
     x = L.get("up2_d2s", lambda n: DepthToSpace(2, name=n))(x)                              # H/2
-    x = L.get("up2_dw", lambda n: layers.DepthwiseConv2D(3, padding="same", name=n))(x)
+    x = _conv(L, spec, "up2_dw", x, 0, 3, depthwise=True)
     x = L.get("up2_pw", lambda n: layers.Conv2D(spec.stem, 1, name=n))(x)
     x = _s_cin(L, x, style, "up2")
-    x = L.get("head_conv", lambda n: layers.Conv2D(12, 3, padding="same", name=n))(x)
+    x = _conv(L, spec, "head_conv", x, 12, 3)
     x = L.get("head_d2s", lambda n: DepthToSpace(2, name=n))(x)                             # H, 3
     x = _s_cin(L, x, style, "head", relu=False)
     return L.get("stylized", lambda n: layers.Activation("sigmoid", name=n))(x)
@@ -288,6 +336,9 @@ def build_student(spec: StudentSpec = StudentSpec(), name: str = "transformer") 
     decoder ``"full"`` (the quality tier, :class:`StudentSpec`): a 3×3 conv + CIN + ReLU at
     H/2 before the trunk (``enc_relu``); ``up1_relu`` N×H/2×W/2×``stem`` and ``up2_relu``
     N×H×W×``fine`` (sub-pixel 3×3 convs), then the full-resolution ``head`` conv to 3.
+    With ``pad="mirror"`` every convolution wider than 1×1 reads a :class:`MirrorPad` of its
+    input (layer ``{conv}_pad``); the weights are the same either way, so a zero-padded
+    checkpoint loads into it.
     """
     L = _Layers()
     content = keras.Input((None, None, 3), name="content")

@@ -62,7 +62,23 @@ def test_border_score_measures_a_band_at_the_frame_edge():
 # quality tier's (encoder with a 3×3 conv at H/2, the teacher-shaped two-stage decoder, at its
 # real full-resolution width of 8 channels).
 SMALL_SPECS = {"light": dict(blocks=2, block="full", stem=8, trunk=16),
-               "full": dict(blocks=2, block="full", stem=8, trunk=16, encoder="full", decoder="full")}
+               "full": dict(blocks=2, block="full", stem=8, trunk=16, encoder="full", decoder="full"),
+               "mirror": dict(blocks=2, block="full", stem=8, trunk=16, encoder="full", decoder="full", pad="mirror")}
+
+
+@pytest.mark.parametrize("before, after", [(1, 1), (0, 1), (1, 0)])
+def test_mirror_pad_is_numpys_reflect_padding(before, after):
+    """MirrorPad (slices and concatenations, for XNNPACK) pads as ``np.pad(mode="reflect")``, and
+    a mirror-padded student's convolutions keep the frame's size, odd sizes included."""
+    from stylecast.model.networks import MirrorPad, StudentSpec, build_student
+
+    x = np.random.default_rng(1).random((2, 5, 7, 3), np.float32)
+    want = np.pad(x, ((0, 0), (before, after), (before, after), (0, 0)), mode="reflect")
+    np.testing.assert_array_equal(np.asarray(MirrorPad(before, after)(x)), want)
+    student = build_student(StudentSpec(**SMALL_SPECS["mirror"]))
+    assert np.asarray(student([np.zeros((1, 20, 36, 3), np.float32), np.zeros((1, 100), np.float32)])).shape == (1, 20, 36, 3)
+    with pytest.raises(ValueError, match="0 or 1 px"):
+        MirrorPad(2, 0)
 
 
 @pytest.fixture(scope="module", params=list(SMALL_SPECS))
