@@ -251,12 +251,16 @@ class _Layers(dict):
         return self[name]
 
 
-def _conv(L, spec: StudentSpec, name: str, x, channels: int, kernel: int, stride: int = 1, depthwise=False):
-    """A ``kernel``×``kernel`` convolution with ``same`` output size (input H, W even for stride 2):
-    zero padding, or (``spec.pad == "mirror"``) its input mirrored by the amounts ``same`` pads
-    (total max(kernel − stride, 0) px, the extra one after) and no padding."""
-    make = (lambda n, p: layers.DepthwiseConv2D(kernel, strides=stride, padding=p, name=n)) if depthwise else \
-        (lambda n, p: layers.Conv2D(channels, kernel, strides=stride, padding=p, name=n))
+def _conv(L, spec: StudentSpec, name: str, x, channels: int | None, kernel: int, stride: int = 1):
+    """A ``kernel``×``kernel`` convolution to ``channels`` (None: depthwise) with ``same`` output
+    size (input H, W even for stride 2): zero padding, or (``spec.pad == "mirror"``) its input
+    mirrored by the amounts ``same`` pads (total max(kernel − stride, 0) px, the extra one after)
+    and no padding."""
+    def make(n, p):
+        if channels is None:
+            return layers.DepthwiseConv2D(kernel, strides=stride, padding=p, name=n)
+        return layers.Conv2D(channels, kernel, strides=stride, padding=p, name=n)
+
     if spec.pad == "zero" or kernel == 1:
         return L.get(name, lambda n: make(n, "same"))(x)
     total = max(kernel - stride, 0)
@@ -286,7 +290,7 @@ def _s_block(L, spec: StudentSpec, k: int, x, style):
         if spec.block == "full":
             h = _conv(L, spec, f"res{k}_conv{j}", h, spec.trunk, 3)
         else:
-            h = _conv(L, spec, f"res{k}_dw{j}", h, 0, 3, depthwise=True)
+            h = _conv(L, spec, f"res{k}_dw{j}", h, None, 3)
             h = L.get(f"res{k}_pw{j}", lambda n: layers.Conv2D(spec.trunk, 1, name=n))(h)
         h = _s_cin(L, h, style, f"res{k}_{j}", relu=j == 1)
     return L.get(f"res{k}_add", lambda n: layers.Add(name=n))([x, h])
@@ -314,7 +318,7 @@ def _s_decoder(L, spec: StudentSpec, x, style):
         return _s_head(L, spec, _s_up(L, spec, 2, _s_up(L, spec, 1, x, style), style), style)
     x = L.get("up2_conv", lambda n: layers.Conv2D(spec.stem * 4, 1, name=n))(x)
     x = L.get("up2_d2s", lambda n: DepthToSpace(2, name=n))(x)                              # H/2
-    x = _conv(L, spec, "up2_dw", x, 0, 3, depthwise=True)
+    x = _conv(L, spec, "up2_dw", x, None, 3)
     x = L.get("up2_pw", lambda n: layers.Conv2D(spec.stem, 1, name=n))(x)
     x = _s_cin(L, x, style, "up2")
     x = _conv(L, spec, "head_conv", x, 12, 3)

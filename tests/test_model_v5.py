@@ -68,13 +68,19 @@ SMALL_SPECS = {"light": dict(blocks=2, block="full", stem=8, trunk=16),
 
 @pytest.mark.parametrize("before, after", [(1, 1), (0, 1), (1, 0)])
 def test_mirror_pad_is_numpys_reflect_padding(before, after):
-    """MirrorPad (slices and concatenations, for XNNPACK) pads as ``np.pad(mode="reflect")``, and
-    a mirror-padded student's convolutions keep the frame's size, odd sizes included."""
-    from stylecast.model.networks import MirrorPad, StudentSpec, build_student
+    """MirrorPad (slices and concatenations, for XNNPACK) pads as ``np.pad(mode="reflect")``."""
+    from stylecast.model.networks import MirrorPad
 
     x = np.random.default_rng(1).random((2, 5, 7, 3), np.float32)
     want = np.pad(x, ((0, 0), (before, after), (before, after), (0, 0)), mode="reflect")
     np.testing.assert_array_equal(np.asarray(MirrorPad(before, after)(x)), want)
+
+
+def test_a_mirror_padded_student_keeps_the_frames_size_and_wider_pads_are_refused():
+    """Every mirror-padded convolution pads as ``same`` would (the output is the input's size);
+    MirrorPad refuses more than 1 px a side."""
+    from stylecast.model.networks import MirrorPad, StudentSpec, build_student
+
     student = build_student(StudentSpec(**SMALL_SPECS["mirror"]))
     assert np.asarray(student([np.zeros((1, 20, 36, 3), np.float32), np.zeros((1, 100), np.float32)])).shape == (1, 20, 36, 3)
     with pytest.raises(ValueError, match="0 or 1 px"):
