@@ -17,7 +17,8 @@ Backend-agnostic Keras (``keras.ops`` only; ``KERAS_BACKEND=tensorflow`` here,
    ``stat``, local colour statistics (mean and standard deviation over 8 px and 32 px
    windows, output vs teacher), and ``feat``, features of the project's frozen student
    predictor (``model/checkpoints/predictor.keras``, layers :data:`FEAT_LAYERS`):
-   channel mean and standard deviation plus half the feature L1, output vs teacher.
+   channel mean and standard deviation plus half the feature L1, output vs teacher;
+   optionally (``--w-mse``) the pixel squared error, the error PSNR measures.
 
 Every target is fresh: the teacher stylizes each new random crop as training goes, so
 no pair repeats.  Crops are whole frames for the teacher too (their borders are real
@@ -199,7 +200,7 @@ def _graph_class():
         """One training step's forward pass: [content, style, shift, hint_w] → the weighted
         loss terms as an N×K matrix (each column a batch mean, broadcast over N)."""
 
-        E2E_TERMS = ("pixel", "grad", "hint", "shift", "stat", "feat")
+        E2E_TERMS = ("pixel", "grad", "hint", "shift", "stat", "feat", "mse")
 
         def __init__(self, student, spec, teacher, stage: str, weights: dict[str, float], pairs: int,
                      crop: int, features=None, **kw):
@@ -209,7 +210,7 @@ def _graph_class():
             self.student, self.teacher, self.stage = student, teacher, stage
             self.hints = teacher_hints(spec)
             self.parts = student_parts(student, spec)
-            self.w = weights
+            self.w = {"mse": 0.0, **weights}  # the squared-error term is off unless weighted
             if stage == "e2e":
                 taps = student_taps(spec)
                 self.taps = taps
@@ -239,6 +240,7 @@ def _graph_class():
                 terms = [l1(out, y), grad_l1(out, y), hw * lh, l1(a, b), local_stats_l1(out, y)]
                 terms.append(feature_l1(self.features(out), self.features(y)) if self.features is not None
                              else ops.zeros(()))
+                terms.append(ops.mean(ops.square(out - y)))
             vec = ops.stack([self.w.get(name, 1.0) * v for name, v in zip(self.terms, terms)])
             return ops.ones_like(content[:, 0, 0, :1]) * vec[None, :]
 
@@ -474,6 +476,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--save-every", type=int, default=100)
     ap.add_argument("--minutes", type=float, default=None, help="stop after this long (checkpoint kept)")
     ap.add_argument("--threads", type=int, default=2, help="TensorFlow intra-op threads")
+    ap.add_argument("--w-pixel", type=float, default=1.0, help="pixel L1 (0-1 scale)")
+    ap.add_argument("--w-mse", type=float, default=0.0,
+                    help="pixel squared error (0-1 scale; the error PSNR measures; 0: off)")
     ap.add_argument("--w-hint", type=float, default=0.5)
     ap.add_argument("--w-shift", type=float, default=2.0)
     ap.add_argument("--w-stat", type=float, default=1.0, help="local-statistics texture term (0: off)")
@@ -502,7 +507,8 @@ def main(argv: list[str] | None = None) -> None:
         from stylecast.model import data  # noqa: PLC0415
 
         build_pack(args.assets or data.assets_dir(), args.pack, args.seed)
-    weights = {"hint": args.w_hint, "shift": args.w_shift, "stat": args.w_stat, "feat": args.w_feat}
+    weights = {"pixel": args.w_pixel, "mse": args.w_mse, "hint": args.w_hint, "shift": args.w_shift,
+               "stat": args.w_stat, "feat": args.w_feat}
     t_end = None if args.minutes is None else time.time() + 60 * args.minutes
     left = lambda: None if t_end is None else max(0.0, (t_end - time.time()) / 60)  # noqa: E731
     common = dict(pack_dir=args.pack, out=args.out, spec_name=args.spec, pairs=args.pairs, seed=args.seed,

@@ -389,6 +389,34 @@ def test_texture_terms_are_zero_for_the_same_image_and_grow_as_texture_is_blurre
     assert not any(w.trainable for w in feats.weights)
 
 
+@needs_assets
+def test_pixel_terms_are_the_weighted_l1_and_squared_error_to_the_teachers_picture():
+    """The end-to-end graph's ``pixel`` and ``mse`` columns are their weights times the mean
+    absolute and mean squared error between the student's picture and the teacher's; the
+    squared-error term is off (0) unless a weight is given."""
+    from stylecast.model import recipe
+    from stylecast.model.networks import CANDIDATES, build_student
+    from stylecast.model.teacher_port import TEACHER_F16, build_teacher
+
+    spec = CANDIDATES["rt3"]
+    student = build_student(spec)
+    teacher = build_teacher(ASSETS / "models" / "magenta" / TEACHER_F16, features=True)
+    rng = np.random.default_rng(6)
+    content = rng.random((2, 48, 48, 3), np.float32)
+    style = np.concatenate([rng.normal(0, 1, (1, 100))] * 2).astype(np.float32)
+    inputs = [content, style, np.array([[2, -3]] * 2, np.int32), np.ones((2, 1), np.float32)]
+    err = np.asarray(student([content, style])) - np.asarray(teacher([content, style])["stylized"])
+    graph_class = recipe._graph_class()
+    terms = graph_class.E2E_TERMS
+    weighted = np.asarray(graph_class(student, spec, teacher, "e2e", {"pixel": 2.0, "mse": 3.0}, 1, 48)(inputs))[0]
+    assert weighted[terms.index("pixel")] == pytest.approx(2.0 * np.abs(err).mean(), rel=1e-4)
+    assert weighted[terms.index("mse")] == pytest.approx(3.0 * np.square(err).mean(), rel=1e-4)
+    assert weighted[terms.index("mse")] > 0
+    default = np.asarray(graph_class(student, spec, teacher, "e2e", {}, 1, 48)(inputs))[0]
+    assert default[terms.index("mse")] == 0.0
+    assert default[terms.index("pixel")] == pytest.approx(weighted[terms.index("pixel")] / 2, rel=1e-4)
+
+
 def test_count_macs_counts_each_convolution_once_at_its_output_size():
     import keras
     from keras import layers
