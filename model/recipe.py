@@ -32,7 +32,8 @@ committed): the teacher graph (``teacher.npz``), the training photos as JPEG byt
 (``styles.npz``).  Held-out styles and ``content/val`` are never read.
 
 Checkpoints: ``<out>/student.weights.h5`` + ``student.json`` (spec, steps per stage,
-and each stage's cosine schedule: first step, last step, peak learning rate) +
+and each stage's cosine schedule: first step, last step, peak learning rate; ``history``, every
+segment trained with its loss weights, from the first run that recorded one) +
 ``optimizer_<stage>.npz``; the curve is ``<out>/log.csv`` (on resume, rows past the
 checkpoint's step are dropped: they are trained and logged again).  A resumed run keeps its
 recorded schedule while ``--*-steps`` names the same last step; a different last step
@@ -58,6 +59,9 @@ from stylecast.model.threads import limit_threads
 REPO = Path(__file__).resolve().parents[1]
 SHIFT = 7      # largest shift of the shift-consistency pairs (px)
 MARGIN = 8     # border excluded from the shift term (px)
+# Default weight of each end-to-end loss term (``--w-*``); ``grad`` has no flag.  ``mse`` is off
+# unless weighted.
+TERM_WEIGHTS = {"pixel": 1.0, "grad": 1.0, "hint": 0.5, "shift": 2.0, "stat": 1.0, "feat": 1.0, "mse": 0.0}
 STAT_WINDOWS = (8, 32)  # local-statistics windows (px)
 FEAT_LAYERS = ("b0_pw_relu", "b1_pw_relu", "b3_pw_relu")  # predictor layers of the feat term
 PREDICTOR = REPO / "model" / "checkpoints" / "predictor.keras"
@@ -179,7 +183,8 @@ def make_batch(pack: Pack, step: int, seed: int, pairs: int, crop: int) -> tuple
 
 # ---------------------------------------------------------------- losses and the training graph
 
-def _graph_class():
+def distill_graph_class():
+    """The Keras model class of one training step (built on first call: Keras is imported here)."""
     import keras  # noqa: PLC0415
     from keras import ops  # noqa: PLC0415
 
@@ -200,7 +205,7 @@ def _graph_class():
         """One training step's forward pass: [content, style, shift, hint_w] → the weighted
         loss terms as an N×K matrix (each column a batch mean, broadcast over N)."""
 
-        E2E_TERMS = ("pixel", "grad", "hint", "shift", "stat", "feat", "mse")
+        E2E_TERMS = tuple(TERM_WEIGHTS)
 
         def __init__(self, student, spec, teacher, stage: str, weights: dict[str, float], pairs: int,
                      crop: int, features=None, **kw):
@@ -210,7 +215,7 @@ def _graph_class():
             self.student, self.teacher, self.stage = student, teacher, stage
             self.hints = teacher_hints(spec)
             self.parts = student_parts(student, spec)
-            self.w = {"mse": 0.0, **weights}  # the squared-error term is off unless weighted
+            self.w = {**TERM_WEIGHTS, **weights}
             if stage == "e2e":
                 taps = student_taps(spec)
                 self.taps = taps
@@ -241,7 +246,8 @@ def _graph_class():
                 terms.append(feature_l1(self.features(out), self.features(y)) if self.features is not None
                              else ops.zeros(()))
                 terms.append(ops.mean(ops.square(out - y)))
-            vec = ops.stack([self.w.get(name, 1.0) * v for name, v in zip(self.terms, terms)])
+            scale = [self.w[name] for name in self.terms] if self.stage == "e2e" else [1.0] * len(terms)
+            vec = ops.stack([w * v for w, v in zip(scale, terms)])
             return ops.ones_like(content[:, 0, 0, :1]) * vec[None, :]
 
     return DistillGraph
@@ -340,6 +346,17 @@ def resume_schedule(meta: dict, stage: str, step: int, steps: int, lr: float) ->
     return {"start": step, "end": steps, "lr": lr}
 
 
+def record_segment(meta: dict, stage: str, step: int, seg: dict, weights: dict[str, float] | None) -> None:
+    """Append to ``meta["history"]`` what training from ``step`` follows: the stage, its cosine
+    segment (``start``, ``end``, peak ``lr``) and the loss weights (``None`` for the block stage,
+    whose terms are unweighted), unless the last entry already says the same (a plain resume)."""
+    entry = {"stage": stage, "from": step, **seg, "weights": weights}
+    history = meta.setdefault("history", [])
+    same = lambda e: {k: v for k, v in e.items() if k != "from"}  # noqa: E731
+    if not history or same(history[-1]) != same(entry):
+        history.append(entry)
+
+
 def train(pack_dir: Path, out: Path, spec_name: str, stage: str, steps: int, pairs: int, crop: int,
           lr: float, seed: int, save_every: int, minutes: float | None, weights: dict[str, float]) -> int:
     """Run ``stage`` up to ``steps`` steps (resuming from ``out``), or for ``minutes``.
@@ -370,9 +387,10 @@ def train(pack_dir: Path, out: Path, spec_name: str, stage: str, steps: int, pai
         print(f"new cosine segment for {stage}: steps {step} -> {steps}, lr {lr:g} (the recorded one ended "
               f"at {meta.get('schedule', {}).get(stage, {}).get('end', step)})")
     meta.setdefault("schedule", {})[stage] = seg
+    record_segment(meta, stage, step, seg, {**TERM_WEIGHTS, **weights} if stage == "e2e" else None)
     teacher = build_teacher(pack.teacher, features=True)
     features = feature_extractor() if stage == "e2e" and weights.get("feat", 0) > 0 else None
-    graph = _graph_class()(student, spec, teacher, stage, weights, pairs, crop, features=features)
+    graph = distill_graph_class()(student, spec, teacher, stage, weights, pairs, crop, features=features)
     schedule = segment_cosine(seg["lr"], seg["start"], seg["end"])
     opt = keras.optimizers.Adam(schedule, clipnorm=1.0)
     graph.compile(optimizer=opt, loss=_sum_loss, jit_compile=False)
@@ -476,13 +494,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--save-every", type=int, default=100)
     ap.add_argument("--minutes", type=float, default=None, help="stop after this long (checkpoint kept)")
     ap.add_argument("--threads", type=int, default=2, help="TensorFlow intra-op threads")
-    ap.add_argument("--w-pixel", type=float, default=1.0, help="pixel L1 (0-1 scale)")
-    ap.add_argument("--w-mse", type=float, default=0.0,
+    ap.add_argument("--w-pixel", type=float, default=TERM_WEIGHTS["pixel"], help="pixel L1 (0-1 scale)")
+    ap.add_argument("--w-mse", type=float, default=TERM_WEIGHTS["mse"],
                     help="pixel squared error (0-1 scale; the error PSNR measures; 0: off)")
-    ap.add_argument("--w-hint", type=float, default=0.5)
-    ap.add_argument("--w-shift", type=float, default=2.0)
-    ap.add_argument("--w-stat", type=float, default=1.0, help="local-statistics texture term (0: off)")
-    ap.add_argument("--w-feat", type=float, default=1.0, help="predictor-feature texture term (0: off)")
+    ap.add_argument("--w-hint", type=float, default=TERM_WEIGHTS["hint"])
+    ap.add_argument("--w-shift", type=float, default=TERM_WEIGHTS["shift"])
+    ap.add_argument("--w-stat", type=float, default=TERM_WEIGHTS["stat"], help="local-statistics texture term (0: off)")
+    ap.add_argument("--w-feat", type=float, default=TERM_WEIGHTS["feat"], help="predictor-feature texture term (0: off)")
     ap.add_argument("--start-from", type=Path, default=None, metavar="DIR",
                     help="when --out holds no checkpoint, start from this one (make train: model/checkpoints/v5)")
     ap.add_argument("--export", type=Path, default=None, metavar="DIR",

@@ -292,6 +292,9 @@ def test_recipe_pack_reads_only_training_images_and_a_short_run_resumes(tmp_path
     meta = json.loads((out / "student.json").read_text())
     assert meta["spec"] == "rt3" and meta["steps"] == {"blocks": 2, "e2e": 2}
     assert meta["schedule"]["e2e"] == {"start": 0, "end": 2, "lr": 5e-4}
+    weights = {**recipe.TERM_WEIGHTS}
+    assert meta["history"] == [{"stage": "blocks", "from": 0, "start": 0, "end": 2, "lr": 1e-3, "weights": None},
+                               {"stage": "e2e", "from": 0, "start": 0, "end": 2, "lr": 5e-4, "weights": weights}]
     first = (out / "student.weights.h5").read_bytes()
     # The curve as a run leaves it when stopped after logging steps its last checkpoint (2) lacks:
     # resumed at step 2, the run drops those rows, since it trains (and logs) those steps again.
@@ -303,13 +306,16 @@ def test_recipe_pack_reads_only_training_images_and_a_short_run_resumes(tmp_path
             w.writerow({"stage": stage, "step": st, "loss": 1.0, "lr": 1e-3, "hint_w": 1, "terms": "",
                         "s_per_step": 0.1, "time": 0})
     # Asked for more steps than the finished schedule: a new cosine segment from step 2 to 4.
-    recipe.main(args + ["--e2e-steps", "4"])
+    recipe.main(args + ["--e2e-steps", "4", "--w-mse", "20"])
     with open(out / "log.csv", newline="") as f:
         assert [(r["stage"], r["step"]) for r in csv.DictReader(f)] == [("blocks", "2"), ("blocks", "10"),
                                                                         ("e2e", "2")]
     meta = json.loads((out / "student.json").read_text())
     assert meta["steps"] == {"blocks": 2, "e2e": 4}
     assert meta["schedule"]["e2e"] == {"start": 2, "end": 4, "lr": 5e-4}
+    assert meta["history"][-1] == {"stage": "e2e", "from": 2, "start": 2, "end": 4, "lr": 5e-4,
+                                   "weights": {**weights, "mse": 20.0}}
+    assert len(meta["history"]) == 3  # the first two entries stay
     assert (out / "student.weights.h5").read_bytes() != first
     assert (out / "optimizer_e2e.npz").exists()
     # The quality tier's candidate trains by name through the same recipe (its decoder's
@@ -349,6 +355,16 @@ def test_a_resumed_run_keeps_its_cosine_schedule_and_a_longer_one_starts_a_segme
     # A checkpoint from before schedules were recorded followed one that ended where it stopped.
     assert resume_schedule({"steps": {"e2e": 4000}}, "e2e", 4000, 4000, 5e-4)["end"] == 4000
     assert resume_schedule({"steps": {"e2e": 4000}}, "e2e", 4000, 4500, 5e-4)["start"] == 4000
+    # The history gains an entry when the segment or the weights change, not on a plain resume.
+    from stylecast.model.recipe import record_segment
+
+    meta = {}
+    record_segment(meta, "e2e", 0, seg, {"mse": 0.0})
+    record_segment(meta, "e2e", 4000, seg, {"mse": 0.0})
+    assert meta["history"] == [{"stage": "e2e", "from": 0, **seg, "weights": {"mse": 0.0}}]
+    record_segment(meta, "e2e", 5000, seg, {"mse": 20.0})
+    assert meta["history"][-1] == {"stage": "e2e", "from": 5000, **seg, "weights": {"mse": 20.0}}
+    assert len(meta["history"]) == 2
     lr = segment_cosine(1e-3, 100, 300, alpha=0.02)
     at = lambda s: float(np.asarray(lr(s)))  # noqa: E731
     assert at(0) == pytest.approx(1e-3) and at(100) == pytest.approx(1e-3)
@@ -406,7 +422,7 @@ def test_pixel_terms_are_the_weighted_l1_and_squared_error_to_the_teachers_pictu
     style = np.concatenate([rng.normal(0, 1, (1, 100))] * 2).astype(np.float32)
     inputs = [content, style, np.array([[2, -3]] * 2, np.int32), np.ones((2, 1), np.float32)]
     err = np.asarray(student([content, style])) - np.asarray(teacher([content, style])["stylized"])
-    graph_class = recipe._graph_class()
+    graph_class = recipe.distill_graph_class()
     terms = graph_class.E2E_TERMS
     weighted = np.asarray(graph_class(student, spec, teacher, "e2e", {"pixel": 2.0, "mse": 3.0}, 1, 48)(inputs))[0]
     assert weighted[terms.index("pixel")] == pytest.approx(2.0 * np.abs(err).mean(), rel=1e-4)
