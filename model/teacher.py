@@ -26,13 +26,14 @@ class Teacher:
     any other size to 384 and back).  ``transfer`` names the transformer file in
     ``models_dir``: by default Magenta's int8 one; ``teacher_port.TEACHER_F16`` is the same
     network with its weights at fp16 (the file the v5 recipe learns from). ``close()`` (or a
-    ``with`` block) releases the interpreters and deletes the temporary folder.
+    ``with`` block) releases the interpreters and deletes the temporary folder.  ``package``: the
+    imported :class:`~stylecast.backends.package.ModelPackage` (its folder in that temporary one).
     """
 
     def __init__(self, models_dir: Path, threads: int = 2, transfer: str = TRANSFER_FILE):
         self._models_dir, self._threads, self._bottleneck = models_dir, threads, None
         self._dir = tempfile.TemporaryDirectory(prefix="stylecast-teacher-")
-        package = import_magenta(models_dir / PREDICT_FILE, models_dir / transfer, self._dir.name)
+        self.package = package = import_magenta(models_dir / PREDICT_FILE, models_dir / transfer, self._dir.name)
         self._backend = LiteRTBackend()
         self._backend.load(package, BackendOptions(format=next(iter(package.artifacts)), threads=threads))
 

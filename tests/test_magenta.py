@@ -122,7 +122,7 @@ def test_teacher_runs_either_transformer_file(styles):
     np.testing.assert_allclose(a, raw_stylize(content, vector)[0], atol=1e-5)
     assert 22.0 < psnr(a, b) < 40.0  # int8 quantization error: ~28 dB on content/val (MODEL_CARD)
     # close() deletes the imported package's temporary folder
-    folder = Path(t8._dir.name)
+    folder = t8.package.path
     assert folder.is_dir()
     t8.close()
     t16.close()
