@@ -18,9 +18,7 @@ Backend-agnostic Keras (``keras.ops`` only; ``KERAS_BACKEND=tensorflow`` here,
    windows, output vs teacher), and ``feat``, features of the project's frozen student
    predictor (``model/checkpoints/predictor.keras``, layers :data:`FEAT_LAYERS`):
    channel mean and standard deviation plus half the feature L1, output vs teacher;
-   optionally (``--w-mse``) the pixel squared error, the error PSNR measures, and
-   (``--w-edge``) the squared error on the frame's outer :data:`EDGE` px alone, where the
-   student's error is largest (its zero padding against the teacher's mirror padding).
+   optionally (``--w-mse``) the pixel squared error, the error PSNR measures.
 
 Every target is fresh: the teacher stylizes each new random crop as training goes, so
 no pair repeats.  Crops are whole frames for the teacher too (their borders are real
@@ -61,11 +59,9 @@ from stylecast.model.threads import limit_threads
 REPO = Path(__file__).resolve().parents[1]
 SHIFT = 7      # largest shift of the shift-consistency pairs (px)
 MARGIN = 8     # border excluded from the shift term (px)
-EDGE = 8       # the frame's outer ring of the edge term (px; the eval's border ring)
-# Default weight of each end-to-end loss term (``--w-*``); ``grad`` has no flag.  ``mse`` and
-# ``edge`` are off unless weighted.
-TERM_WEIGHTS = {"pixel": 1.0, "grad": 1.0, "hint": 0.5, "shift": 2.0, "stat": 1.0, "feat": 1.0, "mse": 0.0,
-                "edge": 0.0}
+# Default weight of each end-to-end loss term (``--w-*``); ``grad`` has no flag.  ``mse`` is off
+# unless weighted.
+TERM_WEIGHTS = {"pixel": 1.0, "grad": 1.0, "hint": 0.5, "shift": 2.0, "stat": 1.0, "feat": 1.0, "mse": 0.0}
 STAT_WINDOWS = (8, 32)  # local-statistics windows (px)
 FEAT_LAYERS = ("b0_pw_relu", "b1_pw_relu", "b3_pw_relu")  # predictor layers of the feat term
 PREDICTOR = REPO / "model" / "checkpoints" / "predictor.keras"
@@ -249,22 +245,12 @@ def distill_graph_class():
                 terms = [l1(out, y), grad_l1(out, y), hw * lh, l1(a, b), local_stats_l1(out, y)]
                 terms.append(feature_l1(self.features(out), self.features(y)) if self.features is not None
                              else ops.zeros(()))
-                terms += [ops.mean(ops.square(out - y)), ring_mse(out, y, EDGE)]
+                terms.append(ops.mean(ops.square(out - y)))
             scale = [self.w[name] for name in self.terms] if self.stage == "e2e" else [1.0] * len(terms)
             vec = ops.stack([w * v for w, v in zip(scale, terms)])
             return ops.ones_like(content[:, 0, 0, :1]) * vec[None, :]
 
     return DistillGraph
-
-
-def ring_mse(a, b, width: int):
-    """Mean squared error between ``a`` and ``b`` (N×H×W×C, H and W > 2 × ``width``) over the
-    outer ``width`` px of each frame only (0 for equal frames, whatever their interiors)."""
-    from keras import ops  # noqa: PLC0415
-
-    sq = ops.square(a - b)
-    inner = sq[:, width:-width, width:-width]
-    return (ops.sum(sq) - ops.sum(inner)) / ops.cast(ops.size(sq) - ops.size(inner), sq.dtype)
 
 
 def local_stats_l1(a, b):
@@ -511,8 +497,6 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--w-pixel", type=float, default=TERM_WEIGHTS["pixel"], help="pixel L1 (0-1 scale)")
     ap.add_argument("--w-mse", type=float, default=TERM_WEIGHTS["mse"],
                     help="pixel squared error (0-1 scale; the error PSNR measures; 0: off)")
-    ap.add_argument("--w-edge", type=float, default=TERM_WEIGHTS["edge"],
-                    help=f"pixel squared error on the frame's outer {EDGE} px alone (0-1 scale; 0: off)")
     ap.add_argument("--w-hint", type=float, default=TERM_WEIGHTS["hint"])
     ap.add_argument("--w-shift", type=float, default=TERM_WEIGHTS["shift"])
     ap.add_argument("--w-stat", type=float, default=TERM_WEIGHTS["stat"], help="local-statistics texture term (0: off)")
@@ -541,7 +525,7 @@ def main(argv: list[str] | None = None) -> None:
         from stylecast.model import data  # noqa: PLC0415
 
         build_pack(args.assets or data.assets_dir(), args.pack, args.seed)
-    weights = {"pixel": args.w_pixel, "mse": args.w_mse, "edge": args.w_edge, "hint": args.w_hint, "shift": args.w_shift,
+    weights = {"pixel": args.w_pixel, "mse": args.w_mse, "hint": args.w_hint, "shift": args.w_shift,
                "stat": args.w_stat, "feat": args.w_feat}
     t_end = None if args.minutes is None else time.time() + 60 * args.minutes
     left = lambda: None if t_end is None else max(0.0, (t_end - time.time()) / 60)  # noqa: E731
