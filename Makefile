@@ -143,14 +143,14 @@ train: $(VENV)/.dev-stamp
 		--start-from model/checkpoints/v5
 
 # The quality tier's candidate (q5de: the teacher's five blocks, its two-stage decoder, a 3x3 conv at H/2), same
-# recipe with the predictor-feature term (on from step 35,400: MODEL_CARD's A/B) and, from step 106,400, the pixel
-# squared error (--w-mse 20) with the shift term at 3 to hold flicker (MODEL_CARD, session 19); resumes
-# runs/q/$(QSPEC) (else model/checkpoints/quality, step 120,400) and trains the next long cosine segment to step
-# 145,400 at peak 2.5e-4. The default recipe's curve was flat on two CPU cores (106,400 -> 114,400 gained 0.01 dB);
-# the squared error moved it again (+0.08 dB in 14,000 steps). The larger lever is a lent GPU
-# (make train-gpu RUN=runs/q/q5de).
+# recipe with the predictor-feature term (on from step 35,400: MODEL_CARD's A/B), from step 106,400 the pixel
+# squared error (--w-mse 20) with the shift term at 3 to hold flicker (MODEL_CARD, sessions 19 and 20); resumes
+# runs/q/$(QSPEC) (else model/checkpoints/quality, step 142,400) and trains the next long cosine segment to step
+# 167,400 at peak 2.5e-4.
+# The squared error moved the CPU curve (+0.17 dB in 36,000 steps, where 8,000 steps of the L1-only recipe gave
+# +0.01). The larger lever is a lent GPU (make train-gpu RUN=runs/q/q5de).
 QSPEC ?= q5de
-QUALITY_RECIPE ?= --block-steps 600 --e2e-steps 145400 --w-feat 1 --lr 5e-4 --w-mse 20 --w-shift 3
+QUALITY_RECIPE ?= --block-steps 600 --e2e-steps 167400 --w-feat 1 --lr 5e-4 --w-mse 20 --w-shift 3
 train-quality: $(VENV)/.dev-stamp
 	nice -n 19 $(BIN)/python -m stylecast.model.recipe --spec $(QSPEC) --out runs/q/$(QSPEC) \
 		--start-from model/checkpoints/quality $(QUALITY_RECIPE)
@@ -181,7 +181,7 @@ export-model: $(VENV)/.dev-stamp
 
 # The quality tier's package from its committed checkpoint and predictor (model/checkpoints/quality):
 # LiteRT for CPUs, ONNX for GPUs (ONNX Runtime, TensorRT); no SavedModel, to keep the package small.
-QUALITY_VERSION ?= 2
+QUALITY_VERSION ?= 3
 export-quality: $(VENV)/.dev-stamp
 	$(BIN)/python -m stylecast.model.recipe --out model/checkpoints/quality --export model/builtin \
 		--predictor model/checkpoints/quality --name stylecast-quality --version $(QUALITY_VERSION) \
