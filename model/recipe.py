@@ -359,8 +359,8 @@ def record_segment(meta: dict, stage: str, step: int, seg: dict, weights: dict[s
 
 def train(pack_dir: Path, out: Path, spec_name: str, stage: str, steps: int, pairs: int, crop: int,
           lr: float, seed: int, save_every: int, minutes: float | None, weights: dict[str, float]) -> int:
-    """Run ``stage`` up to ``steps`` steps (resuming from ``out``), or for ``minutes``.
-    Returns the step reached."""
+    """Run ``stage`` up to ``steps`` steps (resuming from ``out``), or for ``minutes``, with the
+    loss ``weights`` given over :data:`TERM_WEIGHTS`.  Returns the step reached."""
     import keras  # noqa: PLC0415
 
     from stylecast.model.networks import CANDIDATES, build_student  # noqa: PLC0415
@@ -387,9 +387,10 @@ def train(pack_dir: Path, out: Path, spec_name: str, stage: str, steps: int, pai
         print(f"new cosine segment for {stage}: steps {step} -> {steps}, lr {lr:g} (the recorded one ended "
               f"at {meta.get('schedule', {}).get(stage, {}).get('end', step)})")
     meta.setdefault("schedule", {})[stage] = seg
-    record_segment(meta, stage, step, seg, {**TERM_WEIGHTS, **weights} if stage == "e2e" else None)
+    weights = {**TERM_WEIGHTS, **weights}
+    record_segment(meta, stage, step, seg, weights if stage == "e2e" else None)
     teacher = build_teacher(pack.teacher, features=True)
-    features = feature_extractor() if stage == "e2e" and weights.get("feat", 0) > 0 else None
+    features = feature_extractor() if stage == "e2e" and weights["feat"] > 0 else None
     graph = distill_graph_class()(student, spec, teacher, stage, weights, pairs, crop, features=features)
     schedule = segment_cosine(seg["lr"], seg["start"], seg["end"])
     opt = keras.optimizers.Adam(schedule, clipnorm=1.0)
@@ -525,8 +526,7 @@ def main(argv: list[str] | None = None) -> None:
         from stylecast.model import data  # noqa: PLC0415
 
         build_pack(args.assets or data.assets_dir(), args.pack, args.seed)
-    weights = {"pixel": args.w_pixel, "mse": args.w_mse, "hint": args.w_hint, "shift": args.w_shift,
-               "stat": args.w_stat, "feat": args.w_feat}
+    weights = {k: getattr(args, f"w_{k}") for k in TERM_WEIGHTS if hasattr(args, f"w_{k}")}
     t_end = None if args.minutes is None else time.time() + 60 * args.minutes
     left = lambda: None if t_end is None else max(0.0, (t_end - time.time()) / 60)  # noqa: E731
     common = dict(pack_dir=args.pack, out=args.out, spec_name=args.spec, pairs=args.pairs, seed=args.seed,
